@@ -1,0 +1,184 @@
+"""The ``fathom`` command: ``plan``, ``train``, ``config``, ``demo-corpus``.
+
+Every subcommand takes ``--config FILE`` plus any number of ``section.field=value`` overrides
+(values read as YAML), e.g. ``fathom train --config c.yaml train.learning_rate=1e-4 model.load_in_8bit=true``.
+Without ``--config`` the embedded demo config is used (SmolLM2-135M on a synthetic maritime corpus).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from fathom.config import ConfigError, FathomConfig, config_to_yaml, load_config
+
+logger = logging.getLogger("fathom")
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    """fathom's own messages at INFO, one line each; the libraries' chatter only when it is a problem."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(name)s %(levelname)s: %(message)s", "%H:%M:%S"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not verbose:
+        # bitsandbytes logs a missing optional CPU kernel at import; transformers and peft warn about
+        # their own deprecations. None of it is the user's to act on.
+        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
+        except ImportError:  # pragma: no cover - transformers is a dependency
+            pass
+
+
+def _resolve_config(args: argparse.Namespace) -> FathomConfig:
+    if args.config is None:
+        from fathom.demo import DEMO_CONFIG, ensure_demo_corpus
+
+        logger.info(
+            "no --config given: using the built-in demo (SmolLM2-135M, a SYNTHETIC maritime corpus, "
+            "phases of 256 / 512 / 1024 tokens); see %s",
+            DEMO_CONFIG.name,
+        )
+        config = load_config(DEMO_CONFIG, args.overrides, check_paths=False)
+        ensure_demo_corpus(config.data.paths[0])
+        return config
+    # Only training reads the documents; plan and config work before the data exists.
+    return load_config(args.config, args.overrides, check_paths=args.command == "train")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", type=Path, default=None, help="YAML config (default: the built-in demo)")
+    parser.add_argument("overrides", nargs="*", metavar="section.field=value", help="override config fields")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from fathom.schedule import plan_summary
+
+    config = _resolve_config(args)
+    summary = plan_summary(config, args.world_size)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"fathom plan: {config.model.name_or_path} -> {config.output_dir}/{summary['final_model_dir']}")
+    for column in ("phase", "max_seq_length", "tokens", "share", "packed sequences", "tokens / step", "steps"):
+        table.add_column(column, justify="left" if column == "phase" else "right")
+    for p in summary["phases"]:
+        table.add_row(
+            p["name"],
+            f"{p['max_seq_length']:,}",
+            f"{p['tokens']:,}",
+            f"{p['tokens'] / max(config.train.total_tokens, 1):.0%}",
+            f"{p['sequences']:,}",
+            f"{p['tokens_per_step']:,}",
+            f"{p['steps']:,}",
+        )
+    table.add_row(
+        "total", "", f"{sum(p['tokens'] for p in summary['phases']):,}", "", "", "", f"{summary['total_steps']:,}",
+        end_section=True,
+    )
+    console = Console()
+    console.print(table)
+    console.print(
+        f"tokens per step = max_seq_length x micro_batch_size {config.train.micro_batch_size} x "
+        f"gradient_accumulation_steps {config.train.gradient_accumulation_steps} x world size {args.world_size}"
+    )
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from fathom.train.loop import train
+
+    config = _resolve_config(args)
+    result = train(config, resume=args.resume)
+    if result.final_dir is None:
+        logger.info("stopped at step %d; continue with: fathom train --resume%s", result.state.global_step,
+                    f" --config {args.config}" if args.config else "")
+    else:
+        for name, losses in result.phase_losses.items():
+            if losses:
+                tail = losses[-max(1, len(losses) // 10) :]
+                logger.info("%s: loss %.3f at its first step, %.3f at its end", name, losses[0], sum(tail) / len(tail))
+        logger.info("TensorBoard: tensorboard --logdir %s", result.output_dir)
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    config = _resolve_config(args)
+    sys.stdout.write(config_to_yaml(config, with_help=True))
+    return 0
+
+
+def _cmd_demo_corpus(args: argparse.Namespace) -> int:
+    from fathom.demo.corpus import write_corpus
+
+    paths = write_corpus(args.out, documents=args.documents, seed=args.seed)
+    logger.info("wrote %d SYNTHETIC maritime documents to %s", len(paths), args.out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fathom",
+        description="Progressive long-context continual pretraining with LoRA.",
+        epilog="Overrides: section.field=value, e.g. train.learning_rate=1e-4 'data.paths=[docs, more_docs]'",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    plan = sub.add_parser("plan", help="show per-phase tokens, packed sequences and optimizer steps")
+    _add_common(plan)
+    plan.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+    plan.add_argument("--world-size", type=int, default=1, help="number of training processes (GPUs)")
+    plan.set_defaults(func=_cmd_plan)
+
+    train = sub.add_parser("train", help="train the LoRA adapter through the phases (no --config: the demo)")
+    _add_common(train)
+    train.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last checkpoint")
+    train.set_defaults(func=_cmd_train)
+
+    cfg = sub.add_parser("config", help="print the resolved config, every field with its help text")
+    _add_common(cfg)
+    cfg.set_defaults(func=_cmd_config)
+
+    demo = sub.add_parser("demo-corpus", help="write the demo's SYNTHETIC maritime documents to a folder")
+    demo.add_argument("--out", type=Path, required=True, help="folder to write to")
+    demo.add_argument("--documents", type=int, default=60, help="how many documents")
+    demo.add_argument("--seed", type=int, default=0, help="generator seed")
+    demo.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    demo.set_defaults(func=_cmd_demo_corpus)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from fathom.train.loop import RunExistsError, TrainingStopped
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"fathom: error: {exc}", file=sys.stderr)
+        return 2
+    except (RunExistsError, TrainingStopped, FileNotFoundError, ImportError) as exc:
+        print(f"fathom: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("fathom: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

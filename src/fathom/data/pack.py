@@ -1,0 +1,83 @@
+"""Pack tokenized documents into rows of exactly ``seq_len`` tokens (pure: no model, no I/O).
+
+Documents are laid end to end; a document longer than the room left in a row is cut, and its next
+chunk opens the following row. Every chunk gets position ids that restart at 0, which is what
+tells the attention backends where one document stops: transformers reads the restarts from
+``position_ids`` to build a block-diagonal causal mask for sdpa/eager/flex, and the varlen path for
+flash_attention_2. The first token of every chunk gets the label -100, so no label is predicted
+across a boundary.
+
+Worked example, ``seq_len=4``, documents ``[1, 2, 0]`` and ``[3, 4, 5, 6, 0]`` (0 = end of document)::
+
+    row 0: input_ids [1, 2, 0, 3]   position_ids [0, 1, 2, 0]   labels [-100, 2, 0, -100]
+    row 1: input_ids [4, 5, 6, 0]   position_ids [0, 1, 2, 3]   labels [-100, 5, 6, 0]
+
+(``labels[i]`` is the token predicted from position ``i - 1``, the usual causal-LM shift.)
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class PackedRow:
+    input_ids: np.ndarray  # (seq_len,) int64
+    position_ids: np.ndarray  # (seq_len,) int64, restarting at 0 at every document chunk
+
+    @property
+    def labels(self) -> np.ndarray:
+        """``input_ids`` with -100 at each chunk start: nothing is predicted across a boundary."""
+        labels = self.input_ids.copy()
+        labels[self.position_ids == 0] = IGNORE_INDEX
+        return labels
+
+    @property
+    def segment_lengths(self) -> list[int]:
+        """Lengths of the document chunks in this row, in order (they sum to seq_len)."""
+        starts = np.flatnonzero(self.position_ids == 0).tolist() + [len(self.position_ids)]
+        return [b - a for a, b in itertools.pairwise(starts)]
+
+
+def pack_rows(documents: Iterable[np.ndarray], seq_len: int) -> Iterator[PackedRow]:
+    """Rows of exactly ``seq_len`` tokens from ``documents`` (1-D int arrays), in order.
+
+    A tail shorter than ``seq_len`` at the end of a finite input is dropped; callers that need
+    every token pass an endless stream (see :func:`epoch_stream`).
+    """
+    if seq_len <= 0:
+        raise ValueError(f"seq_len must be > 0, got {seq_len}")
+    ids = np.empty(seq_len, dtype=np.int64)
+    pos = np.empty(seq_len, dtype=np.int64)
+    filled = 0
+    for doc in documents:
+        offset = 0
+        while offset < len(doc):
+            take = min(len(doc) - offset, seq_len - filled)
+            ids[filled : filled + take] = doc[offset : offset + take]
+            pos[filled : filled + take] = np.arange(take)
+            filled += take
+            offset += take
+            if filled == seq_len:
+                yield PackedRow(ids.copy(), pos.copy())
+                filled = 0
+
+
+def epoch_order(num_documents: int, seed: int, phase_index: int, epoch: int) -> np.ndarray:
+    """The document order of one pass over the corpus: a permutation fixed by (seed, phase, epoch)."""
+    return np.random.default_rng([seed, phase_index, epoch]).permutation(num_documents)
+
+
+def epoch_stream(documents: Sequence[np.ndarray], seed: int, phase_index: int) -> Iterator[np.ndarray]:
+    """Documents forever, reshuffled at each pass, so a phase can train more tokens than the corpus holds."""
+    if not documents:
+        raise ValueError("no documents to pack")
+    for epoch in itertools.count():
+        for i in epoch_order(len(documents), seed, phase_index, epoch):
+            yield documents[i]

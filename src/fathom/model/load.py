@@ -1,0 +1,181 @@
+"""Load the base model and tokenizer: device, dtype, attention backend and quantization.
+
+Optional accelerators sit behind one capability check each, and every decision is logged once
+(DESIGN.md convention 5): flash-attn falls back to SDPA, then eager; 8-/4-bit asked for without
+bitsandbytes fails with the install command.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fathom.config import ConfigError, ModelConfig
+from fathom.model.sources import resolve_model_source
+
+logger = logging.getLogger("fathom")
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    source: str  # what from_pretrained received (path or Hub id)
+    device: torch.device
+    dtype: torch.dtype
+    attn_implementation: str
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """cuda, then mps, then cpu; an explicit request that is not available is an error."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("model.device: cuda was asked for but torch sees no CUDA device")
+    if requested == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("model.device: mps was asked for but this torch build or machine has no MPS")
+    return torch.device(requested)
+
+
+def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
+    """bfloat16 where the device computes it well (CUDA with bf16 support, MPS), float32 elsewhere."""
+    if requested != "auto":
+        return getattr(torch, requested)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.bfloat16
+    return torch.float32
+
+
+def flash_attn_available() -> bool:
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def pick_attn_implementation(requested: str, device: torch.device) -> str:
+    """flash_attention_2 when flash-attn is installed and the device is CUDA, else sdpa, else eager."""
+    if requested == "auto":
+        if device.type == "cuda" and flash_attn_available():
+            choice, why = "flash_attention_2", "flash-attn is installed and the device is CUDA"
+        elif hasattr(torch.nn.functional, "scaled_dot_product_attention"):
+            why = "no CUDA device" if device.type != "cuda" else "flash-attn is not installed"
+            choice, why = "sdpa", f"{why}; using PyTorch's scaled_dot_product_attention"
+        else:
+            choice, why = "eager", "this torch has no scaled_dot_product_attention"
+        logger.info("attention: %s (%s)", choice, why)
+        return choice
+    if requested == "flash_attention_2":
+        if device.type != "cuda":
+            raise ConfigError(f"model.attn_implementation: flash_attention_2 needs a CUDA device, this run is on {device.type}; use auto or sdpa")
+        if not flash_attn_available():
+            raise ConfigError(
+                "model.attn_implementation: flash_attention_2 needs flash-attn: pip install flash-attn --no-build-isolation "
+                "(or set attn_implementation: auto to fall back to sdpa)"
+            )
+    logger.info("attention: %s (as configured)", requested)
+    return requested
+
+
+def quantization_config(cfg: ModelConfig, compute_dtype: torch.dtype):
+    """A BitsAndBytesConfig for 8-bit or 4-bit NF4 (double quantization), or None."""
+    if not (cfg.load_in_8bit or cfg.load_in_4bit):
+        return None
+    if importlib.util.find_spec("bitsandbytes") is None:
+        flag = "load_in_8bit" if cfg.load_in_8bit else "load_in_4bit"
+        raise ConfigError(f"model.{flag}: needs bitsandbytes: pip install 'fathom[quant]' (or pip install bitsandbytes)")
+    from transformers import BitsAndBytesConfig
+
+    if cfg.load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
+def load_tokenizer(source: str, cfg: ModelConfig):
+    from transformers import AutoTokenizer
+
+    kwargs = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    if cfg.gguf_file:
+        kwargs["gguf_file"] = cfg.gguf_file
+    return AutoTokenizer.from_pretrained(source, **kwargs)
+
+
+def _explain_load_failure(name: str, exc: Exception) -> ConfigError:
+    local = Path(name).exists()
+    if local:
+        reason = f"{name} exists but is not a loadable model folder ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+    else:
+        reason = (
+            f"'{name}' is not a local folder and could not be fetched from the Hugging Face Hub "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+            "Check the id, log in for gated models, or download it first (huggingface-cli download ...) "
+            "and point model.name_or_path at the folder"
+        )
+    return ConfigError(f"model.name_or_path: {reason}")
+
+
+def load_model(cfg: ModelConfig) -> LoadedModel:
+    """Load tokenizer and model as configured; the model comes back frozen, in train mode."""
+    from transformers import AutoModelForCausalLM
+
+    source = resolve_model_source(cfg.name_or_path)
+    device = pick_device(cfg.device)
+    dtype = pick_dtype(cfg.dtype, device)
+    attn = pick_attn_implementation(cfg.attn_implementation, device)
+    quant = quantization_config(cfg, dtype)
+    try:
+        tokenizer = load_tokenizer(source, cfg)
+    except (OSError, ValueError) as exc:
+        raise _explain_load_failure(cfg.name_or_path, exc) from exc
+
+    kwargs = {
+        "revision": cfg.revision,
+        "trust_remote_code": cfg.trust_remote_code,
+        "dtype": dtype,
+        "attn_implementation": attn,
+    }
+    if cfg.gguf_file:
+        kwargs["gguf_file"] = cfg.gguf_file
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+        kwargs["device_map"] = {"": device.index if device.type == "cuda" else device.type}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _explain_load_failure(cfg.name_or_path, exc) from exc
+    if quant is None:
+        model.to(device)
+    logger.info(
+        "loaded %s on %s in %s%s",
+        cfg.name_or_path,
+        device,
+        str(dtype).replace("torch.", ""),
+        " (8-bit base)" if cfg.load_in_8bit else " (4-bit NF4 base)" if cfg.load_in_4bit else "",
+    )
+    model.config.use_cache = False
+    for param in model.parameters():
+        param.requires_grad_(False)
+    if quant is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if cfg.gradient_checkpointing:
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable({"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    return LoadedModel(model, tokenizer, source, device, dtype, attn)

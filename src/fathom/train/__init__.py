@@ -1,0 +1,1 @@
+"""Training: the loop over phases, optimizer and learning-rate schedule, checkpoints, logging."""

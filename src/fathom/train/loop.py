@@ -1,0 +1,370 @@
+"""The training loop: one explicit pass over the phases, the same LoRA weights carried through all.
+
+Read top to bottom: :func:`train` prepares (output folder, model, data, adapter, optimizer, resume
+state), then runs :func:`_run_phase` for each phase of the plan and writes the final model. A phase
+ends when its token budget is consumed; progress, the learning rate and the resume point are all
+counted in tokens and rows, never in epochs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from fathom.config import ConfigError, FathomConfig, config_from_dict, validate
+from fathom.data.ingest import read_documents
+from fathom.data.loader import PhaseLoader
+from fathom.data.pack import IGNORE_INDEX
+from fathom.data.tokenize import resolve_eod_token_id, tokenize_documents
+from fathom.model.load import load_model
+from fathom.model.lora import apply_lora
+from fathom.model.loss import causal_lm_loss_sum
+from fathom.schedule import PhasePlan, final_model_dirname, plan_phases
+from fathom.train.checkpoint import RunLayout, TrainerState, capture_rng_state, restore_rng_state
+from fathom.train.optim import build_optimizer, learning_rate_at
+from fathom.train.tracking import PhaseLogger, peak_memory_gb
+
+logger = logging.getLogger("fathom")
+
+# Fields whose change makes a checkpoint meaningless for the run being resumed.
+_RESUME_MUST_MATCH = (
+    ("model", "name_or_path"),
+    ("lora", None),
+    ("data", "paths"),
+    ("train", "total_tokens"),
+    ("train", "progressive"),
+    ("train", "schedule"),
+    ("train", "micro_batch_size"),
+    ("train", "gradient_accumulation_steps"),
+    ("train", "seed"),
+)
+
+
+class RunExistsError(RuntimeError):
+    """The output folder already holds a run and --resume was not given."""
+
+
+class TrainingStopped(RuntimeError):
+    """Training cannot go on (non-finite loss, out of memory); the last checkpoint is intact."""
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    final_dir: Path | None  # None when the run stopped early (max_steps or interrupted)
+    state: TrainerState
+    phase_losses: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass
+class _Run:
+    """Everything the phases share: built once by :func:`train`."""
+
+    config: FathomConfig
+    plans: list[PhasePlan]
+    layout: RunLayout
+    model: torch.nn.Module
+    tokenizer: object
+    device: torch.device
+    optimizer: torch.optim.Optimizer
+    token_docs: list[np.ndarray]
+    state: TrainerState
+    result: RunResult
+
+
+def _world() -> tuple[int, int]:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1:
+        raise ConfigError(
+            f"WORLD_SIZE={world_size}: multi-process training (torchrun / accelerate) is not available yet; "
+            "run one process"
+        )
+    return world_size, 0
+
+
+def _check_resume_compatible(saved: FathomConfig, current: FathomConfig) -> None:
+    a, b = saved.to_dict(), current.to_dict()
+    for section, key in _RESUME_MUST_MATCH:
+        left = a[section] if key is None else a[section][key]
+        right = b[section] if key is None else b[section][key]
+        if left != right:
+            where = section if key is None else f"{section}.{key}"
+            raise ConfigError(
+                f"{where}: differs from the run being resumed ({left!r} there, {right!r} now); "
+                "resume with the same value or start a new output_dir"
+            )
+
+
+def _load_saved_config(layout: RunLayout) -> FathomConfig | None:
+    import yaml
+
+    if not layout.config_file.is_file():
+        return None
+    saved = config_from_dict(yaml.safe_load(layout.config_file.read_text(encoding="utf-8")))
+    validate(saved, check_paths=False)
+    return saved
+
+
+def _prepare_documents(config: FathomConfig, tokenizer) -> list[np.ndarray]:
+    documents, report = read_documents(config.data.paths, config.data.text_field, config.data.min_chars)
+    if not documents:
+        skipped = f"; skipped {len(report.skipped)} files" if report.skipped else ""
+        raise ConfigError(f"data.paths: no usable documents in {', '.join(config.data.paths)}{skipped}")
+    eod = resolve_eod_token_id(tokenizer, config.data.eod_token)
+    token_docs = tokenize_documents(documents, tokenizer, eod)
+    lengths = np.array([len(d) for d in token_docs])
+    logger.info(
+        "data: %d documents from %d files (%d skipped), %s tokens, median %d / longest %d tokens per document; "
+        "end-of-document token %r (id %d)",
+        len(token_docs),
+        report.files_read,
+        len(report.skipped),
+        f"{int(lengths.sum()):,}",
+        int(np.median(lengths)),
+        int(lengths.max()),
+        tokenizer.convert_ids_to_tokens(eod),
+        eod,
+    )
+    return token_docs
+
+
+def train(config: FathomConfig, resume: bool = False) -> RunResult:
+    """Run (or resume) the progressive schedule of ``config``; returns where everything was written."""
+    world_size, rank = _world()
+    layout = RunLayout(config.output_dir)
+    plans = plan_phases(config, world_size)
+    final_dirname = final_model_dirname(plans[-1].max_seq_length)
+
+    checkpoint_dir = None
+    if layout.holds_a_run():
+        if not resume:
+            raise RunExistsError(
+                f"output_dir: {layout.root} already holds a run; pass --resume to continue it, "
+                "or choose another output_dir (nothing was changed)"
+            )
+        saved = _load_saved_config(layout)
+        if saved is not None:
+            _check_resume_compatible(saved, config)
+        checkpoint_dir = layout.latest_checkpoint()
+        if checkpoint_dir is None:
+            logger.warning("--resume: %s has no complete checkpoint yet; starting from the beginning", layout.root)
+    elif resume:
+        logger.warning("--resume: %s holds no run yet; starting from the beginning", layout.root)
+
+    torch.manual_seed(config.train.seed)
+    loaded = load_model(config.model)
+    token_docs = _prepare_documents(config, loaded.tokenizer)
+    model = apply_lora(loaded.model, config.lora, config.train.seed)
+    optimizer = build_optimizer(model, config.train)
+
+    state = TrainerState(world_size=world_size)
+    if checkpoint_dir is not None:
+        from peft import set_peft_model_state_dict
+
+        state, adapter, optim_state, rng = RunLayout.load_checkpoint(checkpoint_dir)
+        set_peft_model_state_dict(model, adapter)
+        optimizer.load_state_dict(optim_state)
+        restore_rng_state(rng)
+        if state.run_complete:
+            logger.info("--resume: the run in %s is already complete", layout.root)
+            return RunResult(layout.root, layout.final_dir(final_dirname), state)
+        logger.info(
+            "resuming from %s: phase %s, step %d, %s tokens seen",
+            checkpoint_dir.name,
+            state.phase_name,
+            state.phase_step,
+            f"{state.tokens_seen:,}",
+        )
+        if state.phase_complete:
+            state.phase_index += 1
+            state.phase_step = state.phase_tokens_seen = state.phase_rows_consumed = 0
+            state.phase_complete = False
+            state.log_history = []
+    layout.write_run_config(config)
+
+    result = RunResult(layout.root, None, state)
+    if config.train.max_steps and state.global_step >= config.train.max_steps:
+        logger.warning(
+            "train.max_steps=%d is already reached (step %d); set train.max_steps=0 or higher to continue",
+            config.train.max_steps,
+            state.global_step,
+        )
+        return result
+    run = _Run(config, plans, layout, model, loaded.tokenizer, loaded.device, optimizer, token_docs, state, result)
+    for plan in plans[state.phase_index :]:
+        if not _run_phase(run, plan):
+            return result
+    state.run_complete = True
+    result.final_dir = layout.save_final(final_dirname, model, loaded.tokenizer, config, state)
+    layout.save_checkpoint(model, optimizer, config, state, capture_rng_state(), config.train.save_total_limit)
+    logger.info("done: final model in %s", result.final_dir)
+    return result
+
+
+def _run_phase(run: _Run, plan: PhasePlan) -> bool:
+    """Train one phase to its token budget; False when the run stopped early (resumable)."""
+    config, layout, state, model, optimizer = run.config, run.layout, run.state, run.model, run.optimizer
+    t = config.train
+    run_tokens = sum(p.trained_tokens for p in run.plans)
+    resumed_mid_phase = state.phase_step > 0
+    state.phase_index, state.phase_name = plan.index, plan.name
+    loader = PhaseLoader(
+        run.token_docs,
+        plan.max_seq_length,
+        t.seed,
+        plan.index,
+        t.micro_batch_size,
+        state.world_size,
+        0,
+        start_row=state.phase_rows_consumed,
+    )
+    tb = PhaseLogger(layout.phase_logs(plan.name), purge_step=state.global_step + 1 if resumed_mid_phase else None)
+    if not resumed_mid_phase:
+        tb.text(
+            "phase_transition",
+            f"step {state.global_step}: **{plan.name}** begins: max_seq_length {plan.max_seq_length:,}, "
+            f"{plan.tokens:,} tokens, {plan.steps:,} optimizer steps",
+            state.global_step,
+        )
+        tb.scalars(state.global_step, {"train/seq_len": plan.max_seq_length, "train/phase_index": plan.index})
+        logger.info(
+            "%s: %s tokens at max_seq_length %s, %d steps", plan.name, f"{plan.tokens:,}", f"{plan.max_seq_length:,}", plan.steps
+        )
+    params = [p for p in model.parameters() if p.requires_grad]
+    losses = run.result.phase_losses.setdefault(plan.name, [])
+    bar = tqdm(
+        total=plan.trained_tokens,
+        initial=state.phase_tokens_seen,
+        unit="tok",
+        unit_scale=True,
+        desc=plan.name,
+        dynamic_ncols=True,
+        leave=True,
+    )
+    last_time = time.perf_counter()
+    try:
+        while state.phase_step < plan.steps:
+            step_start = (state.phase_rows_consumed, capture_rng_state())
+            n_micro = min(t.gradient_accumulation_steps, plan.micro_batches_per_rank - state.phase_step * t.gradient_accumulation_steps)
+            batches = [loader.next_micro_batch() for _ in range(n_micro)]
+            step_label_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
+            step_tokens = sum(b["input_ids"].numel() for b in batches) * state.world_size
+            lr = learning_rate_at(
+                t, state.phase_tokens_seen + step_tokens, plan.trained_tokens, state.tokens_seen + step_tokens, run_tokens
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = 0.0
+            try:
+                for batch in batches:
+                    batch = {k: v.to(run.device) for k, v in batch.items()}
+                    micro_loss, _ = causal_lm_loss_sum(model, batch, t.loss_chunk_size)
+                    (micro_loss / max(step_label_tokens, 1)).backward()
+                    loss_sum += float(micro_loss.detach())
+            except torch.cuda.OutOfMemoryError as exc:
+                raise TrainingStopped(_oom_advice(plan, config)) from exc
+            loss = loss_sum / max(step_label_tokens, 1)
+            if not math.isfinite(loss):
+                raise TrainingStopped(
+                    f"{plan.name} step {state.phase_step + 1}: loss is {loss}; lower train.learning_rate or check the "
+                    f"data. The last checkpoint in {layout.checkpoints_dir} is intact"
+                )
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm if t.max_grad_norm > 0 else float("inf"))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            state.phase_rows_consumed = loader.rows_consumed
+            state.phase_step += 1
+            state.global_step += 1
+            state.phase_tokens_seen += step_tokens
+            state.tokens_seen += step_tokens
+            losses.append(loss)
+            now = time.perf_counter()
+            tokens_per_second = step_tokens / max(now - last_time, 1e-9)
+            last_time = now
+            bar.update(step_tokens)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+            if state.global_step % t.log_every_steps == 0 or state.phase_step == plan.steps:
+                record = {
+                    "step": state.global_step,
+                    "loss": loss,
+                    "learning_rate": lr,
+                    "grad_norm": float(grad_norm),
+                    "tokens_seen": state.tokens_seen,
+                }
+                state.log_history.append(record)
+                tb.scalars(
+                    state.global_step,
+                    {
+                        "train/loss": loss,
+                        "train/learning_rate": lr,
+                        "train/grad_norm": float(grad_norm),
+                        "train/tokens_seen": state.tokens_seen,
+                        "train/tokens_per_second": tokens_per_second,
+                        "train/seq_len": plan.max_seq_length,
+                        "train/phase_index": plan.index,
+                        "train/peak_memory_gb": peak_memory_gb(run.device),
+                    },
+                )
+            phase_done = state.phase_step == plan.steps
+            stop_now = t.max_steps > 0 and state.global_step >= t.max_steps and not (
+                phase_done and plan.index == run.plans[-1].index
+            )
+            if phase_done:
+                state.phase_complete = True
+                layout.save_phase(plan.name, model, run.tokenizer, config, state)
+                layout.save_checkpoint(model, optimizer, config, state, capture_rng_state(), t.save_total_limit)
+                first, last = losses[0], float(np.mean(losses[-max(1, len(losses) // 10) :]))
+                logger.info(
+                    "%s done: %d steps, %s tokens, loss %.4f -> %.4f, saved to %s",
+                    plan.name, plan.steps, f"{state.phase_tokens_seen:,}", first, last, layout.phase_dir(plan.name),
+                )
+            elif stop_now or (t.save_every_steps and state.global_step % t.save_every_steps == 0):
+                layout.save_checkpoint(model, optimizer, config, state, capture_rng_state(), t.save_total_limit)
+            if stop_now:
+                logger.info(
+                    "stopping after train.max_steps=%d steps; continue with --resume", t.max_steps
+                )
+                return False
+    except KeyboardInterrupt:
+        # Save the state of the last completed step: its rows, its RNG, its weights.
+        rows, rng = step_start
+        optimizer.zero_grad(set_to_none=True)
+        state.phase_rows_consumed = rows
+        ckpt = layout.save_checkpoint(model, optimizer, config, state, rng, t.save_total_limit)
+        logger.warning("interrupted: state of step %d saved to %s; continue with --resume", state.global_step, ckpt)
+        raise
+    finally:
+        bar.close()
+        tb.close()
+    # the next phase starts fresh
+    state.phase_step = state.phase_tokens_seen = state.phase_rows_consumed = 0
+    state.phase_complete = False
+    state.log_history = []
+    return True
+
+
+def _oom_advice(plan: PhasePlan, config: FathomConfig) -> str:
+    tips = []
+    if not (config.model.load_in_8bit or config.model.load_in_4bit):
+        tips.append("model.load_in_8bit=true (or load_in_4bit=true)")
+    if not config.model.gradient_checkpointing:
+        tips.append("model.gradient_checkpointing=true")
+    if config.train.micro_batch_size > 1:
+        tips.append(f"train.micro_batch_size=1 with train.gradient_accumulation_steps={config.train.gradient_accumulation_steps * config.train.micro_batch_size}")
+    if config.train.loss_chunk_size > 256:
+        tips.append("train.loss_chunk_size=256")
+    tips.append(f"drop {plan.name} from train.schedule (stop at a shorter length)")
+    return (
+        f"{plan.name}: out of GPU memory at max_seq_length {plan.max_seq_length:,}. Try: " + "; ".join(tips)
+        + ". The checkpoints already written are intact; rerun with --resume."
+    )
+
