@@ -1,0 +1,150 @@
+"""Shared fixtures: tiny models built in-process, the real Qwen2.5 tokenizer from ../shared when present.
+
+Nothing here downloads. Tests that need ../shared (the real tokenizer, the maritime corpus) skip
+with a visible reason when it is absent (a user's fresh clone); the core tests use a byte-level
+BPE tokenizer trained in-process on the synthetic corpus.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("FATHOM_SHARED", REPO.parent / "shared"))
+QWEN_TOKENIZER = SHARED / "tokenizers" / "qwen2.5"
+MARITIME = SHARED / "corpus" / "maritime"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Keep fathom's model cache out of the user's home, but shared across the session."""
+    monkeypatch.setenv("FATHOM_CACHE", str(tmp_path_factory.getbasetemp() / "fathom-cache"))
+
+
+def need_shared(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"needs {path} (the project's shared/ folder; set FATHOM_SHARED to its location)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer_dir() -> Path:
+    return need_shared(QWEN_TOKENIZER)
+
+
+@pytest.fixture(scope="session")
+def maritime_dir() -> Path:
+    return need_shared(MARITIME)
+
+
+@pytest.fixture(scope="session")
+def synthetic_corpus(tmp_path_factory) -> Path:
+    from fathom.demo.corpus import write_corpus
+
+    folder = tmp_path_factory.mktemp("synthetic_corpus")
+    write_corpus(folder, documents=24, seed=1)
+    return folder
+
+
+def _tiny_config(kind: str, vocab_size: int, eos_id: int):
+    from transformers import LlamaConfig, Qwen2Config
+
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        eos_token_id=eos_id,
+        bos_token_id=eos_id,
+        tie_word_embeddings=False,
+    )
+    if kind == "qwen2":
+        return Qwen2Config(rope_theta=1_000_000.0, **common)
+    return LlamaConfig(**common)
+
+
+def build_tiny_model(folder: Path, tokenizer, kind: str = "qwen2", vocab_size: int | None = None) -> Path:
+    """Save a randomly initialized 2-layer model (hidden 64) and ``tokenizer`` to ``folder``."""
+    from transformers import AutoModelForCausalLM
+
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    config = _tiny_config(kind, vocab_size or len(tokenizer), eos)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def train_bpe_tokenizer(corpus: Path, vocab_size: int = 384):
+    """A byte-level BPE tokenizer trained in-process on ``corpus`` (no files from elsewhere)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    files = [str(p) for p in sorted(corpus.glob("*.md"))]
+    tok.train(files, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+
+
+@pytest.fixture(scope="session")
+def local_model_dir(tmp_path_factory, synthetic_corpus) -> Path:
+    """Tiny Qwen2 + in-process BPE tokenizer: needs nothing from ../shared."""
+    folder = tmp_path_factory.mktemp("tiny_local_qwen2")
+    return build_tiny_model(folder, train_bpe_tokenizer(synthetic_corpus), "qwen2")
+
+
+@pytest.fixture(scope="session")
+def qwen_model_dir(tmp_path_factory, qwen_tokenizer_dir) -> Path:
+    """Tiny Qwen2 (vocab 151,936 like Qwen2.5-0.5B) with the real Qwen2.5 tokenizer."""
+    from transformers import AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny_qwen2_real_tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(qwen_tokenizer_dir)
+    return build_tiny_model(folder, tokenizer, "qwen2", vocab_size=151_936)
+
+
+def write_config(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def small_run_config(model_dir: Path, data_paths: list[Path], output_dir: Path, **train) -> dict:
+    """A three-phase config small enough for seconds on a CPU."""
+    cfg = {
+        "model": {"name_or_path": str(model_dir), "attn_implementation": "sdpa", "gradient_checkpointing": True},
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+        "data": {"paths": [str(p) for p in data_paths]},
+        "train": {
+            "total_tokens": 6144,
+            "schedule": [
+                {"name": "Phase_1a_Short", "max_seq_length": 64, "token_fraction": 0.5},
+                {"name": "Phase_1b_Medium", "max_seq_length": 128, "token_fraction": 0.25},
+                {"name": "Phase_1c_Long", "max_seq_length": 256, "token_fraction": 0.25},
+            ],
+            "micro_batch_size": 2,
+            "gradient_accumulation_steps": 2,
+            "learning_rate": 5.0e-3,
+            "warmup_ratio": 0.1,
+            "save_every_steps": 4,
+            "seed": 7,
+        },
+        "output_dir": str(output_dir),
+    }
+    cfg["train"].update(train)
+    return cfg

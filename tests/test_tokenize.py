@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from transformers import AutoTokenizer
+
+from fathom.data.ingest import Document, read_documents
+from fathom.data.tokenize import resolve_eod_token_id, tokenize_documents
+
+
+def test_shared_tokenizer_is_really_qwen(qwen_tokenizer_dir):
+    tokenizer = AutoTokenizer.from_pretrained(qwen_tokenizer_dir)
+    golden = json.loads((qwen_tokenizer_dir / "golden_tokens.json").read_text(encoding="utf-8"))
+    assert len(golden) == 13
+    for case in golden:
+        assert tokenizer(case["text"], add_special_tokens=False)["input_ids"] == case["ids"], case["text"]
+
+
+def test_qwen_documents_end_with_endoftext_not_the_chat_eos(qwen_tokenizer_dir):
+    tokenizer = AutoTokenizer.from_pretrained(qwen_tokenizer_dir)
+    assert tokenizer.eos_token == "<|im_end|>"
+    eod = resolve_eod_token_id(tokenizer)
+    assert eod == 151643
+    docs = tokenize_documents([Document("Rule 5: Look-out", "a"), Document("Rule 6", "b")], tokenizer, eod)
+    assert [int(d[-1]) for d in docs] == [eod, eod]
+    assert docs[0].dtype == np.int32
+    assert docs[0][:-1].tolist() == tokenizer("Rule 5: Look-out", add_special_tokens=False)["input_ids"]
+
+
+def test_explicit_eod_token_must_exist(qwen_tokenizer_dir):
+    import pytest
+
+    tokenizer = AutoTokenizer.from_pretrained(qwen_tokenizer_dir)
+    assert resolve_eod_token_id(tokenizer, "<|im_end|>") == 151645
+    with pytest.raises(ValueError, match="data.eod_token: '<nope>' is not in the tokenizer's vocabulary"):
+        resolve_eod_token_id(tokenizer, "<nope>")
+
+
+def test_reader_handles_formats_and_skips_bad_files(tmp_path, caplog):
+    (tmp_path / "a.txt").write_text("Rule 1. Application.", encoding="utf-8")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.md").write_text("# Rule 2\nResponsibility.", encoding="utf-8")
+    (tmp_path / "c.jsonl").write_text(
+        json.dumps({"text": "Rule 3."}) + "\n\n" + "not json\n" + json.dumps({"body": "x"}) + "\n", encoding="utf-8"
+    )
+    (tmp_path / "empty.txt").write_text("   ", encoding="utf-8")
+    (tmp_path / "binary.txt").write_bytes(b"\x00\x01\x02garbage")
+    (tmp_path / "latin1.txt").write_bytes("Caf\xe9 du port".encode("latin-1"))
+    (tmp_path / "image.png").write_bytes(b"\x89PNG")
+    (tmp_path / "broken.md").symlink_to(tmp_path / "missing-target.md")
+    with caplog.at_level("WARNING", logger="fathom"):
+        docs, report = read_documents([str(tmp_path)])
+    texts = sorted(d.text for d in docs)
+    assert texts == sorted(["Rule 1. Application.", "# Rule 2\nResponsibility.", "Rule 3.", "Caf\ufffd du port"])
+    reasons = dict(report.skipped)
+    assert reasons[str(tmp_path / "empty.txt")] == "empty"
+    assert "binary" in reasons[str(tmp_path / "binary.txt")]
+    assert "cannot be read" in reasons[str(tmp_path / "broken.md")]
+    assert any("2 lines" in path for path in reasons)
+    assert "latin1.txt is not valid UTF-8" in caplog.text
+    assert not any("image.png" in path for path in reasons)  # unsupported suffixes in folders are not documents

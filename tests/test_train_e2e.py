@@ -1,0 +1,219 @@
+"""End-to-end: the real CLI trains tiny models through three phases and leaves the promised outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import small_run_config, write_config
+from fathom.cli import main
+
+PHASES = ["Phase_1a_Short", "Phase_1b_Medium", "Phase_1c_Long"]
+
+
+def _scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def _texts(log_dir: Path) -> list[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
+    acc.Reload()
+    out = []
+    for tag in acc.Tags()["tensors"]:
+        for event in acc.Tensors(tag):
+            out.extend(v.decode() for v in event.tensor_proto.string_val)
+    return out
+
+
+def _run(tmp_path: Path, cfg: dict, *extra: str) -> int:
+    return main(["train", "--config", str(write_config(tmp_path / "run.yaml", cfg)), *extra])
+
+
+def _assert_run_outputs(out: Path, cfg: dict, base: Path) -> None:
+    # --- the output tree
+    for phase in PHASES:
+        folder = out / phase
+        for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer_config.json",
+                     "trainer_state.json", "fathom_config.yaml"):
+            assert (folder / name).is_file(), f"{folder / name} missing"
+        assert list((folder / "logs").glob("events.out.tfevents.*")), f"{phase} has no TensorBoard events"
+    final = out / "final_256_model"
+    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer_config.json"):
+        assert (final / name).is_file()
+    assert not list(out.rglob(".tmp-*")), "temporary folders were left behind"
+    assert not list(out.rglob("*.bin")), "only safetensors are written"
+
+    # --- the per-phase token split (planned 50% / 25% / 25%)
+    total = cfg["train"]["total_tokens"]
+    for phase, share in zip(PHASES, (0.5, 0.25, 0.25), strict=True):
+        state = json.loads((out / phase / "trainer_state.json").read_text())
+        assert state["phase_complete"] and state["phase_name"] == phase
+        assert abs(state["phase_tokens_seen"] - share * total) <= 0.02 * share * total
+
+    # --- TensorBoard: every phase on one global step axis, transitions visible
+    steps_seen = []
+    for index, phase in enumerate(PHASES):
+        scalars = _scalars(out / phase / "logs")
+        for tag in ("train/loss", "train/learning_rate", "train/tokens_seen", "train/tokens_per_second",
+                    "train/grad_norm", "train/seq_len", "train/phase_index", "train/peak_memory_gb"):
+            assert scalars.get(tag), f"{phase}: no {tag}"
+        assert {v for _, v in scalars["train/phase_index"]} == {index}
+        assert {v for _, v in scalars["train/seq_len"]} == {64 * 2**index}
+        steps_seen.append([s for s, _ in scalars["train/loss"]])
+        assert any(phase in text and "begins" in text for text in _texts(out / phase / "logs"))
+    assert steps_seen[0][-1] < steps_seen[1][0] and steps_seen[1][-1] < steps_seen[2][0]
+    tokens = _scalars(out / PHASES[-1] / "logs")["train/tokens_seen"]
+    assert tokens[-1][1] == total
+
+    # --- the adapter moved from phase to phase
+    first = load_file(str(out / PHASES[0] / "adapter_model.safetensors"))
+    last = load_file(str(final / "adapter_model.safetensors"))
+    assert first.keys() == last.keys()
+    assert any(not torch.equal(first[k], last[k]) for k in first)
+
+    # --- the guide's loading code works on the result, unchanged
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base_model = AutoModelForCausalLM.from_pretrained(str(base), device_map="auto", torch_dtype="auto")
+    model = PeftModel.from_pretrained(base_model, str(final))
+    tokenizer = AutoTokenizer.from_pretrained(str(final))
+    inputs = tokenizer("Rule 19. Conduct of vessels in restricted visibility", return_tensors="pt").to(model.device)
+    outputs = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert outputs.shape[1] == inputs["input_ids"].shape[1] + 4
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b)
+
+
+@pytest.mark.slow
+def test_three_phases_on_the_maritime_corpus_with_the_qwen_tokenizer(tmp_path, qwen_model_dir, maritime_dir):
+    out = tmp_path / "qwen-maritime-longcontext-cpt"
+    cfg = small_run_config(qwen_model_dir, [maritime_dir], out)
+    assert _run(tmp_path, cfg) == 0
+    _assert_run_outputs(out, cfg, qwen_model_dir)
+    state = json.loads((out / "Phase_1c_Long" / "trainer_state.json").read_text())
+    assert state["log_history"][-1]["tokens_seen"] == cfg["train"]["total_tokens"]
+
+
+@pytest.mark.slow
+def test_three_phases_need_nothing_from_shared(tmp_path, local_model_dir, synthetic_corpus):
+    out = tmp_path / "run"
+    cfg = small_run_config(local_model_dir, [synthetic_corpus], out)
+    assert _run(tmp_path, cfg) == 0
+    _assert_run_outputs(out, cfg, local_model_dir)
+
+
+@pytest.mark.slow
+def test_resume_after_interruption_gives_the_uninterrupted_result(tmp_path, local_model_dir, synthetic_corpus):
+    straight = tmp_path / "straight"
+    cfg = small_run_config(local_model_dir, [synthetic_corpus], straight, save_every_steps=3)
+    cfg["lora"]["dropout"] = 0.1  # dropout draws random numbers: the RNG state must be restored too
+    assert _run(tmp_path, cfg) == 0
+
+    resumed = tmp_path / "resumed"
+    cfg["output_dir"] = str(resumed)
+    # stop in the middle of phase 1a (its 12 steps), then in the middle of phase 1b
+    assert _run(tmp_path, cfg, "train.max_steps=5") == 0
+    state = json.loads(next((resumed / "checkpoints").glob("step-0000005/trainer_state.json")).read_text())
+    assert (state["phase_name"], state["phase_step"], state["phase_rows_consumed"]) == ("Phase_1a_Short", 5, 20)
+    assert not (resumed / "Phase_1a_Short" / "adapter_model.safetensors").exists()
+
+    # without --resume the run refuses to touch the folder
+    assert _run(tmp_path, cfg) == 1
+    assert (resumed / "checkpoints" / "step-0000005").is_dir()
+
+    assert _run(tmp_path, cfg, "--resume", "train.max_steps=15") == 0
+    assert _run(tmp_path, cfg, "--resume") == 0
+    for phase in [*PHASES, "final_256_model"]:
+        a = load_file(str(straight / phase / "adapter_model.safetensors"))
+        b = load_file(str(resumed / phase / "adapter_model.safetensors"))
+        for key in a:
+            assert torch.allclose(a[key], b[key], atol=1e-6), f"{phase}/{key} differs after resume"
+    logged = [s for s, _ in _scalars(resumed / "Phase_1a_Short" / "logs")["train/loss"]]
+    assert sorted(logged) == list(range(1, 13)), "resumed run logged some steps twice or missed some"
+    # a finished run resumed again does nothing and says so
+    assert _run(tmp_path, cfg, "--resume") == 0
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_changed_schedule(tmp_path, local_model_dir, synthetic_corpus, capsys):
+    cfg = small_run_config(local_model_dir, [synthetic_corpus], tmp_path / "run")
+    assert _run(tmp_path, cfg, "train.max_steps=2") == 0
+    cfg["train"]["total_tokens"] = 12288
+    assert _run(tmp_path, cfg, "--resume") == 2
+    assert "train.total_tokens: differs from the run being resumed" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_not_progressive_trains_one_phase_at_the_longest_length(tmp_path, local_model_dir, synthetic_corpus):
+    out = tmp_path / "direct"
+    cfg = small_run_config(local_model_dir, [synthetic_corpus], out, progressive=False, total_tokens=2048)
+    assert _run(tmp_path, cfg) == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["Phase_1c_Long", "checkpoints", "final_256_model"]
+    state = json.loads((out / "Phase_1c_Long" / "trainer_state.json").read_text())
+    assert state["phase_tokens_seen"] == 2048
+
+
+@pytest.mark.slow
+def test_embeddings_and_norms_train_and_save_with_the_adapter(tmp_path, local_model_dir, synthetic_corpus):
+    out = tmp_path / "longlora"
+    cfg = small_run_config(local_model_dir, [synthetic_corpus], out, total_tokens=1024)
+    cfg["lora"].update(train_embeddings=True, train_norms=True)
+    assert _run(tmp_path, cfg) == 0
+    weights = load_file(str(out / "final_256_model" / "adapter_model.safetensors"))
+    assert any("embed_tokens" in k for k in weights)
+    assert any("input_layernorm" in k for k in weights) and any(k.endswith("model.norm.weight") for k in weights)
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(local_model_dir))
+    before = base.model.norm.weight.detach().clone()
+    model = PeftModel.from_pretrained(base, str(out / "final_256_model"))
+    trained_norm = model.get_base_model().model.norm
+    assert not torch.equal(trained_norm(torch.ones(1, 64)), torch.ones(1, 64) * before)
+
+
+@pytest.mark.slow
+def test_8bit_base_trains_on_cpu(tmp_path, local_model_dir, synthetic_corpus):
+    pytest.importorskip("bitsandbytes", reason="the 8-bit path needs bitsandbytes (pip install 'fathom[quant]')")
+    out = tmp_path / "eightbit"
+    cfg = small_run_config(local_model_dir, [synthetic_corpus], out, total_tokens=1024)
+    cfg["model"]["load_in_8bit"] = True
+    assert _run(tmp_path, cfg) == 0
+    state = json.loads((out / "Phase_1c_Long" / "trainer_state.json").read_text())
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in state["log_history"])
+    assert (out / "final_256_model" / "adapter_model.safetensors").is_file()
+
+
+def test_missing_bitsandbytes_fails_with_the_install_command(monkeypatch):
+    import importlib.util
+
+    from fathom.config import ConfigError, ModelConfig
+    from fathom.model.load import quantization_config
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"model.load_in_8bit: needs bitsandbytes: pip install 'fathom\[quant\]'"):
+        quantization_config(ModelConfig(load_in_8bit=True), torch.float32)
+
+
+def test_unreachable_hub_model_gives_one_clear_line(tmp_path, synthetic_corpus, monkeypatch, capsys):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network retries in tests
+    cfg = small_run_config(Path("no-such-org/no-such-model"), [synthetic_corpus], tmp_path / "x")
+    assert _run(tmp_path, cfg) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("fathom: error: model.name_or_path: 'no-such-org/no-such-model'")
+    assert not (tmp_path / "x").exists()
