@@ -127,7 +127,11 @@ def write_config(path: Path, data: dict) -> Path:
 def small_run_config(model_dir: Path, data_paths: list[Path], output_dir: Path, **train) -> dict:
     """A three-phase config small enough for seconds on a CPU."""
     cfg = {
-        "model": {"name_or_path": str(model_dir), "attn_implementation": "sdpa", "gradient_checkpointing": True},
+        "model": {
+            "name_or_path": str(model_dir),
+            "attn_implementation": "sdpa",
+            "gradient_checkpointing": True,
+        },
         "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
         "data": {"paths": [str(p) for p in data_paths]},
         "train": {

@@ -59,8 +59,13 @@ def test_yaml_and_overrides_map_onto_types(tmp_path):
     path = _write(tmp_path, _base(tmp_path, learning_rate=1e-4))
     config = load_config(
         path,
-        ["train.micro_batch_size=2", "model.load_in_8bit=true", "lora.target_modules=[q_proj, v_proj]",
-         "train.total_tokens=1e6", f"data.paths={tmp_path}"],
+        [
+            "train.micro_batch_size=2",
+            "model.load_in_8bit=true",
+            "lora.target_modules=[q_proj, v_proj]",
+            "train.total_tokens=1e6",
+            f"data.paths={tmp_path}",
+        ],
     )
     assert config.train.learning_rate == 1e-4
     assert config.train.micro_batch_size == 2
@@ -74,8 +79,10 @@ def test_schedule_override_and_phase_skipping(tmp_path):
     path = _write(tmp_path, _base(tmp_path))
     config = load_config(
         path,
-        ["train.schedule=[{name: A, max_seq_length: 4096, token_fraction: 0.7}, "
-         "{name: B, max_seq_length: 16384, token_fraction: 0.3}]"],
+        [
+            "train.schedule=[{name: A, max_seq_length: 4096, token_fraction: 0.7}, "
+            "{name: B, max_seq_length: 16384, token_fraction: 0.3}]"
+        ],
     )
     assert [p.name for p in config.phases()] == ["A", "B"]
 
@@ -91,32 +98,63 @@ def test_progressive_false_trains_one_phase_at_the_longest_length(tmp_path):
 @pytest.mark.parametrize(
     ("train", "message"),
     [
-        ({"schedule": [{"name": "A", "max_seq_length": 4096, "token_fraction": 0.6},
-                       {"name": "B", "max_seq_length": 16384, "token_fraction": 0.3}]},
-         "train.schedule: token_fraction values sum to 0.9"),
-        ({"schedule": [{"name": "A", "max_seq_length": 0, "token_fraction": 1.0}]},
-         "train.schedule[0].max_seq_length: must be > 0"),
-        ({"schedule": [{"name": "A", "max_seq_length": -5, "token_fraction": 1.0}]},
-         "train.schedule[0].max_seq_length: must be > 0"),
-        ({"schedule": [{"name": "A", "max_seq_length": 8192, "token_fraction": 0.5},
-                       {"name": "B", "max_seq_length": 4096, "token_fraction": 0.5}]},
-         "train.schedule[1].max_seq_length: 4096 is shorter than the phase before it (8192)"),
-        ({"schedule": [{"name": "A", "max_seq_length": 4096, "token_fraction": 0.5},
-                       {"name": "A", "max_seq_length": 8192, "token_fraction": 0.5}]},
-         "train.schedule[1].name: duplicate phase name 'A'"),
+        (
+            {
+                "schedule": [
+                    {"name": "A", "max_seq_length": 4096, "token_fraction": 0.6},
+                    {"name": "B", "max_seq_length": 16384, "token_fraction": 0.3},
+                ]
+            },
+            "train.schedule: token_fraction values sum to 0.9",
+        ),
+        (
+            {"schedule": [{"name": "A", "max_seq_length": 0, "token_fraction": 1.0}]},
+            "train.schedule[0].max_seq_length: must be > 0",
+        ),
+        (
+            {"schedule": [{"name": "A", "max_seq_length": -5, "token_fraction": 1.0}]},
+            "train.schedule[0].max_seq_length: must be > 0",
+        ),
+        (
+            {
+                "schedule": [
+                    {"name": "A", "max_seq_length": 8192, "token_fraction": 0.5},
+                    {"name": "B", "max_seq_length": 4096, "token_fraction": 0.5},
+                ]
+            },
+            "train.schedule[1].max_seq_length: 4096 is shorter than the phase before it (8192)",
+        ),
+        (
+            {
+                "schedule": [
+                    {"name": "A", "max_seq_length": 4096, "token_fraction": 0.5},
+                    {"name": "A", "max_seq_length": 8192, "token_fraction": 0.5},
+                ]
+            },
+            "train.schedule[1].name: duplicate phase name 'A'",
+        ),
         ({"schedule": []}, "train.schedule: needs at least one phase"),
-        ({"schedule": [{"name": "A", "max_seq_length": 4096, "token_fraction": 1.5}]},
-         "train.schedule[0].token_fraction: must be in (0, 1]"),
+        (
+            {"schedule": [{"name": "A", "max_seq_length": 4096, "token_fraction": 1.5}]},
+            "train.schedule[0].token_fraction: must be in (0, 1]",
+        ),
         ({"total_tokens": 0}, "train.total_tokens: must be > 0"),
         ({"micro_batch_size": 0}, "train.micro_batch_size: must be > 0"),
         ({"learning_rate": -1.0}, "train.learning_rate: must be > 0"),
-        ({"lr_scheduler": "cosin"}, "train.lr_scheduler: 'cosin' is not one of cosine, linear, constant (did you mean 'cosine'?)"),
+        (
+            {"lr_scheduler": "cosin"},
+            "train.lr_scheduler: 'cosin' is not one of cosine, linear, constant (did you mean 'cosine'?)",
+        ),
         ({"learnig_rate": 1e-4}, "train.learnig_rate: unknown key (did you mean 'learning_rate'?)"),
-        ({"schedule": [{"name": "A", "max_seq_len": 4096, "token_fraction": 1.0}]},
-         "train.schedule[0].max_seq_len: unknown key (did you mean 'max_seq_length'?)"),
+        (
+            {"schedule": [{"name": "A", "max_seq_len": 4096, "token_fraction": 1.0}]},
+            "train.schedule[0].max_seq_len: unknown key (did you mean 'max_seq_length'?)",
+        ),
         ({"micro_batch_size": "two"}, "train.micro_batch_size: expected an integer, got 'two'"),
-        ({"schedule": [{"name": "checkpoints", "max_seq_length": 64, "token_fraction": 1.0}]},
-         "train.schedule[0].name: 'checkpoints' is reserved"),
+        (
+            {"schedule": [{"name": "checkpoints", "max_seq_length": 64, "token_fraction": 1.0}]},
+            "train.schedule[0].name: 'checkpoints' is reserved",
+        ),
     ],
 )
 def test_validation_errors_name_the_field(tmp_path, train, message):
@@ -153,14 +191,14 @@ def test_missing_config_file_and_bad_yaml(tmp_path):
 
 def test_8bit_and_4bit_together_is_an_error():
     config = config_from_dict({"model": {"load_in_8bit": True, "load_in_4bit": True}})
-    with pytest.raises(ConfigError, match="^model.load_in_4bit: load_in_8bit and load_in_4bit are both true"):
+    with pytest.raises(ConfigError, match=r"^model\.load_in_4bit: load_in_8bit and load_in_4bit are both true"):
         validate(config, check_paths=False)
 
 
 def test_bad_override_syntax():
-    with pytest.raises(ConfigError, match="must look like section.field=value"):
+    with pytest.raises(ConfigError, match=r"must look like section\.field=value"):
         load_config(None, ["train.learning_rate"], check_paths=False)
-    with pytest.raises(ConfigError, match="^train.learning_rate: is a float, it has no field 'x'"):
+    with pytest.raises(ConfigError, match=r"^train\.learning_rate: is a float, it has no field 'x'"):
         load_config(None, ["train.learning_rate.x=1"], check_paths=False)
 
 

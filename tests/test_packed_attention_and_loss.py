@@ -14,8 +14,14 @@ from fathom.model.loss import causal_lm_loss_sum
 
 def _tiny_qwen2(attn: str):
     config = Qwen2Config(
-        vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, attn_implementation=attn,
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        attn_implementation=attn,
     )
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
@@ -72,3 +78,45 @@ def test_chunked_loss_equals_plain_loss_and_gradients():
     assert torch.allclose(loss_sum / n, reference, atol=1e-5)
     for got, p in zip(chunked_grads, [p for p in model.parameters() if p.requires_grad], strict=True):
         assert torch.allclose(got, p.grad, atol=1e-5)
+
+
+def test_flash_attention_batches_are_flattened_into_one_varlen_row():
+    from fathom.model.loss import flatten_for_varlen
+
+    model = _tiny_qwen2("sdpa")
+    rng = np.random.default_rng(2)
+    rows = list(pack_rows([rng.integers(1, 512, n).astype(np.int32) for n in (50, 70, 90)], 40))[:4]
+    batch = {
+        "input_ids": torch.from_numpy(np.stack([r.input_ids for r in rows])),
+        "position_ids": torch.from_numpy(np.stack([r.position_ids for r in rows])),
+        "labels": torch.from_numpy(np.stack([r.labels for r in rows])),
+    }
+    assert flatten_for_varlen(model, batch) is batch  # sdpa masks per row at any batch size
+    model.config._attn_implementation = "flash_attention_2"
+    flat = flatten_for_varlen(model, batch)
+    assert flat["input_ids"].shape == (1, 160)
+    model.config._attn_implementation = "sdpa"
+    # the flattened row trains exactly like the batch: same loss and token count
+    with torch.no_grad():
+        by_rows = causal_lm_loss_sum(model, batch)
+        flattened = causal_lm_loss_sum(model, flat)
+    assert by_rows[1] == flattened[1]
+    assert torch.allclose(by_rows[0], flattened[0], atol=1e-4)
+
+
+@pytest.mark.gpu
+def test_flash_attention_2_packed_row_equals_documents_alone():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    pytest.importorskip("flash_attn", reason="needs flash-attn")
+    model = _tiny_qwen2("flash_attention_2").to("cuda", torch.bfloat16)
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(1, 512, n).astype(np.int32) for n in (23, 9, 40)]
+    (row,) = list(pack_rows(docs, 72))
+    ids = torch.from_numpy(row.input_ids)[None].cuda()
+    packed = _per_token_losses(model, ids, torch.from_numpy(row.position_ids)[None].cuda())
+    offset = 0
+    for doc in docs:
+        alone = _per_token_losses(model, torch.from_numpy(doc.astype(np.int64))[None].cuda(), None)
+        assert torch.allclose(packed[offset : offset + len(doc) - 1].float(), alone.float(), atol=5e-2)
+        offset += len(doc)

@@ -31,15 +31,26 @@ def test_world_size_and_micro_batch_enter_tokens_per_step():
 
 
 def test_plan_summary_json_shape():
-    summary = plan_summary(_config("train.schedule=[{name: A, max_seq_length: 4096, token_fraction: 0.6}, "
-                                   "{name: B, max_seq_length: 16384, token_fraction: 0.4}]"))
+    summary = plan_summary(
+        _config(
+            "train.schedule=[{name: A, max_seq_length: 4096, token_fraction: 0.6}, "
+            "{name: B, max_seq_length: 16384, token_fraction: 0.4}]"
+        )
+    )
     assert set(summary["phases"][0]) >= {"name", "max_seq_length", "tokens", "sequences", "steps"}
     assert summary["final_model_dir"] == "final_16k_model"
     assert summary["total_steps"] == sum(p["steps"] for p in summary["phases"])
 
 
-@pytest.mark.parametrize(("length", "name"), [(32768, "final_32k_model"), (16384, "final_16k_model"),
-                                              (1024, "final_1k_model"), (300, "final_300_model")])
+@pytest.mark.parametrize(
+    ("length", "name"),
+    [
+        (32768, "final_32k_model"),
+        (16384, "final_16k_model"),
+        (1024, "final_1k_model"),
+        (300, "final_300_model"),
+    ],
+)
 def test_final_model_dirname(length, name):
     assert final_model_dirname(length) == name
 

@@ -33,7 +33,7 @@ def test_explicit_eod_token_must_exist(qwen_tokenizer_dir):
 
     tokenizer = AutoTokenizer.from_pretrained(qwen_tokenizer_dir)
     assert resolve_eod_token_id(tokenizer, "<|im_end|>") == 151645
-    with pytest.raises(ValueError, match="data.eod_token: '<nope>' is not in the tokenizer's vocabulary"):
+    with pytest.raises(ValueError, match=r"data\.eod_token: '<nope>' is not in the tokenizer's vocabulary"):
         resolve_eod_token_id(tokenizer, "<nope>")
 
 
@@ -42,7 +42,8 @@ def test_reader_handles_formats_and_skips_bad_files(tmp_path, caplog):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.md").write_text("# Rule 2\nResponsibility.", encoding="utf-8")
     (tmp_path / "c.jsonl").write_text(
-        json.dumps({"text": "Rule 3."}) + "\n\n" + "not json\n" + json.dumps({"body": "x"}) + "\n", encoding="utf-8"
+        json.dumps({"text": "Rule 3."}) + "\n\n" + "not json\n" + json.dumps({"body": "x"}) + "\n",
+        encoding="utf-8",
     )
     (tmp_path / "empty.txt").write_text("   ", encoding="utf-8")
     (tmp_path / "binary.txt").write_bytes(b"\x00\x01\x02garbage")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import small_run_config, write_config
 from safetensors.torch import load_file
 
-from conftest import small_run_config, write_config
 from fathom.cli import main
 
 PHASES = ["Phase_1a_Short", "Phase_1b_Medium", "Phase_1c_Long"]
@@ -43,8 +43,13 @@ def _assert_run_outputs(out: Path, cfg: dict, base: Path) -> None:
     # --- the output tree
     for phase in PHASES:
         folder = out / phase
-        for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer_config.json",
-                     "trainer_state.json", "fathom_config.yaml"):
+        for name in (
+            "adapter_model.safetensors",
+            "adapter_config.json",
+            "tokenizer_config.json",
+            "trainer_state.json",
+            "fathom_config.yaml",
+        ):
             assert (folder / name).is_file(), f"{folder / name} missing"
         assert list((folder / "logs").glob("events.out.tfevents.*")), f"{phase} has no TensorBoard events"
     final = out / "final_256_model"
@@ -64,8 +69,16 @@ def _assert_run_outputs(out: Path, cfg: dict, base: Path) -> None:
     steps_seen = []
     for index, phase in enumerate(PHASES):
         scalars = _scalars(out / phase / "logs")
-        for tag in ("train/loss", "train/learning_rate", "train/tokens_seen", "train/tokens_per_second",
-                    "train/grad_norm", "train/seq_len", "train/phase_index", "train/peak_memory_gb"):
+        for tag in (
+            "train/loss",
+            "train/learning_rate",
+            "train/tokens_seen",
+            "train/tokens_per_second",
+            "train/grad_norm",
+            "train/seq_len",
+            "train/phase_index",
+            "train/peak_memory_gb",
+        ):
             assert scalars.get(tag), f"{phase}: no {tag}"
         assert {v for _, v in scalars["train/phase_index"]} == {index}
         assert {v for _, v in scalars["train/seq_len"]} == {64 * 2**index}
@@ -125,7 +138,11 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(tmp_path, loca
     # stop in the middle of phase 1a (its 12 steps), then in the middle of phase 1b
     assert _run(tmp_path, cfg, "train.max_steps=5") == 0
     state = json.loads(next((resumed / "checkpoints").glob("step-0000005/trainer_state.json")).read_text())
-    assert (state["phase_name"], state["phase_step"], state["phase_rows_consumed"]) == ("Phase_1a_Short", 5, 20)
+    assert (state["phase_name"], state["phase_step"], state["phase_rows_consumed"]) == (
+        "Phase_1a_Short",
+        5,
+        20,
+    )
     assert not (resumed / "Phase_1a_Short" / "adapter_model.safetensors").exists()
 
     # without --resume the run refuses to touch the folder
@@ -159,7 +176,11 @@ def test_not_progressive_trains_one_phase_at_the_longest_length(tmp_path, local_
     out = tmp_path / "direct"
     cfg = small_run_config(local_model_dir, [synthetic_corpus], out, progressive=False, total_tokens=2048)
     assert _run(tmp_path, cfg) == 0
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["Phase_1c_Long", "checkpoints", "final_256_model"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
+        "Phase_1c_Long",
+        "checkpoints",
+        "final_256_model",
+    ]
     state = json.loads((out / "Phase_1c_Long" / "trainer_state.json").read_text())
     assert state["phase_tokens_seen"] == 2048
 
@@ -203,7 +224,9 @@ def test_missing_bitsandbytes_fails_with_the_install_command(monkeypatch):
     from fathom.model.load import quantization_config
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a)
+    )
     with pytest.raises(ConfigError, match=r"model.load_in_8bit: needs bitsandbytes: pip install 'fathom\[quant\]'"):
         quantization_config(ModelConfig(load_in_8bit=True), torch.float32)
 

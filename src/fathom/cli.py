@@ -19,7 +19,7 @@ from fathom.config import ConfigError, FathomConfig, config_to_yaml, load_config
 logger = logging.getLogger("fathom")
 
 
-def _setup_logging(verbose: bool = False) -> None:
+def setup_logging(verbose: bool = False) -> None:
     """fathom's own messages at INFO, one line each; the libraries' chatter only when it is a problem."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[%(asctime)s] %(name)s %(levelname)s: %(message)s", "%H:%M:%S"))
@@ -73,8 +73,16 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"fathom plan: {config.model.name_or_path} -> {config.output_dir}/{summary['final_model_dir']}")
-    for column in ("phase", "max_seq_length", "tokens", "share", "packed sequences", "tokens / step", "steps"):
-        table.add_column(column, justify="left" if column == "phase" else "right")
+    for column in (
+        "phase",
+        "max_seq_length",
+        "tokens",
+        "share",
+        "packed sequences",
+        "tokens / step",
+        "steps",
+    ):
+        table.add_column(column, justify="left" if column == "phase" else "right", no_wrap=True)
     for p in summary["phases"]:
         table.add_row(
             p["name"],
@@ -86,10 +94,18 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             f"{p['steps']:,}",
         )
     table.add_row(
-        "total", "", f"{sum(p['tokens'] for p in summary['phases']):,}", "", "", "", f"{summary['total_steps']:,}",
+        "total",
+        "",
+        f"{sum(p['tokens'] for p in summary['phases']):,}",
+        "",
+        "",
+        "",
+        f"{summary['total_steps']:,}",
         end_section=True,
     )
     console = Console()
+    if not console.is_terminal:  # piped or logged: do not squeeze the table into 80 columns
+        console = Console(width=140)
     console.print(table)
     console.print(
         f"tokens per step = max_seq_length x micro_batch_size {config.train.micro_batch_size} x "
@@ -99,13 +115,20 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    return train_and_report(_resolve_config(args), args.resume, f" --config {args.config}" if args.config else "")
+
+
+def train_and_report(config: FathomConfig, resume: bool, resume_hint: str = "") -> int:
+    """Train, then say where the results are (and how to continue a run that stopped early)."""
     from fathom.train.loop import train
 
-    config = _resolve_config(args)
-    result = train(config, resume=args.resume)
+    result = train(config, resume=resume)
     if result.final_dir is None:
-        logger.info("stopped at step %d; continue with: fathom train --resume%s", result.state.global_step,
-                    f" --config {args.config}" if args.config else "")
+        logger.info(
+            "stopped at step %d; continue with: fathom train --resume%s",
+            result.state.global_step,
+            resume_hint,
+        )
     else:
         for name, losses in result.phase_losses.items():
             if losses:
@@ -162,13 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fathom.train.loop import RunExistsError, TrainingStopped
-
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
+    return run_guarded(lambda: args.func(args))
+
+
+def run_guarded(command) -> int:
+    """Run ``command``; a user error ends as one line on stderr and an exit code, not a traceback."""
+    from fathom.train.loop import RunExistsError, TrainingStopped
+
     try:
-        return args.func(args)
+        return command()
     except ConfigError as exc:
         print(f"fathom: error: {exc}", file=sys.stderr)
         return 2

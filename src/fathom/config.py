@@ -52,11 +52,11 @@ class ModelConfig:
         "else sdpa, else eager.",
         default="auto",
     )
-    dtype: str = _help(
-        "Weight dtype: auto is bfloat16 where the device supports it, float32 on CPU.", default="auto"
-    )
+    dtype: str = _help("Weight dtype: auto is bfloat16 where the device supports it, float32 on CPU.", default="auto")
     device: str = _help("Device: auto picks cuda, then mps, then cpu.", default="auto")
-    load_in_8bit: bool = _help("Load the frozen base in 8-bit through bitsandbytes (LoRA stays in higher precision).", default=False)
+    load_in_8bit: bool = _help(
+        "Load the frozen base in 8-bit through bitsandbytes (LoRA stays in higher precision).", default=False
+    )
     load_in_4bit: bool = _help("Load the frozen base in 4-bit NF4 with double quantization (QLoRA).", default=False)
     gradient_checkpointing: bool = _help(
         "Recompute layer activations in backward instead of storing them (needed for 16K-32K).", default=True
@@ -343,6 +343,13 @@ def load_config(
             raise ConfigError(f"--config: {path}{line} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"--config: {path} must hold a mapping (model:, lora:, data:, train:, output_dir:)")
+    return config_from_data(data, overrides, check_paths)
+
+
+def config_from_data(
+    data: dict[str, Any], overrides: list[str] | None = None, check_paths: bool = True
+) -> FathomConfig:
+    """Plain nested data (as read from YAML) plus ``key=value`` overrides, mapped and validated."""
     data = copy.deepcopy(data)
     for key, value in parse_overrides(overrides or []):
         _set_dotted(data, key, value)

@@ -70,7 +70,9 @@ def _read_text(path: Path, report: IngestReport) -> str | None:
         return raw.decode("utf-8", errors="replace")
 
 
-def read_documents(paths: list[str], text_field: str = "text", min_chars: int = 1) -> tuple[list[Document], IngestReport]:
+def read_documents(
+    paths: list[str], text_field: str = "text", min_chars: int = 1
+) -> tuple[list[Document], IngestReport]:
     """Read every document under ``paths``. A .txt/.md file is one document; a .jsonl line is one."""
     report = IngestReport()
     documents: list[Document] = []

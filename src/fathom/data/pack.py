@@ -41,7 +41,7 @@ class PackedRow:
     @property
     def segment_lengths(self) -> list[int]:
         """Lengths of the document chunks in this row, in order (they sum to seq_len)."""
-        starts = np.flatnonzero(self.position_ids == 0).tolist() + [len(self.position_ids)]
+        starts = [*np.flatnonzero(self.position_ids == 0).tolist(), len(self.position_ids)]
         return [b - a for a, b in itertools.pairwise(starts)]
 
 

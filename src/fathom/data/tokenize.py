@@ -33,7 +33,9 @@ def resolve_eod_token_id(tokenizer, eod_token: str = "auto") -> int:
     raise ValueError("data.eod_token: the tokenizer has no eos token; name one explicitly")
 
 
-def tokenize_documents(documents: list[Document], tokenizer, eod_token_id: int, batch_size: int = 64) -> list[np.ndarray]:
+def tokenize_documents(
+    documents: list[Document], tokenizer, eod_token_id: int, batch_size: int = 64
+) -> list[np.ndarray]:
     """Token ids of each document (int32), each ending with ``eod_token_id``.
 
     Shapes: one 1-D array per document, of its token count + 1.

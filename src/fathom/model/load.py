@@ -74,11 +74,14 @@ def pick_attn_implementation(requested: str, device: torch.device) -> str:
         return choice
     if requested == "flash_attention_2":
         if device.type != "cuda":
-            raise ConfigError(f"model.attn_implementation: flash_attention_2 needs a CUDA device, this run is on {device.type}; use auto or sdpa")
+            raise ConfigError(
+                "model.attn_implementation: flash_attention_2 needs a CUDA device, "
+                f"this run is on {device.type}; use auto or sdpa"
+            )
         if not flash_attn_available():
             raise ConfigError(
-                "model.attn_implementation: flash_attention_2 needs flash-attn: pip install flash-attn --no-build-isolation "
-                "(or set attn_implementation: auto to fall back to sdpa)"
+                "model.attn_implementation: flash_attention_2 needs flash-attn: "
+                "pip install flash-attn --no-build-isolation (or set attn_implementation: auto to fall back to sdpa)"
             )
     logger.info("attention: %s (as configured)", requested)
     return requested
@@ -90,7 +93,9 @@ def quantization_config(cfg: ModelConfig, compute_dtype: torch.dtype):
         return None
     if importlib.util.find_spec("bitsandbytes") is None:
         flag = "load_in_8bit" if cfg.load_in_8bit else "load_in_4bit"
-        raise ConfigError(f"model.{flag}: needs bitsandbytes: pip install 'fathom[quant]' (or pip install bitsandbytes)")
+        raise ConfigError(
+            f"model.{flag}: needs bitsandbytes: pip install 'fathom[quant]' (or pip install bitsandbytes)"
+        )
     from transformers import BitsAndBytesConfig
 
     if cfg.load_in_8bit:

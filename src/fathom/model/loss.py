@@ -35,6 +35,21 @@ def _has_logit_transform(causal_lm: torch.nn.Module) -> bool:
     return any(getattr(config, name, None) not in (None, 1, 1.0) for name in _LOGIT_TRANSFORMS)
 
 
+def flatten_for_varlen(causal_lm: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """For flash-attention kernels, lay the micro-batch's rows end to end: (B, L) -> (1, B * L).
+
+    transformers reads document boundaries from restarting position ids for flash_attention_2 only
+    when the batch has one row (it then runs the varlen kernel); with several rows it would attend
+    across documents. Every row starts a chunk at position 0, so the flattened row keeps every
+    boundary, and its labels already mask each chunk's first token. Other backends get a
+    block-diagonal mask from the position ids at any batch size and keep the (B, L) shape.
+    """
+    attn = str(getattr(causal_lm.config, "_attn_implementation", "") or "")
+    if batch["input_ids"].shape[0] > 1 and "flash" in attn:
+        return {key: value.reshape(1, -1) for key, value in batch.items()}
+    return batch
+
+
 def _chunk_loss_sum(head: torch.nn.Module, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     logits = head(hidden).float()
     return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
@@ -51,9 +66,10 @@ def causal_lm_loss_sum(
     Returns ``(loss_sum, n_tokens)``; divide by the tokens of the whole optimizer step, not of the
     micro-batch, so every token weighs the same.
     """
+    causal_lm = _unwrap(model)
+    batch = flatten_for_varlen(causal_lm, batch)
     labels = batch["labels"][:, 1:]
     n_tokens = int((labels != IGNORE_INDEX).sum())
-    causal_lm = _unwrap(model)
     if _has_logit_transform(causal_lm):
         logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
         loss_sum = F.cross_entropy(
@@ -61,7 +77,9 @@ def causal_lm_loss_sum(
         )
         return loss_sum, n_tokens
     decoder = causal_lm.get_decoder()
-    hidden = decoder(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).last_hidden_state
+    hidden = decoder(
+        input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
+    ).last_hidden_state
     hidden = hidden[:, :-1].flatten(0, 1)  # (B * (L - 1), H)
     flat_labels = labels.flatten()
     head = causal_lm.get_output_embeddings()

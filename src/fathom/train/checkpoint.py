@@ -162,8 +162,15 @@ class RunLayout:
             shutil.rmtree(tmp, ignore_errors=True)
         return target
 
-    def save_checkpoint(self, model, optimizer: torch.optim.Optimizer, config: FathomConfig, state: TrainerState,
-                        rng_state: dict[str, torch.Tensor], keep: int) -> Path:
+    def save_checkpoint(
+        self,
+        model,
+        optimizer: torch.optim.Optimizer,
+        config: FathomConfig,
+        state: TrainerState,
+        rng_state: dict[str, torch.Tensor],
+        keep: int,
+    ) -> Path:
         """A resumable checkpoint; older ones beyond ``keep`` are removed once this one is complete."""
         target = self.checkpoints_dir / f"step-{state.global_step:07d}"
         tmp = self._tmp_dir(self.checkpoints_dir, target.name)
@@ -195,7 +202,9 @@ class RunLayout:
 
     # reading -----------------------------------------------------------------------------------
     @staticmethod
-    def load_checkpoint(folder: Path) -> tuple[TrainerState, dict[str, torch.Tensor], dict, dict[str, torch.Tensor]]:
+    def load_checkpoint(
+        folder: Path,
+    ) -> tuple[TrainerState, dict[str, torch.Tensor], dict, dict[str, torch.Tensor]]:
         """(trainer state, adapter weights, optimizer state dict, rng tensors) of a resumable checkpoint."""
         state = TrainerState.from_file(folder / TRAINER_STATE)
         try:
@@ -204,7 +213,9 @@ class RunLayout:
             meta = json.loads((folder / OPTIMIZER_META).read_text(encoding="utf-8"))
             rng = load_file(str(folder / RNG_FILE))
         except (OSError, ValueError) as exc:
-            raise ValueError(f"{folder}: checkpoint is damaged ({exc}); remove it to resume from an older one") from None
+            raise ValueError(
+                f"{folder}: checkpoint is damaged ({exc}); remove it to resume from an older one"
+            ) from None
         return state, adapter, unflatten_optimizer_state(optim_tensors, meta), rng
 
 

