@@ -206,15 +206,50 @@ def test_embeddings_and_norms_train_and_save_with_the_adapter(tmp_path, local_mo
 
 
 @pytest.mark.slow
-def test_8bit_base_trains_on_cpu(tmp_path, local_model_dir, synthetic_corpus):
-    pytest.importorskip("bitsandbytes", reason="the 8-bit path needs bitsandbytes (pip install 'fathom[quant]')")
-    out = tmp_path / "eightbit"
+@pytest.mark.parametrize("bits", ["load_in_8bit", "load_in_4bit"])
+def test_quantized_base_trains_on_cpu(tmp_path, local_model_dir, synthetic_corpus, bits):
+    pytest.importorskip("bitsandbytes", reason="the 8/4-bit path needs bitsandbytes (pip install 'fathom[quant]')")
+    out = tmp_path / bits
     cfg = small_run_config(local_model_dir, [synthetic_corpus], out, total_tokens=1024)
-    cfg["model"]["load_in_8bit"] = True
+    cfg["model"][bits] = True
     assert _run(tmp_path, cfg) == 0
     state = json.loads((out / "Phase_1c_Long" / "trainer_state.json").read_text())
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in state["log_history"])
-    assert (out / "final_256_model" / "adapter_model.safetensors").is_file()
+    first = load_file(str(out / "Phase_1a_Short" / "adapter_model.safetensors"))
+    final = load_file(str(out / "final_256_model" / "adapter_model.safetensors"))
+    assert any(not torch.equal(first[k], final[k]) for k in first)
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_the_last_completed_step_and_resume_matches(
+    tmp_path, local_model_dir, synthetic_corpus, monkeypatch
+):
+    import fathom.train.loop as loop
+
+    straight = tmp_path / "straight"
+    cfg = small_run_config(local_model_dir, [synthetic_corpus], straight, save_every_steps=0)
+    cfg["lora"]["dropout"] = 0.1
+    assert _run(tmp_path, cfg) == 0
+
+    interrupted = tmp_path / "interrupted"
+    cfg["output_dir"] = str(interrupted)
+    real_loss, calls = loop.causal_lm_loss_sum, {"n": 0}
+
+    def loss_then_ctrl_c(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 16:  # the 2nd micro-batch of step 8 (2 micro-batches a step)
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "causal_lm_loss_sum", loss_then_ctrl_c)
+    assert _run(tmp_path, cfg) == 130
+    monkeypatch.setattr(loop, "causal_lm_loss_sum", real_loss)
+    saved = json.loads((interrupted / "checkpoints" / "step-0000007" / "trainer_state.json").read_text())
+    assert (saved["phase_step"], saved["phase_rows_consumed"]) == (7, 28)
+    assert _run(tmp_path, cfg, "--resume") == 0
+    a = load_file(str(straight / "final_256_model" / "adapter_model.safetensors"))
+    b = load_file(str(interrupted / "final_256_model" / "adapter_model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
 def test_missing_bitsandbytes_fails_with_the_install_command(monkeypatch):

@@ -8,9 +8,12 @@ counted in tokens and rows, never in epochs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +31,13 @@ from fathom.model.load import load_model
 from fathom.model.lora import apply_lora
 from fathom.model.loss import causal_lm_loss_sum
 from fathom.schedule import PhasePlan, final_model_dirname, plan_phases
-from fathom.train.checkpoint import RunLayout, TrainerState, capture_rng_state, restore_rng_state
+from fathom.train.checkpoint import (
+    TRAINER_STATE,
+    RunLayout,
+    TrainerState,
+    capture_rng_state,
+    restore_rng_state,
+)
 from fathom.train.optim import build_optimizer, learning_rate_at
 from fathom.train.tracking import PhaseLogger, peak_memory_gb
 
@@ -161,6 +170,7 @@ def train(config: FathomConfig, resume: bool = False) -> RunResult:
 
     torch.manual_seed(config.train.seed)
     loaded = load_model(config.model)
+    _warn_beyond_native_window(loaded.model, plans)
     token_docs = _prepare_documents(config, loaded.tokenizer)
     model = apply_lora(loaded.model, config.lora, config.train.seed)
     optimizer = build_optimizer(model, config.train)
@@ -184,6 +194,9 @@ def train(config: FathomConfig, resume: bool = False) -> RunResult:
             f"{state.tokens_seen:,}",
         )
         if state.phase_complete:
+            if not (layout.phase_dir(state.phase_name) / TRAINER_STATE).is_file():
+                # stopped while the phase folder was being written: write it again from the checkpoint
+                layout.save_phase(state.phase_name, model, loaded.tokenizer, config, state)
             state.phase_index += 1
             state.phase_step = state.phase_tokens_seen = state.phase_rows_consumed = 0
             state.phase_complete = False
@@ -199,9 +212,10 @@ def train(config: FathomConfig, resume: bool = False) -> RunResult:
         )
         return result
     run = _Run(config, plans, layout, model, loaded.tokenizer, loaded.device, optimizer, token_docs, state, result)
-    for plan in plans[state.phase_index :]:
-        if not _run_phase(run, plan):
-            return result
+    with _sigterm_as_interrupt():
+        for plan in plans[state.phase_index :]:
+            if not _run_phase(run, plan):
+                return result
     state.run_complete = True
     result.final_dir = layout.save_final(final_dirname, model, loaded.tokenizer, config, state)
     layout.save_checkpoint(model, optimizer, config, state, capture_rng_state(), config.train.save_total_limit)
@@ -235,12 +249,14 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
             state.global_step,
         )
         tb.scalars(state.global_step, {"train/seq_len": plan.max_seq_length, "train/phase_index": plan.index})
+        corpus_tokens = sum(len(d) for d in run.token_docs)
         logger.info(
-            "%s: %s tokens at max_seq_length %s, %d steps",
+            "%s: %s tokens at max_seq_length %s, %d steps (%.1f passes over the corpus)",
             plan.name,
             f"{plan.tokens:,}",
             f"{plan.max_seq_length:,}",
             plan.steps,
+            plan.trained_tokens / max(corpus_tokens, 1),
         )
     params = [p for p in model.parameters() if p.requires_grad]
     losses = run.result.phase_losses.setdefault(plan.name, [])
@@ -254,10 +270,10 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
         leave=True,
     )
     last_time = time.perf_counter()
-    step_start = (state.phase_rows_consumed, capture_rng_state())
+    # The data position and RNG of the last completed step: what Ctrl-C saves.
+    committed = (state.phase_rows_consumed, capture_rng_state())
     try:
         while state.phase_step < plan.steps:
-            step_start = (state.phase_rows_consumed, capture_rng_state())
             n_micro = min(
                 t.gradient_accumulation_steps,
                 plan.micro_batches_per_rank - state.phase_step * t.gradient_accumulation_steps,
@@ -298,6 +314,7 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
             state.global_step += 1
             state.phase_tokens_seen += step_tokens
             state.tokens_seen += step_tokens
+            committed = (state.phase_rows_consumed, capture_rng_state())
             losses.append(loss)
             now = time.perf_counter()
             tokens_per_second = step_tokens / max(now - last_time, 1e-9)
@@ -353,7 +370,7 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
                 return False
     except KeyboardInterrupt:
         # Save the state of the last completed step: its rows, its RNG, its weights.
-        rows, rng = step_start
+        rows, rng = committed
         optimizer.zero_grad(set_to_none=True)
         state.phase_rows_consumed = rows
         ckpt = layout.save_checkpoint(model, optimizer, config, state, rng, t.save_total_limit)
@@ -367,6 +384,36 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
     state.phase_complete = False
     state.log_history = []
     return True
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Treat SIGTERM (a scheduler's preemption, `kill`) like Ctrl-C: save the last step, then stop."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _warn_beyond_native_window(model: torch.nn.Module, plans: list[PhasePlan]) -> None:
+    native = getattr(model.config, "max_position_embeddings", None)
+    for plan in plans:
+        if native and plan.max_seq_length > native:
+            logger.warning(
+                "%s: max_seq_length %s is beyond the model's native window (%s tokens); without RoPE scaling "
+                "the model may not learn to use positions past it",
+                plan.name,
+                f"{plan.max_seq_length:,}",
+                f"{native:,}",
+            )
 
 
 def _oom_advice(plan: PhasePlan, config: FathomConfig) -> str:
