@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from fathom.config import ConfigError, FathomConfig, config_from_dict, validate
 from fathom.data.ingest import read_documents
@@ -165,6 +166,11 @@ def train(config: FathomConfig, resume: bool = False) -> RunResult:
         checkpoint_dir = layout.latest_checkpoint()
         if checkpoint_dir is None:
             logger.warning("--resume: %s has no complete checkpoint yet; starting from the beginning", layout.root)
+        else:
+            last = TrainerState.from_file(checkpoint_dir / TRAINER_STATE)
+            if last.run_complete:
+                logger.info("--resume: the run in %s is already complete", layout.root)
+                return RunResult(layout.root, layout.final_dir(final_dirname), last)
     elif resume:
         logger.warning("--resume: %s holds no run yet; starting from the beginning", layout.root)
 
@@ -183,9 +189,6 @@ def train(config: FathomConfig, resume: bool = False) -> RunResult:
         set_peft_model_state_dict(model, adapter)
         optimizer.load_state_dict(optim_state)
         restore_rng_state(rng)
-        if state.run_complete:
-            logger.info("--resume: the run in %s is already complete", layout.root)
-            return RunResult(layout.root, layout.final_dir(final_dirname), state)
         logger.info(
             "resuming from %s: phase %s, step %d, %s tokens seen",
             checkpoint_dir.name,
@@ -212,7 +215,8 @@ def train(config: FathomConfig, resume: bool = False) -> RunResult:
         )
         return result
     run = _Run(config, plans, layout, model, loaded.tokenizer, loaded.device, optimizer, token_docs, state, result)
-    with _sigterm_as_interrupt():
+    # log lines go through tqdm.write, so they never land in the middle of a progress bar
+    with _sigterm_as_interrupt(), logging_redirect_tqdm():
         for plan in plans[state.phase_index :]:
             if not _run_phase(run, plan):
                 return result
