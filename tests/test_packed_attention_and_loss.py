@@ -120,3 +120,37 @@ def test_flash_attention_2_packed_row_equals_documents_alone():
         alone = _per_token_losses(model, torch.from_numpy(doc.astype(np.int64))[None].cuda(), None)
         assert torch.allclose(packed[offset : offset + len(doc) - 1].float(), alone.float(), atol=5e-2)
         offset += len(doc)
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_chunked_linear_cross_entropy_matches_autograd_including_weight_grads(with_bias):
+    from fathom.model.loss import ChunkedLinearCrossEntropy
+
+    torch.manual_seed(3)
+    hidden = torch.randn(53, 16, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(97, 16, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(97, dtype=torch.float64, requires_grad=True) if with_bias else None
+    labels = torch.randint(0, 97, (53,))
+    labels[::7] = IGNORE_INDEX
+    got = ChunkedLinearCrossEntropy.apply(hidden, weight, bias, labels, 10)
+    (got * 0.5).backward()
+    grads = [hidden.grad.clone(), weight.grad.clone(), *([bias.grad.clone()] if with_bias else [])]
+    for t in (hidden, weight, *([bias] if with_bias else [])):
+        t.grad = None
+    expected = F.cross_entropy(F.linear(hidden, weight, bias), labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    (expected * 0.5).backward()
+    assert torch.allclose(got, expected, rtol=1e-10)
+    assert torch.allclose(grads[0], hidden.grad, atol=1e-10)
+    assert torch.allclose(grads[1], weight.grad, atol=1e-10)
+    if with_bias:
+        assert torch.allclose(grads[2], bias.grad, atol=1e-10)
+
+
+def test_an_all_ignored_batch_has_zero_loss_and_zero_grads():
+    from fathom.model.loss import ChunkedLinearCrossEntropy
+
+    hidden = torch.randn(8, 4, requires_grad=True)
+    weight = torch.randn(11, 4)
+    loss = ChunkedLinearCrossEntropy.apply(hidden, weight, None, torch.full((8,), IGNORE_INDEX), 3)
+    loss.backward()
+    assert loss.item() == 0.0 and hidden.grad.abs().sum() == 0

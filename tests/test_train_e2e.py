@@ -252,6 +252,22 @@ def test_ctrl_c_saves_the_last_completed_step_and_resume_matches(
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "overrides",
+    [["train.offload_activations=true"], ["train.loss_implementation=plain"], ["model.gradient_checkpointing=false"]],
+)
+def test_memory_options_train_to_the_same_adapter(tmp_path, local_model_dir, synthetic_corpus, overrides):
+    reference = tmp_path / "reference"
+    cfg = small_run_config(local_model_dir, [synthetic_corpus], reference, total_tokens=1024)
+    assert _run(tmp_path, cfg) == 0
+    cfg["output_dir"] = str(tmp_path / "variant")
+    assert _run(tmp_path, cfg, *overrides) == 0
+    a = load_file(str(reference / "final_256_model" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "variant" / "final_256_model" / "adapter_model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a), overrides
+
+
 def test_missing_bitsandbytes_fails_with_the_install_command(monkeypatch):
     import importlib.util
 

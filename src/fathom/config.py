@@ -32,6 +32,7 @@ ATTN_CHOICES = ("auto", "flash_attention_2", "sdpa", "eager")
 DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32")
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 LR_SCHEDULER_CHOICES = ("cosine", "linear", "constant")
+LOSS_CHOICES = ("auto", "chunked", "liger", "plain")
 
 
 @dataclass
@@ -152,6 +153,16 @@ class TrainConfig:
     loss_chunk_size: int = _help(
         "Tokens per chunk of the output-layer + cross-entropy computation; full logits are never held.",
         default=1024,
+    )
+    loss_implementation: str = _help(
+        "Cross-entropy: auto (Liger's fused kernel on CUDA when liger-kernel is installed, else chunked), "
+        "chunked (fathom's, any device), liger, or plain (full logits; the reference, needs far more memory).",
+        default="auto",
+    )
+    offload_activations: bool = _help(
+        "Keep the activations saved by gradient checkpointing in CPU memory instead of on the GPU "
+        "(PyTorch's save_on_cpu): frees layers x seq x hidden bytes of GPU memory at some speed cost.",
+        default=False,
     )
     seed: int = _help("Seed of the data order, LoRA initialization and dropout.", default=42)
     save_every_steps: int = _help(
@@ -431,6 +442,12 @@ def validate(config: FathomConfig, check_paths: bool = True) -> None:
         _check_positive(f"train.{name}", getattr(t, name))
     _check_positive("train.learning_rate", t.learning_rate)
     _check_choice("train.lr_scheduler", t.lr_scheduler, LR_SCHEDULER_CHOICES)
+    _check_choice("train.loss_implementation", t.loss_implementation, LOSS_CHOICES)
+    if t.offload_activations and not m.gradient_checkpointing:
+        raise ConfigError(
+            "train.offload_activations: offloads the activations that gradient checkpointing keeps; "
+            "set model.gradient_checkpointing=true too"
+        )
     if not 0 <= t.warmup_ratio < 1:
         raise ConfigError(f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
     if not 0 <= t.min_lr_ratio <= 1:

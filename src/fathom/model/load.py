@@ -131,7 +131,22 @@ def _explain_load_failure(name: str, exc: Exception) -> ConfigError:
     return ConfigError(f"model.name_or_path: {reason}")
 
 
-def load_model(cfg: ModelConfig) -> LoadedModel:
+def enable_activation_checkpointing(model: torch.nn.Module, offload: bool = False) -> None:
+    """Recompute each decoder layer in backward; with ``offload`` its saved input waits in CPU memory.
+
+    Both are transformers' own mechanism (torch checkpointing, non-reentrant; torch's
+    ``save_on_cpu`` for the offload).
+    """
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable({"use_reentrant": False}, offload=offload)
+        return
+    if offload:
+        raise ConfigError("train.offload_activations: needs transformers >= 5.x with activation_checkpointing_enable")
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def load_model(cfg: ModelConfig, offload_activations: bool = False) -> LoadedModel:
     """Load tokenizer and model as configured; the model comes back frozen, in train mode."""
     from transformers import AutoModelForCausalLM
 
@@ -176,11 +191,10 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if offload_activations and device.type == "cpu":
+        logger.info("train.offload_activations: nothing to do on the CPU, activations already live in host memory")
+        offload_activations = False
     if cfg.gradient_checkpointing:
-        enable = getattr(model, "activation_checkpointing_enable", None)
-        if enable is not None:
-            enable({"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model, offload_activations)
     model.train()
     return LoadedModel(model, tokenizer, source, device, dtype, attn)

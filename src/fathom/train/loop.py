@@ -30,7 +30,7 @@ from fathom.data.pack import IGNORE_INDEX
 from fathom.data.tokenize import resolve_eod_token_id, tokenize_documents
 from fathom.model.load import load_model
 from fathom.model.lora import apply_lora
-from fathom.model.loss import causal_lm_loss_sum
+from fathom.model.loss import causal_lm_loss_sum, resolve_loss_implementation
 from fathom.schedule import PhasePlan, final_model_dirname, plan_phases
 from fathom.train.checkpoint import (
     TRAINER_STATE,
@@ -85,6 +85,7 @@ class _Run:
     tokenizer: object
     device: torch.device
     optimizer: torch.optim.Optimizer
+    loss_implementation: str
     token_docs: list[np.ndarray]
     state: TrainerState
     result: RunResult
@@ -175,11 +176,13 @@ def train(config: FathomConfig, resume: bool = False) -> RunResult:
         logger.warning("--resume: %s holds no run yet; starting from the beginning", layout.root)
 
     torch.manual_seed(config.train.seed)
-    loaded = load_model(config.model)
+    loaded = load_model(config.model, offload_activations=config.train.offload_activations)
     _warn_beyond_native_window(loaded.model, plans)
     token_docs = _prepare_documents(config, loaded.tokenizer)
     model = apply_lora(loaded.model, config.lora, config.train.seed)
     optimizer = build_optimizer(model, config.train)
+    loss_implementation = resolve_loss_implementation(config.train.loss_implementation, loaded.device)
+    logger.info("loss: %s cross-entropy", loss_implementation)
 
     state = TrainerState(world_size=world_size)
     if checkpoint_dir is not None:
@@ -214,7 +217,19 @@ def train(config: FathomConfig, resume: bool = False) -> RunResult:
             state.global_step,
         )
         return result
-    run = _Run(config, plans, layout, model, loaded.tokenizer, loaded.device, optimizer, token_docs, state, result)
+    run = _Run(
+        config,
+        plans,
+        layout,
+        model,
+        loaded.tokenizer,
+        loaded.device,
+        optimizer,
+        loss_implementation,
+        token_docs,
+        state,
+        result,
+    )
     # log lines go through tqdm.write, so they never land in the middle of a progress bar
     with _sigterm_as_interrupt(), logging_redirect_tqdm():
         for plan in plans[state.phase_index :]:
@@ -298,7 +313,7 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
             try:
                 for batch in batches:
                     batch = {k: v.to(run.device) for k, v in batch.items()}
-                    micro_loss, _ = causal_lm_loss_sum(model, batch, t.loss_chunk_size)
+                    micro_loss, _ = causal_lm_loss_sum(model, batch, t.loss_chunk_size, run.loss_implementation)
                     (micro_loss / max(step_label_tokens, 1)).backward()
                     loss_sum += float(micro_loss.detach())
             except torch.cuda.OutOfMemoryError as exc:
