@@ -62,26 +62,35 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
+    from fathom.planner import HARDWARE, plan_hardware
     from fathom.schedule import plan_summary
 
     config = _resolve_config(args)
+    if args.gpu is not None and args.gpu not in HARDWARE:
+        import difflib
+
+        close = difflib.get_close_matches(args.gpu, list(HARDWARE), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"--gpu: unknown hardware '{args.gpu}'{hint}; choose from {', '.join(HARDWARE)}")
     summary = plan_summary(config, args.world_size)
+    try:
+        hardware = plan_hardware(config, [args.gpu] if args.gpu else None)
+    except ValueError as exc:  # the model's config cannot be read (offline, unknown id)
+        hardware, summary["hardware_note"] = None, str(exc)
+    if hardware is not None:
+        summary["hardware"] = hardware["hardware"]
+        summary["model_shape"] = hardware["model_shape"]
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
     from rich.console import Console
     from rich.table import Table
 
+    console = Console()
+    if not console.is_terminal:  # piped or logged: do not squeeze the tables into 80 columns
+        console = Console(width=160)
     table = Table(title=f"fathom plan: {config.model.name_or_path} -> {config.output_dir}/{summary['final_model_dir']}")
-    for column in (
-        "phase",
-        "max_seq_length",
-        "tokens",
-        "share",
-        "packed sequences",
-        "tokens / step",
-        "steps",
-    ):
+    for column in ("phase", "max_seq_length", "tokens", "share", "packed sequences", "tokens / step", "steps"):
         table.add_column(column, justify="left" if column == "phase" else "right", no_wrap=True)
     for p in summary["phases"]:
         table.add_row(
@@ -103,15 +112,73 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         f"{summary['total_steps']:,}",
         end_section=True,
     )
-    console = Console()
-    if not console.is_terminal:  # piped or logged: do not squeeze the table into 80 columns
-        console = Console(width=140)
     console.print(table)
     console.print(
         f"tokens per step = max_seq_length x micro_batch_size {config.train.micro_batch_size} x "
         f"gradient_accumulation_steps {config.train.gradient_accumulation_steps} x world size {args.world_size}"
     )
+    if hardware is None:
+        console.print(f"memory and time estimates unavailable: {summary['hardware_note']}")
+    elif args.gpu:
+        _print_hardware_detail(console, hardware["hardware"][0])
+    else:
+        _print_hardware_table(console, hardware["hardware"], [p["name"] for p in summary["phases"]])
     return 0
+
+
+def _print_hardware_table(console, rows: list[dict], phases: list[str]) -> None:
+    from rich.table import Table
+
+    table = Table(title="estimated peak memory per GPU and time per phase (details: --gpu NAME)")
+    table.add_column("hardware (--gpu)", no_wrap=True)
+    for name in phases:
+        table.add_column(name)
+    for hw in rows:
+        cells = []
+        for p in hw["phases"]:
+            verdict = p["verdict"].replace("model.", "").replace("train.", "")
+            cells.append(f"{p['estimated_gib']:.1f} GiB, {verdict}, ~{p['hours']:,.0f} h")
+        table.add_row(f"{hw['label']} ({hw['key']})", *cells)
+    console.print(table)
+    console.print(
+        "time at the stated utilization of each device's dense bf16 peak (40% GPUs, 30% Apple); see fathom.planner"
+    )
+
+
+def _print_hardware_detail(console, hw: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{hw['label']}: {hw['memory_gib']:.0f} GiB, time at {hw['mfu']:.0%} of the bf16 peak")
+    for column in (
+        "phase",
+        "weights",
+        "adapter",
+        "checkpoints",
+        "layer",
+        "attention",
+        "loss",
+        "overhead",
+        "total",
+        "verdict",
+        "hours",
+    ):
+        table.add_column(column, no_wrap=column != "verdict")
+    for p in hw["phases"]:
+        parts = p["parts_gib"]
+        table.add_row(
+            p["phase"],
+            *(
+                f"{parts[k]:.1f}"
+                for k in ("weights", "adapter", "checkpoints", "layer", "attention", "loss", "overhead")
+            ),
+            f"{p['estimated_gib']:.1f}",
+            p["verdict"] + (f" ({p['estimated_gib_with_fix']:.1f} GiB)" if p["fix"] else ""),
+            f"{p['hours']:,.1f}",
+        )
+    console.print(table)
+    console.print(
+        "GiB; the total is the peak (checkpointed runs never hold the loss and a layer's activations together)"
+    )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -164,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(plan)
     plan.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     plan.add_argument("--world-size", type=int, default=1, help="number of training processes (GPUs)")
+    plan.add_argument("--gpu", default=None, help="estimate memory and time on this hardware (default: a table of all)")
     plan.set_defaults(func=_cmd_plan)
 
     train = sub.add_parser("train", help="train the LoRA adapter through the phases (no --config: the demo)")

@@ -187,10 +187,9 @@ def load_model(cfg: ModelConfig, offload_activations: bool = False) -> LoadedMod
     model.config.use_cache = False
     for param in model.parameters():
         param.requires_grad_(False)
-    if quant is not None:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    # No peft.prepare_model_for_kbit_training: it upcasts every non-quantized weight (embeddings,
+    # output layer) to fp32, +4.4 GB for Qwen2.5-7B. The base is frozen here and non-reentrant
+    # checkpointing needs no input grads, so nothing else of it is needed.
     if offload_activations and device.type == "cpu":
         logger.info("train.offload_activations: nothing to do on the CPU, activations already live in host memory")
         offload_activations = False

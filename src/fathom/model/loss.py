@@ -56,13 +56,18 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             if logits.dtype in (torch.float16, torch.bfloat16):
                 logits = logits.float()  # softmax in fp32, as the plain path does
             safe_y = torch.where(valid, y, 0)
-            log_z = torch.logsumexp(logits, dim=-1)
             picked = logits.gather(1, safe_y[:, None]).squeeze(1)
+            # softmax in place, so the chunk needs one (c, V) buffer and no temporaries of that size
+            row_max = logits.amax(dim=-1, keepdim=True)
+            probs = logits.sub_(row_max).exp_()
+            row_sum = probs.sum(dim=-1, keepdim=True)
+            log_z = (row_max + row_sum.log()).squeeze(1)
             total += ((log_z - picked) * valid).sum()
             if grad_hidden is None and grad_weight is None and grad_bias is None:
+                del logits, probs
                 continue
-            # d(loss)/d(logits) = softmax - onehot, zero on ignored rows; computed in place to save memory
-            grad_logits = logits.sub_(log_z[:, None]).exp_()
+            # d(loss)/d(logits) = softmax - onehot, zero on ignored rows
+            grad_logits = probs.div_(row_sum)
             grad_logits[torch.arange(len(y), device=y.device), safe_y] -= 1.0
             grad_logits *= valid[:, None]
             grad_logits = grad_logits.to(hidden.dtype)
@@ -72,6 +77,8 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
                 grad_weight += (grad_logits.T @ h).to(acc)
             if grad_bias is not None:
                 grad_bias += grad_logits.sum(0).to(acc)
+            # free this chunk's (c, V) buffer before the next one is allocated: one alive at a time
+            del logits, probs, grad_logits
         ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
         ctx.dtypes = (weight.dtype, bias.dtype if bias is not None else None)
         return total

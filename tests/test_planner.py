@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, small_run_config, write_config
+
+from fathom.cli import main
+from fathom.config import load_config
+from fathom.planner import HARDWARE, KNOWN_SHAPES, ModelShape, Options, estimate_memory, judge, model_shape
+from fathom.schedule import plan_phases
+
+SHIPPED_7B = REPO / "configs" / "qwen2.5-7b-maritime-32k.yaml"
+
+
+def test_qwen25_7b_shape_matches_its_published_facts():
+    shape = model_shape("Qwen/Qwen2.5-7B")
+    assert (shape.num_layers, shape.hidden, shape.intermediate, shape.num_heads, shape.num_kv_heads) == (
+        28,
+        3584,
+        18944,
+        28,
+        4,
+    )
+    assert shape.vocab == 152_064 and not shape.tied_embeddings
+    assert abs(shape.parameters - 7.6e9) / 7.6e9 < 0.01
+    assert model_shape("Qwen/Qwen2.5-7B-Instruct") == shape
+
+
+def test_shape_from_a_transformers_config():
+    from transformers import Qwen2Config
+
+    config = Qwen2Config(
+        vocab_size=151_936,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
+    assert ModelShape.from_config(config) == KNOWN_SHAPES["Qwen/Qwen2.5-0.5B"]
+
+
+def test_unknown_model_offline_is_a_clear_error(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ValueError, match="cannot read the config of 'no-org/no-model'"):
+        model_shape("no-org/no-model")
+
+
+def test_verdicts_for_the_7b_config():
+    config = load_config(SHIPPED_7B, check_paths=False)
+    shape = model_shape("Qwen/Qwen2.5-7B")
+    phases = plan_phases(config)
+    short, long_ = (
+        judge(shape, config, HARDWARE["rtx4090"], phases[0]),
+        judge(shape, config, HARDWARE["rtx4090"], phases[2]),
+    )
+    assert short.fits and short.label == "fits"
+    assert not long_.fits and long_.fixed_estimate is not None and long_.fixed_estimate.total <= 24 * 2**30
+    assert "model.load_in_4bit=true" in long_.fix and "model.load_in_8bit=true" not in long_.fix
+    assert all(judge(shape, config, HARDWARE["a100-80gb"], p).fits for p in phases)
+    # memory grows with the length; time per phase follows the phase's tokens and cost per token
+    totals = [judge(shape, config, HARDWARE["h100-80gb"], p).estimate.total for p in phases]
+    assert totals == sorted(totals)
+    assert (
+        judge(shape, config, HARDWARE["h100-80gb"], phases[0]).hours
+        < judge(shape, config, HARDWARE["rtx4090"], phases[0]).hours
+    )
+
+
+def test_options_that_save_memory_lower_the_estimate():
+    shape = model_shape("Qwen/Qwen2.5-7B")
+    base = Options()
+    full = estimate_memory(shape, base, 32768).total
+    for change in ({"quant_bits": 8}, {"quant_bits": 4}, {"offload_activations": True}, {"lora_dropout": 0.0}):
+        assert estimate_memory(shape, Options(**change), 32768).total < full, change
+    assert estimate_memory(shape, Options(gradient_checkpointing=False), 32768).total > full
+    assert estimate_memory(shape, Options(loss="plain"), 32768).total > full + 20 * 2**30  # the 32K logits
+    assert estimate_memory(shape, Options(attention="eager"), 32768).total > full
+
+
+# (vocab, hidden, intermediate, layers, seq, checkpointing, dropout, attention)
+CPU_CASES = [
+    (8000, 256, 1024, 4, 1024, True, 0.05, "sdpa"),
+    (8000, 256, 1024, 4, 4096, True, 0.05, "sdpa"),
+    (8000, 256, 1024, 4, 4096, False, 0.0, "sdpa"),
+    (151_936, 128, 512, 2, 8192, True, 0.05, "sdpa"),
+    (8000, 256, 1024, 4, 2048, True, 0.0, "eager"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CPU_CASES, ids=lambda c: f"V{c[0]}-H{c[1]}-L{c[3]}-T{c[4]}-ckpt{int(c[5])}-{c[7]}")
+def test_activation_and_loss_estimate_within_30_percent_of_the_measured_cpu_peak(case):
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("needs Linux /proc to reset and read the peak resident memory")
+    vocab, hidden, inter, layers, seq, ckpt, dropout, attn = case
+    spec = dict(vocab=vocab, hidden=hidden, inter=inter, layers=layers, seq=seq, ckpt=ckpt, dropout=dropout, attn=attn)
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "_memory_probe.py"), json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    measured = json.loads(proc.stdout.strip().splitlines()[-1])["measured"]
+    shape = ModelShape(layers, hidden, inter, 4, 2, hidden // 4, vocab, False, True)
+    opts = Options(compute_bytes=4, gradient_checkpointing=ckpt, lora_dropout=dropout, attention=attn)
+    estimate = estimate_memory(shape, opts, seq, gpu_overhead=False).activations_and_loss
+    assert 0.7 <= estimate / measured <= 1.3, (
+        f"estimate {estimate / 2**20:.0f} MiB, measured {measured / 2**20:.0f} MiB"
+    )
+
+
+def test_plan_json_carries_hardware_estimates(capsys):
+    assert main(["plan", "--config", str(SHIPPED_7B), "--json", "--gpu", "rtx4090"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    (hw,) = out["hardware"]
+    assert hw["key"] == "rtx4090" and [p["phase"] for p in hw["phases"]] == [
+        "Phase_1a_Short",
+        "Phase_1b_Medium",
+        "Phase_1c_Long",
+    ]
+    assert hw["phases"][0]["verdict"] == "fits"
+    assert hw["phases"][2]["verdict"].startswith("fits with")
+    assert out["model_shape"]["parameters"] > 7e9
+
+
+def test_plan_table_of_all_hardware(capsys):
+    assert main(["plan", "--config", str(SHIPPED_7B)]) == 0
+    out = capsys.readouterr().out
+    for hw in HARDWARE.values():
+        assert hw.key in out
+    assert "does not fit" in out and "fits with" in out
+
+
+def test_plan_unknown_gpu_is_one_line(capsys):
+    assert main(["plan", "--config", str(SHIPPED_7B), "--gpu", "rtx490"]) == 2
+    assert "did you mean 'rtx4090'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_out_of_memory_stops_with_the_planners_advice_and_keeps_checkpoints(
+    tmp_path, local_model_dir, synthetic_corpus, monkeypatch, capsys
+):
+    import fathom.train.loop as loop
+
+    cfg = small_run_config(local_model_dir, [synthetic_corpus], tmp_path / "run")
+    real_loss, calls = loop.causal_lm_loss_sum, {"n": 0}
+
+    def oom_in_phase_two(model, batch, *args):
+        calls["n"] += 1
+        if batch["input_ids"].shape[1] == 128:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real_loss(model, batch, *args)
+
+    monkeypatch.setattr(loop, "causal_lm_loss_sum", oom_in_phase_two)
+    assert main(["train", "--config", str(write_config(tmp_path / "c.yaml", cfg))]) == 1
+    err = capsys.readouterr().err
+    assert "Phase_1b_Medium: out of GPU memory at max_seq_length 128" in err
+    assert "planner estimates" in err and "--resume" in err
+    assert (tmp_path / "run" / "Phase_1a_Short" / "adapter_model.safetensors").is_file()
+    monkeypatch.setattr(loop, "causal_lm_loss_sum", real_loss)
+    assert main(["train", "--config", str(tmp_path / "c.yaml"), "--resume"]) == 0
+    assert (tmp_path / "run" / "final_256_model" / "adapter_model.safetensors").is_file()
