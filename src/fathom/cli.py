@@ -19,9 +19,21 @@ from fathom.config import ConfigError, FathomConfig, config_to_yaml, load_config
 logger = logging.getLogger("fathom")
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (test runners and notebooks swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the property wins
+        pass
+
+
 def setup_logging(verbose: bool = False) -> None:
     """fathom's own messages at INFO, one line each; the libraries' chatter only when it is a problem."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderrHandler()
     handler.setFormatter(logging.Formatter("[%(asctime)s] %(name)s %(levelname)s: %(message)s", "%H:%M:%S"))
     logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -52,7 +64,7 @@ def _resolve_config(args: argparse.Namespace) -> FathomConfig:
         ensure_demo_corpus(config.data.paths[0])
         return config
     # Only training reads the documents; plan and config work before the data exists.
-    return load_config(args.config, args.overrides, check_paths=args.command == "train")
+    return load_config(args.config, args.overrides, check_paths=args.command in ("train", "prepare", "data"))
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -205,6 +217,128 @@ def train_and_report(config: FathomConfig, resume: bool, resume_hint: str = "") 
     return 0
 
 
+def _corpus(config: FathomConfig):
+    """Tokenizer of the configured model (not the model) and the token cache for its data."""
+    from fathom.data.cache import prepare_corpus
+    from fathom.data.tokenize import resolve_eod_token_id
+    from fathom.model.load import load_tokenizer
+    from fathom.model.sources import resolve_model_source
+
+    try:
+        tokenizer = load_tokenizer(resolve_model_source(config.model.name_or_path), config.model)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"model.name_or_path: cannot load the tokenizer of '{config.model.name_or_path}' "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
+    return prepare_corpus(config, tokenizer, resolve_eod_token_id(tokenizer, config.data.eod_token))
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    cache = _corpus(_resolve_config(args))
+    logger.info("token cache ready: %s", cache.folder)
+    return 0
+
+
+def data_stats(config: FathomConfig, cache) -> dict:
+    """What `fathom data stats` reports, as one JSON-ready object."""
+    from fathom.data.mix import phase_mix
+    from fathom.schedule import plan_phases
+
+    meta = cache.meta
+    train = cache.train_documents()
+    lengths = train.lengths
+    phases = []
+    for phase_cfg, plan in zip(config.phases(), plan_phases(config), strict=True):
+        mix = phase_mix(lengths, plan.max_seq_length, phase_cfg.long_doc_upsample, phase_cfg.target_long_fraction())
+        phases.append(
+            {
+                "name": plan.name,
+                "max_seq_length": plan.max_seq_length,
+                "rows": plan.sequences,
+                "tokens": plan.trained_tokens,
+                "padding_fraction": 0.0,  # rows are packed to exactly max_seq_length
+                "long_threshold": mix.long_threshold,
+                "long_documents": mix.long_documents,
+                "natural_long_share": round(mix.natural_long_share, 4),
+                "long_share": round(mix.long_share, 4),
+                "long_weight": round(mix.long_weight, 4),
+                "short_weight": round(mix.short_weight, 4),
+                "passes_over_corpus": round(
+                    plan.trained_tokens
+                    / max(mix.long_tokens * mix.long_weight + mix.short_tokens * mix.short_weight, 1),
+                    3,
+                ),
+            }
+        )
+    return {
+        "cache": str(cache.folder),
+        "sources": meta["sources"],
+        "files_read": meta["files_read"],
+        "skipped": len(meta["skipped"]),
+        "skipped_by_reason": meta["skipped_by_reason"],
+        "skipped_files": meta["skipped"],
+        "documents": meta["documents"],
+        "tokens": meta["tokens"],
+        "train_documents": len(train),
+        "train_tokens": int(lengths.sum()),
+        "held_out_documents": meta["held_out_documents"],
+        "duplicates_removed": meta["duplicates_removed"],
+        "length_histogram": cache.length_histogram("train"),
+        "phases": phases,
+    }
+
+
+def _cmd_data_stats(args: argparse.Namespace) -> int:
+    config = _resolve_config(args)
+    stats = data_stats(config, _corpus(config))
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console.print(
+        f"{stats['documents']:,} documents, {stats['tokens']:,} tokens from {stats['files_read']:,} of "
+        f"{stats['sources']:,} sources; {stats['held_out_documents']:,} held out for evaluation; duplicates removed: "
+        f"{stats['duplicates_removed']['exact']:,} exact, {stats['duplicates_removed']['near']:,} near"
+    )
+    if stats["skipped"]:
+        console.print("skipped: " + ", ".join(f"{n} {r}" for r, n in stats["skipped_by_reason"].items()))
+        for source, reason in stats["skipped_files"][:50]:
+            console.print(f"  {source}: {reason}", markup=False)
+    console.print(
+        "training documents by length: "
+        + ", ".join(f"{label} tokens: {n:,}" for label, n in stats["length_histogram"].items())
+    )
+    table = Table(title="per phase")
+    for column in (
+        "phase",
+        "max_seq_length",
+        "rows",
+        "tokens",
+        "padding",
+        "long docs (>= half a row)",
+        "long share natural -> trained",
+        "passes",
+    ):
+        table.add_column(column, no_wrap=True)
+    for p in stats["phases"]:
+        table.add_row(
+            p["name"],
+            f"{p['max_seq_length']:,}",
+            f"{p['rows']:,}",
+            f"{p['tokens']:,}",
+            f"{p['padding_fraction']:.0%}",
+            f"{p['long_documents']:,} (>= {p['long_threshold']:,})",
+            f"{p['natural_long_share']:.0%} -> {p['long_share']:.0%}",
+            f"{p['passes_over_corpus']:.2f}",
+        )
+    console.print(table)
+    return 0
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     config = _resolve_config(args)
     sys.stdout.write(config_to_yaml(config, with_help=True))
@@ -238,6 +372,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(train)
     train.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last checkpoint")
     train.set_defaults(func=_cmd_train)
+
+    prepare = sub.add_parser("prepare", help="read, clean and tokenize the corpus into the token cache (once)")
+    _add_common(prepare)
+    prepare.set_defaults(func=_cmd_prepare)
+
+    data = sub.add_parser("data", help="corpus tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    stats = data_sub.add_parser("stats", help="files, skips, documents, tokens, lengths and per-phase mix")
+    _add_common(stats)
+    stats.add_argument("--json", action="store_true", help="print the statistics as one JSON object")
+    stats.set_defaults(func=_cmd_data_stats)
 
     cfg = sub.add_parser("config", help="print the resolved config, every field with its help text")
     _add_common(cfg)

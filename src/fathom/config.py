@@ -93,16 +93,36 @@ class DataConfig:
     """The domain documents to train on."""
 
     paths: list[str] = _help(
-        "Files or folders (searched recursively) of .txt, .md and .jsonl documents.",
+        "Files, folders (searched recursively) or glob patterns of .txt .md .rst .html .pdf .jsonl .json .parquet "
+        "documents, datasets save_to_disk folders, or hf:<dataset id>[:split].",
         default_factory=lambda: ["data/maritime"],
     )
-    text_field: str = _help("Field holding the text in .jsonl records.", default="text")
+    text_field: str = _help("Field (column) holding the text in .jsonl/.json/.parquet/dataset records.", default="text")
     eod_token: str = _help(
         "Token appended to every document: auto uses '<|endoftext|>' when the tokenizer has it (the Qwen2.5 "
         "base models' end of document), else the tokenizer's eos token.",
         default="auto",
     )
-    min_chars: int = _help("Documents shorter than this many characters are skipped.", default=1)
+    min_chars: int = _help("Documents shorter than this many characters (after cleaning) are skipped.", default=1)
+    unicode_normalization: str = _help(
+        "Unicode normalization of the text: NFC, NFKC (also folds ligatures and full-width forms) or none.",
+        default="NFC",
+    )
+    dedup: bool = _help("Drop exact duplicate documents (by a hash of the cleaned text).", default=True)
+    near_dedup: bool = _help(
+        "Also drop near duplicates (MinHash LSH over word 5-grams; needs datasketch).", default=False
+    )
+    near_dedup_threshold: float = _help("Jaccard similarity above which a document is a near duplicate.", default=0.85)
+    eval_fraction: float = _help(
+        "Share of documents (chosen by a seeded hash of their content) held out of training for evaluation.",
+        default=0.0,
+    )
+    num_proc: int = _help(
+        "Processes that clean and tokenize the corpus; 0 means one per CPU core (at most 8).", default=0
+    )
+    cache_dir: str | None = _help(
+        "Folder of the token caches; default $FATHOM_CACHE/data (~/.cache/fathom/data).", default=None
+    )
 
 
 @dataclass
@@ -112,6 +132,24 @@ class PhaseConfig:
     name: str = _help("Phase name; also the name of its checkpoint folder.", default="Phase")
     max_seq_length: int = _help("Tokens per packed training row in this phase.", default=4096)
     token_fraction: float = _help("Share of train.total_tokens trained in this phase.", default=1.0)
+    long_doc_upsample: float = _help(
+        "Draw documents of at least max_seq_length/2 tokens this many times per pass (1: no upsampling).",
+        default=1.0,
+    )
+    long_fraction: float | None = _help(
+        "Target share of this phase's tokens from documents of at least max_seq_length/2 tokens "
+        "(weights chosen to reach it); null: natural mix.",
+        default=None,
+    )
+    short_replay_fraction: float | None = _help(
+        "Share of this phase's tokens from shorter documents (the same as long_fraction = 1 - this).",
+        default=None,
+    )
+
+    def target_long_fraction(self) -> float | None:
+        if self.short_replay_fraction is not None:
+            return 1.0 - self.short_replay_fraction
+        return self.long_fraction
 
 
 def _default_schedule() -> list[PhaseConfig]:
@@ -195,7 +233,7 @@ class FathomConfig:
         if self.train.progressive:
             return list(self.train.schedule)
         longest = max(self.train.schedule, key=lambda p: p.max_seq_length)
-        return [PhaseConfig(longest.name, longest.max_seq_length, 1.0)]
+        return [dataclasses.replace(longest, token_fraction=1.0)]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -403,9 +441,22 @@ def validate(config: FathomConfig, check_paths: bool = True) -> None:
 
     if not d.paths:
         raise ConfigError("data.paths: give at least one file or folder of documents")
+    _check_choice("data.unicode_normalization", d.unicode_normalization, ("NFC", "NFKC", "none"))
+    if not 0 <= d.eval_fraction < 1:
+        raise ConfigError(f"data.eval_fraction: must be in [0, 1), got {d.eval_fraction}")
+    if not 0 < d.near_dedup_threshold < 1:
+        raise ConfigError(f"data.near_dedup_threshold: must be in (0, 1), got {d.near_dedup_threshold}")
+    _check_positive("data.num_proc", d.num_proc, allow_zero=True)
     if check_paths:
+        import glob as _glob
+
         for i, p in enumerate(d.paths):
-            if not Path(p).exists():
+            if p.startswith("hf:"):
+                continue
+            if any(ch in p for ch in "*?["):
+                if not _glob.glob(p, recursive=True):
+                    raise ConfigError(f"data.paths[{i}]: the pattern {p} matches nothing")
+            elif not Path(p).exists():
                 raise ConfigError(f"data.paths[{i}]: {p} does not exist")
 
     _check_positive("train.total_tokens", t.total_tokens)
@@ -432,6 +483,19 @@ def validate(config: FathomConfig, check_paths: bool = True) -> None:
         previous = phase.max_seq_length
         if not 0 < phase.token_fraction <= 1:
             raise ConfigError(f"{where}.token_fraction: must be in (0, 1], got {phase.token_fraction}")
+        if phase.long_doc_upsample < 1:
+            raise ConfigError(f"{where}.long_doc_upsample: must be >= 1, got {phase.long_doc_upsample}")
+        if phase.long_fraction is not None and phase.short_replay_fraction is not None:
+            raise ConfigError(f"{where}.short_replay_fraction: set long_fraction or short_replay_fraction, not both")
+        for name in ("long_fraction", "short_replay_fraction"):
+            value = getattr(phase, name)
+            if value is not None and not 0 <= value <= 1:
+                raise ConfigError(f"{where}.{name}: must be in [0, 1], got {value}")
+        if phase.target_long_fraction() is not None and phase.long_doc_upsample != 1:
+            raise ConfigError(
+                f"{where}.long_doc_upsample: a target share (long_fraction / short_replay_fraction) sets the "
+                "weights itself; use one or the other"
+            )
     total = sum(p.token_fraction for p in t.schedule)
     if t.progressive and abs(total - 1.0) > 1e-6:
         raise ConfigError(

@@ -1,15 +1,24 @@
-"""Read documents from files and folders (.txt, .md, .jsonl), skipping bad files with a reason.
+"""Read documents from every supported source, skipping bad input with a reason instead of failing.
 
-The full pipeline (PDF, HTML, parquet, cleaning, deduplication) is the job of ``fathom prepare``;
-this module is the basic reader the training loop needs: every file is read as UTF-8 (with a
-warning and a lossy fallback when it is not), and a file that cannot be read is skipped with a
-warning naming it, never aborting the run.
+Sources under ``data.paths``: files, folders (searched recursively), glob patterns, Hugging Face
+``datasets`` folders written by ``save_to_disk``, and ``hf:<id>[:split]`` for a dataset loaded with
+``datasets.load_dataset`` (a Hub id, or a local folder or script, which is how it is tested offline).
+
+File formats: .txt .md .markdown .rst (plain text), .html .htm (main text by trafilatura),
+.pdf (text layer by pypdf; a PDF without one is reported as probably scanned), .jsonl and .json
+(records with ``data.text_field``), .parquet (column ``data.text_field``, read in batches).
+
+A bad file (empty, binary, unreadable, a broken symlink, a corrupt or encrypted PDF, a JSON line
+without the text field) is recorded in the :class:`IngestReport` with its reason and logged once;
+it never stops the run. Text that is not UTF-8 is decoded with replacement characters and a warning.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,14 +26,23 @@ from pathlib import Path
 logger = logging.getLogger("fathom")
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
-JSONL_SUFFIXES = {".jsonl"}
-SUPPORTED_SUFFIXES = TEXT_SUFFIXES | JSONL_SUFFIXES
+HTML_SUFFIXES = {".html", ".htm"}
+PDF_SUFFIXES = {".pdf"}
+JSON_SUFFIXES = {".jsonl", ".json"}
+PARQUET_SUFFIXES = {".parquet"}
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES | JSON_SUFFIXES | PARQUET_SUFFIXES
+HUB_PREFIX = "hf:"
 
 
 @dataclass
 class Document:
     text: str
-    source: str  # file path, plus ":<line>" for a JSONL record
+    source: str  # the file, dataset folder or hf: id it came from
+    record: str | None = None  # line, row or index inside the source, for records
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}:{self.record}" if self.record is not None else self.source
 
 
 @dataclass
@@ -35,33 +53,105 @@ class IngestReport:
     documents: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
-    def skip(self, path: Path | str, reason: str) -> None:
-        self.skipped.append((str(path), reason))
-        logger.warning("skipping %s: %s", path, reason)
+    def skip(self, source: Path | str, reason: str) -> None:
+        """Record a skip; whoever owns the report logs it (see :func:`log_skips`)."""
+        self.skipped.append((str(source), reason))
+
+    def reasons(self) -> dict[str, int]:
+        """Skips counted by reason (the part before any detail in parentheses)."""
+        return dict(Counter(reason.split(" (")[0] for _, reason in self.skipped))
+
+    def merge(self, other: IngestReport) -> None:
+        self.files_read += other.files_read
+        self.documents += other.documents
+        self.skipped.extend(other.skipped)
 
 
-def find_files(paths: list[str]) -> Iterator[Path]:
-    """Files under ``paths`` with a supported suffix, folders searched recursively, in sorted order."""
+def log_skips(skipped: list[tuple[str, str]], already_logged: int = 0, limit: int = 20) -> int:
+    """Warn about skipped inputs, one line each up to ``limit`` in all; returns the new count logged."""
+    for source, reason in skipped:
+        if already_logged < limit:
+            logger.warning("skipping %s: %s", source, reason)
+        elif already_logged == limit:
+            logger.warning("more inputs skipped; `fathom data stats` lists them all")
+        already_logged += 1
+    return already_logged
+
+
+def _is_dataset_folder(path: Path) -> bool:
+    return (
+        (path / "dataset_info.json").is_file()
+        or (path / "dataset_dict.json").is_file()
+        or (path / "state.json").is_file()
+    )
+
+
+def expand_paths(paths: list[str]) -> list[str]:
+    """Files, dataset folders and ``hf:`` ids named by ``paths``, in a stable order.
+
+    A folder is searched recursively for supported files (a ``datasets`` folder is one source);
+    a glob pattern is expanded; a path that does not exist raises FileNotFoundError naming it.
+    """
+    out: list[str] = []
     for raw in paths:
+        if raw.startswith(HUB_PREFIX):
+            out.append(raw)
+            continue
+        if any(ch in raw for ch in "*?["):
+            matches = sorted(glob.glob(raw, recursive=True))
+            if not matches:
+                raise FileNotFoundError(f"data.paths: the pattern {raw} matches nothing")
+            out.extend(expand_paths(matches))
+            continue
         path = Path(raw)
         if path.is_dir():
+            if _is_dataset_folder(path):
+                out.append(str(path))
+                continue
             for child in sorted(path.rglob("*")):
                 if child.suffix.lower() in SUPPORTED_SUFFIXES and (child.is_file() or child.is_symlink()):
-                    yield child
+                    if not any(_is_dataset_folder(parent) for parent in child.parents if parent != path.parent):
+                        out.append(str(child))
+                elif child.is_dir() and _is_dataset_folder(child):
+                    out.append(str(child))
         elif path.exists() or path.is_symlink():
-            yield path
+            out.append(str(path))
         else:
             raise FileNotFoundError(f"data.paths: {raw} does not exist")
+    return list(dict.fromkeys(out))
 
 
-def _read_text(path: Path, report: IngestReport) -> str | None:
+def _read_bytes(path: Path, report: IngestReport) -> bytes | None:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        report.skip(path, f"cannot be read ({exc.strerror or exc})")
+        reason = "broken symlink" if path.is_symlink() and not path.exists() else "cannot be read"
+        report.skip(path, f"{reason} ({exc.strerror or exc})")
         return None
+    if not raw.strip():
+        report.skip(path, "empty")
+        return None
+    return raw
+
+
+def _readable(path: Path, report: IngestReport) -> bool:
+    """Cheap check that a binary-format file can be opened and is not empty (without reading it all)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(16)
+    except OSError as exc:
+        reason = "broken symlink" if path.is_symlink() and not path.exists() else "cannot be read"
+        report.skip(path, f"{reason} ({exc.strerror or exc})")
+        return False
+    if not head:
+        report.skip(path, "empty")
+        return False
+    return True
+
+
+def decode_text(raw: bytes, path: Path | str, report: IngestReport) -> str | None:
     if b"\x00" in raw[:8192]:
-        report.skip(path, "looks binary (NUL bytes), not text")
+        report.skip(path, "binary (NUL bytes), not text")
         return None
     try:
         return raw.decode("utf-8-sig")
@@ -70,41 +160,187 @@ def _read_text(path: Path, report: IngestReport) -> str | None:
         return raw.decode("utf-8", errors="replace")
 
 
+def _html_text(raw: bytes, path: Path, report: IngestReport) -> str | None:
+    import trafilatura
+
+    html = decode_text(raw, path, report)
+    if html is None:
+        return None
+    text = trafilatura.extract(html, include_comments=False, include_tables=True, favor_recall=True)
+    if not text:
+        # pages that are all navigation or all table: keep their visible text rather than nothing
+        from lxml import html as lxml_html
+
+        try:
+            text = lxml_html.fromstring(html).text_content()
+        except (ValueError, lxml_html.etree.ParserError):
+            text = ""
+    if not text or not text.strip():
+        report.skip(path, "HTML without text")
+        return None
+    return text
+
+
+def _pdf_text(path: Path, report: IngestReport) -> str | None:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(str(path))
+        if reader.is_encrypted and not reader.decrypt(""):
+            report.skip(path, "encrypted PDF (needs a password)")
+            return None
+        pages = [page.extract_text() or "" for page in reader.pages]
+    except (PdfReadError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        message = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        reason = "encrypted PDF" if "encrypt" in message.lower() or "decrypt" in message.lower() else "corrupt PDF"
+        report.skip(path, f"{reason} ({message})")
+        return None
+    except Exception as exc:  # pypdf raises many kinds of errors on broken files
+        report.skip(path, f"corrupt PDF ({type(exc).__name__}: {str(exc)[:120]})")
+        return None
+    text = "\n\n".join(p for p in pages if p.strip())
+    if not text.strip():
+        report.skip(path, f"PDF without a text layer (scanned?) ({len(pages)} pages)")
+        return None
+    return text
+
+
+def _records(
+    values: Iterator[tuple[str, object]], source: str, text_field: str, report: IngestReport
+) -> Iterator[Document]:
+    bad = 0
+    for where, record in values:
+        value = record.get(text_field) if isinstance(record, dict) else None
+        if isinstance(value, str):
+            yield Document(value, source, where)
+        else:
+            bad += 1
+    if bad:
+        report.skip(f"{source} ({bad} records)", f"records without a string field '{text_field}'")
+
+
+def _json_documents(path: Path, text_field: str, report: IngestReport) -> Iterator[Document]:
+    raw = _read_bytes(path, report)
+    if raw is None:
+        return
+    text = decode_text(raw, path, report)
+    if text is None:
+        return
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            report.skip(path, f"invalid JSON (line {exc.lineno}: {exc.msg})")
+            return
+        records = data if isinstance(data, list) else [data]
+        yield from _records(((str(i), r) for i, r in enumerate(records)), str(path), text_field, report)
+        return
+
+    def lines() -> Iterator[tuple[str, object]]:
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    yield str(lineno), json.loads(line)
+                except json.JSONDecodeError:
+                    yield str(lineno), None
+
+    yield from _records(lines(), str(path), text_field, report)
+
+
+def _parquet_documents(path: Path, text_field: str, report: IngestReport) -> Iterator[Document]:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(str(path))
+        if text_field not in parquet.schema_arrow.names:
+            report.skip(path, f"no column '{text_field}' (columns: {', '.join(parquet.schema_arrow.names)})")
+            return
+        row = 0
+        for batch in parquet.iter_batches(columns=[text_field], batch_size=1024):
+            for value in batch.column(0).to_pylist():
+                if isinstance(value, str):
+                    yield Document(value, str(path), str(row))
+                row += 1
+    except OSError as exc:
+        report.skip(path, f"unreadable parquet ({str(exc)[:120]})")
+
+
+def _dataset_documents(source: str, text_field: str, report: IngestReport) -> Iterator[Document]:
+    """A ``save_to_disk`` folder or an ``hf:<id>[:split]`` dataset; DatasetDicts give every split."""
+    import datasets
+
+    try:
+        if source.startswith(HUB_PREFIX):
+            name, _, split = source[len(HUB_PREFIX) :].partition(":")
+            loaded = datasets.load_dataset(name, split=split or None)
+        else:
+            loaded = datasets.load_from_disk(source)
+    except Exception as exc:  # datasets raises many kinds (network, format, missing files)
+        report.skip(source, f"cannot load dataset ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})")
+        return
+    parts = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [("", loaded)]
+    for split, dataset in parts:
+        if text_field not in dataset.column_names:
+            report.skip(
+                f"{source}{':' + split if split else ''}",
+                f"no column '{text_field}' (columns: {', '.join(dataset.column_names)})",
+            )
+            continue
+        for start in range(0, len(dataset), 1024):
+            for offset, value in enumerate(dataset[start : start + 1024][text_field]):
+                if isinstance(value, str):
+                    yield Document(value, source, f"{split + ':' if split else ''}{start + offset}")
+
+
+def documents_of(source: str, text_field: str, report: IngestReport) -> Iterator[Document]:
+    """The documents of one expanded source (see :func:`expand_paths`); bad input goes to ``report``."""
+    if source.startswith(HUB_PREFIX) or Path(source).is_dir():
+        report.files_read += 1
+        yield from _dataset_documents(source, text_field, report)
+        return
+    path = Path(source)
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        report.skip(path, f"unsupported file type '{suffix}' (supported: {', '.join(sorted(SUPPORTED_SUFFIXES))})")
+        return
+    if suffix in JSON_SUFFIXES:
+        if path.exists():
+            report.files_read += 1
+        yield from _json_documents(path, text_field, report)
+        return
+    if suffix in PARQUET_SUFFIXES:
+        if not _readable(path, report):
+            return
+        report.files_read += 1
+        yield from _parquet_documents(path, text_field, report)
+        return
+    if suffix in PDF_SUFFIXES:
+        if not _readable(path, report):
+            return
+        text = _pdf_text(path, report)
+    else:
+        raw = _read_bytes(path, report)
+        if raw is None:
+            return
+        text = _html_text(raw, path, report) if suffix in HTML_SUFFIXES else decode_text(raw, path, report)
+    if text is not None:
+        report.files_read += 1
+        yield Document(text, str(path))
+
+
 def read_documents(
     paths: list[str], text_field: str = "text", min_chars: int = 1
 ) -> tuple[list[Document], IngestReport]:
-    """Read every document under ``paths``. A .txt/.md file is one document; a .jsonl line is one."""
+    """Every document under ``paths`` in memory (small corpora, tests); the cache streams instead."""
     report = IngestReport()
-    documents: list[Document] = []
-    for path in find_files(paths):
-        suffix = path.suffix.lower()
-        if suffix not in SUPPORTED_SUFFIXES:
-            report.skip(path, f"unsupported file type '{suffix}' (supported: {', '.join(sorted(SUPPORTED_SUFFIXES))})")
-            continue
-        text = _read_text(path, report)
-        if text is None:
-            continue
-        report.files_read += 1
-        if suffix in JSONL_SUFFIXES:
-            bad = 0
-            for lineno, line in enumerate(text.splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    value = record[text_field] if isinstance(record, dict) else None
-                except (json.JSONDecodeError, KeyError):
-                    value = None
-                if not isinstance(value, str):
-                    bad += 1
-                    continue
-                if len(value.strip()) >= min_chars:
-                    documents.append(Document(value, f"{path}:{lineno}"))
-            if bad:
-                report.skip(f"{path} ({bad} lines)", f"not JSON objects with a string field '{text_field}'")
-        elif len(text.strip()) >= min_chars:
-            documents.append(Document(text, str(path)))
-        else:
-            report.skip(path, f"shorter than data.min_chars={min_chars}" if text.strip() else "empty")
+    documents = []
+    for source in expand_paths(paths):
+        for doc in documents_of(source, text_field, report):
+            if len(doc.text.strip()) >= min_chars:
+                documents.append(doc)
+            else:
+                report.skip(doc.where, f"shorter than data.min_chars={min_chars}" if doc.text.strip() else "empty")
     report.documents = len(documents)
+    log_skips(report.skipped)
     return documents, report

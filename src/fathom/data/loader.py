@@ -28,12 +28,13 @@ class PhaseLoader:
         world_size: int = 1,
         rank: int = 0,
         start_row: int = 0,
+        weights: np.ndarray | None = None,
     ) -> None:
         self.seq_len = seq_len
         self.micro_batch_size = micro_batch_size
         self.world_size = world_size
         self.rank = rank
-        self._rows = pack_rows(epoch_stream(documents, seed, phase_index), seq_len)
+        self._rows = pack_rows(epoch_stream(documents, seed, phase_index, weights), seq_len)
         self.rows_consumed = 0
         for _ in range(start_row):
             next(self._rows)

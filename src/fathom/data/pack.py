@@ -69,15 +69,31 @@ def pack_rows(documents: Iterable[np.ndarray], seq_len: int) -> Iterator[PackedR
                 filled = 0
 
 
-def epoch_order(num_documents: int, seed: int, phase_index: int, epoch: int) -> np.ndarray:
-    """The document order of one pass over the corpus: a permutation fixed by (seed, phase, epoch)."""
-    return np.random.default_rng([seed, phase_index, epoch]).permutation(num_documents)
+def epoch_order(
+    num_documents: int, seed: int, phase_index: int, epoch: int, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """The document order of one pass over the corpus: a permutation fixed by (seed, phase, epoch).
+
+    With ``weights`` (expected draws per document, see :mod:`fathom.data.mix`) a document can
+    appear several times or not at all in a pass.
+    """
+    rng = np.random.default_rng([seed, phase_index, epoch])
+    if weights is None:
+        return rng.permutation(num_documents)
+    from fathom.data.mix import draw_counts
+
+    counts = draw_counts(weights, rng)
+    if counts.sum() == 0:  # tiny corpus, small weights: never yield an empty pass
+        counts = np.ones(num_documents, dtype=np.int64)
+    return rng.permutation(np.repeat(np.arange(num_documents), counts))
 
 
-def epoch_stream(documents: Sequence[np.ndarray], seed: int, phase_index: int) -> Iterator[np.ndarray]:
+def epoch_stream(
+    documents: Sequence[np.ndarray], seed: int, phase_index: int, weights: np.ndarray | None = None
+) -> Iterator[np.ndarray]:
     """Documents forever, reshuffled at each pass, so a phase can train more tokens than the corpus holds."""
-    if not documents:
+    if not len(documents):
         raise ValueError("no documents to pack")
     for epoch in itertools.count():
-        for i in epoch_order(len(documents), seed, phase_index, epoch):
+        for i in epoch_order(len(documents), seed, phase_index, epoch, weights):
             yield documents[i]

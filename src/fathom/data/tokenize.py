@@ -1,12 +1,8 @@
-"""Tokenize documents with the model's tokenizer and end each one with the end-of-document token."""
+"""The end-of-document token appended to every document (tokenization itself: :mod:`fathom.data.cache`)."""
 
 from __future__ import annotations
 
 import logging
-
-import numpy as np
-
-from fathom.data.ingest import Document
 
 logger = logging.getLogger("fathom")
 
@@ -31,22 +27,3 @@ def resolve_eod_token_id(tokenizer, eod_token: str = "auto") -> int:
     if tokenizer.eos_token_id is not None:
         return int(tokenizer.eos_token_id)
     raise ValueError("data.eod_token: the tokenizer has no eos token; name one explicitly")
-
-
-def tokenize_documents(
-    documents: list[Document], tokenizer, eod_token_id: int, batch_size: int = 64
-) -> list[np.ndarray]:
-    """Token ids of each document (int32), each ending with ``eod_token_id``.
-
-    Shapes: one 1-D array per document, of its token count + 1.
-    """
-    out: list[np.ndarray] = []
-    for start in range(0, len(documents), batch_size):
-        texts = [d.text for d in documents[start : start + batch_size]]
-        encoded = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
-        for ids in encoded:
-            arr = np.empty(len(ids) + 1, dtype=np.int32)
-            arr[:-1] = ids
-            arr[-1] = eod_token_id
-            out.append(arr)
-    return out

@@ -24,10 +24,11 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from fathom.config import ConfigError, FathomConfig, config_from_dict, validate
-from fathom.data.ingest import read_documents
+from fathom.data.cache import DocumentView, prepare_corpus
 from fathom.data.loader import PhaseLoader
+from fathom.data.mix import document_weights, phase_mix
 from fathom.data.pack import IGNORE_INDEX
-from fathom.data.tokenize import resolve_eod_token_id, tokenize_documents
+from fathom.data.tokenize import resolve_eod_token_id
 from fathom.model.load import load_model
 from fathom.model.lora import apply_lora
 from fathom.model.loss import causal_lm_loss_sum, resolve_loss_implementation
@@ -86,7 +87,7 @@ class _Run:
     device: torch.device
     optimizer: torch.optim.Optimizer
     loss_implementation: str
-    token_docs: list[np.ndarray]
+    token_docs: DocumentView
     state: TrainerState
     result: RunResult
 
@@ -124,27 +125,26 @@ def _load_saved_config(layout: RunLayout) -> FathomConfig | None:
     return saved
 
 
-def _prepare_documents(config: FathomConfig, tokenizer) -> list[np.ndarray]:
-    documents, report = read_documents(config.data.paths, config.data.text_field, config.data.min_chars)
-    if not documents:
-        skipped = f"; skipped {len(report.skipped)} files" if report.skipped else ""
-        raise ConfigError(f"data.paths: no usable documents in {', '.join(config.data.paths)}{skipped}")
+def _prepare_documents(config: FathomConfig, tokenizer) -> DocumentView:
+    """The training documents from the token cache (built on first use, reused after)."""
     eod = resolve_eod_token_id(tokenizer, config.data.eod_token)
-    token_docs = tokenize_documents(documents, tokenizer, eod)
-    lengths = np.array([len(d) for d in token_docs])
+    cache = prepare_corpus(config, tokenizer, eod)
+    documents = cache.train_documents()
+    if not len(documents):
+        skipped = cache.meta.get("skipped_by_reason") or {}
+        detail = f" (skipped: {', '.join(f'{n} {r}' for r, n in skipped.items())})" if skipped else ""
+        raise ConfigError(f"data.paths: no usable training documents in {', '.join(config.data.paths)}{detail}")
+    lengths = documents.lengths
     logger.info(
-        "data: %d documents from %d files (%d skipped), %s tokens, median %d / longest %d tokens per document; "
-        "end-of-document token %r (id %d)",
-        len(token_docs),
-        report.files_read,
-        len(report.skipped),
+        "data: %s training documents, %s tokens, median %d / longest %d tokens; end of document %r (id %d)",
+        f"{len(documents):,}",
         f"{int(lengths.sum()):,}",
         int(np.median(lengths)),
         int(lengths.max()),
         tokenizer.convert_ids_to_tokens(eod),
         eod,
     )
-    return token_docs
+    return documents
 
 
 def train(config: FathomConfig, resume: bool = False) -> RunResult:
@@ -249,6 +249,10 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
     run_tokens = sum(p.trained_tokens for p in run.plans)
     resumed_mid_phase = state.phase_step > 0
     state.phase_index, state.phase_name = plan.index, plan.name
+    phase_cfg = config.phases()[plan.index]
+    mix = phase_mix(
+        run.token_docs.lengths, plan.max_seq_length, phase_cfg.long_doc_upsample, phase_cfg.target_long_fraction()
+    )
     loader = PhaseLoader(
         run.token_docs,
         plan.max_seq_length,
@@ -258,6 +262,7 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
         state.world_size,
         0,
         start_row=state.phase_rows_consumed,
+        weights=document_weights(run.token_docs.lengths, mix),
     )
     tb = PhaseLogger(layout.phase_logs(plan.name), purge_step=state.global_step + 1 if resumed_mid_phase else None)
     if not resumed_mid_phase:
@@ -268,14 +273,18 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
             state.global_step,
         )
         tb.scalars(state.global_step, {"train/seq_len": plan.max_seq_length, "train/phase_index": plan.index})
-        corpus_tokens = sum(len(d) for d in run.token_docs)
+        pass_tokens = mix.long_tokens * mix.long_weight + mix.short_tokens * mix.short_weight
         logger.info(
-            "%s: %s tokens at max_seq_length %s, %d steps (%.1f passes over the corpus)",
+            "%s: %s tokens at max_seq_length %s, %d steps (%.1f passes over the corpus); %.0f%% of tokens from "
+            "documents of >= %s tokens%s",
             plan.name,
             f"{plan.tokens:,}",
             f"{plan.max_seq_length:,}",
             plan.steps,
-            plan.trained_tokens / max(corpus_tokens, 1),
+            plan.trained_tokens / max(pass_tokens, 1),
+            100 * mix.long_share,
+            f"{mix.long_threshold:,}",
+            f" (natural {100 * mix.natural_long_share:.0f}%)" if mix.weighted else "",
         )
     params = [p for p in model.parameters() if p.requires_grad]
     losses = run.result.phase_losses.setdefault(plan.name, [])

@@ -1,0 +1,440 @@
+"""Tokenize the corpus once into a cache of token shards and a document index; reuse it afterwards.
+
+Layout of one cache entry (``<data.cache_dir>/<key>/``)::
+
+    tokens-00000.bin ...   uint32 token ids, documents end to end (each ends with the end-of-document
+                           token); read back as numpy memmaps, so RAM does not grow with the corpus
+    shard.npy offset.npy length.npy   per document: shard number, start in the shard, token count
+    source.npy             per document: index into sources.json (the file or record it came from)
+    split.npy              per document: 0 train, 1 held out for evaluation (data.eval_fraction)
+    sources.json, meta.json
+
+The key hashes the tokenizer (its full JSON and the end-of-document id), the cleaning settings,
+the hold-out settings and the content of every input file, so any change makes a new entry and
+an unchanged corpus is never tokenized twice. An entry is built under a temporary name and
+renamed when complete.
+
+Preparation streams: the main process walks the sources in order and hands work to ``data.num_proc``
+worker processes (a whole file for text/HTML/PDF, batches of records for JSONL/parquet/datasets);
+at most ``2 x num_proc`` units are in flight, so memory is bounded by a few batches, not by the
+corpus. Workers clean and tokenize; the main process drops duplicates and writes, in input order,
+so the cache is identical whatever ``num_proc`` is.
+"""
+
+from __future__ import annotations
+
+import array
+import hashlib
+import importlib.util
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fathom.data.clean import NearDuplicateIndex, clean_text, content_hash, minhash
+from fathom.data.ingest import (
+    HUB_PREFIX,
+    JSON_SUFFIXES,
+    PARQUET_SUFFIXES,
+    Document,
+    IngestReport,
+    documents_of,
+    expand_paths,
+    log_skips,
+)
+
+logger = logging.getLogger("fathom")
+
+CACHE_VERSION = 1
+SHARD_TOKENS = 1 << 28  # 1 GiB of uint32 per shard
+RECORD_BATCH = 256
+LENGTH_BUCKETS = ((4096, "<=4K"), (16384, "4K-16K"), (32768, "16K-32K"), (None, ">32K"))
+
+
+@dataclass(frozen=True)
+class CleaningSettings:
+    text_field: str = "text"
+    normalization: str = "NFC"
+    min_chars: int = 1
+    dedup: bool = True
+    near_dedup: bool = False
+    near_dedup_threshold: float = 0.85
+    eval_fraction: float = 0.0
+    seed: int = 42
+
+    @classmethod
+    def from_config(cls, config) -> CleaningSettings:
+        d = config.data
+        return cls(
+            d.text_field,
+            d.unicode_normalization,
+            d.min_chars,
+            d.dedup,
+            d.near_dedup,
+            d.near_dedup_threshold,
+            d.eval_fraction,
+            config.train.seed,
+        )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Workers (no torch, no transformers: spawned processes start fast)
+
+_WORKER: dict = {}
+
+
+def _init_worker(tokenizer_json: str, eod_id: int, settings: CleaningSettings, single_thread: bool) -> None:
+    if single_thread:
+        os.environ["RAYON_NUM_THREADS"] = "1"
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(tokenizer_json)
+    # A document that quotes "<|endoftext|>" must not get a real end-of-document token in its middle.
+    if hasattr(tokenizer, "encode_special_tokens"):
+        tokenizer.encode_special_tokens = True
+    _WORKER.update(tokenizer=tokenizer, eod=eod_id, settings=settings)
+
+
+def _encode(texts: list[str]) -> list[list[int]]:
+    tok = _WORKER["tokenizer"]
+    encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
+    return [e.ids for e in encode(texts, add_special_tokens=False)]
+
+
+def _process(unit: tuple[str, object]) -> tuple[list[tuple], IngestReport]:
+    """Clean and tokenize one unit: ("file", path) or ("docs", [Document, ...])."""
+    settings: CleaningSettings = _WORKER["settings"]
+    report = IngestReport()
+    kind, payload = unit
+    docs = list(documents_of(payload, settings.text_field, report)) if kind == "file" else payload
+    kept: list[Document] = []
+    for doc in docs:
+        text = clean_text(doc.text, settings.normalization)
+        if len(text) < max(settings.min_chars, 1):
+            reason = f"shorter than data.min_chars={settings.min_chars}" if text else "empty after cleaning"
+            report.skip(doc.where, reason)
+            continue
+        kept.append(Document(text, doc.source, doc.record))
+    out = []
+    for doc, ids in zip(kept, _encode([d.text for d in kept]), strict=True):
+        tokens = np.empty(len(ids) + 1, dtype=np.uint32)
+        tokens[:-1] = ids
+        tokens[-1] = _WORKER["eod"]
+        signature = minhash(doc.text) if settings.near_dedup else None
+        out.append((doc.source, tokens, content_hash(doc.text), signature))
+    return out, report
+
+
+def _units(sources: list[str], settings: CleaningSettings, report: IngestReport) -> Iterator[tuple[str, object]]:
+    """Work units in input order: whole files, or batches of records streamed by this process."""
+    for source in sources:
+        suffix = Path(source).suffix.lower()
+        is_records = (
+            source.startswith(HUB_PREFIX) or Path(source).is_dir() or suffix in JSON_SUFFIXES | PARQUET_SUFFIXES
+        )
+        if not is_records:
+            yield "file", source
+            continue
+        batch: list[Document] = []
+        for doc in documents_of(source, settings.text_field, report):
+            batch.append(doc)
+            if len(batch) >= RECORD_BATCH:
+                yield "docs", batch
+                batch = []
+        if batch:
+            yield "docs", batch
+
+
+# ----------------------------------------------------------------------------------------------------
+# The cache key
+
+
+def tokenizer_fingerprint(tokenizer) -> tuple[str, str]:
+    """(the tokenizer's full JSON, its hash): what tokenization depends on."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ValueError("the token cache needs a fast (Rust) tokenizer; this model only has a slow one")
+    text = backend.to_str()
+    return text, hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def _hash_file(path: Path, h) -> None:
+    try:
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                h.update(block)
+    except OSError as exc:  # unreadable: the key still changes when it becomes readable
+        h.update(f"unreadable:{exc.errno}".encode())
+
+
+def cache_key(sources: list[str], tokenizer_hash: str, eod_id: int, settings: CleaningSettings) -> str:
+    h = hashlib.blake2b(digest_size=12)
+    h.update(json.dumps([CACHE_VERSION, tokenizer_hash, eod_id, settings.__dict__], sort_keys=True).encode())
+    for source in sources:
+        h.update(b"\0" + source.encode())
+        path = Path(source)
+        if source.startswith(HUB_PREFIX):
+            continue  # a Hub dataset is named by its id (and :split); pin a revision by its id
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                if child.is_file():
+                    h.update(str(child.relative_to(path)).encode())
+                    _hash_file(child, h)
+        else:
+            _hash_file(path, h)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading a cache
+
+
+class DocumentView(Sequence):
+    """A sequence of documents (uint32 token arrays, memmapped) chosen by index from a cache."""
+
+    def __init__(self, cache: CorpusCache, indices: np.ndarray) -> None:
+        self.cache, self.indices = cache, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        return self.cache.document(int(self.indices[i]))
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.cache.length[self.indices]
+
+
+class CorpusCache:
+    """A prepared corpus: token shards, the document index and what preparation reported."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        load = lambda name: np.load(folder / f"{name}.npy", allow_pickle=False)  # noqa: E731
+        self.shard, self.offset, self.length = load("shard"), load("offset"), load("length")
+        self.source, self.split = load("source"), load("split")
+        self.sources = json.loads((folder / "sources.json").read_text(encoding="utf-8"))
+        self._shards = [
+            np.memmap(folder / f"tokens-{i:05d}.bin", dtype=np.uint32, mode="r") if size else np.zeros(0, np.uint32)
+            for i, size in enumerate(self.meta["shard_tokens"])
+        ]
+
+    def __len__(self) -> int:
+        return len(self.length)
+
+    def document(self, i: int) -> np.ndarray:
+        start = int(self.offset[i])
+        return self._shards[int(self.shard[i])][start : start + int(self.length[i])]
+
+    def train_documents(self) -> DocumentView:
+        return DocumentView(self, np.flatnonzero(self.split == 0))
+
+    def eval_documents(self) -> DocumentView:
+        return DocumentView(self, np.flatnonzero(self.split == 1))
+
+    def length_histogram(self, which: str = "train") -> dict[str, int]:
+        lengths = self.length[self.split == (0 if which == "train" else 1)]
+        out, lower = {}, 0
+        for upper, label in LENGTH_BUCKETS:
+            mask = lengths > lower if upper is None else (lengths > lower) & (lengths <= upper)
+            out[label] = int(mask.sum())
+            lower = upper or lower
+        return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Building a cache
+
+
+def _held_out(digest: bytes, seed: int, fraction: float) -> bool:
+    """A document is held out by a seeded hash of its content: stable under reordering and additions."""
+    if fraction <= 0:
+        return False
+    h = hashlib.blake2b(digest + seed.to_bytes(8, "little", signed=True), digest_size=8).digest()
+    return int.from_bytes(h, "little") / 2**64 < fraction
+
+
+class _Writer:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.shard_tokens: list[int] = []
+        self.handle = None
+        self.shard, self.offset, self.length = array.array("q"), array.array("q"), array.array("q")
+        self.source, self.split = array.array("q"), array.array("b")
+        self.sources: dict[str, int] = {}
+
+    def add(self, tokens: np.ndarray, source: str, split: int) -> None:
+        shard_full = bool(self.shard_tokens) and self.shard_tokens[-1] + len(tokens) > SHARD_TOKENS > 0
+        if self.handle is None or (shard_full and self.shard_tokens[-1] > 0):
+            if self.handle is not None:
+                self.handle.close()
+            self.handle = (self.folder / f"tokens-{len(self.shard_tokens):05d}.bin").open("wb")
+            self.shard_tokens.append(0)
+        self.handle.write(tokens.tobytes())
+        self.shard.append(len(self.shard_tokens) - 1)
+        self.offset.append(self.shard_tokens[-1])
+        self.length.append(len(tokens))
+        self.source.append(self.sources.setdefault(source, len(self.sources)))
+        self.split.append(split)
+        self.shard_tokens[-1] += len(tokens)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+        for name in ("shard", "offset", "length", "source"):
+            np.save(self.folder / f"{name}.npy", np.frombuffer(getattr(self, name), dtype=np.int64))
+        np.save(self.folder / "split.npy", np.frombuffer(self.split, dtype=np.int8))
+        (self.folder / "sources.json").write_text(json.dumps(list(self.sources)), encoding="utf-8")
+
+
+def default_cache_dir() -> Path:
+    from fathom.model.sources import cache_dir
+
+    return cache_dir() / "data"
+
+
+def prepare_corpus(config, tokenizer, eod_id: int, progress: bool = True) -> CorpusCache:
+    """The cache for ``config``'s data and ``tokenizer``: reused when it exists, else built now."""
+    settings = CleaningSettings.from_config(config)
+    if settings.near_dedup and importlib.util.find_spec("datasketch") is None:
+        from fathom.config import ConfigError
+
+        raise ConfigError("data.near_dedup: needs datasketch: pip install 'fathom[dedup]' (or pip install datasketch)")
+    sources = expand_paths(config.data.paths)
+    tokenizer_json, tokenizer_hash = tokenizer_fingerprint(tokenizer)
+    key = cache_key(sources, tokenizer_hash, eod_id, settings)
+    root = Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir()
+    folder = root / key
+    if (folder / "meta.json").is_file():
+        cache = CorpusCache(folder)
+        logger.info(
+            "data: reusing the token cache %s (%s documents, %s tokens)",
+            folder,
+            f"{len(cache):,}",
+            f"{int(cache.length.sum()):,}",
+        )
+        return cache
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
+    try:
+        meta = _build(tmp, sources, settings, tokenizer_json, eod_id, config.data.num_proc, progress)
+        meta |= {
+            "key": key,
+            "paths": list(config.data.paths),
+            "tokenizer_hash": tokenizer_hash,
+            "eod_id": eod_id,
+            "settings": settings.__dict__,
+            "version": CACHE_VERSION,
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        if folder.exists():  # another process finished the same entry first
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return CorpusCache(folder)
+
+
+def _build(
+    folder: Path,
+    sources: list[str],
+    settings: CleaningSettings,
+    tokenizer_json: str,
+    eod_id: int,
+    num_proc: int,
+    progress: bool,
+) -> dict:
+    from tqdm.auto import tqdm
+
+    num_proc = num_proc or min(8, os.cpu_count() or 1)
+    report = IngestReport()
+    writer = _Writer(folder)
+    seen: set[bytes] = set()
+    near = NearDuplicateIndex(settings.near_dedup_threshold) if settings.near_dedup else None
+    removed = {"exact": 0, "near": 0}
+    held_out = logged = 0
+    start = time.perf_counter()
+    bar = tqdm(total=len(sources), unit="src", desc="prepare", disable=not progress, dynamic_ncols=True)
+
+    def consume(result: tuple[list[tuple], IngestReport], unit) -> None:
+        nonlocal held_out, logged
+        docs, unit_report = result
+        report.merge(unit_report)
+        logged = log_skips(report.skipped[logged:], logged)
+        for source, tokens, digest, signature in docs:
+            if settings.dedup and digest in seen:
+                removed["exact"] += 1
+                continue
+            seen.add(digest)
+            if near is not None and near.seen_similar(signature):
+                removed["near"] += 1
+                continue
+            split = int(_held_out(digest, settings.seed, settings.eval_fraction))
+            held_out += split
+            writer.add(tokens, source, split)
+        if unit[0] == "file":
+            bar.update(1)
+        bar.set_postfix(tokens=f"{sum(writer.shard_tokens):,}", refresh=False)
+
+    init_args = (tokenizer_json, eod_id, settings, num_proc > 1)
+    if num_proc == 1:
+        _init_worker(*init_args)
+        for unit in _units(sources, settings, report):
+            consume(_process(unit), unit)
+    else:
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(num_proc, initializer=_init_worker, initargs=init_args) as pool:
+            pending: deque = deque()
+            for unit in _units(sources, settings, report):
+                pending.append((pool.apply_async(_process, (unit,)), unit))
+                while len(pending) > 2 * num_proc:
+                    result, done_unit = pending.popleft()
+                    consume(result.get(), done_unit)
+            while pending:
+                result, done_unit = pending.popleft()
+                consume(result.get(), done_unit)
+    bar.update(len(sources) - bar.n)  # record sources are counted here, once streamed
+    bar.close()
+    log_skips(report.skipped[logged:], logged)
+    writer.close()
+    documents = len(writer.length)
+    tokens = int(sum(writer.shard_tokens))
+    seconds = time.perf_counter() - start
+    logger.info(
+        "data: %s documents, %s tokens from %d sources in %.1f s (%s tokens/s); skipped %d (%s); "
+        "removed %d exact and %d near duplicates; %d documents held out for evaluation",
+        f"{documents:,}",
+        f"{tokens:,}",
+        len(sources),
+        seconds,
+        f"{tokens / max(seconds, 1e-9):,.0f}",
+        len(report.skipped),
+        ", ".join(f"{n} {r}" for r, n in report.reasons().items()) or "none",
+        removed["exact"],
+        removed["near"],
+        held_out,
+    )
+    return {
+        "documents": documents,
+        "tokens": tokens,
+        "held_out_documents": held_out,
+        "sources": len(sources),
+        "files_read": report.files_read,
+        "skipped": report.skipped,
+        "skipped_by_reason": report.reasons(),
+        "duplicates_removed": removed,
+        "shard_tokens": writer.shard_tokens,
+        "seconds": round(seconds, 3),
+    }
