@@ -14,11 +14,12 @@ the hold-out settings and the content of every input file, so any change makes a
 an unchanged corpus is never tokenized twice. An entry is built under a temporary name and
 renamed when complete.
 
-Preparation streams: the main process walks the sources in order and hands work to ``data.num_proc``
-worker processes (a whole file for text/HTML/PDF, batches of records for JSONL/parquet/datasets);
-at most ``2 x num_proc`` units are in flight, so memory is bounded by a few batches, not by the
-corpus. Workers clean and tokenize; the main process drops duplicates and writes, in input order,
-so the cache is identical whatever ``num_proc`` is.
+Preparation streams: the main process walks the sources in order; PDF and HTML files, whose text
+extraction is slow Python, go to ``data.num_proc`` worker processes (at most ``2 x num_proc`` in
+flight), records of JSONL/parquet/datasets are read in batches. Cleaned documents are deduplicated,
+then tokenized in batches of at most ~32 MB of text by the tokenizer's own multi-threaded batch
+encoder, and written in input order. Memory is bounded by a few batches, not by the corpus, and
+the cache is identical whatever ``num_proc`` is.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections import deque
@@ -90,29 +92,17 @@ class CleaningSettings:
 # Workers (no torch, no transformers: spawned processes start fast)
 
 _WORKER: dict = {}
+HEAVY_SUFFIXES = {".pdf", ".html", ".htm"}  # text extraction in Python: worth a worker process
+TOKENIZE_BATCH_CHARS = 32 << 20  # tokenize in batches of at most ~32 MB of text
 
 
-def _init_worker(tokenizer_json: str, eod_id: int, settings: CleaningSettings, single_thread: bool) -> None:
-    if single_thread:
-        os.environ["RAYON_NUM_THREADS"] = "1"
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_str(tokenizer_json)
-    # A document that quotes "<|endoftext|>" must not get a real end-of-document token in its middle.
-    if hasattr(tokenizer, "encode_special_tokens"):
-        tokenizer.encode_special_tokens = True
-    _WORKER.update(tokenizer=tokenizer, eod=eod_id, settings=settings)
+def _init_worker(settings: CleaningSettings) -> None:
+    _WORKER["settings"] = settings
 
 
-def _encode(texts: list[str]) -> list[list[int]]:
-    tok = _WORKER["tokenizer"]
-    encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
-    return [e.ids for e in encode(texts, add_special_tokens=False)]
-
-
-def _process(unit: tuple[str, object]) -> tuple[list[tuple], IngestReport]:
-    """Clean and tokenize one unit: ("file", path) or ("docs", [Document, ...])."""
-    settings: CleaningSettings = _WORKER["settings"]
+def _extract(unit: tuple[str, object], settings: CleaningSettings | None = None) -> tuple[list[Document], IngestReport]:
+    """Read (for a file) and clean one unit: ("file", path) or ("docs", [Document, ...])."""
+    settings = settings or _WORKER["settings"]
     report = IngestReport()
     kind, payload = unit
     docs = list(documents_of(payload, settings.text_field, report)) if kind == "file" else payload
@@ -124,14 +114,21 @@ def _process(unit: tuple[str, object]) -> tuple[list[tuple], IngestReport]:
             report.skip(doc.where, reason)
             continue
         kept.append(Document(text, doc.source, doc.record))
-    out = []
-    for doc, ids in zip(kept, _encode([d.text for d in kept]), strict=True):
-        tokens = np.empty(len(ids) + 1, dtype=np.uint32)
-        tokens[:-1] = ids
-        tokens[-1] = _WORKER["eod"]
-        signature = minhash(doc.text) if settings.near_dedup else None
-        out.append((doc.source, tokens, content_hash(doc.text), signature))
-    return out, report
+    return kept, report
+
+
+def _main_tokenizer(tokenizer_json: str):
+    """A private copy of the tokenizer that reads special-token text as text.
+
+    A document that quotes "<|endoftext|>" must not get a real end-of-document token in its middle.
+    Its batch encoder runs on all cores (the tokenizers library's own thread pool).
+    """
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(tokenizer_json)
+    if hasattr(tokenizer, "encode_special_tokens"):
+        tokenizer.encode_special_tokens = True
+    return tokenizer
 
 
 def _units(sources: list[str], settings: CleaningSettings, report: IngestReport) -> Iterator[tuple[str, object]]:
@@ -356,58 +353,86 @@ def _build(
     num_proc: int,
     progress: bool,
 ) -> dict:
+    """Walk the sources in order: extract and clean (PDF/HTML files in worker processes), drop duplicates,
+    tokenize in batches, write. Everything is consumed in input order, so the result does not depend on
+    ``num_proc``."""
     from tqdm.auto import tqdm
 
     num_proc = num_proc or min(8, os.cpu_count() or 1)
+    tokenizer = _main_tokenizer(tokenizer_json)
+    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
     report = IngestReport()
     writer = _Writer(folder)
     seen: set[bytes] = set()
     near = NearDuplicateIndex(settings.near_dedup_threshold) if settings.near_dedup else None
     removed = {"exact": 0, "near": 0}
-    held_out = logged = 0
+    counts = {"held_out": 0, "logged": 0}
+    batch: list[tuple[Document, bytes]] = []
+    batch_chars = 0
     start = time.perf_counter()
     bar = tqdm(total=len(sources), unit="src", desc="prepare", disable=not progress, dynamic_ncols=True)
 
-    def consume(result: tuple[list[tuple], IngestReport], unit) -> None:
-        nonlocal held_out, logged
-        docs, unit_report = result
+    def flush() -> None:
+        nonlocal batch, batch_chars
+        if not batch:
+            return
+        for (doc, digest), encoding in zip(
+            batch, encode([d.text for d, _ in batch], add_special_tokens=False), strict=True
+        ):
+            ids = encoding.ids
+            tokens = np.empty(len(ids) + 1, dtype=np.uint32)
+            tokens[:-1] = ids
+            tokens[-1] = eod_id
+            split = int(_held_out(digest, settings.seed, settings.eval_fraction))
+            counts["held_out"] += split
+            writer.add(tokens, doc.source, split)
+        batch, batch_chars = [], 0
+        bar.set_postfix(tokens=f"{sum(writer.shard_tokens):,}", refresh=False)
+
+    def consume(docs: list[Document], unit_report: IngestReport, unit) -> None:
+        nonlocal batch_chars
         report.merge(unit_report)
-        logged = log_skips(report.skipped[logged:], logged)
-        for source, tokens, digest, signature in docs:
+        counts["logged"] = log_skips(report.skipped[counts["logged"] :], counts["logged"])
+        for doc in docs:
+            digest = content_hash(doc.text)
             if settings.dedup and digest in seen:
                 removed["exact"] += 1
                 continue
             seen.add(digest)
-            if near is not None and near.seen_similar(signature):
+            if near is not None and near.seen_similar(minhash(doc.text)):
                 removed["near"] += 1
                 continue
-            split = int(_held_out(digest, settings.seed, settings.eval_fraction))
-            held_out += split
-            writer.add(tokens, source, split)
+            batch.append((doc, digest))
+            batch_chars += len(doc.text)
+            if batch_chars >= TOKENIZE_BATCH_CHARS:
+                flush()
         if unit[0] == "file":
             bar.update(1)
-        bar.set_postfix(tokens=f"{sum(writer.shard_tokens):,}", refresh=False)
 
-    init_args = (tokenizer_json, eod_id, settings, num_proc > 1)
-    if num_proc == 1:
-        _init_worker(*init_args)
+    pool = None
+    if num_proc > 1 and any(Path(s).suffix.lower() in HEAVY_SUFFIXES for s in sources):
+        # fork on Linux: workers start at once and callers need no `if __name__ == "__main__"` guard
+        # (workers use no torch); elsewhere (macOS, Windows) spawn, the safe default there.
+        method = "fork" if sys.platform.startswith("linux") else "spawn"
+        pool = multiprocessing.get_context(method).Pool(num_proc, initializer=_init_worker, initargs=(settings,))
+    try:
+        pending: deque = deque()
         for unit in _units(sources, settings, report):
-            consume(_process(unit), unit)
-    else:
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(num_proc, initializer=_init_worker, initargs=init_args) as pool:
-            pending: deque = deque()
-            for unit in _units(sources, settings, report):
-                pending.append((pool.apply_async(_process, (unit,)), unit))
-                while len(pending) > 2 * num_proc:
-                    result, done_unit = pending.popleft()
-                    consume(result.get(), done_unit)
-            while pending:
-                result, done_unit = pending.popleft()
-                consume(result.get(), done_unit)
+            heavy = unit[0] == "file" and Path(str(unit[1])).suffix.lower() in HEAVY_SUFFIXES
+            pending.append((pool.apply_async(_extract, (unit,)) if pool is not None and heavy else None, unit))
+            while len(pending) > 2 * num_proc or (pending and pending[0][0] is None):
+                future, done = pending.popleft()
+                consume(*(future.get() if future is not None else _extract(done, settings)), done)
+        while pending:
+            future, done = pending.popleft()
+            consume(*(future.get() if future is not None else _extract(done, settings)), done)
+        flush()
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
     bar.update(len(sources) - bar.n)  # record sources are counted here, once streamed
     bar.close()
-    log_skips(report.skipped[logged:], logged)
     writer.close()
     documents = len(writer.length)
     tokens = int(sum(writer.shard_tokens))
@@ -424,12 +449,12 @@ def _build(
         ", ".join(f"{n} {r}" for r, n in report.reasons().items()) or "none",
         removed["exact"],
         removed["near"],
-        held_out,
+        counts["held_out"],
     )
     return {
         "documents": documents,
         "tokens": tokens,
-        "held_out_documents": held_out,
+        "held_out_documents": counts["held_out"],
         "sources": len(sources),
         "files_read": report.files_read,
         "skipped": report.skipped,
