@@ -43,8 +43,12 @@ def run_reference(shared: Path, tmp: str) -> dict:
     start = time.perf_counter()
     ds = datasets.load_dataset("text", data_files=_files(shared), sample_by="document", split="train", cache_dir=tmp)
     eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    ds = ds.map(lambda b: {"input_ids": [ids + [eos] for ids in tokenizer(b["text"])["input_ids"]]},
-                batched=True, remove_columns=["text"], load_from_cache_file=False)
+    ds = ds.map(
+        lambda b: {"input_ids": [[*ids, eos] for ids in tokenizer(b["text"])["input_ids"]]},
+        batched=True,
+        remove_columns=["text"],
+        load_from_cache_file=False,
+    )
     tokens = sum(len(x) for x in ds["input_ids"])
 
     def group_texts(batch):
@@ -65,8 +69,9 @@ def run_fathom(shared: Path, tmp: str, num_proc: int) -> dict:
     from fathom.data.pack import epoch_order, pack_rows
 
     tokenizer = AutoTokenizer.from_pretrained(shared / "tokenizers" / "qwen2.5")
-    config = load_config(None, [f"data.paths=[{shared / 'corpus'}]", f"data.cache_dir={tmp}",
-                                f"data.num_proc={num_proc}"])
+    config = load_config(
+        None, [f"data.paths=[{shared / 'corpus'}]", f"data.cache_dir={tmp}", f"data.num_proc={num_proc}"]
+    )
     start = time.perf_counter()
     cache = prepare_corpus(config, tokenizer, 151643, progress=False)
     docs = cache.train_documents()
@@ -84,8 +89,10 @@ def _child(which: str, shared: str, num_proc: int) -> None:
 
 
 def _measure(which: str, shared: Path, num_proc: int) -> dict:
-    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import prepare; " \
-           f"prepare._child({which!r}, {str(shared)!r}, {num_proc})"
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import prepare; "
+        f"prepare._child({which!r}, {str(shared)!r}, {num_proc})"
+    )
     env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", MALLOC_MMAP_THRESHOLD_="131072")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -95,7 +102,11 @@ def _measure(which: str, shared: Path, num_proc: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", type=Path, default=Path(os.environ.get("FATHOM_SHARED", Path(__file__).resolve().parents[2] / "shared")))
+    parser.add_argument(
+        "--shared",
+        type=Path,
+        default=Path(os.environ.get("FATHOM_SHARED", Path(__file__).resolve().parents[2] / "shared")),
+    )
     parser.add_argument("--num-proc", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
@@ -111,14 +122,28 @@ def main() -> int:
     ratio = tps["fathom"] / tps["reference"]
     memory_ratio = best["fathom"]["peak_mib"] / best["reference"]["peak_mib"]
     for which, b in best.items():
-        print(f"{which:>9}: {b['tokens']:,} tokens, {b['rows']:,} rows of {ROW} in {b['seconds']:.2f} s = "
-              f"{tps[which]:,.0f} tokens/s, peak {b['peak_mib']:,.0f} MiB")
+        print(
+            f"{which:>9}: {b['tokens']:,} tokens, {b['rows']:,} rows of {ROW} in {b['seconds']:.2f} s = "
+            f"{tps[which]:,.0f} tokens/s, peak {b['peak_mib']:,.0f} MiB"
+        )
     met = ratio >= 1.5 and memory_ratio <= 1.0
-    print(f"speed ratio {ratio:.2f} (target >= 1.5), memory ratio {memory_ratio:.2f} (target <= 1.0): "
-          f"{'met' if met else 'NOT met'}")
-    print(json.dumps({"benchmark": "prepare", "num_proc": args.num_proc, "reference": best["reference"],
-                      "fathom": best["fathom"], "speed_ratio": round(ratio, 3), "memory_ratio": round(memory_ratio, 3),
-                      "target_met": met}))
+    print(
+        f"speed ratio {ratio:.2f} (target >= 1.5), memory ratio {memory_ratio:.2f} (target <= 1.0): "
+        f"{'met' if met else 'NOT met'}"
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "prepare",
+                "num_proc": args.num_proc,
+                "reference": best["reference"],
+                "fathom": best["fathom"],
+                "speed_ratio": round(ratio, 3),
+                "memory_ratio": round(memory_ratio, 3),
+                "target_met": met,
+            }
+        )
+    )
     return 0
 
 

@@ -335,3 +335,6 @@ def test_prepare_and_stats_commands(tmp_path, local_model_dir, synthetic_corpus,
     assert stats["phases"][2]["long_share"] == pytest.approx(0.9, abs=1e-3)
     assert main(["data", "stats", "--config", str(path)]) == 0
     assert "per phase" in capsys.readouterr().out
+    assert main(["plan", "--config", str(path), "--json"]) == 0  # the plan shows the mix once prepared
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["phases"][2]["length_mix"]["long_share"] == pytest.approx(0.9, abs=1e-3)

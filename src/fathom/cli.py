@@ -92,6 +92,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     if hardware is not None:
         summary["hardware"] = hardware["hardware"]
         summary["model_shape"] = hardware["model_shape"]
+    mix_note = _attach_length_mix(config, summary)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -129,6 +130,16 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         f"tokens per step = max_seq_length x micro_batch_size {config.train.micro_batch_size} x "
         f"gradient_accumulation_steps {config.train.gradient_accumulation_steps} x world size {args.world_size}"
     )
+    if mix_note:
+        console.print(mix_note)
+    else:
+        console.print(
+            "length mix (share of tokens from documents of at least half a row): "
+            + ", ".join(
+                f"{p['name']} {p['length_mix']['natural_long_share']:.0%} -> {p['length_mix']['long_share']:.0%}"
+                for p in summary["phases"]
+            )
+        )
     if hardware is None:
         console.print(f"memory and time estimates unavailable: {summary['hardware_note']}")
     elif args.gpu:
@@ -136,6 +147,34 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     else:
         _print_hardware_table(console, hardware["hardware"], [p["name"] for p in summary["phases"]])
     return 0
+
+
+def _attach_length_mix(config: FathomConfig, summary: dict) -> str | None:
+    """Add each phase's length mix to ``summary`` when the corpus is already prepared; else say why not."""
+    from pathlib import Path as _Path
+
+    from fathom.data.cache import find_corpus
+    from fathom.data.mix import phase_mix
+    from fathom.data.tokenize import resolve_eod_token_id
+    from fathom.model.load import load_tokenizer
+    from fathom.model.sources import SMOLLM2_ALIAS, resolve_model_source
+
+    hint = "length mix per phase: shown once the corpus is prepared (fathom prepare --config ...)"
+    name = config.model.name_or_path
+    if not (_Path(name).exists() or name == SMOLLM2_ALIAS):
+        return hint  # a Hub id: do not reach for the network just to plan
+    try:
+        tokenizer = load_tokenizer(resolve_model_source(name), config.model)
+        cache = find_corpus(config, tokenizer, resolve_eod_token_id(tokenizer, config.data.eod_token))
+    except (OSError, ValueError, ImportError):
+        return hint
+    if cache is None:
+        return hint
+    lengths = cache.train_documents().lengths
+    for phase_cfg, phase in zip(config.phases(), summary["phases"], strict=True):
+        mix = phase_mix(lengths, phase["max_seq_length"], phase_cfg.long_doc_upsample, phase_cfg.target_long_fraction())
+        phase["length_mix"] = mix.to_dict()
+    return None
 
 
 def _print_hardware_table(console, rows: list[dict], phases: list[str]) -> None:

@@ -301,6 +301,14 @@ def default_cache_dir() -> Path:
     return cache_dir() / "data"
 
 
+def find_corpus(config, tokenizer, eod_id: int) -> CorpusCache | None:
+    """The existing cache for ``config``'s data and ``tokenizer``, or None (nothing is built)."""
+    settings = CleaningSettings.from_config(config)
+    key = cache_key(expand_paths(config.data.paths), tokenizer_fingerprint(tokenizer)[1], eod_id, settings)
+    folder = (Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir()) / key
+    return CorpusCache(folder) if (folder / "meta.json").is_file() else None
+
+
 def prepare_corpus(config, tokenizer, eod_id: int, progress: bool = True) -> CorpusCache:
     """The cache for ``config``'s data and ``tokenizer``: reused when it exists, else built now."""
     settings = CleaningSettings.from_config(config)
