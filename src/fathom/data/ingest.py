@@ -220,32 +220,53 @@ def _records(
         report.skip(f"{source} ({bad} records)", f"records without a string field '{text_field}'")
 
 
-def _json_documents(path: Path, text_field: str, report: IngestReport) -> Iterator[Document]:
-    raw = _read_bytes(path, report)
-    if raw is None:
+def _jsonl_documents(path: Path, text_field: str, report: IngestReport) -> Iterator[Document]:
+    """Line by line from the open file: a JSONL dump of any size streams in constant memory."""
+    if not _readable(path, report):
         return
-    text = decode_text(raw, path, report)
-    if text is None:
-        return
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            report.skip(path, f"invalid JSON (line {exc.lineno}: {exc.msg})")
-            return
-        records = data if isinstance(data, list) else [data]
-        yield from _records(((str(i), r) for i, r in enumerate(records)), str(path), text_field, report)
-        return
+    warned = False
 
     def lines() -> Iterator[tuple[str, object]]:
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
+        nonlocal warned
+        with path.open("rb") as handle:
+            for lineno, raw in enumerate(handle, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    if not warned:
+                        logger.warning(
+                            "%s line %d is not valid UTF-8; decoding with replacement characters", path, lineno
+                        )
+                        warned = True
+                    line = raw.decode("utf-8", errors="replace")
                 try:
                     yield str(lineno), json.loads(line)
                 except json.JSONDecodeError:
                     yield str(lineno), None
 
     yield from _records(lines(), str(path), text_field, report)
+
+
+def _json_documents(path: Path, text_field: str, report: IngestReport) -> Iterator[Document]:
+    """A .json file holds one record or a list of them (read whole); a .jsonl file streams."""
+    if path.suffix.lower() == ".jsonl":
+        yield from _jsonl_documents(path, text_field, report)
+        return
+    raw = _read_bytes(path, report)
+    if raw is None:
+        return
+    text = decode_text(raw, path, report)
+    if text is None:
+        return
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        report.skip(path, f"invalid JSON (line {exc.lineno}: {exc.msg})")
+        return
+    records = data if isinstance(data, list) else [data]
+    yield from _records(((str(i), r) for i, r in enumerate(records)), str(path), text_field, report)
 
 
 def _parquet_documents(path: Path, text_field: str, report: IngestReport) -> Iterator[Document]:
