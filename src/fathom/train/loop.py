@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import signal
 import threading
 import time
@@ -33,6 +32,7 @@ from fathom.model.load import load_model
 from fathom.model.lora import apply_lora
 from fathom.model.loss import causal_lm_loss_sum, resolve_loss_implementation
 from fathom.schedule import PhasePlan, final_model_dirname, plan_phases
+from fathom.train import distributed
 from fathom.train.checkpoint import (
     TRAINER_STATE,
     RunLayout,
@@ -41,7 +41,7 @@ from fathom.train.checkpoint import (
     restore_rng_state,
 )
 from fathom.train.optim import build_optimizer, learning_rate_at
-from fathom.train.tracking import PhaseLogger, peak_memory_gb
+from fathom.train.tracking import NullLogger, PhaseLogger, peak_memory_gb
 
 logger = logging.getLogger("fathom")
 
@@ -53,8 +53,6 @@ _RESUME_MUST_MATCH = (
     ("train", "total_tokens"),
     ("train", "progressive"),
     ("train", "schedule"),
-    ("train", "micro_batch_size"),
-    ("train", "gradient_accumulation_steps"),
     ("train", "seed"),
 )
 
@@ -86,20 +84,11 @@ class _Run:
     tokenizer: object
     device: torch.device
     optimizer: torch.optim.Optimizer
-    loss_implementation: str
+    step_module: torch.nn.Module  # model + loss, wrapped in DDP when there are several ranks
+    world: distributed.World
     token_docs: DocumentView
     state: TrainerState
     result: RunResult
-
-
-def _world() -> tuple[int, int]:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size > 1:
-        raise ConfigError(
-            f"WORLD_SIZE={world_size}: multi-process training (torchrun / accelerate) is not available yet; "
-            "run one process"
-        )
-    return world_size, 0
 
 
 def _check_resume_compatible(saved: FathomConfig, current: FathomConfig) -> None:
@@ -113,6 +102,26 @@ def _check_resume_compatible(saved: FathomConfig, current: FathomConfig) -> None
                 f"{where}: differs from the run being resumed ({left!r} there, {right!r} now); "
                 "resume with the same value or start a new output_dir"
             )
+
+
+def _warn_if_global_batch_changed(
+    saved: FathomConfig | None, config: FathomConfig, old_world: int, new_world: int
+) -> None:
+    if saved is None:
+        return
+    old = saved.train.micro_batch_size * saved.train.gradient_accumulation_steps * old_world
+    new = config.train.micro_batch_size * config.train.gradient_accumulation_steps * new_world
+    if old != new:
+        keep = old / (config.train.micro_batch_size * new_world)
+        hint = f"; train.gradient_accumulation_steps={int(keep)} keeps it" if keep == int(keep) and keep >= 1 else ""
+        logger.warning(
+            "--resume: the global batch changes from %d to %d rows per step (micro_batch_size x "
+            "gradient_accumulation_steps x world size %d)%s; the data position stays exact",
+            old,
+            new,
+            new_world,
+            hint,
+        )
 
 
 def _load_saved_config(layout: RunLayout) -> FathomConfig | None:
@@ -148,8 +157,20 @@ def _prepare_documents(config: FathomConfig, tokenizer) -> DocumentView:
 
 
 def train(config: FathomConfig, resume: bool = False) -> RunResult:
-    """Run (or resume) the progressive schedule of ``config``; returns where everything was written."""
-    world_size, _rank = _world()
+    """Run (or resume) the progressive schedule of ``config``; returns where everything was written.
+
+    Launched by torchrun / accelerate with several processes, every rank runs this; see
+    :mod:`fathom.train.distributed`.
+    """
+    world = distributed.setup()
+    try:
+        return _train(config, resume, world)
+    finally:
+        distributed.teardown(world)
+
+
+def _train(config: FathomConfig, resume: bool, world: distributed.World) -> RunResult:
+    world_size = world.size
     layout = RunLayout(config.output_dir)
     plans = plan_phases(config, world_size)
     final_dirname = final_model_dirname(plans[-1].max_seq_length)
@@ -175,10 +196,15 @@ def train(config: FathomConfig, resume: bool = False) -> RunResult:
     elif resume:
         logger.warning("--resume: %s holds no run yet; starting from the beginning", layout.root)
 
+    distributed.barrier(world)  # every rank has checked the folder before rank 0 writes to it
     torch.manual_seed(config.train.seed)
     loaded = load_model(config.model, offload_activations=config.train.offload_activations)
     _warn_beyond_native_window(loaded.model, plans)
+    if not world.is_main:
+        distributed.barrier(world)  # rank 0 builds the token cache; the others then read it
     token_docs = _prepare_documents(config, loaded.tokenizer)
+    if world.is_main:
+        distributed.barrier(world)
     model = apply_lora(loaded.model, config.lora, config.train.seed)
     optimizer = build_optimizer(model, config.train)
     loss_implementation = resolve_loss_implementation(config.train.loss_implementation, loaded.device)
@@ -200,14 +226,17 @@ def train(config: FathomConfig, resume: bool = False) -> RunResult:
             f"{state.tokens_seen:,}",
         )
         if state.phase_complete:
-            if not (layout.phase_dir(state.phase_name) / TRAINER_STATE).is_file():
+            if world.is_main and not (layout.phase_dir(state.phase_name) / TRAINER_STATE).is_file():
                 # stopped while the phase folder was being written: write it again from the checkpoint
                 layout.save_phase(state.phase_name, model, loaded.tokenizer, config, state)
             state.phase_index += 1
             state.phase_step = state.phase_tokens_seen = state.phase_rows_consumed = 0
             state.phase_complete = False
             state.log_history = []
-    layout.write_run_config(config)
+        _warn_if_global_batch_changed(saved, config, state.world_size, world_size)
+        state.world_size = world_size  # rows are counted globally, so another world size resumes fine
+    if world.is_main:
+        layout.write_run_config(config)
 
     result = RunResult(layout.root, None, state)
     if config.train.max_steps and state.global_step >= config.train.max_steps:
@@ -217,6 +246,11 @@ def train(config: FathomConfig, resume: bool = False) -> RunResult:
             state.global_step,
         )
         return result
+    step_module = distributed.wrap(
+        world,
+        distributed.LossModule(model, causal_lm_loss_sum, config.train.loss_chunk_size, loss_implementation),
+        loaded.device,
+    )
     run = _Run(
         config,
         plans,
@@ -225,7 +259,8 @@ def train(config: FathomConfig, resume: bool = False) -> RunResult:
         loaded.tokenizer,
         loaded.device,
         optimizer,
-        loss_implementation,
+        step_module,
+        world,
         token_docs,
         state,
         result,
@@ -236,16 +271,19 @@ def train(config: FathomConfig, resume: bool = False) -> RunResult:
             if not _run_phase(run, plan):
                 return result
     state.run_complete = True
-    result.final_dir = layout.save_final(final_dirname, model, loaded.tokenizer, config, state)
-    layout.save_checkpoint(model, optimizer, config, state, capture_rng_state(), config.train.save_total_limit)
-    logger.info("done: final model in %s", result.final_dir)
+    result.final_dir = layout.final_dir(final_dirname)
+    if world.is_main:
+        layout.save_final(final_dirname, model, loaded.tokenizer, config, state)
+        layout.save_checkpoint(model, optimizer, config, state, capture_rng_state(), config.train.save_total_limit)
+        logger.info("done: final model in %s", result.final_dir)
+    distributed.barrier(world)
     return result
 
 
 def _run_phase(run: _Run, plan: PhasePlan) -> bool:
     """Train one phase to its token budget; False when the run stopped early (resumable)."""
     config, layout, state, model, optimizer = run.config, run.layout, run.state, run.model, run.optimizer
-    t = config.train
+    world, t = run.world, config.train
     run_tokens = sum(p.trained_tokens for p in run.plans)
     resumed_mid_phase = state.phase_step > 0
     state.phase_index, state.phase_name = plan.index, plan.name
@@ -259,12 +297,16 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
         t.seed,
         plan.index,
         t.micro_batch_size,
-        state.world_size,
-        0,
+        world.size,
+        world.rank,
         start_row=state.phase_rows_consumed,
         weights=document_weights(run.token_docs.lengths, mix),
     )
-    tb = PhaseLogger(layout.phase_logs(plan.name), purge_step=state.global_step + 1 if resumed_mid_phase else None)
+    tb = (
+        PhaseLogger(layout.phase_logs(plan.name), purge_step=state.global_step + 1 if resumed_mid_phase else None)
+        if world.is_main
+        else NullLogger()
+    )
     if not resumed_mid_phase:
         tb.text(
             "phase_transition",
@@ -275,7 +317,7 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
         tb.scalars(state.global_step, {"train/seq_len": plan.max_seq_length, "train/phase_index": plan.index})
         pass_tokens = mix.long_tokens * mix.long_weight + mix.short_tokens * mix.short_weight
         logger.info(
-            "%s: %s tokens at max_seq_length %s, %d steps (%.1f passes over the corpus); %.0f%% of tokens from "
+            "%s: %s tokens at max_seq_length %s, %d steps (%.2g passes over the corpus); %.0f%% of tokens from "
             "documents of >= %s tokens%s",
             plan.name,
             f"{plan.tokens:,}",
@@ -296,19 +338,21 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
         desc=plan.name,
         dynamic_ncols=True,
         leave=True,
+        disable=not world.is_main,
     )
     last_time = time.perf_counter()
     # The data position and RNG of the last completed step: what Ctrl-C saves.
     committed = (state.phase_rows_consumed, capture_rng_state())
     try:
-        while state.phase_step < plan.steps:
-            n_micro = min(
-                t.gradient_accumulation_steps,
-                plan.micro_batches_per_rank - state.phase_step * t.gradient_accumulation_steps,
-            )
+        # Progress is counted in global rows, so a run resumed with another world size ends where it should.
+        rows_per_micro = t.micro_batch_size * world.size
+        while state.phase_rows_consumed < plan.sequences:
+            remaining_micro = -(-(plan.sequences - state.phase_rows_consumed) // rows_per_micro)
+            n_micro = min(t.gradient_accumulation_steps, remaining_micro)
             batches = [loader.next_micro_batch() for _ in range(n_micro)]
-            step_label_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
-            step_tokens = sum(b["input_ids"].numel() for b in batches) * state.world_size
+            local_label_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
+            (step_label_tokens,) = distributed.all_reduce_sum(world, [local_label_tokens], run.device)
+            step_tokens = sum(b["input_ids"].numel() for b in batches) * world.size
             lr = learning_rate_at(
                 t,
                 state.phase_tokens_seen + step_tokens,
@@ -319,14 +363,21 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss_sum = 0.0
+            # DDP averages gradients over ranks; scaling by the world size turns that into the sum,
+            # so every token of the global step weighs the same, as in one process.
+            scale = world.size / max(step_label_tokens, 1)
             try:
-                for batch in batches:
+                for i, batch in enumerate(batches):
                     batch = {k: v.to(run.device) for k, v in batch.items()}
-                    micro_loss, _ = causal_lm_loss_sum(model, batch, t.loss_chunk_size, run.loss_implementation)
-                    (micro_loss / max(step_label_tokens, 1)).backward()
+                    last = i == len(batches) - 1
+                    sync = contextlib.nullcontext() if last or not world.distributed else run.step_module.no_sync()
+                    with sync:
+                        micro_loss = run.step_module(batch)
+                        (micro_loss * scale).backward()
                     loss_sum += float(micro_loss.detach())
             except torch.cuda.OutOfMemoryError as exc:
                 raise TrainingStopped(_oom_advice(plan, config, run.device)) from exc
+            (loss_sum,) = distributed.all_reduce_sum(world, [loss_sum], run.device)
             loss = loss_sum / max(step_label_tokens, 1)
             if not math.isfinite(loss):
                 raise TrainingStopped(
@@ -349,7 +400,8 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
             last_time = now
             bar.update(step_tokens)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
-            if state.global_step % t.log_every_steps == 0 or state.phase_step == plan.steps:
+            phase_done = state.phase_rows_consumed >= plan.sequences
+            if state.global_step % t.log_every_steps == 0 or phase_done:
                 record = {
                     "step": state.global_step,
                     "loss": loss,
@@ -371,7 +423,6 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
                         "train/peak_memory_gb": peak_memory_gb(run.device),
                     },
                 )
-            phase_done = state.phase_step == plan.steps
             stop_now = (
                 t.max_steps > 0
                 and state.global_step >= t.max_steps
@@ -379,20 +430,24 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
             )
             if phase_done:
                 state.phase_complete = True
-                layout.save_phase(plan.name, model, run.tokenizer, config, state)
-                layout.save_checkpoint(model, optimizer, config, state, capture_rng_state(), t.save_total_limit)
+                if world.is_main:
+                    layout.save_phase(plan.name, model, run.tokenizer, config, state)
+                    layout.save_checkpoint(model, optimizer, config, state, capture_rng_state(), t.save_total_limit)
+                distributed.barrier(world)
                 first, last = losses[0], float(np.mean(losses[-max(1, len(losses) // 10) :]))
                 logger.info(
                     "%s done: %d steps, %s tokens, loss %.4f -> %.4f, saved to %s",
                     plan.name,
-                    plan.steps,
+                    state.phase_step,
                     f"{state.phase_tokens_seen:,}",
                     first,
                     last,
                     layout.phase_dir(plan.name),
                 )
             elif stop_now or (t.save_every_steps and state.global_step % t.save_every_steps == 0):
-                layout.save_checkpoint(model, optimizer, config, state, capture_rng_state(), t.save_total_limit)
+                if world.is_main:
+                    layout.save_checkpoint(model, optimizer, config, state, capture_rng_state(), t.save_total_limit)
+                distributed.barrier(world)
             if stop_now:
                 logger.info("stopping after train.max_steps=%d steps; continue with --resume", t.max_steps)
                 return False
@@ -401,8 +456,9 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
         rows, rng = committed
         optimizer.zero_grad(set_to_none=True)
         state.phase_rows_consumed = rows
-        ckpt = layout.save_checkpoint(model, optimizer, config, state, rng, t.save_total_limit)
-        logger.warning("interrupted: state of step %d saved to %s; continue with --resume", state.global_step, ckpt)
+        if world.is_main:
+            ckpt = layout.save_checkpoint(model, optimizer, config, state, rng, t.save_total_limit)
+            logger.warning("interrupted: state of step %d saved to %s; continue with --resume", state.global_step, ckpt)
         raise
     finally:
         bar.close()

@@ -45,3 +45,16 @@ class PhaseLogger:
     def close(self) -> None:
         self.writer.flush()
         self.writer.close()
+
+
+class NullLogger:
+    """What ranks other than 0 log to: nothing."""
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        pass
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,147 @@
+"""Two processes (torchrun, gloo, CPU) train exactly like one process with the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import small_run_config, write_config
+from safetensors.torch import load_file
+
+PHASE_DIRS = ["Phase_1a_Short", "Phase_1b_Medium", "Phase_1c_Long", "final_256_model"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(config: Path, nproc: int, *extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "fathom", "train", "--config", str(config), *extra]
+    else:
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nproc_per_node={nproc}",
+            f"--master_port={_free_port()}",
+            "-m",
+            "fathom",
+            "train",
+            "--config",
+            str(config),
+            *extra,
+        ]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if "events.out" not in p.name}
+
+
+def _assert_same_adapters(a: Path, b: Path, atol: float = 1e-5) -> None:
+    for folder in PHASE_DIRS:
+        wa, wb = (load_file(str(x / folder / "adapter_model.safetensors")) for x in (a, b))
+        assert wa.keys() == wb.keys()
+        for key in wa:
+            assert torch.allclose(wa[key], wb[key], atol=atol), f"{folder}/{key}"
+
+
+@pytest.fixture
+def two_configs(tmp_path, local_model_dir, synthetic_corpus):
+    def make(name: str, **train) -> Path:
+        cfg = small_run_config(local_model_dir, [synthetic_corpus], tmp_path / name, total_tokens=2048, **train)
+        cfg["data"]["cache_dir"] = str(tmp_path / "cache")
+        return write_config(tmp_path / f"{name}.yaml", cfg)
+
+    return make
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path, two_configs):
+    one = two_configs("one", micro_batch_size=1, gradient_accumulation_steps=2)
+    two = two_configs("two", micro_batch_size=1, gradient_accumulation_steps=1)
+    proc = _launch(one, 1)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _launch(two, 2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_same_adapters(tmp_path / "one", tmp_path / "two")
+    for phase in PHASE_DIRS[:3]:
+        h1 = json.loads((tmp_path / "one" / phase / "trainer_state.json").read_text())
+        h2 = json.loads((tmp_path / "two" / phase / "trainer_state.json").read_text())
+        assert [r["step"] for r in h1["log_history"]] == [r["step"] for r in h2["log_history"]]
+        for r1, r2 in zip(h1["log_history"], h2["log_history"], strict=True):
+            assert abs(r1["loss"] - r2["loss"]) < 1e-5 and r1["tokens_seen"] == r2["tokens_seen"]
+        assert h2["world_size"] == 2
+    assert _tree(tmp_path / "one") - {"fathom_config.yaml"} == _tree(tmp_path / "two") - {"fathom_config.yaml"}
+    assert "rank" not in proc.stderr.lower() or "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_two_process_run_resumes_as_one_process_without_repeating_rows(tmp_path, two_configs):
+    straight = two_configs("straight", micro_batch_size=1, gradient_accumulation_steps=2)
+    assert _launch(straight, 1).returncode == 0
+    interrupted = two_configs("interrupted", micro_batch_size=1, gradient_accumulation_steps=1)
+    proc = _launch(interrupted, 2, "train.max_steps=5")  # stops inside Phase_1a_Short (8 steps)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = json.loads((tmp_path / "interrupted" / "checkpoints" / "step-0000005" / "trainer_state.json").read_text())
+    assert (state["world_size"], state["phase_rows_consumed"]) == (2, 10)
+    # resume the same run with one process and twice the accumulation: the same global batch
+    proc = _launch(interrupted, 1, "--resume", "train.gradient_accumulation_steps=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_same_adapters(tmp_path / "straight", tmp_path / "interrupted")
+    logged = json.loads((tmp_path / "interrupted" / "Phase_1a_Short" / "trainer_state.json").read_text())
+    assert [r["step"] for r in logged["log_history"]] == list(range(1, 9))  # no step twice, none missing
+
+
+@pytest.mark.slow
+def test_changing_the_global_batch_on_resume_is_allowed_with_a_warning(tmp_path, two_configs):
+    cfg = two_configs("run", micro_batch_size=1, gradient_accumulation_steps=2)
+    assert _launch(cfg, 1, "train.max_steps=2").returncode == 0
+    proc = _launch(cfg, 1, "--resume", "train.gradient_accumulation_steps=4")
+    assert proc.returncode == 0
+    assert "global batch changes from 2 to 4" in proc.stderr and "gradient_accumulation_steps=2 keeps it" in proc.stderr
+
+
+@pytest.mark.slow
+def test_accelerate_launch_runs_the_same_training(tmp_path, two_configs):
+    if subprocess.run([sys.executable, "-c", "import accelerate.commands.launch"], capture_output=True).returncode:
+        pytest.skip("accelerate's launcher is not importable")
+    one = two_configs("one", micro_batch_size=1, gradient_accumulation_steps=2)
+    two = two_configs("acc", micro_batch_size=1, gradient_accumulation_steps=1)
+    assert _launch(one, 1).returncode == 0
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "fathom",
+        "train",
+        "--config",
+        str(two),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "acc" / "Phase_1a_Short" / "trainer_state.json").read_text())["world_size"] == 2
+    _assert_same_adapters(tmp_path / "one", tmp_path / "acc")
