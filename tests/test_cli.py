@@ -148,3 +148,40 @@ def test_demo_runs_with_no_config(tmp_path):
     assert all(p.read_text(encoding="utf-8").startswith("SYNTHETIC DOCUMENT") for p in corpus)
     config = json.loads((out / "final_1k_model" / "adapter_config.json").read_text())
     assert Path(config["base_model_name_or_path"], "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_generate_reads_a_long_document_and_warns_beyond_the_trained_length(
+    tmp_path, local_model_dir, synthetic_corpus, capsys
+):
+    from conftest import small_run_config, write_config
+
+    out = tmp_path / "run"
+    cfg = small_run_config(local_model_dir, [synthetic_corpus], out, total_tokens=1024)
+    assert main(["train", "--config", str(write_config(tmp_path / "c.yaml", cfg))]) == 0
+    capsys.readouterr()
+    document = next(synthetic_corpus.glob("*voyage*.md"))
+    assert (
+        main(
+            [
+                "generate",
+                "--base",
+                str(local_model_dir),
+                "--adapter",
+                str(out / "final_256_model"),
+                "--file",
+                str(document),
+                "--prompt",
+                "Which cargo was in hold 3?",
+                "--max-new-tokens",
+                "5",
+            ]
+        )
+        == 0
+    )
+    captured = capsys.readouterr()
+    n = int(captured.out.split("Input length: ")[1].split(" tokens")[0])
+    assert n > 256
+    assert "longer than the adapter was trained for (256 tokens)" in captured.err
+    assert main(["generate", "--base", str(local_model_dir), "--adapter", str(tmp_path), "--file", str(document)]) == 2
+    assert "--adapter:" in capsys.readouterr().err

