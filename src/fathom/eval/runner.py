@@ -1,0 +1,209 @@
+"""``fathom eval``: needle accuracy by length and depth, perplexity by position, for a base and its adapters.
+
+The base is loaded once; adapters are loaded into it by name and switched (PEFT's ``load_adapter`` /
+``set_adapter``; the base alone runs under ``disable_adapter``), so every model sees exactly the same
+prompts. Prompts of one length have exactly that many tokens, so they batch without padding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from fathom.eval.needle import build_prompt, score
+from fathom.eval.perplexity import loss_by_position, short_perplexity
+
+logger = logging.getLogger("fathom")
+
+
+@torch.no_grad()
+def needle_accuracy(
+    model,
+    tokenizer,
+    device,
+    lengths,
+    depths,
+    samples: int,
+    kinds,
+    haystack,
+    seed: int = 0,
+    progress: bool = True,
+    token_budget: int = 16384,
+) -> dict:
+    """{kind: {length: {depth: accuracy}}} with ``samples`` seeded prompts per cell."""
+    out: dict = {}
+    cells = [(k, n, d) for k in kinds for n in lengths for d in depths]
+    bar = tqdm(total=len(cells) * samples, desc="needles", unit="prompt", disable=not progress)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    for kind in kinds:
+        for length in lengths:
+            prompts = [
+                build_prompt(tokenizer, kind, length, d, seed + s, haystack) for d in depths for s in range(samples)
+            ]
+            batch_size = max(1, token_budget // length)
+            correct: dict[float, list[bool]] = {d: [] for d in depths}
+            for start in range(0, len(prompts), batch_size):
+                group = prompts[start : start + batch_size]
+                ids = torch.tensor([p.input_ids for p in group], device=device)
+                new = max(len(tokenizer(" " + p.answer, add_special_tokens=False)["input_ids"]) for p in group) + 3
+                generated = model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=new,
+                    do_sample=False,
+                    pad_token_id=pad,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                )
+                for p, row in zip(group, generated[:, ids.shape[1] :], strict=True):
+                    correct[p.depth].append(score(tokenizer.decode(row, skip_special_tokens=True), p.answer))
+                bar.update(len(group))
+            out.setdefault(kind, {})[str(length)] = {str(d): float(np.mean(v)) for d, v in correct.items()}
+    bar.close()
+    return out
+
+
+def evaluate_models(
+    base: str,
+    adapters: list[str],
+    lengths: list[int],
+    depths: list[float],
+    samples: int,
+    kinds: list[str],
+    haystack: list[str],
+    seed: int = 0,
+) -> dict:
+    """Every model (the base, then each adapter) on the same prompts and documents.
+
+    ``haystack`` texts hide the maritime needles and are the documents of perplexity by position.
+    """
+    from fathom.eval.generate import load_for_inference
+
+    model, tokenizer, device = load_for_inference(base, None)
+    if adapters and (Path(adapters[-1]) / "tokenizer_config.json").is_file():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(adapters[-1])
+    ppl_documents = [np.asarray(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in haystack]
+    ppl_documents.sort(key=len, reverse=True)
+    names = ["base"]
+    if adapters:
+        from peft import PeftModel
+
+        for i, path in enumerate(adapters):
+            name = f"adapter{i}"
+            if i == 0:
+                model = PeftModel.from_pretrained(model, path, adapter_name=name)
+            else:
+                model.load_adapter(path, adapter_name=name)
+            names.append(name)
+        model.eval()
+    labels = ["base", *[_label(a) for a in adapters]]
+    results = []
+    for name, label, path in zip(names, labels, [None, *adapters], strict=True):
+        logger.info("evaluating %s", label)
+        if name == "base":
+            context = model.disable_adapter() if adapters else contextlib.nullcontext()
+        else:
+            model.set_adapter(name)
+            context = contextlib.nullcontext()
+        with context:
+            entry = {
+                "name": label,
+                "path": path,
+                "needle": needle_accuracy(model, tokenizer, device, lengths, depths, samples, kinds, haystack, seed),
+            }
+            if ppl_documents:
+                entry["perplexity_by_position"] = loss_by_position(model, ppl_documents, max(lengths), device)
+                entry["short_perplexity"] = short_perplexity(model, ppl_documents, device)
+        results.append(entry)
+    return {"base": base, "lengths": lengths, "depths": depths, "samples": samples, "kinds": kinds, "models": results}
+
+
+def _label(adapter: str) -> str:
+    path = Path(adapter)
+    return path.name if path.name not in ("", ".") else str(path)
+
+
+def write_report(results: dict, out: Path) -> Path:
+    """results.json, a heatmap PNG per model and kind, a perplexity-by-position plot, report.md."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    lines = [
+        f"# fathom eval: {results['base']}",
+        "",
+        f"Needle accuracy by context length (columns) and needle depth (rows), {results['samples']} "
+        "sample(s) per cell, exact match.",
+        "",
+    ]
+    lengths = [str(n) for n in results["lengths"]]
+    depths = [str(d) for d in results["depths"]]
+    for model in results["models"]:
+        for kind, grid in model["needle"].items():
+            matrix = np.array([[grid[n][d] for n in lengths] for d in depths])
+            fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(lengths), 1.2 + 0.45 * len(depths)))
+            image = ax.imshow(matrix, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+            ax.set_xticks(range(len(lengths)), lengths)
+            ax.set_yticks(range(len(depths)), [f"{float(d):.0%}" for d in depths])
+            ax.set_xlabel("context length (tokens)")
+            ax.set_ylabel("needle depth")
+            ax.set_title(f"{model['name']}: {kind}")
+            fig.colorbar(image, ax=ax, label="accuracy")
+            fig.tight_layout()
+            png = f"heatmap_{_slug(model['name'])}_{kind}.png"
+            fig.savefig(out / png, dpi=110)
+            plt.close(fig)
+            lines += [
+                f"## {model['name']}: {kind} (mean accuracy {matrix.mean():.0%})",
+                "",
+                "| depth | " + " | ".join(lengths) + " |",
+                "|---" * (len(lengths) + 1) + "|",
+            ]
+            lines += [f"| {float(d):.0%} | " + " | ".join(f"{grid[n][d]:.2f}" for n in lengths) + " |" for d in depths]
+            lines += ["", f"![{model['name']} {kind}]({png})", ""]
+    with_ppl = [m for m in results["models"] if m.get("perplexity_by_position", {}).get("buckets")]
+    if with_ppl:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for model in with_ppl:
+            buckets = model["perplexity_by_position"]["buckets"]
+            ax.plot(list(buckets), [b["perplexity"] for b in buckets.values()], marker="o", label=model["name"])
+        ax.set_xlabel("token position")
+        ax.set_ylabel("perplexity")
+        ax.set_title("perplexity by position (held-out documents)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "ppl_by_position.png", dpi=110)
+        plt.close(fig)
+        buckets = list(with_ppl[0]["perplexity_by_position"]["buckets"])
+        lines += [
+            "## Perplexity by position",
+            "",
+            "| model | " + " | ".join(buckets) + " | short-context ppl |",
+            "|---" * (len(buckets) + 2) + "|",
+        ]
+        for model in with_ppl:
+            row = model["perplexity_by_position"]["buckets"]
+            short = model.get("short_perplexity", {}).get("perplexity")
+            short_cell = f"{short:.2f}" if short else "-"
+            cells = " | ".join(f"{row[b]['perplexity']:.2f}" if b in row else "-" for b in buckets)
+            lines.append(f"| {model['name']} | {cells} | {short_cell} |")
+        lines += ["", "![perplexity by position](ppl_by_position.png)", ""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines), encoding="utf-8")
+    return report
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)

@@ -1,0 +1,101 @@
+"""fathom eval on a tiny model: the report files exist and agree with the results JSON."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import small_run_config, write_config
+from fathom.cli import main
+from fathom.eval.perplexity import bucket_label, loss_by_position, position_buckets
+
+
+def test_position_buckets():
+    assert position_buckets(8192) == [(0, 1024), (1024, 2048), (2048, 4096), (4096, 8192)]
+    assert position_buckets(3000) == [(0, 1024), (1024, 2048), (2048, 3000)]
+    assert position_buckets(256) == [(0, 256)]
+    assert bucket_label(1024, 2048) == "1K-2K" and bucket_label(0, 256) == "0-256"
+
+
+def test_loss_by_position_matches_the_plain_loss():
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(
+        Qwen2Config(
+            vocab_size=300,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    ).eval()
+    doc = np.random.default_rng(0).integers(0, 300, 2500)
+    result = loss_by_position(model, [doc, doc[:10]], 2048, torch.device("cpu"))
+    assert result["documents"] == 1 and list(result["buckets"]) == ["0-1K", "1K-2K"]
+    with torch.no_grad():
+        logits = model(torch.as_tensor(doc[:2048])[None]).logits[0, :-1]
+        losses = torch.nn.functional.cross_entropy(logits, torch.as_tensor(doc[1:2048]), reduction="none")
+    assert result["buckets"]["0-1K"]["loss"] == pytest.approx(float(losses[:1023].mean()), rel=1e-5)
+    assert result["buckets"]["1K-2K"]["tokens"] == 1024
+
+
+@pytest.mark.slow
+def test_eval_compares_base_and_adapters_and_writes_the_report(tmp_path, local_model_dir, synthetic_corpus, capsys):
+    out = tmp_path / "run"
+    cfg = small_run_config(local_model_dir, [synthetic_corpus], out, total_tokens=1024)
+    assert main(["train", "--config", str(write_config(tmp_path / "c.yaml", cfg))]) == 0
+    capsys.readouterr()
+    report_dir = tmp_path / "eval"
+    assert (
+        main(
+            [
+                "eval",
+                "--base",
+                str(local_model_dir),
+                "--adapter",
+                str(out / "Phase_1a_Short"),
+                "--adapter",
+                str(out / "final_256_model"),
+                "--haystack",
+                str(synthetic_corpus),
+                "--lengths",
+                "256,512",
+                "--depths",
+                "3",
+                "--out",
+                str(report_dir),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    printed = json.loads(capsys.readouterr().out)
+    results = json.loads((report_dir / "results.json").read_text())
+    assert printed == results
+    assert [m["name"] for m in results["models"]] == ["base", "Phase_1a_Short", "final_256_model"]
+    for model in results["models"]:
+        for kind in ("passkey", "maritime"):
+            grid = model["needle"][kind]
+            assert set(grid) == {"256", "512"} and all(set(v) == {"0.0", "0.5", "1.0"} for v in grid.values())
+            assert all(0.0 <= a <= 1.0 for v in grid.values() for a in v.values())
+            assert (report_dir / f"heatmap_{model['name']}_{kind}.png").stat().st_size > 1000
+        assert list(model["perplexity_by_position"]["buckets"]) == ["0-512"]
+        assert model["short_perplexity"]["perplexity"] > 1
+    assert (report_dir / "ppl_by_position.png").stat().st_size > 1000
+    report = (report_dir / "report.md").read_text()
+    # the report's tables are the JSON's numbers
+    final = results["models"][2]
+    row = re.search(r"## final_256_model: passkey.*?\| 50% \| ([\d.]+) \| ([\d.]+) \|", report, re.S)
+    assert row and [float(x) for x in row.groups()] == [
+        round(final["needle"]["passkey"][n]["0.5"], 2) for n in ("256", "512")
+    ]
+    ppl = final["perplexity_by_position"]["buckets"]["0-512"]["perplexity"]
+    assert f"| final_256_model | {ppl:.2f} |" in report
+    # base and adapters differ: the adapters were trained
+    assert results["models"][0]["short_perplexity"] != results["models"][2]["short_perplexity"]
