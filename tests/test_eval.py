@@ -99,3 +99,37 @@ def test_eval_compares_base_and_adapters_and_writes_the_report(tmp_path, local_m
     assert f"| final_256_model | {ppl:.2f} |" in report
     # base and adapters differ: the adapters were trained
     assert results["models"][0]["short_perplexity"] != results["models"][2]["short_perplexity"]
+
+
+@pytest.mark.slow
+def test_end_of_phase_evaluation_logs_to_tensorboard_and_never_breaks_the_run(
+    tmp_path, local_model_dir, synthetic_corpus, monkeypatch
+):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    cfg = small_run_config(local_model_dir, [synthetic_corpus], out, total_tokens=2048)
+    cfg["train"]["schedule"] = [
+        {"name": "Phase_1a_Short", "max_seq_length": 256, "token_fraction": 0.5},
+        {"name": "Phase_1b_Medium", "max_seq_length": 512, "token_fraction": 0.5},
+    ]
+    cfg["data"].update(eval_fraction=0.2, cache_dir=str(tmp_path / "cache"))
+    cfg["eval"] = {"enabled": True, "depths": 2}
+    assert main(["train", "--config", str(write_config(tmp_path / "c.yaml", cfg))]) == 0
+    acc = EventAccumulator(str(out / "Phase_1b_Medium" / "logs"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert "eval/needle_acc/512" in tags and "eval/ppl/0-512" in tags
+    value = acc.Scalars("eval/needle_acc/512")[0].value
+    assert 0.0 <= value <= 1.0
+
+    # a failing evaluation is a warning, and the run still ends with its final model
+    import fathom.eval.runner as runner
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("evaluation exploded")
+
+    monkeypatch.setattr(runner, "evaluate_phase", broken)
+    cfg["output_dir"] = str(tmp_path / "run2")
+    assert main(["train", "--config", str(write_config(tmp_path / "c2.yaml", cfg))]) == 0
+    assert (tmp_path / "run2" / "final_512_model" / "adapter_model.safetensors").is_file()

@@ -216,6 +216,19 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    """A small long-context evaluation at the end of every phase, logged to TensorBoard."""
+
+    enabled: bool = _help("Run it (a failure is logged and never stops training).", default=False)
+    depths: int = _help("Needle depths from 0 to 1.", default=5)
+    samples: int = _help("Prompts per length and depth.", default=1)
+    kinds: list[str] = _help(
+        "Needle kinds: passkey, and maritime (needs held-out documents: data.eval_fraction > 0).",
+        default_factory=lambda: ["passkey", "maritime"],
+    )
+
+
+@dataclass
 class FathomConfig:
     """A whole fathom run."""
 
@@ -223,6 +236,7 @@ class FathomConfig:
     lora: LoraConfig = _help("The LoRA adapter.", default_factory=LoraConfig)
     data: DataConfig = _help("The training documents.", default_factory=DataConfig)
     train: TrainConfig = _help("Schedule and optimization.", default_factory=TrainConfig)
+    eval: EvalConfig = _help("Evaluation at the end of each phase.", default_factory=EvalConfig)
     output_dir: str = _help(
         "Folder for phase checkpoints, the final model and TensorBoard logs.",
         default="qwen-maritime-longcontext-cpt",
@@ -522,6 +536,10 @@ def validate(config: FathomConfig, check_paths: bool = True) -> None:
     _check_positive("train.log_every_steps", t.log_every_steps)
     if not config.output_dir:
         raise ConfigError("output_dir: must name a folder")
+    _check_positive("eval.depths", config.eval.depths)
+    _check_positive("eval.samples", config.eval.samples)
+    for i, kind in enumerate(config.eval.kinds):
+        _check_choice(f"eval.kinds[{i}]", kind, ("passkey", "maritime"))
 
 
 # ----------------------------------------------------------------------------------------------------

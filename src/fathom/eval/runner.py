@@ -127,6 +127,42 @@ def evaluate_models(
     return {"base": base, "lengths": lengths, "depths": depths, "samples": samples, "kinds": kinds, "models": results}
 
 
+def evaluate_phase(
+    model,
+    tokenizer,
+    device,
+    max_seq_length: int,
+    depths: int,
+    samples: int,
+    kinds: list[str],
+    held_out: list[np.ndarray],
+    seed: int,
+) -> dict[str, float]:
+    """The end-of-phase check: TensorBoard scalars eval/needle_acc/<len> and eval/ppl/<bucket>."""
+    from fathom.eval.needle import default_depths, default_lengths
+
+    lengths = default_lengths(max_seq_length, start=min(1024, max_seq_length))
+    haystack = [tokenizer.decode(np.asarray(d[:-1]).tolist()) for d in held_out[:64]]
+    kinds = [k for k in kinds if k == "passkey" or haystack]
+    scalars: dict[str, float] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        grid = needle_accuracy(
+            model, tokenizer, device, lengths, default_depths(depths), samples, kinds, haystack, seed, progress=False
+        )
+        for length in lengths:
+            cells = [v for kind in grid.values() for v in kind[str(length)].values()]
+            scalars[f"eval/needle_acc/{length}"] = float(np.mean(cells))
+        if held_out:
+            docs = sorted(held_out, key=len, reverse=True)
+            for label, bucket in loss_by_position(model, docs, max_seq_length, device)["buckets"].items():
+                scalars[f"eval/ppl/{label}"] = bucket["perplexity"]
+    finally:
+        model.train(was_training)
+    return scalars
+
+
 def _label(adapter: str) -> str:
     path = Path(adapter)
     return path.name if path.name not in ("", ".") else str(path)

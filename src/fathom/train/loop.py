@@ -87,6 +87,7 @@ class _Run:
     step_module: torch.nn.Module  # model + loss, wrapped in DDP when there are several ranks
     world: distributed.World
     token_docs: DocumentView
+    held_out: DocumentView
     state: TrainerState
     result: RunResult
 
@@ -102,6 +103,37 @@ def _check_resume_compatible(saved: FathomConfig, current: FathomConfig) -> None
                 f"{where}: differs from the run being resumed ({left!r} there, {right!r} now); "
                 "resume with the same value or start a new output_dir"
             )
+
+
+def _end_of_phase_eval(run: _Run, plan: PhasePlan, tb) -> None:
+    """Needles and perplexity by position at this phase's lengths; a failure is logged, never fatal."""
+    from fathom.eval.runner import evaluate_phase
+
+    try:
+        cfg = run.config.eval
+        with torch.no_grad():
+            scalars = evaluate_phase(
+                run.model,
+                run.tokenizer,
+                run.device,
+                plan.max_seq_length,
+                cfg.depths,
+                cfg.samples,
+                list(cfg.kinds),
+                list(run.held_out),
+                run.config.train.seed,
+            )
+        tb.scalars(run.state.global_step, scalars)
+        logger.info(
+            "%s eval: %s", plan.name, ", ".join(f"{k.removeprefix('eval/')} {v:.3g}" for k, v in scalars.items())
+        )
+    except Exception as exc:  # evaluation must never cost the user the run
+        logger.warning(
+            "%s: end-of-phase evaluation failed (%s: %s); training goes on",
+            plan.name,
+            type(exc).__name__,
+            str(exc)[:200],
+        )
 
 
 def _warn_if_global_batch_changed(
@@ -134,8 +166,8 @@ def _load_saved_config(layout: RunLayout) -> FathomConfig | None:
     return saved
 
 
-def _prepare_documents(config: FathomConfig, tokenizer) -> DocumentView:
-    """The training documents from the token cache (built on first use, reused after)."""
+def _prepare_documents(config: FathomConfig, tokenizer) -> tuple[DocumentView, DocumentView]:
+    """Training and held-out documents from the token cache (built on first use, reused after)."""
     eod = resolve_eod_token_id(tokenizer, config.data.eod_token)
     cache = prepare_corpus(config, tokenizer, eod)
     documents = cache.train_documents()
@@ -153,7 +185,7 @@ def _prepare_documents(config: FathomConfig, tokenizer) -> DocumentView:
         tokenizer.convert_ids_to_tokens(eod),
         eod,
     )
-    return documents
+    return documents, cache.eval_documents()
 
 
 def train(config: FathomConfig, resume: bool = False) -> RunResult:
@@ -202,7 +234,7 @@ def _train(config: FathomConfig, resume: bool, world: distributed.World) -> RunR
     _warn_beyond_native_window(loaded.model, plans)
     if not world.is_main:
         distributed.barrier(world)  # rank 0 builds the token cache; the others then read it
-    token_docs = _prepare_documents(config, loaded.tokenizer)
+    token_docs, held_out = _prepare_documents(config, loaded.tokenizer)
     if world.is_main:
         distributed.barrier(world)
     model = apply_lora(loaded.model, config.lora, config.train.seed)
@@ -262,6 +294,7 @@ def _train(config: FathomConfig, resume: bool, world: distributed.World) -> RunR
         step_module,
         world,
         token_docs,
+        held_out,
         state,
         result,
     )
@@ -433,6 +466,8 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
                 if world.is_main:
                     layout.save_phase(plan.name, model, run.tokenizer, config, state)
                     layout.save_checkpoint(model, optimizer, config, state, capture_rng_state(), t.save_total_limit)
+                if config.eval.enabled and world.is_main:
+                    _end_of_phase_eval(run, plan, tb)
                 distributed.barrier(world)
                 first, last = losses[0], float(np.mean(losses[-max(1, len(losses) // 10) :]))
                 logger.info(
