@@ -145,3 +145,54 @@ def test_accelerate_launch_runs_the_same_training(tmp_path, two_configs):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "acc" / "Phase_1a_Short" / "trainer_state.json").read_text())["world_size"] == 2
     _assert_same_adapters(tmp_path / "one", tmp_path / "acc")
+
+
+@pytest.mark.slow
+def test_a_rank_that_dies_stops_the_job_and_leaves_the_last_checkpoint_loadable(tmp_path, two_configs):
+    """Rank 1 dies in the middle of step 4 (a sitecustomize injects the crash into that process only)."""
+    import time
+
+    hook = tmp_path / "crash_hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    import fathom.train.loop as loop\n"
+        "    real, calls = loop.causal_lm_loss_sum, {'n': 0}\n"
+        "    def crash(*args, **kwargs):\n"
+        "        calls['n'] += 1\n"
+        "        if calls['n'] == 4:\n"
+        "            os._exit(3)\n"
+        "        return real(*args, **kwargs)\n"
+        "    loop.causal_lm_loss_sum = crash\n"
+    )
+    cfg = two_configs("crash", micro_batch_size=1, gradient_accumulation_steps=1, save_every_steps=2)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    start = time.monotonic()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            f"--master_port={_free_port()}",
+            "-m",
+            "fathom",
+            "train",
+            "--config",
+            str(cfg),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert time.monotonic() - start < 120, "the surviving rank hung"
+    assert "exitcode" in proc.stderr and "3" in proc.stderr  # torchrun names the failed rank and its exit code
+    checkpoints = sorted((tmp_path / "crash" / "checkpoints").glob("step-*"))
+    assert [c.name for c in checkpoints] == ["step-0000002"]
+    assert not list((tmp_path / "crash" / "checkpoints").glob(".tmp-*"))
+    proc = _launch(cfg, 1, "--resume", "train.gradient_accumulation_steps=2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "crash" / "final_256_model" / "adapter_model.safetensors").is_file()
