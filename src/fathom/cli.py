@@ -420,6 +420,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     results = evaluate_models(
         args.base, args.adapter or [], lengths, default_depths(args.depths), args.samples, kinds, haystack, args.seed
     )
+    if args.ruler:
+        from fathom.eval.ruler import ruler_available, run_ruler
+        from fathom.model.sources import resolve_model_source
+
+        reason = ruler_available()
+        if reason:
+            logger.warning("RULER skipped: %s", reason)
+            results["ruler_skipped"] = reason
+        else:
+            source = resolve_model_source(args.base)
+            for model, adapter in zip(results["models"], [None, *args.adapter], strict=True):
+                logger.info("RULER: %s", model["name"])
+                model["ruler"] = run_ruler(source, adapter, lengths, args.samples, tuple(args.ruler_tasks.split(",")))
     report = write_report(results, args.out)
     if args.json:
         print(json.dumps(results, indent=2))
@@ -497,6 +510,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", type=Path, default=Path("eval"), help="folder for results.json, plots and report.md")
     ev.add_argument("--json", action="store_true", help="also print the results JSON")
+    ev.add_argument(
+        "--ruler", action="store_true", help="also run RULER's offline synthetic tasks through lm-eval (fathom[ruler])"
+    )
+    ev.add_argument(
+        "--ruler-tasks",
+        default="niah_single_1,niah_multikey_2,niah_multikey_3,ruler_vt,ruler_cwe,ruler_fwe",
+        help="comma-separated RULER tasks",
+    )
     ev.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     ev.set_defaults(func=_cmd_eval)
 

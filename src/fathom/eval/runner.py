@@ -236,6 +236,21 @@ def write_report(results: dict, out: Path) -> Path:
             cells = " | ".join(f"{row[b]['perplexity']:.2f}" if b in row else "-" for b in buckets)
             lines.append(f"| {model['name']} | {cells} | {short_cell} |")
         lines += ["", "![perplexity by position](ppl_by_position.png)", ""]
+    with_ruler = [m for m in results["models"] if m.get("ruler")]
+    if with_ruler:
+        lines += [
+            "## RULER (lm-eval, offline synthetic tasks)",
+            "",
+            "| model | task | " + " | ".join(lengths) + " |",
+            "|---" * (len(lengths) + 2) + "|",
+        ]
+        for model in with_ruler:
+            for task, scores in model["ruler"].items():
+                cells = " | ".join(f"{scores[n]:.2f}" if n in scores else "-" for n in lengths)
+                lines.append(f"| {model['name']} | {task} | {cells} |")
+        lines.append("")
+    elif results.get("ruler_skipped"):
+        lines += ["## RULER", "", f"Skipped: {results['ruler_skipped']}", ""]
     report = out / "report.md"
     report.write_text("\n".join(lines), encoding="utf-8")
     return report
