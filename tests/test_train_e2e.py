@@ -15,19 +15,21 @@ from fathom.cli import main
 PHASES = ["Phase_1a_Short", "Phase_1b_Medium", "Phase_1c_Long"]
 
 
-def _scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+def _events(log_dir: Path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "tensors": 0})
     acc.Reload()
+    return acc
+
+
+def _scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    acc = _events(log_dir)
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
 def _texts(log_dir: Path) -> list[str]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
-    acc.Reload()
+    acc = _events(log_dir)
     out = []
     for tag in acc.Tags()["tensors"]:
         for event in acc.Tensors(tag):

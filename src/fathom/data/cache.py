@@ -301,26 +301,41 @@ def default_cache_dir() -> Path:
     return cache_dir() / "data"
 
 
+@dataclass(frozen=True)
+class _Entry:
+    """Where the cache of one (config, tokenizer) lives, and what its key was made of."""
+
+    folder: Path
+    sources: list[str]
+    settings: CleaningSettings
+    tokenizer_json: str
+    tokenizer_hash: str
+
+    @classmethod
+    def locate(cls, config, tokenizer, eod_id: int) -> _Entry:
+        settings = CleaningSettings.from_config(config)
+        sources = expand_paths(config.data.paths)
+        tokenizer_json, tokenizer_hash = tokenizer_fingerprint(tokenizer)
+        root = Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir()
+        folder = root / cache_key(sources, tokenizer_hash, eod_id, settings)
+        return cls(folder, sources, settings, tokenizer_json, tokenizer_hash)
+
+
 def find_corpus(config, tokenizer, eod_id: int) -> CorpusCache | None:
     """The existing cache for ``config``'s data and ``tokenizer``, or None (nothing is built)."""
-    settings = CleaningSettings.from_config(config)
-    key = cache_key(expand_paths(config.data.paths), tokenizer_fingerprint(tokenizer)[1], eod_id, settings)
-    folder = (Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir()) / key
+    folder = _Entry.locate(config, tokenizer, eod_id).folder
     return CorpusCache(folder) if (folder / "meta.json").is_file() else None
 
 
 def prepare_corpus(config, tokenizer, eod_id: int, progress: bool = True) -> CorpusCache:
     """The cache for ``config``'s data and ``tokenizer``: reused when it exists, else built now."""
-    settings = CleaningSettings.from_config(config)
-    if settings.near_dedup and importlib.util.find_spec("datasketch") is None:
+    if config.data.near_dedup and importlib.util.find_spec("datasketch") is None:
         from fathom.config import ConfigError
 
         raise ConfigError("data.near_dedup: needs datasketch: pip install 'fathom[dedup]' (or pip install datasketch)")
-    sources = expand_paths(config.data.paths)
-    tokenizer_json, tokenizer_hash = tokenizer_fingerprint(tokenizer)
-    key = cache_key(sources, tokenizer_hash, eod_id, settings)
-    root = Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir()
-    folder = root / key
+    entry = _Entry.locate(config, tokenizer, eod_id)
+    folder, settings, sources = entry.folder, entry.settings, entry.sources
+    root, key = folder.parent, folder.name
     if (folder / "meta.json").is_file():
         cache = CorpusCache(folder)
         logger.info(
@@ -333,11 +348,11 @@ def prepare_corpus(config, tokenizer, eod_id: int, progress: bool = True) -> Cor
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
     try:
-        meta = _build(tmp, sources, settings, tokenizer_json, eod_id, config.data.num_proc, progress)
+        meta = _build(tmp, sources, settings, entry.tokenizer_json, eod_id, config.data.num_proc, progress)
         meta |= {
             "key": key,
             "paths": list(config.data.paths),
-            "tokenizer_hash": tokenizer_hash,
+            "tokenizer_hash": entry.tokenizer_hash,
             "eod_id": eod_id,
             "settings": settings.__dict__,
             "version": CACHE_VERSION,

@@ -330,15 +330,13 @@ def documents_of(source: str, text_field: str, report: IngestReport) -> Iterator
             report.files_read += 1
         yield from _json_documents(path, text_field, report)
         return
+    if suffix in PARQUET_SUFFIXES | PDF_SUFFIXES and not _readable(path, report):
+        return
     if suffix in PARQUET_SUFFIXES:
-        if not _readable(path, report):
-            return
         report.files_read += 1
         yield from _parquet_documents(path, text_field, report)
         return
     if suffix in PDF_SUFFIXES:
-        if not _readable(path, report):
-            return
         text = _pdf_text(path, report)
     else:
         raw = _read_bytes(path, report)
