@@ -155,6 +155,8 @@ def test_progressive_false_trains_one_phase_at_the_longest_length(tmp_path):
             {"schedule": [{"name": "checkpoints", "max_seq_length": 64, "token_fraction": 1.0}]},
             "train.schedule[0].name: 'checkpoints' is reserved",
         ),
+        ({"strategy": "fdsp"}, "train.strategy: 'fdsp' is not one of auto, ddp, fsdp (did you mean 'fsdp'?)"),
+        ({"strategy": "ddp", "fsdp_cpu_offload": True}, "train.fsdp_cpu_offload: only applies to train.strategy"),
     ],
 )
 def test_validation_errors_name_the_field(tmp_path, train, message):
@@ -192,6 +194,12 @@ def test_missing_config_file_and_bad_yaml(tmp_path):
 def test_8bit_and_4bit_together_is_an_error():
     config = config_from_dict({"model": {"load_in_8bit": True, "load_in_4bit": True}})
     with pytest.raises(ConfigError, match=r"^model\.load_in_4bit: load_in_8bit and load_in_4bit are both true"):
+        validate(config, check_paths=False)
+
+
+def test_fsdp_with_a_quantized_base_is_refused():
+    config = config_from_dict({"model": {"load_in_4bit": True}, "train": {"strategy": "fsdp"}})
+    with pytest.raises(ConfigError, match=r"^train\.strategy: fsdp shards full-precision weights"):
         validate(config, check_paths=False)
 
 

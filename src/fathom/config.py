@@ -33,6 +33,35 @@ DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32")
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 LR_SCHEDULER_CHOICES = ("cosine", "linear", "constant")
 LOSS_CHOICES = ("auto", "chunked", "liger", "plain")
+STRATEGY_CHOICES = ("auto", "ddp", "fsdp")
+
+
+ROPE_TYPES = ("linear", "dynamic", "yarn", "llama3")
+
+
+@dataclass
+class RopeScalingConfig:
+    """A RoPE scaling method, mapped onto transformers' rope parameters (``config.rope_parameters``)."""
+
+    type: str = _help("Method: linear (position interpolation), dynamic (NTK-aware), yarn, or llama3.", default="yarn")
+    factor: float = _help("Context extension factor: the new window / original_max_position_embeddings.", default=2.0)
+    original_max_position_embeddings: int | None = _help(
+        "The window the model was pretrained with; null: the model config's max_position_embeddings.", default=None
+    )
+    low_freq_factor: float | None = _help("llama3 only: low-frequency factor (null: 1.0).", default=None)
+    high_freq_factor: float | None = _help("llama3 only: high-frequency factor (null: 4.0).", default=None)
+    beta_fast: float | None = _help("yarn only: extrapolation boundary in rotations (null: 32).", default=None)
+    beta_slow: float | None = _help("yarn only: interpolation boundary in rotations (null: 1).", default=None)
+    attention_factor: float | None = _help(
+        "yarn only: attention temperature (null: 0.1 * ln(factor) + 1, the paper's).", default=None
+    )
+
+
+_ROPE_SCALING_HELP = (
+    "RoPE scaling: null keeps the model's own; auto picks yarn with factor max_seq_length / native window for a "
+    "phase longer than the model's native window (and logs it); none removes any scaling; 'TYPE:FACTOR' (e.g. "
+    "yarn:4) or a mapping {type, factor, original_max_position_embeddings, ...}."
+)
 
 
 @dataclass
@@ -65,6 +94,10 @@ class ModelConfig:
     trust_remote_code: bool = _help(
         "Allow model code from the Hub to run. Off unless you trust the repository.", default=False
     )
+    rope_theta: float | None = _help(
+        "Override the RoPE base frequency (theta) for every phase; null keeps the model's.", default=None
+    )
+    rope_scaling: RopeScalingConfig | str | None = _help(_ROPE_SCALING_HELP, default=None)
 
 
 @dataclass
@@ -145,6 +178,10 @@ class PhaseConfig:
         "Share of this phase's tokens from shorter documents (the same as long_fraction = 1 - this).",
         default=None,
     )
+    rope_theta: float | None = _help("This phase's RoPE theta (null: model.rope_theta).", default=None)
+    rope_scaling: RopeScalingConfig | str | None = _help(
+        "This phase's RoPE scaling (null: model.rope_scaling). " + _ROPE_SCALING_HELP, default=None
+    )
 
     def target_long_fraction(self) -> float | None:
         if self.short_replay_fraction is not None:
@@ -200,6 +237,18 @@ class TrainConfig:
     offload_activations: bool = _help(
         "Keep the activations saved by gradient checkpointing in CPU memory instead of on the GPU "
         "(PyTorch's save_on_cpu): frees layers x seq x hidden bytes of GPU memory at some speed cost.",
+        default=False,
+    )
+    strategy: str = _help(
+        "How several processes (torchrun / accelerate launch) share the work: ddp (each GPU holds the whole "
+        "frozen base, adapter gradients are all-reduced), fsdp (PyTorch FSDP2: the base and the adapter are "
+        "sharded over the GPUs, for bases that do not fit one), or auto (fsdp when launched with an accelerate "
+        "FSDP config, else ddp). Ignored by a single process.",
+        default="auto",
+    )
+    fsdp_cpu_offload: bool = _help(
+        "With strategy fsdp: keep the parameter shards and their gradients in CPU memory, moved to the GPU "
+        "layer by layer (FSDP2's CPUOffloadPolicy); slower, for bases that do not fit even sharded.",
         default=False,
     )
     seed: int = _help("Seed of the data order, LoRA initialization and dropout.", default=42)
@@ -435,6 +484,49 @@ def _check_positive(where: str, value: float, allow_zero: bool = False) -> None:
         raise ConfigError(f"{where}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
+def parse_rope_scaling(value: RopeScalingConfig | str | None, where: str) -> RopeScalingConfig | str | None:
+    """A rope_scaling value as a RopeScalingConfig, or 'auto' / 'none' / None; 'TYPE:FACTOR' is expanded."""
+    if value is None or isinstance(value, RopeScalingConfig):
+        scaling = value
+    else:
+        text = str(value).strip().lower()
+        if text in ("auto", "none"):
+            return text
+        kind, sep, factor = text.partition(":")
+        if not sep:
+            raise ConfigError(
+                f"{where}: {value!r} is not auto, none, 'TYPE:FACTOR' (e.g. yarn:4) or a mapping "
+                "{type, factor, original_max_position_embeddings}"
+            )
+        try:
+            scaling = RopeScalingConfig(type=kind.strip(), factor=float(factor))
+        except ValueError:
+            raise ConfigError(f"{where}: factor {factor!r} in {value!r} is not a number") from None
+    if scaling is not None:
+        _check_choice(f"{where}.type", scaling.type, ROPE_TYPES)
+        if not scaling.factor >= 1:
+            raise ConfigError(f"{where}.factor: must be >= 1 (the window grows by it), got {scaling.factor}")
+        if scaling.original_max_position_embeddings is not None and scaling.original_max_position_embeddings <= 0:
+            raise ConfigError(
+                f"{where}.original_max_position_embeddings: must be > 0, got {scaling.original_max_position_embeddings}"
+            )
+        llama3_only = ("low_freq_factor", "high_freq_factor")
+        yarn_only = ("beta_fast", "beta_slow", "attention_factor")
+        for name in llama3_only + yarn_only:
+            wrong_type = (name in llama3_only and scaling.type != "llama3") or (
+                name in yarn_only and scaling.type != "yarn"
+            )
+            if getattr(scaling, name) is not None and wrong_type:
+                raise ConfigError(f"{where}.{name}: does not apply to type {scaling.type}")
+    return scaling
+
+
+def _check_rope(prefix: str, theta: float | None, scaling: RopeScalingConfig | str | None) -> None:
+    if theta is not None and not theta > 0:
+        raise ConfigError(f"{prefix}.rope_theta: must be > 0, got {theta}")
+    parse_rope_scaling(scaling, f"{prefix}.rope_scaling")
+
+
 def validate(config: FathomConfig, check_paths: bool = True) -> None:
     """Raise ConfigError for the first wrong value, naming its field."""
     m, lo, d, t = config.model, config.lora, config.data, config.train
@@ -445,6 +537,7 @@ def validate(config: FathomConfig, check_paths: bool = True) -> None:
     _check_choice("model.device", m.device, DEVICE_CHOICES)
     if m.load_in_8bit and m.load_in_4bit:
         raise ConfigError("model.load_in_4bit: load_in_8bit and load_in_4bit are both true; choose one")
+    _check_rope("model", m.rope_theta, m.rope_scaling)
 
     _check_positive("lora.r", lo.r)
     _check_positive("lora.alpha", lo.alpha)
@@ -495,6 +588,7 @@ def validate(config: FathomConfig, check_paths: bool = True) -> None:
                 "progressive phases must not decrease in length"
             )
         previous = phase.max_seq_length
+        _check_rope(where, phase.rope_theta, phase.rope_scaling)
         if not 0 < phase.token_fraction <= 1:
             raise ConfigError(f"{where}.token_fraction: must be in (0, 1], got {phase.token_fraction}")
         if phase.long_doc_upsample < 1:
@@ -521,6 +615,14 @@ def validate(config: FathomConfig, check_paths: bool = True) -> None:
     _check_positive("train.learning_rate", t.learning_rate)
     _check_choice("train.lr_scheduler", t.lr_scheduler, LR_SCHEDULER_CHOICES)
     _check_choice("train.loss_implementation", t.loss_implementation, LOSS_CHOICES)
+    _check_choice("train.strategy", t.strategy, STRATEGY_CHOICES)
+    if t.strategy == "fsdp" and (m.load_in_8bit or m.load_in_4bit):
+        raise ConfigError(
+            "train.strategy: fsdp shards full-precision weights; bitsandbytes 8-/4-bit bases are not sharded by "
+            "fathom: use strategy ddp with the quantized base, or fsdp without load_in_8bit/load_in_4bit"
+        )
+    if t.fsdp_cpu_offload and t.strategy == "ddp":
+        raise ConfigError("train.fsdp_cpu_offload: only applies to train.strategy fsdp (or auto), not ddp")
     if t.offload_activations and not m.gradient_checkpointing:
         raise ConfigError(
             "train.offload_activations: offloads the activations that gradient checkpointing keeps; "

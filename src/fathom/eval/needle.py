@@ -109,6 +109,15 @@ def _sentence_starts(ids: list[int], tokenizer) -> list[int]:
     return starts
 
 
+def fits_a_needle(tokenizer, kind: str, target_length: int) -> bool:
+    """Whether a prompt of ``target_length`` tokens leaves haystack of at least half its fixed text."""
+    rng = random.Random(0)
+    needle, question, _ = _needle(kind, rng)
+    intro = PASSKEY_INTRO if kind == "passkey" else MARITIME_INTRO
+    fixed = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in (intro, needle, question))
+    return 2 * target_length >= 3 * fixed
+
+
 def build_prompt(
     tokenizer,
     kind: str,

@@ -79,14 +79,20 @@ def evaluate_models(
     kinds: list[str],
     haystack: list[str],
     seed: int = 0,
+    rope: str | None = None,
 ) -> dict:
     """Every model (the base, then each adapter) on the same prompts and documents.
 
     ``haystack`` texts hide the maritime needles and are the documents of perplexity by position.
+    Each adapter runs with the RoPE setting it was trained with (its record), the base with its own;
+    ``rope`` (e.g. 'yarn:2') overrides both.
     """
-    from fathom.eval.generate import load_for_inference
+    from fathom.eval.generate import inference_rope, load_for_inference
+    from fathom.model.rope import apply_rope, model_rope
 
-    model, tokenizer, device = load_for_inference(base, None)
+    model, tokenizer, device = load_for_inference(base, None, rope=rope)
+    base_rope = model_rope(model.config)
+    ropes = [base_rope] + [inference_rope(model, a, rope) or base_rope for a in adapters]
     if adapters and (Path(adapters[-1]) / "tokenizer_config.json").is_file():
         from transformers import AutoTokenizer
 
@@ -107,8 +113,9 @@ def evaluate_models(
         model.eval()
     labels = ["base", *[_label(a) for a in adapters]]
     results = []
-    for name, label, path in zip(names, labels, [None, *adapters], strict=True):
-        logger.info("evaluating %s", label)
+    for name, label, path, setting in zip(names, labels, [None, *adapters], ropes, strict=True):
+        apply_rope(model, setting)
+        logger.info("evaluating %s (%s)", label, setting.describe())
         if name == "base":
             context = model.disable_adapter() if adapters else contextlib.nullcontext()
         else:
@@ -118,6 +125,7 @@ def evaluate_models(
             entry = {
                 "name": label,
                 "path": path,
+                "rope": setting.to_dict(),
                 "needle": needle_accuracy(model, tokenizer, device, lengths, depths, samples, kinds, haystack, seed),
             }
             if ppl_documents:
@@ -139,17 +147,33 @@ def evaluate_phase(
     seed: int,
 ) -> dict[str, float]:
     """The end-of-phase check: TensorBoard scalars eval/needle_acc/<len> and eval/ppl/<bucket>."""
-    from fathom.eval.needle import default_depths, default_lengths
+    from fathom.eval.needle import default_depths, default_lengths, fits_a_needle
 
     lengths = default_lengths(max_seq_length, start=min(1024, max_seq_length))
     haystack = [tokenizer.decode(np.asarray(d[:-1]).tolist()) for d in held_out[:64]]
     kinds = [k for k in kinds if k == "passkey" or haystack]
+    # needles need room for the instruction, the needle and the question; tiny phases get perplexity only
+    kinds = [k for k in kinds if fits_a_needle(tokenizer, k, max(lengths))]
+    lengths = [n for n in lengths if all(fits_a_needle(tokenizer, k, n) for k in kinds)]
     scalars: dict[str, float] = {}
     was_training = model.training
     model.eval()
     try:
-        grid = needle_accuracy(
-            model, tokenizer, device, lengths, default_depths(depths), samples, kinds, haystack, seed, progress=False
+        grid = (
+            needle_accuracy(
+                model,
+                tokenizer,
+                device,
+                lengths,
+                default_depths(depths),
+                samples,
+                kinds,
+                haystack,
+                seed,
+                progress=False,
+            )
+            if lengths
+            else {}
         )
         for length in lengths:
             cells = [v for kind in grid.values() for v in kind[str(length)].values()]

@@ -146,8 +146,12 @@ def enable_activation_checkpointing(model: torch.nn.Module, offload: bool = Fals
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def load_model(cfg: ModelConfig, offload_activations: bool = False) -> LoadedModel:
-    """Load tokenizer and model as configured; the model comes back frozen, in train mode."""
+def load_model(cfg: ModelConfig, offload_activations: bool = False, place_on_device: bool = True) -> LoadedModel:
+    """Load tokenizer and model as configured; the model comes back frozen, in train mode.
+
+    ``place_on_device=False`` leaves the weights in host memory (``device`` still names where the
+    model will compute): FSDP then moves only each rank's shards to the GPU.
+    """
     from transformers import AutoModelForCausalLM
 
     source = resolve_model_source(cfg.name_or_path)
@@ -175,12 +179,12 @@ def load_model(cfg: ModelConfig, offload_activations: bool = False) -> LoadedMod
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
         raise _explain_load_failure(cfg.name_or_path, exc) from exc
-    if quant is None:
+    if quant is None and place_on_device:
         model.to(device)
     logger.info(
         "loaded %s on %s in %s%s",
         cfg.name_or_path,
-        device,
+        device if place_on_device or quant is not None else "cpu (to be sharded)",
         str(dtype).replace("torch.", ""),
         " (8-bit base)" if cfg.load_in_8bit else " (4-bit NF4 base)" if cfg.load_in_4bit else "",
     )

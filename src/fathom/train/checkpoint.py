@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,8 @@ class RunLayout:
 
     def __init__(self, output_dir: str | Path) -> None:
         self.root = Path(output_dir)
+        # Called with every adapter folder before it is moved into place (the loop writes the RoPE record).
+        self.describe_adapter: Callable[[Path], None] | None = None
 
     # paths -------------------------------------------------------------------------------------
     def phase_dir(self, name: str) -> Path:
@@ -127,21 +130,34 @@ class RunLayout:
         parent.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=parent))
 
-    def _write_adapter(self, folder: Path, model, tokenizer, config: FathomConfig, state: TrainerState | None) -> None:
-        model.save_pretrained(folder, safe_serialization=True)
+    def _write_adapter(
+        self,
+        folder: Path,
+        model,
+        tokenizer,
+        config: FathomConfig,
+        state: TrainerState | None,
+        adapter_state: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        # adapter_state: the gathered weights when the model is sharded (FSDP); else PEFT reads the model
+        model.save_pretrained(folder, safe_serialization=True, state_dict=adapter_state)
+        if self.describe_adapter is not None:
+            self.describe_adapter(folder)
         if tokenizer is not None:
             tokenizer.save_pretrained(folder)
         (folder / CONFIG_FILE).write_text(config_to_yaml(config), encoding="utf-8")
         if state is not None:
             (folder / TRAINER_STATE).write_text(state.to_json(), encoding="utf-8")
 
-    def save_phase(self, name: str, model, tokenizer, config: FathomConfig, state: TrainerState) -> Path:
+    def save_phase(
+        self, name: str, model, tokenizer, config: FathomConfig, state: TrainerState, adapter_state=None
+    ) -> Path:
         """The user-facing checkpoint of a finished phase; its live logs/ folder is kept."""
         target = self.phase_dir(name)
         target.mkdir(parents=True, exist_ok=True)
         tmp = self._tmp_dir(self.root, name)
         try:
-            self._write_adapter(tmp, model, tokenizer, config, state)
+            self._write_adapter(tmp, model, tokenizer, config, state, adapter_state)
             files = sorted(tmp.iterdir(), key=lambda p: p.name == TRAINER_STATE)  # the state file last
             for item in files:
                 dest = target / item.name
@@ -152,11 +168,13 @@ class RunLayout:
             shutil.rmtree(tmp, ignore_errors=True)
         return target
 
-    def save_final(self, dirname: str, model, tokenizer, config: FathomConfig, state: TrainerState) -> Path:
+    def save_final(
+        self, dirname: str, model, tokenizer, config: FathomConfig, state: TrainerState, adapter_state=None
+    ) -> Path:
         target = self.final_dir(dirname)
         tmp = self._tmp_dir(self.root, dirname)
         try:
-            self._write_adapter(tmp, model, tokenizer, config, state)
+            self._write_adapter(tmp, model, tokenizer, config, state, adapter_state)
             self._replace_dir(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -165,18 +183,25 @@ class RunLayout:
     def save_checkpoint(
         self,
         model,
-        optimizer: torch.optim.Optimizer,
+        optimizer_state: dict,
         config: FathomConfig,
         state: TrainerState,
         rng_state: dict[str, torch.Tensor],
         keep: int,
+        adapter_state: dict[str, torch.Tensor] | None = None,
     ) -> Path:
-        """A resumable checkpoint; older ones beyond ``keep`` are removed once this one is complete."""
+        """A resumable checkpoint; older ones beyond ``keep`` are removed once this one is complete.
+
+        ``optimizer_state`` is a consolidated ``optimizer.state_dict()`` (gathered under FSDP), so any
+        world size and strategy can resume from it.
+        """
         target = self.checkpoints_dir / f"step-{state.global_step:07d}"
         tmp = self._tmp_dir(self.checkpoints_dir, target.name)
         try:
-            model.save_pretrained(tmp, safe_serialization=True)
-            tensors, meta = flatten_optimizer_state(optimizer.state_dict())
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=adapter_state)
+            if self.describe_adapter is not None:
+                self.describe_adapter(tmp)
+            tensors, meta = flatten_optimizer_state(optimizer_state)
             save_file(tensors, str(tmp / OPTIMIZER_FILE))
             (tmp / OPTIMIZER_META).write_text(json.dumps(meta), encoding="utf-8")
             save_file({k: v.contiguous() for k, v in rng_state.items()}, str(tmp / RNG_FILE))

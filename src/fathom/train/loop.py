@@ -31,6 +31,7 @@ from fathom.data.tokenize import resolve_eod_token_id
 from fathom.model.load import load_model
 from fathom.model.lora import apply_lora
 from fathom.model.loss import causal_lm_loss_sum, resolve_loss_implementation
+from fathom.model.rope import RopeSetting, apply_rope, model_rope, phase_ropes, write_rope_record
 from fathom.schedule import PhasePlan, final_model_dirname, plan_phases
 from fathom.train import distributed
 from fathom.train.checkpoint import (
@@ -79,6 +80,9 @@ class _Run:
 
     config: FathomConfig
     plans: list[PhasePlan]
+    ropes: list[RopeSetting]  # one per plan
+    native_rope: RopeSetting  # the base model's own
+    base_source: str  # what from_pretrained loaded (named in the adapters' loading instructions)
     layout: RunLayout
     model: torch.nn.Module
     tokenizer: object
@@ -194,7 +198,7 @@ def train(config: FathomConfig, resume: bool = False) -> RunResult:
     Launched by torchrun / accelerate with several processes, every rank runs this; see
     :mod:`fathom.train.distributed`.
     """
-    world = distributed.setup()
+    world = distributed.setup(config.train.strategy)
     try:
         return _train(config, resume, world)
     finally:
@@ -228,27 +232,37 @@ def _train(config: FathomConfig, resume: bool, world: distributed.World) -> RunR
     elif resume:
         logger.warning("--resume: %s holds no run yet; starting from the beginning", layout.root)
 
+    if world.strategy == "fsdp" and (config.model.load_in_8bit or config.model.load_in_4bit):
+        raise ConfigError(
+            "train.strategy: this launch asks for FSDP, which fathom does not combine with a bitsandbytes 8-/4-bit "
+            "base; set train.strategy=ddp or drop model.load_in_8bit/load_in_4bit"
+        )
     distributed.barrier(world)  # every rank has checked the folder before rank 0 writes to it
     torch.manual_seed(config.train.seed)
-    loaded = load_model(config.model, offload_activations=config.train.offload_activations)
-    _warn_beyond_native_window(loaded.model, plans)
+    loaded = load_model(
+        config.model,
+        offload_activations=config.train.offload_activations,
+        # FSDP moves each rank's shards to the GPU: the whole base never has to fit on one
+        place_on_device=world.strategy != "fsdp",
+    )
+    native_rope = model_rope(loaded.model.config)
+    ropes = [setting for setting, _ in _plan_ropes(config, plans, native_rope)]
     if not world.is_main:
         distributed.barrier(world)  # rank 0 builds the token cache; the others then read it
     token_docs, held_out = _prepare_documents(config, loaded.tokenizer)
     if world.is_main:
         distributed.barrier(world)
     model = apply_lora(loaded.model, config.lora, config.train.seed)
-    optimizer = build_optimizer(model, config.train)
     loss_implementation = resolve_loss_implementation(config.train.loss_implementation, loaded.device)
     logger.info("loss: %s cross-entropy", loss_implementation)
 
     state = TrainerState(world_size=world_size)
+    optim_state = None
     if checkpoint_dir is not None:
         from peft import set_peft_model_state_dict
 
         state, adapter, optim_state, rng = RunLayout.load_checkpoint(checkpoint_dir)
         set_peft_model_state_dict(model, adapter)
-        optimizer.load_state_dict(optim_state)
         restore_rng_state(rng)
         logger.info(
             "resuming from %s: phase %s, step %d, %s tokens seen",
@@ -260,7 +274,9 @@ def _train(config: FathomConfig, resume: bool, world: distributed.World) -> RunR
         if state.phase_complete:
             if world.is_main and not (layout.phase_dir(state.phase_name) / TRAINER_STATE).is_file():
                 # stopped while the phase folder was being written: write it again from the checkpoint
-                layout.save_phase(state.phase_name, model, loaded.tokenizer, config, state)
+                done = ropes[[p.name for p in plans].index(state.phase_name)]
+                layout.describe_adapter = lambda folder: write_rope_record(folder, done, native_rope, loaded.source)
+                layout.save_phase(state.phase_name, model, loaded.tokenizer, config, state)  # not sharded yet
             state.phase_index += 1
             state.phase_step = state.phase_tokens_seen = state.phase_rows_consumed = 0
             state.phase_complete = False
@@ -282,10 +298,17 @@ def _train(config: FathomConfig, resume: bool, world: distributed.World) -> RunR
         world,
         distributed.LossModule(model, causal_lm_loss_sum, config.train.loss_chunk_size, loss_implementation),
         loaded.device,
+        cpu_offload=config.train.fsdp_cpu_offload,
     )
+    optimizer = build_optimizer(model, config.train)  # after wrapping: FSDP replaces the parameters by shards
+    if optim_state is not None:
+        distributed.load_optimizer_state(optimizer, optim_state)
     run = _Run(
         config,
         plans,
+        ropes,
+        native_rope,
+        loaded.source,
         layout,
         model,
         loaded.tokenizer,
@@ -305,12 +328,37 @@ def _train(config: FathomConfig, resume: bool, world: distributed.World) -> RunR
                 return result
     state.run_complete = True
     result.final_dir = layout.final_dir(final_dirname)
+    _save(run, final=final_dirname)
     if world.is_main:
-        layout.save_final(final_dirname, model, loaded.tokenizer, config, state)
-        layout.save_checkpoint(model, optimizer, config, state, capture_rng_state(), config.train.save_total_limit)
         logger.info("done: final model in %s", result.final_dir)
     distributed.barrier(world)
     return result
+
+
+def _save(run: _Run, phase: str | None = None, final: str | None = None, rng=None) -> Path | None:
+    """Write a checkpoint (and a phase or final folder): gathered on every rank under FSDP, written by rank 0."""
+    world, layout, config, state = run.world, run.layout, run.config, run.state
+    adapter_state = distributed.adapter_state_for_save(world, run.model)
+    optimizer_state = (
+        distributed.optimizer_state_for_save(world, run.optimizer)
+        if world.is_main or world.strategy == "fsdp"
+        else None
+    )
+    if not world.is_main:
+        return None
+    if phase is not None:
+        layout.save_phase(phase, run.model, run.tokenizer, config, state, adapter_state)
+    if final is not None:
+        layout.save_final(final, run.model, run.tokenizer, config, state, adapter_state)
+    return layout.save_checkpoint(
+        run.model,
+        optimizer_state,
+        config,
+        state,
+        rng if rng is not None else capture_rng_state(),
+        config.train.save_total_limit,
+        adapter_state,
+    )
 
 
 def _run_phase(run: _Run, plan: PhasePlan) -> bool:
@@ -320,6 +368,10 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
     run_tokens = sum(p.trained_tokens for p in run.plans)
     resumed_mid_phase = state.phase_step > 0
     state.phase_index, state.phase_name = plan.index, plan.name
+    rope = run.ropes[run.plans.index(plan)]
+    if apply_rope(model, rope):
+        logger.info("%s: RoPE set to %s", plan.name, rope.describe())
+    layout.describe_adapter = lambda folder: write_rope_record(folder, rope, run.native_rope, run.base_source)
     phase_cfg = config.phases()[plan.index]
     mix = phase_mix(
         run.token_docs.lengths, plan.max_seq_length, phase_cfg.long_doc_upsample, phase_cfg.target_long_fraction()
@@ -403,8 +455,7 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
                 for i, batch in enumerate(batches):
                     batch = {k: v.to(run.device) for k, v in batch.items()}
                     last = i == len(batches) - 1
-                    sync = contextlib.nullcontext() if last or not world.distributed else run.step_module.no_sync()
-                    with sync:
+                    with distributed.accumulating(world, run.step_module, last):
                         micro_loss = run.step_module(batch)
                         (micro_loss * scale).backward()
                     loss_sum += float(micro_loss.detach())
@@ -417,7 +468,9 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
                     f"{plan.name} step {state.phase_step + 1}: loss is {loss}; lower train.learning_rate or check the "
                     f"data. The last checkpoint in {layout.checkpoints_dir} is intact"
                 )
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm if t.max_grad_norm > 0 else float("inf"))
+            grad_norm = distributed.as_float(
+                torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm if t.max_grad_norm > 0 else float("inf"))
+            )
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
@@ -439,7 +492,7 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
                     "step": state.global_step,
                     "loss": loss,
                     "learning_rate": lr,
-                    "grad_norm": float(grad_norm),
+                    "grad_norm": grad_norm,
                     "tokens_seen": state.tokens_seen,
                 }
                 state.log_history.append(record)
@@ -448,7 +501,7 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
                     {
                         "train/loss": loss,
                         "train/learning_rate": lr,
-                        "train/grad_norm": float(grad_norm),
+                        "train/grad_norm": grad_norm,
                         "train/tokens_seen": state.tokens_seen,
                         "train/tokens_per_second": tokens_per_second,
                         "train/seq_len": plan.max_seq_length,
@@ -463,11 +516,10 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
             )
             if phase_done:
                 state.phase_complete = True
-                if world.is_main:
-                    layout.save_phase(plan.name, model, run.tokenizer, config, state)
-                    layout.save_checkpoint(model, optimizer, config, state, capture_rng_state(), t.save_total_limit)
-                if config.eval.enabled and world.is_main:
-                    _end_of_phase_eval(run, plan, tb)
+                _save(run, phase=plan.name)
+                if config.eval.enabled and (world.is_main or distributed.evaluates_on_every_rank(world)):
+                    with distributed.whole_model(world, run.step_module):
+                        _end_of_phase_eval(run, plan, tb)
                 distributed.barrier(world)
                 first, last = losses[0], float(np.mean(losses[-max(1, len(losses) // 10) :]))
                 logger.info(
@@ -480,8 +532,7 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
                     layout.phase_dir(plan.name),
                 )
             elif stop_now or (t.save_every_steps and state.global_step % t.save_every_steps == 0):
-                if world.is_main:
-                    layout.save_checkpoint(model, optimizer, config, state, capture_rng_state(), t.save_total_limit)
+                _save(run)
                 distributed.barrier(world)
             if stop_now:
                 logger.info("stopping after train.max_steps=%d steps; continue with --resume", t.max_steps)
@@ -491,8 +542,14 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
         rows, rng = committed
         optimizer.zero_grad(set_to_none=True)
         state.phase_rows_consumed = rows
-        if world.is_main:
-            ckpt = layout.save_checkpoint(model, optimizer, config, state, rng, t.save_total_limit)
+        if world.strategy == "fsdp":
+            # gathering the shards needs every rank, and the others may already be gone
+            logger.warning(
+                "interrupted: under FSDP the last written checkpoint in %s stands; continue with --resume",
+                layout.checkpoints_dir,
+            )
+        elif world.is_main:
+            ckpt = _save(run, rng=rng)
             logger.warning("interrupted: state of step %d saved to %s; continue with --resume", state.global_step, ckpt)
         raise
     finally:
@@ -522,17 +579,22 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _warn_beyond_native_window(model: torch.nn.Module, plans: list[PhasePlan]) -> None:
-    native = getattr(model.config, "max_position_embeddings", None)
-    for plan in plans:
-        if native and plan.max_seq_length > native:
+def _plan_ropes(config: FathomConfig, plans: list[PhasePlan], native: RopeSetting) -> list[tuple[RopeSetting, str]]:
+    """Each phase's RoPE setting, logged; a phase past its window without scaling is warned about."""
+    resolved = phase_ropes(native, config.model, config.phases(), plans)
+    for plan, (setting, why) in zip(plans, resolved, strict=True):
+        logger.info("%s: RoPE %s (%s)", plan.name, setting.describe(), why)
+        window = setting.max_position_embeddings
+        if window and plan.max_seq_length > window and setting.rope_type != "dynamic":
             logger.warning(
-                "%s: max_seq_length %s is beyond the model's native window (%s tokens); without RoPE scaling "
-                "the model may not learn to use positions past it",
+                "%s: max_seq_length %s is beyond the model's window (%s tokens) and RoPE is not scaled for it; "
+                "set model.rope_scaling: auto (or e.g. yarn:%g) so positions past it are not garbage",
                 plan.name,
                 f"{plan.max_seq_length:,}",
-                f"{native:,}",
+                f"{window:,}",
+                plan.max_seq_length / window,
             )
+    return resolved
 
 
 def _oom_advice(plan: PhasePlan, config: FathomConfig, device: torch.device) -> str:
