@@ -51,7 +51,7 @@ def synthetic_corpus(tmp_path_factory) -> Path:
     return folder
 
 
-def _tiny_config(kind: str, vocab_size: int, eos_id: int):
+def _tiny_config(kind: str, vocab_size: int, eos_id: int, **overrides):
     from transformers import LlamaConfig, Qwen2Config
 
     common = dict(
@@ -66,17 +66,18 @@ def _tiny_config(kind: str, vocab_size: int, eos_id: int):
         bos_token_id=eos_id,
         tie_word_embeddings=False,
     )
+    common.update(overrides)
     if kind == "qwen2":
         return Qwen2Config(rope_theta=1_000_000.0, **common)
     return LlamaConfig(**common)
 
 
-def build_tiny_model(folder: Path, tokenizer, kind: str = "qwen2", vocab_size: int | None = None) -> Path:
+def build_tiny_model(folder: Path, tokenizer, kind: str = "qwen2", vocab_size: int | None = None, **overrides) -> Path:
     """Save a randomly initialized 2-layer model (hidden 64) and ``tokenizer`` to ``folder``."""
     from transformers import AutoModelForCausalLM
 
     eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    config = _tiny_config(kind, vocab_size or len(tokenizer), eos)
+    config = _tiny_config(kind, vocab_size or len(tokenizer), eos, **overrides)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.save_pretrained(folder)

@@ -468,6 +468,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     )
     if args.ruler:
         from fathom.eval.ruler import ruler_available, run_ruler
+        from fathom.model.rope import RopeSetting
         from fathom.model.sources import resolve_model_source
 
         reason = ruler_available()
@@ -478,7 +479,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             source = resolve_model_source(args.base)
             for model, adapter in zip(results["models"], [None, *args.adapter], strict=True):
                 logger.info("RULER: %s", model["name"])
-                model["ruler"] = run_ruler(source, adapter, lengths, args.samples, tuple(args.ruler_tasks.split(",")))
+                model["ruler"] = run_ruler(
+                    source,
+                    adapter,
+                    lengths,
+                    args.samples,
+                    tuple(args.ruler_tasks.split(",")),
+                    rope=RopeSetting.from_dict(model["rope"]),
+                )
     report = write_report(results, args.out)
     if args.json:
         print(json.dumps(results, indent=2))

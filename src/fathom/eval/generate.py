@@ -34,7 +34,8 @@ def trained_length(adapter: Path) -> int | None:
 def inference_rope(model, adapter: str | None, rope: str | None, where: str = "--rope-scaling"):
     """The RoPE setting to run with: ``rope`` when given (e.g. 'yarn:2', 'none'), else the adapter's record.
 
-    None means the base model's own. An override that differs from the adapter's record is warned about.
+    None means the base model's own. Callers apply it, then :func:`fathom.model.rope.warn_if_mismatch`
+    says so when an override differs from what the adapter was trained with.
     """
     from fathom.model.rope import model_rope, read_rope_record, resolve_rope
 
@@ -43,16 +44,7 @@ def inference_rope(model, adapter: str | None, rope: str | None, where: str = "-
         return recorded
     if str(rope).strip().lower() == "auto":
         raise ConfigError(f"{where}: auto needs a training length; give TYPE:FACTOR (e.g. yarn:2) or none")
-    setting, _ = resolve_rope(model_rope(model.config), None, rope, 0, where)
-    if recorded is not None and not recorded.same_as(setting):
-        logger.warning(
-            "%s: %s was trained with %s; running it with %s as asked",
-            where,
-            adapter,
-            recorded.describe(),
-            setting.describe(),
-        )
-    return setting
+    return resolve_rope(model_rope(model.config), None, rope, 0, where)[0]
 
 
 def load_for_inference(
@@ -66,7 +58,7 @@ def load_for_inference(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from fathom.model.load import pick_attn_implementation, pick_device, pick_dtype
-    from fathom.model.rope import apply_rope
+    from fathom.model.rope import apply_rope, warn_if_mismatch
     from fathom.model.sources import resolve_model_source
 
     source = resolve_model_source(base)
@@ -87,6 +79,7 @@ def load_for_inference(
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(folder))
+        warn_if_mismatch(model, folder)
         if (folder / "tokenizer_config.json").is_file():
             tokenizer_source = str(folder)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)

@@ -23,9 +23,18 @@ def ruler_available() -> str | None:
 
 
 def run_ruler(
-    base_source: str, adapter: str | None, lengths: list[int], samples: int, tasks: tuple[str, ...] = RULER_TASKS
+    base_source: str,
+    adapter: str | None,
+    lengths: list[int],
+    samples: int,
+    tasks: tuple[str, ...] = RULER_TASKS,
+    rope=None,
 ) -> dict[str, dict[str, float]]:
-    """{task: {length: score}} for one model; ``samples`` prompts per task and length."""
+    """{task: {length: score}} for one model; ``samples`` prompts per task and length.
+
+    ``rope`` (a RopeSetting: the one the adapter was trained with) reaches ``from_pretrained``
+    through HFLM's extra keyword arguments.
+    """
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
@@ -35,6 +44,8 @@ def run_ruler(
     kwargs = {"pretrained": base_source, "max_length": max(lengths), "batch_size": 1, "device": str(pick_device())}
     if adapter:
         kwargs["peft"] = adapter
+    if rope is not None:
+        kwargs.update(rope.scaling_kwargs())
     model = HFLM(**kwargs)
     manager = TaskManager(metadata={"max_seq_lengths": list(lengths), "tokenizer": base_source})
     results = lm_eval.simple_evaluate(model=model, tasks=list(tasks), task_manager=manager, limit=samples)["results"]

@@ -88,7 +88,7 @@ def evaluate_models(
     ``rope`` (e.g. 'yarn:2') overrides both.
     """
     from fathom.eval.generate import inference_rope, load_for_inference
-    from fathom.model.rope import apply_rope, model_rope
+    from fathom.model.rope import apply_rope, model_rope, warn_if_mismatch
 
     model, tokenizer, device = load_for_inference(base, None, rope=rope)
     base_rope = model_rope(model.config)
@@ -115,6 +115,8 @@ def evaluate_models(
     results = []
     for name, label, path, setting in zip(names, labels, [None, *adapters], ropes, strict=True):
         apply_rope(model, setting)
+        if path is not None:
+            warn_if_mismatch(model, path)
         logger.info("evaluating %s (%s)", label, setting.describe())
         if name == "base":
             context = model.disable_adapter() if adapters else contextlib.nullcontext()

@@ -46,7 +46,7 @@ def merge_adapter(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from fathom.eval.generate import inference_rope
-    from fathom.model.rope import apply_rope, model_rope
+    from fathom.model.rope import apply_rope, model_rope, warn_if_mismatch
     from fathom.model.sources import resolve_model_source
 
     adapter, out = Path(adapter), Path(out)
@@ -66,6 +66,7 @@ def merge_adapter(
     setting = inference_rope(model, str(adapter), rope)
     if setting is not None and apply_rope(model, setting):
         logger.info("RoPE: %s, written into the merged config.json", setting.describe())
+    warn_if_mismatch(model, adapter)
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     merged.config.use_cache = True  # training turned it off; a merged model is for inference
 

@@ -282,8 +282,7 @@ def warn_if_mismatch(model: torch.nn.Module, adapter_dir: str | Path) -> bool:
     if current.same_as(trained):
         return False
     logger.warning(
-        "%s was trained with %s, but the model is loaded with %s: long inputs will be read wrongly; "
-        "load the base with %s",
+        "%s was trained with %s, but the model runs with %s: long inputs may be read wrongly (to match: %s)",
         adapter_dir,
         trained.describe(),
         current.describe(),

@@ -331,6 +331,14 @@ def _train(config: FathomConfig, resume: bool, world: distributed.World) -> RunR
     _save(run, final=final_dirname)
     if world.is_main:
         logger.info("done: final model in %s", result.final_dir)
+        if not ropes[-1].same_as(native_rope):
+            logger.info(
+                "it was trained with %s; load the base with it: %s, then PeftModel.from_pretrained(base, %r) "
+                "(also in its README.md; fathom generate / eval / merge apply it themselves)",
+                ropes[-1].describe(),
+                ropes[-1].loading_snippet(loaded.source),
+                str(result.final_dir),
+            )
     distributed.barrier(world)
     return result
 
