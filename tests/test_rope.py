@@ -88,6 +88,20 @@ def test_auto_scales_only_phases_past_the_native_window():
     )  # fmt: skip
     grown, _ = resolve_rope(llama, None, "auto", 256)
     assert grown.rope_type == "llama3" and grown.parameters["factor"] == 16.0 and grown.max_position_embeddings == 256
+    yarn = RopeSetting(
+        {
+            "rope_type": "yarn",
+            "factor": 2.0,
+            "original_max_position_embeddings": 64,
+            "beta_fast": 16.0,
+            "rope_theta": 1e4,
+        },
+        128,
+    )
+    grown, _ = resolve_rope(yarn, None, "auto", 512)
+    assert grown.parameters == {
+        "rope_type": "yarn", "factor": 8.0, "rope_theta": 1e4, "original_max_position_embeddings": 64, "beta_fast": 16.0
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(

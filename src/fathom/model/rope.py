@@ -30,6 +30,12 @@ logger = logging.getLogger("fathom")
 
 ROPE_RECORD = "fathom_rope.json"
 _DEFAULTS = {"llama3": {"low_freq_factor": 1.0, "high_freq_factor": 4.0}}
+_TUNING = {
+    "linear": (),
+    "dynamic": (),
+    "yarn": ("beta_fast", "beta_slow", "attention_factor"),
+    "llama3": ("low_freq_factor", "high_freq_factor"),
+}
 
 
 @dataclass(frozen=True)
@@ -116,11 +122,6 @@ def model_rope(config) -> RopeSetting:
     return RopeSetting(parameters, int(getattr(config, "max_position_embeddings", 0) or 0))
 
 
-def native_window(setting: RopeSetting) -> int:
-    """How many positions the setting serves: its max_position_embeddings."""
-    return setting.max_position_embeddings
-
-
 def resolve_rope(
     native: RopeSetting,
     theta: float | None,
@@ -143,18 +144,15 @@ def resolve_rope(
     if scaling == "auto":
         if max_seq_length <= window:
             return RopeSetting(parameters, window), f"{why}; auto: {max_seq_length:,} fits the native {window:,}"
+        kind, original, tuning = "yarn", window, {}
         if native.scaled and native.rope_type in ("linear", "dynamic", "yarn", "llama3"):
-            original = native.parameters.get("original_max_position_embeddings") or window
+            # keep the model's method (and its tuning) over the same original window, with a larger factor
             kind = native.rope_type
-            extra = {k: v for k, v in native.parameters.items() if k not in ("rope_type", "factor")}
-        else:
-            original, kind, extra = window, "yarn", {"rope_theta": parameters.get("rope_theta")}
+            original = native.parameters.get("original_max_position_embeddings") or window
+            tuning = {k: native.parameters[k] for k in _TUNING[kind] if native.parameters.get(k) is not None}
         factor = _nice_factor(max_seq_length / original)
-        scaling = RopeScalingConfig(type=kind, factor=factor, original_max_position_embeddings=original)
-        parameters = dict(extra)
+        scaling = RopeScalingConfig(type=kind, factor=factor, original_max_position_embeddings=original, **tuning)
         why = f"auto: {max_seq_length:,} > native {window:,}, so {kind} x{factor:g}"
-        if theta is not None:
-            parameters["rope_theta"] = float(theta)
     if isinstance(scaling, RopeScalingConfig):
         original = (
             scaling.original_max_position_embeddings

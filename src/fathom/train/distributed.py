@@ -103,7 +103,7 @@ def all_reduce_sum(world: World, values: list[float], device: torch.device) -> l
 
 
 class LossModule(torch.nn.Module):
-    """The model plus fathom's loss in one forward, so DDP's hooks see the whole step."""
+    """The model plus fathom's loss in one forward, so DDP's hooks (or FSDP's root) see the whole step."""
 
     def __init__(self, model: torch.nn.Module, loss_fn, chunk_size: int, implementation: str) -> None:
         super().__init__()
