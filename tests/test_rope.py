@@ -189,6 +189,7 @@ def test_the_trained_rope_is_recorded_in_every_adapter_folder(auto_run):
     assert read_rope_record(checkpoint).same_as(final)
     readme = (auto_run / "final_256_model" / "README.md").read_text()
     assert "rope_parameters=" in readme and "'rope_type': 'yarn'" in readme and "max_position_embeddings=256" in readme
+    assert f'PeftModel.from_pretrained(base, "{auto_run / "final_256_model"}")' in readme  # the folder, not a temp name
 
 
 def test_plain_transformers_and_peft_with_the_record_equal_fathoms_loading(auto_run, short_window_model_dir):

@@ -232,8 +232,14 @@ def apply_rope(model: torch.nn.Module, setting: RopeSetting) -> bool:
     return True
 
 
-def write_rope_record(folder: Path, setting: RopeSetting, base_setting: RopeSetting, base_name: str) -> None:
-    """``fathom_rope.json`` and a README.md section saying how to load the adapter with its RoPE."""
+def write_rope_record(
+    folder: Path, final_path: Path, setting: RopeSetting, base_setting: RopeSetting, base_name: str
+) -> None:
+    """``fathom_rope.json`` and a README.md section saying how to load the adapter with its RoPE.
+
+    ``folder`` is where the files go now (a temporary folder), ``final_path`` the name the loading
+    code should use (the folder it is renamed to).
+    """
     record = {
         "trained_with": setting.to_dict(),
         "base_model": base_name,
@@ -252,7 +258,7 @@ def write_rope_record(folder: Path, setting: RopeSetting, base_setting: RopeSett
             "Load the base with the same RoPE, or positions past its native window read as garbage:\n\n"
             "```python\nfrom transformers import AutoModelForCausalLM\nfrom peft import PeftModel\n\n"
             f"base = {setting.loading_snippet(base_name)}\n"
-            f'model = PeftModel.from_pretrained(base, "{folder.name}")\n```\n\n'
+            f'model = PeftModel.from_pretrained(base, "{final_path}")\n```\n\n'
             "(transformers 4.x: "
             + ", ".join(f"{k}={v!r}" for k, v in setting.legacy_scaling_kwargs().items() if v is not None)
             + ".) `fathom generate`, `fathom eval` and `fathom merge` apply it by themselves.\n"

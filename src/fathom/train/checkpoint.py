@@ -80,8 +80,9 @@ class RunLayout:
 
     def __init__(self, output_dir: str | Path) -> None:
         self.root = Path(output_dir)
-        # Called with every adapter folder before it is moved into place (the loop writes the RoPE record).
-        self.describe_adapter: Callable[[Path], None] | None = None
+        # Called with every adapter folder before it is moved into place, and the path it will have
+        # (the loop writes the RoPE record there).
+        self.describe_adapter: Callable[[Path, Path], None] | None = None
 
     # paths -------------------------------------------------------------------------------------
     def phase_dir(self, name: str) -> Path:
@@ -138,11 +139,12 @@ class RunLayout:
         config: FathomConfig,
         state: TrainerState | None,
         adapter_state: dict[str, torch.Tensor] | None = None,
+        final_path: Path | None = None,
     ) -> None:
         # adapter_state: the gathered weights when the model is sharded (FSDP); else PEFT reads the model
         model.save_pretrained(folder, safe_serialization=True, state_dict=adapter_state)
         if self.describe_adapter is not None:
-            self.describe_adapter(folder)
+            self.describe_adapter(folder, final_path or folder)
         if tokenizer is not None:
             tokenizer.save_pretrained(folder)
         (folder / CONFIG_FILE).write_text(config_to_yaml(config), encoding="utf-8")
@@ -157,7 +159,7 @@ class RunLayout:
         target.mkdir(parents=True, exist_ok=True)
         tmp = self._tmp_dir(self.root, name)
         try:
-            self._write_adapter(tmp, model, tokenizer, config, state, adapter_state)
+            self._write_adapter(tmp, model, tokenizer, config, state, adapter_state, target)
             files = sorted(tmp.iterdir(), key=lambda p: p.name == TRAINER_STATE)  # the state file last
             for item in files:
                 dest = target / item.name
@@ -174,7 +176,7 @@ class RunLayout:
         target = self.final_dir(dirname)
         tmp = self._tmp_dir(self.root, dirname)
         try:
-            self._write_adapter(tmp, model, tokenizer, config, state, adapter_state)
+            self._write_adapter(tmp, model, tokenizer, config, state, adapter_state, target)
             self._replace_dir(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -200,7 +202,7 @@ class RunLayout:
         try:
             model.save_pretrained(tmp, safe_serialization=True, state_dict=adapter_state)
             if self.describe_adapter is not None:
-                self.describe_adapter(tmp)
+                self.describe_adapter(tmp, target)
             tensors, meta = flatten_optimizer_state(optimizer_state)
             save_file(tensors, str(tmp / OPTIMIZER_FILE))
             (tmp / OPTIMIZER_META).write_text(json.dumps(meta), encoding="utf-8")

@@ -275,7 +275,9 @@ def _train(config: FathomConfig, resume: bool, world: distributed.World) -> RunR
             if world.is_main and not (layout.phase_dir(state.phase_name) / TRAINER_STATE).is_file():
                 # stopped while the phase folder was being written: write it again from the checkpoint
                 done = ropes[[p.name for p in plans].index(state.phase_name)]
-                layout.describe_adapter = lambda folder: write_rope_record(folder, done, native_rope, loaded.source)
+                layout.describe_adapter = lambda tmp, path: write_rope_record(
+                    tmp, path, done, native_rope, loaded.source
+                )
                 layout.save_phase(state.phase_name, model, loaded.tokenizer, config, state)  # not sharded yet
             state.phase_index += 1
             state.phase_step = state.phase_tokens_seen = state.phase_rows_consumed = 0
@@ -379,7 +381,7 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
     rope = run.ropes[run.plans.index(plan)]
     if apply_rope(model, rope):
         logger.info("%s: RoPE set to %s", plan.name, rope.describe())
-    layout.describe_adapter = lambda folder: write_rope_record(folder, rope, run.native_rope, run.base_source)
+    layout.describe_adapter = lambda tmp, path: write_rope_record(tmp, path, rope, run.native_rope, run.base_source)
     phase_cfg = config.phases()[plan.index]
     mix = phase_mix(
         run.token_docs.lengths, plan.max_seq_length, phase_cfg.long_doc_upsample, phase_cfg.target_long_fraction()
