@@ -23,24 +23,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(config: Path, nproc: int, *extra: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    if nproc == 1:
-        cmd = [sys.executable, "-m", "fathom", "train", "--config", str(config), *extra]
-    else:
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            f"--nproc_per_node={nproc}",
-            f"--master_port={_free_port()}",
-            "-m",
-            "fathom",
-            "train",
-            "--config",
-            str(config),
-            *extra,
-        ]
+def _launch(config: Path, nproc: int, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``fathom train`` in one process, or under torchrun with ``nproc`` processes."""
+    env = dict(env or os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "fathom", "train", "--config", str(config), *extra]
+    if nproc > 1:
+        torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
+        cmd = [*torchrun, f"--master_port={_free_port()}", *cmd[1:]]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def _accelerate_launch(config: Path, *launcher_args: str) -> subprocess.CompletedProcess:
+    """``accelerate launch <launcher_args> -m fathom train --config <config>``; skips where accelerate cannot launch."""
+    if subprocess.run([sys.executable, "-c", "import accelerate.commands.launch"], capture_output=True).returncode:
+        pytest.skip("accelerate's launcher is not importable")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launcher_args, "--main_process_port", str(_free_port())]
+    cmd += ["-m", "fathom", "train", "--config", str(config)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -118,34 +117,11 @@ def test_changing_the_global_batch_on_resume_is_allowed_with_a_warning(tmp_path,
 
 @pytest.mark.slow
 def test_accelerate_launch_runs_the_same_training(tmp_path, two_configs):
-    if subprocess.run([sys.executable, "-c", "import accelerate.commands.launch"], capture_output=True).returncode:
-        pytest.skip("accelerate's launcher is not importable")
     one = two_configs("one", micro_batch_size=1, gradient_accumulation_steps=2)
     two = two_configs("acc", micro_batch_size=1, gradient_accumulation_steps=1)
     assert _launch(one, 1).returncode == 0
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-        "-m",
-        "fathom",
-        "train",
-        "--config",
-        str(two),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    multi_gpu = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+    proc = _accelerate_launch(two, *multi_gpu, "--dynamo_backend", "no")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "acc" / "Phase_1a_Short" / "trainer_state.json").read_text())["world_size"] == 2
     _assert_same_adapters(tmp_path / "one", tmp_path / "acc")
@@ -171,26 +147,9 @@ def test_a_rank_that_dies_stops_the_job_and_leaves_the_last_checkpoint_loadable(
         "    loop.causal_lm_loss_sum = crash\n"
     )
     cfg = two_configs("crash", micro_batch_size=1, gradient_accumulation_steps=1, save_every_steps=2)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    env = dict(os.environ, PYTHONPATH=f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     start = time.monotonic()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            f"--master_port={_free_port()}",
-            "-m",
-            "fathom",
-            "train",
-            "--config",
-            str(cfg),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    proc = _launch(cfg, 2, env=env)
     assert proc.returncode != 0
     assert time.monotonic() - start < 120, "the surviving rank hung"
     assert "exitcode" in proc.stderr and "3" in proc.stderr  # torchrun names the failed rank and its exit code
@@ -246,27 +205,11 @@ def test_fsdp_resumes_a_single_process_checkpoint_and_is_resumed_by_one(tmp_path
 @pytest.mark.slow
 def test_accelerate_fsdp_config_selects_fsdp_and_evaluates_on_every_rank(tmp_path, two_configs):
     """The shipped FSDP config; end-of-phase evaluation runs sharded (every rank takes part)."""
-    if subprocess.run([sys.executable, "-c", "import accelerate.commands.launch"], capture_output=True).returncode:
-        pytest.skip("accelerate's launcher is not importable")
     cfg = two_configs(
         "acc", evaluation={"enabled": True, "depths": 2}, micro_batch_size=1, gradient_accumulation_steps=1
     )
     shipped = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "fsdp.yaml"
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(shipped),
-        "--main_process_port",
-        str(_free_port()),
-        "-m",
-        "fathom",
-        "train",
-        "--config",
-        str(cfg),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+    proc = _accelerate_launch(cfg, "--config_file", str(shipped))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "train.strategy auto: fsdp" in proc.stderr and "sharded over 2 ranks" in proc.stderr
     assert "Phase_1c_Long eval: needle_acc/256 " in proc.stderr and "evaluation failed" not in proc.stderr

@@ -165,8 +165,8 @@ def _attach_rope(config: FathomConfig, summary: dict) -> None:
     resolved = phase_ropes(native, m, config.phases(), plan_phases(config))
     for phase, (setting, why) in zip(summary["phases"], resolved, strict=True):
         phase["rope"] = setting.to_dict() | {"description": setting.describe(), "why": why}
-        window = setting.max_position_embeddings
-        if window and phase["max_seq_length"] > window and setting.rope_type != "dynamic":
+        if not setting.covers(phase["max_seq_length"]):
+            window = setting.max_position_embeddings
             phase["rope"]["description"] += f" (! {phase['max_seq_length']:,} > window {window:,})"
 
 

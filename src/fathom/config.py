@@ -527,6 +527,16 @@ def _check_rope(prefix: str, theta: float | None, scaling: RopeScalingConfig | s
     parse_rope_scaling(scaling, f"{prefix}.rope_scaling")
 
 
+def check_strategy_fits_model(strategy: str, m: ModelConfig) -> None:
+    """FSDP is not combined with a bitsandbytes base; checked on the config and again on the strategy a
+    launch resolves to (``auto`` becomes fsdp under an accelerate FSDP config)."""
+    if strategy == "fsdp" and (m.load_in_8bit or m.load_in_4bit):
+        raise ConfigError(
+            "train.strategy: fsdp shards full-precision weights; bitsandbytes 8-/4-bit bases are not sharded by "
+            "fathom: use strategy ddp with the quantized base, or fsdp without load_in_8bit/load_in_4bit"
+        )
+
+
 def validate(config: FathomConfig, check_paths: bool = True) -> None:
     """Raise ConfigError for the first wrong value, naming its field."""
     m, lo, d, t = config.model, config.lora, config.data, config.train
@@ -616,11 +626,7 @@ def validate(config: FathomConfig, check_paths: bool = True) -> None:
     _check_choice("train.lr_scheduler", t.lr_scheduler, LR_SCHEDULER_CHOICES)
     _check_choice("train.loss_implementation", t.loss_implementation, LOSS_CHOICES)
     _check_choice("train.strategy", t.strategy, STRATEGY_CHOICES)
-    if t.strategy == "fsdp" and (m.load_in_8bit or m.load_in_4bit):
-        raise ConfigError(
-            "train.strategy: fsdp shards full-precision weights; bitsandbytes 8-/4-bit bases are not sharded by "
-            "fathom: use strategy ddp with the quantized base, or fsdp without load_in_8bit/load_in_4bit"
-        )
+    check_strategy_fits_model(t.strategy, m)
     if t.fsdp_cpu_offload and t.strategy == "ddp":
         raise ConfigError("train.fsdp_cpu_offload: only applies to train.strategy fsdp (or auto), not ddp")
     if t.offload_activations and not m.gradient_checkpointing:

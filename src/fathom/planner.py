@@ -32,6 +32,7 @@ measured peak.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -146,34 +147,41 @@ def native_rope(name_or_path: str, revision: str | None = None, trust_remote_cod
     """The model's own RoPE setting (a :class:`fathom.model.rope.RopeSetting`), or None when unreadable."""
     from fathom.model.rope import RopeSetting, model_rope
 
-    base = name_or_path.removesuffix("-Instruct")
-    known = KNOWN_ROPE.get(name_or_path) or KNOWN_ROPE.get(base)
+    known = _known(KNOWN_ROPE, name_or_path)
     if known:
         return RopeSetting(dict(known[0]), known[1])
-    from transformers import AutoConfig
-
     try:
-        config = AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError):
+        config = _read_config(name_or_path, revision, trust_remote_code)
+    except ValueError:
         return None
     return model_rope(getattr(config, "text_config", None) or config)
 
 
-def model_shape(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False) -> ModelShape:
-    """The shape of ``name_or_path``: its config.json (local or Hub), else the built-in table."""
-    base = name_or_path.removesuffix("-Instruct")
-    if name_or_path in KNOWN_SHAPES or base in KNOWN_SHAPES:
-        return KNOWN_SHAPES.get(name_or_path) or KNOWN_SHAPES[base]
+def _known(table: dict, name_or_path: str):
+    """The built-in entry for ``name_or_path`` (an -Instruct model shares its base's), or None."""
+    return table.get(name_or_path) or table.get(name_or_path.removesuffix("-Instruct"))
+
+
+@functools.lru_cache(maxsize=8)
+def _read_config(name_or_path: str, revision: str | None, trust_remote_code: bool):
+    """The model's transformers config (local folder or Hub), read once per process."""
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+        return AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise ValueError(
-            f"model.name_or_path: cannot read the config of '{name_or_path}' to estimate memory "
-            f"({type(exc).__name__}); known offline: {', '.join(KNOWN_SHAPES)}"
+            f"model.name_or_path: cannot read the config of '{name_or_path}' ({type(exc).__name__}); "
+            f"known offline: {', '.join(KNOWN_SHAPES)}"
         ) from None
-    return ModelShape.from_config(config)
+
+
+def model_shape(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False) -> ModelShape:
+    """The shape of ``name_or_path``: its config.json (local or Hub), else the built-in table."""
+    known = _known(KNOWN_SHAPES, name_or_path)
+    if known:
+        return known
+    return ModelShape.from_config(_read_config(name_or_path, revision, trust_remote_code))
 
 
 @dataclass(frozen=True)

@@ -109,13 +109,13 @@ def _sentence_starts(ids: list[int], tokenizer) -> list[int]:
     return starts
 
 
-def fits_a_needle(tokenizer, kind: str, target_length: int) -> bool:
-    """Whether a prompt of ``target_length`` tokens leaves haystack of at least half its fixed text."""
-    rng = random.Random(0)
-    needle, question, _ = _needle(kind, rng)
+def shortest_needle_prompt(tokenizer, kind: str) -> int:
+    """The shortest length worth a ``kind`` prompt: its fixed text (instruction, needle, question) plus
+    haystack of at least half that."""
+    needle, question, _ = _needle(kind, random.Random(0))
     intro = PASSKEY_INTRO if kind == "passkey" else MARITIME_INTRO
     fixed = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in (intro, needle, question))
-    return 2 * target_length >= 3 * fixed
+    return -(-3 * fixed // 2)
 
 
 def build_prompt(

@@ -149,14 +149,15 @@ def evaluate_phase(
     seed: int,
 ) -> dict[str, float]:
     """The end-of-phase check: TensorBoard scalars eval/needle_acc/<len> and eval/ppl/<bucket>."""
-    from fathom.eval.needle import default_depths, default_lengths, fits_a_needle
+    from fathom.eval.needle import default_depths, default_lengths, shortest_needle_prompt
 
     lengths = default_lengths(max_seq_length, start=min(1024, max_seq_length))
     haystack = [tokenizer.decode(np.asarray(d[:-1]).tolist()) for d in held_out[:64]]
     kinds = [k for k in kinds if k == "passkey" or haystack]
     # needles need room for the instruction, the needle and the question; tiny phases get perplexity only
-    kinds = [k for k in kinds if fits_a_needle(tokenizer, k, max(lengths))]
-    lengths = [n for n in lengths if all(fits_a_needle(tokenizer, k, n) for k in kinds)]
+    shortest = {k: shortest_needle_prompt(tokenizer, k) for k in kinds}
+    kinds = [k for k in kinds if shortest[k] <= max(lengths)]
+    lengths = [n for n in lengths if all(shortest[k] <= n for k in kinds)]
     scalars: dict[str, float] = {}
     was_training = model.training
     model.eval()

@@ -57,6 +57,10 @@ class RopeSetting:
     def scaled(self) -> bool:
         return self.rope_type != "default"
 
+    def covers(self, length: int) -> bool:
+        """Whether positions up to ``length`` are within this setting's window (dynamic rescales itself)."""
+        return not self.max_position_embeddings or length <= self.max_position_embeddings or self.rope_type == "dynamic"
+
     def same_as(self, other: RopeSetting | None) -> bool:
         return (
             other is not None

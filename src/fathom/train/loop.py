@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from fathom.config import ConfigError, FathomConfig, config_from_dict, validate
+from fathom.config import ConfigError, FathomConfig, check_strategy_fits_model, config_from_dict, validate
 from fathom.data.cache import DocumentView, prepare_corpus
 from fathom.data.loader import PhaseLoader
 from fathom.data.mix import document_weights, phase_mix
@@ -232,11 +232,7 @@ def _train(config: FathomConfig, resume: bool, world: distributed.World) -> RunR
     elif resume:
         logger.warning("--resume: %s holds no run yet; starting from the beginning", layout.root)
 
-    if world.strategy == "fsdp" and (config.model.load_in_8bit or config.model.load_in_4bit):
-        raise ConfigError(
-            "train.strategy: this launch asks for FSDP, which fathom does not combine with a bitsandbytes 8-/4-bit "
-            "base; set train.strategy=ddp or drop model.load_in_8bit/load_in_4bit"
-        )
+    check_strategy_fits_model(world.strategy, config.model)
     distributed.barrier(world)  # every rank has checked the folder before rank 0 writes to it
     torch.manual_seed(config.train.seed)
     loaded = load_model(
@@ -594,15 +590,14 @@ def _plan_ropes(config: FathomConfig, plans: list[PhasePlan], native: RopeSettin
     resolved = phase_ropes(native, config.model, config.phases(), plans)
     for plan, (setting, why) in zip(plans, resolved, strict=True):
         logger.info("%s: RoPE %s (%s)", plan.name, setting.describe(), why)
-        window = setting.max_position_embeddings
-        if window and plan.max_seq_length > window and setting.rope_type != "dynamic":
+        if not setting.covers(plan.max_seq_length):
             logger.warning(
                 "%s: max_seq_length %s is beyond the model's window (%s tokens) and RoPE is not scaled for it; "
                 "set model.rope_scaling: auto (or e.g. yarn:%g) so positions past it are not garbage",
                 plan.name,
                 f"{plan.max_seq_length:,}",
-                f"{window:,}",
-                plan.max_seq_length / window,
+                f"{setting.max_position_embeddings:,}",
+                plan.max_seq_length / setting.max_position_embeddings,
             )
     return resolved
 
