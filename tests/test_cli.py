@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, hang_guard
 
 from fathom.cli import main
 
@@ -15,7 +15,9 @@ SHIPPED_7B = REPO / "configs" / "qwen2.5-7b-maritime-32k.yaml"
 
 
 def _fathom(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fathom", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "fathom", *args], capture_output=True, text=True, cwd=cwd, timeout=hang_guard()
+    )
 
 
 def test_plan_json_for_the_shipped_config():
@@ -123,7 +125,7 @@ def test_guide_script_trains_through_the_same_code(tmp_path, local_model_dir, sy
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=hang_guard(),
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -148,6 +150,16 @@ def test_demo_runs_with_no_config(tmp_path):
     assert all(p.read_text(encoding="utf-8").startswith("SYNTHETIC DOCUMENT") for p in corpus)
     config = json.loads((out / "final_1k_model" / "adapter_config.json").read_text())
     assert Path(config["base_model_name_or_path"], "model.safetensors").is_file()
+    # the README's loading snippet works for the demo as written (run from the folder the demo ran in)
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    snippet = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "fathom-demo/final_1k_model" in snippet
+    check = snippet + "\nprint(model.generate(**tokenizer('Voyage log', return_tensors='pt'), max_new_tokens=2).shape)"
+    proc = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, cwd=tmp_path, timeout=hang_guard()
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "torch.Size([1, " in proc.stdout
 
 
 @pytest.mark.slow

@@ -163,7 +163,20 @@ def test_validation_errors_name_the_field(tmp_path, train, message):
     with pytest.raises(ConfigError) as info:
         load_config(_write(tmp_path, _base(tmp_path, **train)))
     assert str(info.value).startswith(message), str(info.value)
-    assert "\n" not in str(info.value)
+    assert "\n" not in str(info.value)  # one wrong value, one line
+
+
+def test_every_wrong_value_is_reported_at_once_a_line_each(tmp_path):
+    path = _write(tmp_path, _base(tmp_path, learning_rate=-1, lr_scheduler="cosin", warmup_ratio=2))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["lora.dropout=1.5", "model.dtype=fp8"])
+    assert str(info.value).splitlines() == [
+        "model.dtype: 'fp8' is not one of auto, bfloat16, float16, float32",
+        "lora.dropout: must be in [0, 1), got 1.5",
+        "train.learning_rate: must be > 0, got -1.0",
+        "train.lr_scheduler: 'cosin' is not one of cosine, linear, constant (did you mean 'cosine'?)",
+        "train.warmup_ratio: must be in [0, 1), got 2.0",
+    ]
 
 
 def test_unknown_top_level_and_section_keys(tmp_path):

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import small_run_config, train_bpe_tokenizer, write_config
-from transformers import AutoTokenizer
 
 from fathom.cli import main
 from fathom.config import load_config
@@ -175,13 +174,14 @@ def test_nothing_usable_is_one_clear_error(tmp_path, local_model_dir, capsys):
     assert "fathom: error: data.paths: no usable training documents" in err and "1 empty" in err
 
 
-def test_special_token_text_inside_a_document_is_not_a_boundary(tmp_path, qwen_tokenizer_dir):
-    tokenizer = AutoTokenizer.from_pretrained(qwen_tokenizer_dir)
+def test_special_token_text_inside_a_document_is_not_a_boundary(tmp_path, real_tokenizer):
+    tokenizer = real_tokenizer.load()
+    eod, im_end = real_tokenizer.endoftext_id, real_tokenizer.im_end_id
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "a.md").write_text("The log quotes <|endoftext|> and <|im_end|> literally.")
-    cache = prepare_corpus(_config(tmp_path, [tmp_path / "d"]), tokenizer, 151643, progress=False)
+    cache = prepare_corpus(_config(tmp_path, [tmp_path / "d"]), tokenizer, eod, progress=False)
     tokens = cache.document(0).tolist()
-    assert tokens.count(151643) == 1 and tokens[-1] == 151643 and 151645 not in tokens
+    assert tokens.count(eod) == 1 and tokens[-1] == eod and im_end not in tokens
 
 
 def test_cleaning():
@@ -299,11 +299,12 @@ def test_mix_settings_are_validated(tmp_path):
 
 
 @pytest.mark.slow
-def test_packing_keeps_every_token_once_per_pass_on_the_maritime_corpus(tmp_path, maritime_dir, qwen_tokenizer_dir):
-    tokenizer = AutoTokenizer.from_pretrained(qwen_tokenizer_dir)
-    config = _config(tmp_path, [maritime_dir])
-    cache = prepare_corpus(config, tokenizer, 151643, progress=False)
-    assert cache.meta["files_read"] == len(list(maritime_dir.rglob("*.md")))
+def test_packing_keeps_every_token_once_per_pass_on_the_real_corpus(tmp_path, real_corpus, real_tokenizer):
+    tokenizer = real_tokenizer.load()
+    eod = real_tokenizer.endoftext_id
+    config = _config(tmp_path, [real_corpus])
+    cache = prepare_corpus(config, tokenizer, eod, progress=False)
+    assert cache.meta["files_read"] == len(list(real_corpus.rglob("*.md")))
     docs = cache.train_documents()
     order = epoch_order(len(docs), seed=1, phase_index=0, epoch=0)
     seq_len = 4096
@@ -315,8 +316,8 @@ def test_packing_keeps_every_token_once_per_pass_on_the_maritime_corpus(tmp_path
         assert len(row.input_ids) == seq_len  # zero padding
         starts = np.flatnonzero(row.position_ids == 0)
         # every chunk but a row's first begins right after an end-of-document token
-        assert all(row.input_ids[s - 1] == 151643 for s in starts[1:])
-    assert int((expected == 151643).sum()) == len(docs)  # each document once, ended once
+        assert all(row.input_ids[s - 1] == eod for s in starts[1:])
+    assert int((expected == eod).sum()) == len(docs)  # each document once, ended once
 
 
 def test_prepare_and_stats_commands(tmp_path, local_model_dir, synthetic_corpus, capsys):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, small_run_config, write_config
+from conftest import REPO, hang_guard, small_run_config, write_config
 
 from fathom.cli import main
 from fathom.config import load_config
@@ -123,7 +123,7 @@ def test_activation_and_loss_estimate_within_30_percent_of_the_measured_cpu_peak
         capture_output=True,
         text=True,
         env=env,
-        timeout=300,
+        timeout=hang_guard(),
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     measured = json.loads(proc.stdout.strip().splitlines()[-1])["measured"]

@@ -196,7 +196,7 @@ def test_plain_transformers_and_peft_with_the_record_equal_fathoms_loading(auto_
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from fathom.eval.generate import load_for_inference
+    from fathom.model.adapter import load_for_inference
 
     final = auto_run / "final_256_model"
     kwargs = json.loads((final / "fathom_rope.json").read_text())["from_pretrained_kwargs"]
@@ -213,7 +213,7 @@ def test_plain_transformers_and_peft_with_the_record_equal_fathoms_loading(auto_
 def test_loading_an_adapter_into_a_base_with_another_rope_warns(auto_run, short_window_model_dir, caplog):
     from transformers import AutoModelForCausalLM
 
-    from fathom.eval.generate import load_for_inference
+    from fathom.model.adapter import load_for_inference
 
     base = AutoModelForCausalLM.from_pretrained(short_window_model_dir)  # no scaling: the classic mistake
     with caplog.at_level(logging.WARNING, logger="fathom"):
@@ -229,7 +229,7 @@ def test_merge_equals_base_plus_adapter_and_carries_the_rope(auto_run, short_win
     """The adapter trains embeddings (tied to the output layer) and norms too."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from fathom.eval.generate import load_for_inference
+    from fathom.model.adapter import load_for_inference
 
     final = auto_run / "final_256_model"
     out = tmp_path / "merged"

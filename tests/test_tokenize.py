@@ -16,17 +16,18 @@ def test_shared_tokenizer_is_really_qwen(qwen_tokenizer_dir):
         assert tokenizer(case["text"], add_special_tokens=False)["input_ids"] == case["ids"], case["text"]
 
 
-def test_qwen_documents_end_with_endoftext_not_the_chat_eos(qwen_tokenizer_dir):
-    tokenizer = AutoTokenizer.from_pretrained(qwen_tokenizer_dir)
+def test_documents_end_with_endoftext_not_the_chat_eos(real_tokenizer):
+    """Qwen2.5 (and SmolLM2) configure the chat <|im_end|> as eos; documents must end with <|endoftext|>."""
+    tokenizer = real_tokenizer.load()
     assert tokenizer.eos_token == "<|im_end|>"
-    assert resolve_eod_token_id(tokenizer) == 151643
+    assert resolve_eod_token_id(tokenizer) == real_tokenizer.endoftext_id
 
 
-def test_explicit_eod_token_must_exist(qwen_tokenizer_dir):
+def test_explicit_eod_token_must_exist(real_tokenizer):
     import pytest
 
-    tokenizer = AutoTokenizer.from_pretrained(qwen_tokenizer_dir)
-    assert resolve_eod_token_id(tokenizer, "<|im_end|>") == 151645
+    tokenizer = real_tokenizer.load()
+    assert resolve_eod_token_id(tokenizer, "<|im_end|>") == real_tokenizer.im_end_id
     with pytest.raises(ValueError, match=r"data\.eod_token: '<nope>' is not in the tokenizer's vocabulary"):
         resolve_eod_token_id(tokenizer, "<nope>")
 

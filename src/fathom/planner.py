@@ -192,8 +192,9 @@ class Hardware:
     bf16_tflops: float  # dense peak per device
     devices: int = 1
     mfu: float = 0.40  # model FLOPs utilization assumed for the time estimate
-    kind: str = "cuda"  # cuda | mps
+    kind: str = "cuda"  # cuda | mps | cpu
     flash: bool = True  # FlashAttention-2 available
+    rate_note: str = ""  # where bf16_tflops came from, when it was measured here
 
 
 HARDWARE = {
@@ -211,6 +212,79 @@ HARDWARE = {
         Hardware("2x3090-ddp", "2x RTX 3090 24 GB (DDP)", 24, 71, devices=2),
     )
 }
+
+
+THIS_MACHINE = "this-machine"
+# Training throughput as a share of the matmul rate measured by this_machine(): on a 2-core x86 CPU
+# the demo (SmolLM2-135M-Instruct, rows of 256-1024, fp32) trains at 0.35 of the fp32 matmul rate
+# (measured with bench-free timing of the demo run, see README "your own documents"); GPUs reach
+# about half of their measured bf16 matmul rate in long-context LoRA training.
+_TRAINING_SHARE = {"cpu": 0.35, "mps": 0.5, "cuda": 0.5}
+
+
+def _matmul_tflops(device, dtype, seconds: float = 0.3) -> float:
+    """Dense matmul TFLOP/s measured on ``device`` for about ``seconds`` (1024 x 1024 operands)."""
+    import time
+
+    import torch
+
+    a = torch.randn(1024, 1024, dtype=dtype, device=device)
+    b = torch.randn(1024, 1024, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else torch.mps.synchronize if device.type == "mps" else None
+    a @ b  # warm-up
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+        if sync is not None and count % 8 == 0:
+            sync()
+    if sync is not None:
+        sync()
+    return count * 2 * 1024**3 / (time.perf_counter() - start) / 1e12
+
+
+@functools.cache
+def this_machine() -> Hardware:
+    """The device fathom would train on here (CUDA, then MPS, then CPU), its memory, and a speed measured now.
+
+    The time estimate uses a short matmul calibration in the dtype training would use (bf16 on GPUs,
+    fp32 on the CPU) times the share of it that training reaches (``_TRAINING_SHARE``); it reads
+    lower on a machine that is busy at that moment.
+    """
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        device = torch.device("cuda", torch.cuda.current_device())
+        props = torch.cuda.get_device_properties(device)
+        memory, name, kind, dtype = props.total_memory / GIB, props.name, "cuda", torch.bfloat16
+        from fathom.model.load import flash_attn_available
+
+        flash = flash_attn_available()
+    elif torch.backends.mps.is_available():
+        device, kind, dtype, flash = torch.device("mps"), "mps", torch.bfloat16, False
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB * 2 / 3  # shared with the OS
+        name = "Apple GPU (MPS)"
+    else:
+        device, kind, dtype, flash = torch.device("cpu"), "cpu", torch.float32, False
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB * 0.8  # the rest for the OS
+        name = f"CPU, {os.cpu_count()} cores"
+    tflops = _matmul_tflops(device, dtype)
+    return Hardware(
+        THIS_MACHINE,
+        f"this machine: {name}, {memory:.0f} GiB usable",
+        memory,
+        tflops,
+        mfu=_TRAINING_SHARE[kind],
+        kind=kind,
+        flash=flash,
+        rate_note=f"{str(dtype).replace('torch.', '')} matmul measured at {tflops * 1000:,.0f} GFLOP/s just now",
+    )
+
+
+def hardware_by_key(key: str) -> Hardware:
+    return this_machine() if key == THIS_MACHINE else HARDWARE[key]
 
 
 @dataclass(frozen=True)
@@ -236,6 +310,8 @@ class Options:
     def from_config(cls, config: FathomConfig, hardware: Hardware | None = None) -> Options:
         m, t, lo = config.model, config.train, config.lora
         compute = {"float32": 4}.get(m.dtype, 2)
+        if hardware is not None and hardware.kind == "cpu" and m.dtype == "auto":
+            compute = 4  # fathom trains in fp32 on the CPU
         attention = {"eager": "eager", "sdpa": "sdpa"}.get(m.attn_implementation, "flash")
         if attention == "flash" and (hardware is None or not hardware.flash):
             attention = "sdpa"  # no flash-attn there (Apple GPUs, the CPU): packed rows need a mask
@@ -392,7 +468,8 @@ def judge(shape: ModelShape, config: FathomConfig, hardware: Hardware, phase: Ph
     """Does ``phase`` fit on ``hardware``, and if not, which overrides (cumulative) make it fit?"""
     opts = Options.from_config(config, hardware)
     limit = hardware.memory_gib * GIB
-    est = estimate_memory(shape, opts, phase.max_seq_length)
+    gpu = hardware.kind != "cpu"
+    est = estimate_memory(shape, opts, phase.max_seq_length, gpu_overhead=gpu)
     fixes: list[str] = []
     fixed = None
     if est.total > limit:
@@ -411,7 +488,7 @@ def judge(shape: ModelShape, config: FathomConfig, hardware: Hardware, phase: Ph
                 fixes = [f for f in fixes if "load_in_" not in f and f != "train.strategy=fsdp"]
                 current = dataclasses.replace(current, shards=1)
             fixes.append(override)
-            candidate = estimate_memory(shape, current, phase.max_seq_length)
+            candidate = estimate_memory(shape, current, phase.max_seq_length, gpu_overhead=gpu)
             if candidate.total <= limit:
                 fixed = candidate
                 break
@@ -424,11 +501,11 @@ def judge(shape: ModelShape, config: FathomConfig, hardware: Hardware, phase: Ph
 
 
 def plan_hardware(config: FathomConfig, keys: list[str] | None = None) -> dict:
-    """Verdicts of every phase on the chosen hardware (all of it by default), JSON-ready."""
+    """Verdicts of every phase on the chosen hardware (this machine, then the whole table, by default), JSON-ready."""
     shape = model_shape(config.model.name_or_path, config.model.revision, config.model.trust_remote_code)
     out = {"model_shape": shape.__dict__ | {"parameters": shape.parameters}, "hardware": []}
-    for key in keys or list(HARDWARE):
-        hw = HARDWARE[key]
+    for key in keys or [THIS_MACHINE, *HARDWARE]:
+        hw = hardware_by_key(key)
         phases = plan_phases(config, world_size=hw.devices)
         rows = []
         for phase in phases:
@@ -441,7 +518,7 @@ def plan_hardware(config: FathomConfig, keys: list[str] | None = None) -> dict:
                     "verdict": v.label,
                     "fix": v.fix,
                     "estimated_gib_with_fix": round(v.fixed_estimate.total / GIB, 1) if v.fixed_estimate else None,
-                    "hours": round(v.hours, 1),
+                    "hours": round(v.hours, 3),
                     "parts_gib": {
                         k: round(getattr(v.estimate, k) / GIB, 2)
                         for k in ("weights", "adapter", "checkpoints", "layer", "attention", "loss", "overhead")
@@ -449,7 +526,14 @@ def plan_hardware(config: FathomConfig, keys: list[str] | None = None) -> dict:
                 }
             )
         out["hardware"].append(
-            {"key": hw.key, "label": hw.label, "memory_gib": hw.memory_gib, "mfu": hw.mfu, "phases": rows}
+            {
+                "key": hw.key,
+                "label": hw.label,
+                "memory_gib": round(hw.memory_gib, 1),
+                "mfu": hw.mfu,
+                "rate_note": hw.rate_note,
+                "phases": rows,
+            }
         )
     return out
 

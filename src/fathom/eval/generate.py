@@ -11,80 +11,11 @@ import logging
 from pathlib import Path
 
 import torch
-import yaml
 
 from fathom.config import ConfigError
+from fathom.model.adapter import load_for_inference, read_adapter
 
 logger = logging.getLogger("fathom")
-
-
-def trained_length(adapter: Path) -> int | None:
-    """The longest phase length of the run that wrote ``adapter`` (from its fathom_config.yaml)."""
-    config_file = adapter / "fathom_config.yaml"
-    if not config_file.is_file():
-        return None
-    try:
-        data = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
-        schedule = data.get("train", {}).get("schedule", [])
-        return max(int(p["max_seq_length"]) for p in schedule) if schedule else None
-    except (yaml.YAMLError, KeyError, TypeError, ValueError):
-        return None
-
-
-def inference_rope(model, adapter: str | None, rope: str | None, where: str = "--rope-scaling"):
-    """The RoPE setting to run with: ``rope`` when given (e.g. 'yarn:2', 'none'), else the adapter's record.
-
-    None means the base model's own. Callers apply it, then :func:`fathom.model.rope.warn_if_mismatch`
-    says so when an override differs from what the adapter was trained with.
-    """
-    from fathom.model.rope import model_rope, read_rope_record, resolve_rope
-
-    recorded = read_rope_record(adapter) if adapter else None
-    if rope is None:
-        return recorded
-    if str(rope).strip().lower() == "auto":
-        raise ConfigError(f"{where}: auto needs a training length; give TYPE:FACTOR (e.g. yarn:2) or none")
-    return resolve_rope(model_rope(model.config), None, rope, 0, where)[0]
-
-
-def load_for_inference(
-    base: str, adapter: str | None, dtype: str = "auto", device: str = "auto", rope: str | None = None
-):
-    """(model, tokenizer, device) with the adapter applied; the tokenizer comes from the adapter when it has one.
-
-    The RoPE setting the adapter was trained with (its ``fathom_rope.json``) is applied to the base
-    first, unless ``rope`` overrides it.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from fathom.model.load import pick_attn_implementation, pick_device, pick_dtype
-    from fathom.model.rope import apply_rope, warn_if_mismatch
-    from fathom.model.sources import resolve_model_source
-
-    source = resolve_model_source(base)
-    target = pick_device(device)
-    attn = pick_attn_implementation("auto", target)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=pick_dtype(dtype, target), attn_implementation=attn)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"--base: cannot load '{base}' ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
-    tokenizer_source = source
-    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
-        raise ConfigError(f"--adapter: {adapter} has no adapter_config.json (is it a fathom phase or final folder?)")
-    setting = inference_rope(model, adapter, rope)
-    if setting is not None and apply_rope(model, setting):
-        logger.info("RoPE: %s (%s)", setting.describe(), "as asked" if rope else f"the one {adapter} was trained with")
-    if adapter is not None:
-        folder = Path(adapter)
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(folder))
-        warn_if_mismatch(model, folder)
-        if (folder / "tokenizer_config.json").is_file():
-            tokenizer_source = str(folder)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-    model.to(target).eval()
-    return model, tokenizer, target
 
 
 def generate(
@@ -103,6 +34,7 @@ def generate(
     path = Path(file)
     if not path.is_file():
         raise ConfigError(f"--file: {path} does not exist")
+    info = read_adapter(adapter) if adapter else None
     text = path.read_text(encoding="utf-8", errors="replace")
     if prompt:
         text = f"{text.rstrip()}\n\n{prompt}"
@@ -110,7 +42,7 @@ def generate(
     inputs = tokenizer(text, return_tensors="pt").to(device)
     n_tokens = inputs["input_ids"].shape[1]
     print(f"Input length: {n_tokens} tokens", flush=True)
-    limit = trained_length(Path(adapter)) if adapter else None
+    limit = info.trained_length if info else None
     native = getattr(model.config, "max_position_embeddings", None)
     if limit and n_tokens > limit:
         logger.warning("the input (%d tokens) is longer than the adapter was trained for (%d tokens)", n_tokens, limit)

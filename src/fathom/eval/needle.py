@@ -109,13 +109,16 @@ def _sentence_starts(ids: list[int], tokenizer) -> list[int]:
     return starts
 
 
-def shortest_needle_prompt(tokenizer, kind: str) -> int:
-    """The shortest length worth a ``kind`` prompt: its fixed text (instruction, needle, question) plus
-    haystack of at least half that."""
+def fixed_prompt_tokens(tokenizer, kind: str) -> int:
+    """Tokens of a ``kind`` prompt's fixed text (instruction, needle, question): a prompt must be longer."""
     needle, question, _ = _needle(kind, random.Random(0))
     intro = PASSKEY_INTRO if kind == "passkey" else MARITIME_INTRO
-    fixed = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in (intro, needle, question))
-    return -(-3 * fixed // 2)
+    return sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in (intro, needle, question))
+
+
+def shortest_needle_prompt(tokenizer, kind: str) -> int:
+    """The shortest length worth a ``kind`` prompt: its fixed text plus haystack of at least half that."""
+    return -(-3 * fixed_prompt_tokens(tokenizer, kind) // 2)
 
 
 def build_prompt(

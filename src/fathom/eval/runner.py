@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fathom.eval.needle import build_prompt, score
+from fathom.errors import raise_problems
+from fathom.eval.needle import build_prompt, fixed_prompt_tokens, score
 from fathom.eval.perplexity import loss_by_position, short_perplexity
 
 logger = logging.getLogger("fathom")
@@ -87,7 +88,7 @@ def evaluate_models(
     Each adapter runs with the RoPE setting it was trained with (its record), the base with its own;
     ``rope`` (e.g. 'yarn:2') overrides both.
     """
-    from fathom.eval.generate import inference_rope, load_for_inference
+    from fathom.model.adapter import inference_rope, load_for_inference
     from fathom.model.rope import apply_rope, model_rope, warn_if_mismatch
 
     model, tokenizer, device = load_for_inference(base, None, rope=rope)
@@ -97,6 +98,13 @@ def evaluate_models(
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(adapters[-1])
+    fixed = {kind: fixed_prompt_tokens(tokenizer, kind) for kind in kinds}
+    raise_problems(
+        f"--lengths: {n} tokens is too short for a {kind} prompt with this tokenizer (more than {least} needed)"
+        for kind, least in fixed.items()
+        for n in lengths
+        if n <= least
+    )
     ppl_documents = [np.asarray(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in haystack]
     ppl_documents.sort(key=len, reverse=True)
     names = ["base"]
@@ -276,6 +284,8 @@ def write_report(results: dict, out: Path) -> Path:
                 cells = " | ".join(f"{scores[n]:.2f}" if n in scores else "-" for n in lengths)
                 lines.append(f"| {model['name']} | {task} | {cells} |")
         lines.append("")
+    if results.get("skipped"):
+        lines += ["## Not run", "", *[f"- {line}" for line in results["skipped"]], ""]
     elif results.get("ruler_skipped"):
         lines += ["## RULER", "", f"Skipped: {results['ruler_skipped']}", ""]
     report = out / "report.md"

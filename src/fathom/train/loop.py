@@ -28,7 +28,9 @@ from fathom.data.loader import PhaseLoader
 from fathom.data.mix import document_weights, phase_mix
 from fathom.data.pack import IGNORE_INDEX
 from fathom.data.tokenize import resolve_eod_token_id
-from fathom.model.load import load_model
+from fathom.errors import RunExistsError, TrainingStopped
+from fathom.model.adapter import loading_code
+from fathom.model.load import load_configured_tokenizer, load_model
 from fathom.model.lora import apply_lora
 from fathom.model.loss import causal_lm_loss_sum, resolve_loss_implementation
 from fathom.model.rope import RopeSetting, apply_rope, model_rope, phase_ropes, write_rope_record
@@ -56,14 +58,6 @@ _RESUME_MUST_MATCH = (
     ("train", "schedule"),
     ("train", "seed"),
 )
-
-
-class RunExistsError(RuntimeError):
-    """The output folder already holds a run and --resume was not given."""
-
-
-class TrainingStopped(RuntimeError):
-    """Training cannot go on (non-finite loss, out of memory); the last checkpoint is intact."""
 
 
 @dataclass
@@ -234,20 +228,23 @@ def _train(config: FathomConfig, resume: bool, world: distributed.World) -> RunR
 
     check_strategy_fits_model(world.strategy, config.model)
     distributed.barrier(world)  # every rank has checked the folder before rank 0 writes to it
+    # The documents before the model: a corpus with nothing usable is reported in seconds, not after loading.
+    tokenizer = load_configured_tokenizer(config.model)
+    if not world.is_main:
+        distributed.barrier(world)  # rank 0 builds the token cache; the others then read it
+    token_docs, held_out = _prepare_documents(config, tokenizer)
+    if world.is_main:
+        distributed.barrier(world)
     torch.manual_seed(config.train.seed)
     loaded = load_model(
         config.model,
         offload_activations=config.train.offload_activations,
         # FSDP moves each rank's shards to the GPU: the whole base never has to fit on one
         place_on_device=world.strategy != "fsdp",
+        tokenizer=tokenizer,
     )
     native_rope = model_rope(loaded.model.config)
     ropes = [setting for setting, _ in _plan_ropes(config, plans, native_rope)]
-    if not world.is_main:
-        distributed.barrier(world)  # rank 0 builds the token cache; the others then read it
-    token_docs, held_out = _prepare_documents(config, loaded.tokenizer)
-    if world.is_main:
-        distributed.barrier(world)
     model = apply_lora(loaded.model, config.lora, config.train.seed)
     loss_implementation = resolve_loss_implementation(config.train.loss_implementation, loaded.device)
     logger.info("loss: %s cross-entropy", loss_implementation)
@@ -330,13 +327,11 @@ def _train(config: FathomConfig, resume: bool, world: distributed.World) -> RunR
     if world.is_main:
         logger.info("done: final model in %s", result.final_dir)
         if not ropes[-1].same_as(native_rope):
-            logger.info(
-                "it was trained with %s; load the base with it: %s, then PeftModel.from_pretrained(base, %r) "
-                "(also in its README.md; fathom generate / eval / merge apply it themselves)",
-                ropes[-1].describe(),
-                ropes[-1].loading_snippet(loaded.source),
-                str(result.final_dir),
-            )
+            logger.info("it was trained with %s; the loading code below applies it", ropes[-1].describe())
+        logger.info(
+            "load it with plain transformers + peft (also in its README.md):\n%s",
+            loading_code(loaded.source, result.final_dir.resolve(), ropes[-1], native_rope),
+        )
     distributed.barrier(world)
     return result
 

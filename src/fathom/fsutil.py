@@ -1,0 +1,58 @@
+"""File-system helpers every layer may use: write a folder whole or not at all.
+
+fathom never leaves a half-written folder behind (a crash, Ctrl-C or a full disk mid-write): each
+folder is written under a temporary name beside its target and renamed into place, since a rename
+within one file system is atomic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | Path, replace: bool = True) -> Iterator[Path]:
+    """Yield a new empty temporary folder beside ``target``; on a clean exit it becomes ``target``.
+
+    ``replace``: an existing ``target`` is swapped out (moved aside, then removed), else
+    :class:`FileExistsError`. On an exception the temporary folder is removed and ``target`` is
+    untouched. The temporary name starts with ``.tmp-<name>-`` so leftovers of a killed process are
+    recognisable.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the folder it becomes should not be
+    try:
+        yield tmp
+        if target.exists():
+            if not replace:
+                raise FileExistsError(f"{target} already exists")
+            old = target.with_name(f".old-{target.name}")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a text file through a temporary sibling and a rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def is_empty_dir(folder: Path) -> bool:
+    return folder.is_dir() and not any(folder.iterdir())

@@ -1,0 +1,171 @@
+"""An adapter folder written by ``fathom train``: what it holds, and loading it for inference.
+
+One folder (a phase folder, ``final_<N>k_model`` or a checkpoint) holds PEFT's
+``adapter_config.json`` + ``adapter_model.safetensors``, the tokenizer, ``fathom_config.yaml`` (the
+run's config) and ``fathom_rope.json`` (the RoPE it was trained with). ``fathom generate``, ``eval``
+and ``merge`` all open it through :func:`read_adapter` and :func:`load_for_inference`. Where such
+folders go inside a run is :mod:`fathom.train.checkpoint`'s business.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from fathom.config import ConfigError
+
+logger = logging.getLogger("fathom")
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+CONFIG_FILE = "fathom_config.yaml"
+TOKENIZER_CONFIG = "tokenizer_config.json"
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    """What an adapter folder says about itself, read without loading a model."""
+
+    folder: Path
+    base_model: str | None  # PEFT's base_model_name_or_path: the folder or Hub id it was trained on
+    trained_length: int | None  # the longest phase length of the run that wrote it
+    rope: object | None  # fathom.model.rope.RopeSetting it was trained with; None: the base's own
+    has_tokenizer: bool
+
+
+def adapter_problem(folder: str | Path | None, where: str = "--adapter") -> str | None:
+    """Why ``folder`` is not an adapter folder (one line naming ``where`` and the fix), or None."""
+    if folder is None:
+        return None
+    folder = Path(folder)
+    if not folder.exists():
+        return f"{where}: {folder} does not exist"
+    if not (folder / ADAPTER_CONFIG).is_file():
+        return (
+            f"{where}: {folder} has no {ADAPTER_CONFIG} (give a phase folder or final_<N>k_model written by "
+            "fathom train)"
+        )
+    return None
+
+
+def _trained_length(folder: Path) -> int | None:
+    config_file = folder / CONFIG_FILE
+    if not config_file.is_file():
+        return None
+    try:
+        data = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+        schedule = data.get("train", {}).get("schedule", [])
+        return max(int(p["max_seq_length"]) for p in schedule) if schedule else None
+    except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def read_adapter(folder: str | Path, where: str = "--adapter") -> AdapterInfo:
+    """The base, trained length, RoPE record and tokenizer of an adapter folder; ConfigError when it is none."""
+    from fathom.model.rope import read_rope_record
+
+    problem = adapter_problem(folder, where)
+    if problem:
+        raise ConfigError(problem)
+    folder = Path(folder)
+    try:
+        peft_config = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{where}: {folder / ADAPTER_CONFIG} is not readable JSON ({exc})") from None
+    return AdapterInfo(
+        folder=folder,
+        base_model=peft_config.get("base_model_name_or_path") if isinstance(peft_config, dict) else None,
+        trained_length=_trained_length(folder),
+        rope=read_rope_record(folder),
+        has_tokenizer=(folder / TOKENIZER_CONFIG).is_file(),
+    )
+
+
+def trained_length(adapter: str | Path) -> int | None:
+    """The longest phase length of the run that wrote ``adapter`` (from its fathom_config.yaml)."""
+    return _trained_length(Path(adapter))
+
+
+def loading_code(base_source: str, adapter_path: str | Path, setting=None, base_setting=None) -> str:
+    """Python that loads the adapter with plain transformers + peft, as it is to be pasted.
+
+    ``base_source`` is what ``from_pretrained`` received in training (a local folder or a Hub id);
+    when the adapter was trained with another RoPE than the base's own (``setting`` vs
+    ``base_setting``, :class:`fathom.model.rope.RopeSetting`), the base is loaded with it.
+    """
+    kwargs = ""
+    if setting is not None and not setting.same_as(base_setting):
+        kwargs = "".join(f", {k}={v!r}" for k, v in setting.scaling_kwargs().items())
+    return (
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        "from peft import PeftModel\n\n"
+        f'base = AutoModelForCausalLM.from_pretrained("{base_source}", dtype="auto"{kwargs})\n'
+        f'model = PeftModel.from_pretrained(base, "{adapter_path}")\n'
+        f'tokenizer = AutoTokenizer.from_pretrained("{adapter_path}")\n'
+    )
+
+
+def inference_rope(model, adapter: str | Path | None, rope: str | None, where: str = "--rope-scaling"):
+    """The RoPE setting to run with: ``rope`` when given (e.g. 'yarn:2', 'none'), else the adapter's record.
+
+    None means the base model's own. Callers apply it, then :func:`fathom.model.rope.warn_if_mismatch`
+    says so when an override differs from what the adapter was trained with.
+    """
+    from fathom.model.rope import model_rope, read_rope_record, resolve_rope
+
+    recorded = read_rope_record(adapter) if adapter else None
+    if rope is None:
+        return recorded
+    if str(rope).strip().lower() == "auto":
+        raise ConfigError(f"{where}: auto needs a training length; give TYPE:FACTOR (e.g. yarn:2) or none")
+    return resolve_rope(model_rope(model.config), None, rope, 0, where)[0]
+
+
+def load_base(base: str, **kwargs):
+    """``AutoModelForCausalLM.from_pretrained`` of ``--base``; a failure is one line naming it."""
+    from transformers import AutoModelForCausalLM
+
+    from fathom.model.sources import resolve_model_source
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(resolve_model_source(base), **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--base: cannot load '{base}' ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+
+
+def load_for_inference(
+    base: str, adapter: str | None, dtype: str = "auto", device: str = "auto", rope: str | None = None
+):
+    """(model, tokenizer, device) with the adapter applied; the tokenizer comes from the adapter when it has one.
+
+    The RoPE setting the adapter was trained with (its ``fathom_rope.json``) is applied to the base
+    first, unless ``rope`` overrides it.
+    """
+    from transformers import AutoTokenizer
+
+    from fathom.model.load import pick_attn_implementation, pick_device, pick_dtype
+    from fathom.model.rope import apply_rope, warn_if_mismatch
+    from fathom.model.sources import resolve_model_source
+
+    info = read_adapter(adapter) if adapter is not None else None
+    target = pick_device(device)
+    attn = pick_attn_implementation("auto", target)
+    model = load_base(base, dtype=pick_dtype(dtype, target), attn_implementation=attn)
+    setting = inference_rope(model, adapter, rope)
+    if setting is not None and apply_rope(model, setting):
+        logger.info("RoPE: %s (%s)", setting.describe(), "as asked" if rope else f"the one {adapter} was trained with")
+    tokenizer_source = resolve_model_source(base)
+    if info is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(info.folder))
+        warn_if_mismatch(model, info.folder)
+        if info.has_tokenizer:
+            tokenizer_source = str(info.folder)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    model.to(target).eval()
+    return model, tokenizer, target
