@@ -56,3 +56,13 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def is_empty_dir(folder: Path) -> bool:
     return folder.is_dir() and not any(folder.iterdir())
+
+
+def fathom_cache_dir() -> Path:
+    """fathom's cache (converted models, token caches).
+
+    ``$FATHOM_CACHE``, else ``$XDG_CACHE_HOME/fathom``, else ``~/.cache/fathom``.
+    """
+    if os.environ.get("FATHOM_CACHE"):
+        return Path(os.environ["FATHOM_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fathom"

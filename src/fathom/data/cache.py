@@ -31,9 +31,7 @@ import json
 import logging
 import multiprocessing
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -53,6 +51,7 @@ from fathom.data.ingest import (
     expand_paths,
     log_skips,
 )
+from fathom.fsutil import atomic_dir
 
 logger = logging.getLogger("fathom")
 
@@ -296,9 +295,9 @@ class _Writer:
 
 
 def default_cache_dir() -> Path:
-    from fathom.model.sources import cache_dir
+    from fathom.fsutil import fathom_cache_dir
 
-    return cache_dir() / "data"
+    return fathom_cache_dir() / "data"
 
 
 @dataclass(frozen=True)
@@ -335,7 +334,7 @@ def prepare_corpus(config, tokenizer, eod_id: int, progress: bool = True) -> Cor
         raise ConfigError("data.near_dedup: needs datasketch: pip install 'fathom[dedup]' (or pip install datasketch)")
     entry = _Entry.locate(config, tokenizer, eod_id)
     folder, settings, sources = entry.folder, entry.settings, entry.sources
-    root, key = folder.parent, folder.name
+    key = folder.name
     if (folder / "meta.json").is_file():
         cache = CorpusCache(folder)
         logger.info(
@@ -345,25 +344,20 @@ def prepare_corpus(config, tokenizer, eod_id: int, progress: bool = True) -> Cor
             f"{int(cache.length.sum()):,}",
         )
         return cache
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
     try:
-        meta = _build(tmp, sources, settings, entry.tokenizer_json, eod_id, config.data.num_proc, progress)
-        meta |= {
-            "key": key,
-            "paths": list(config.data.paths),
-            "tokenizer_hash": entry.tokenizer_hash,
-            "eod_id": eod_id,
-            "settings": settings.__dict__,
-            "version": CACHE_VERSION,
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        if folder.exists():  # another process finished the same entry first
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_dir(folder, replace=False) as tmp:
+            meta = _build(tmp, sources, settings, entry.tokenizer_json, eod_id, config.data.num_proc, progress)
+            meta |= {
+                "key": key,
+                "paths": list(config.data.paths),
+                "tokenizer_hash": entry.tokenizer_hash,
+                "eod_id": eod_id,
+                "settings": settings.__dict__,
+                "version": CACHE_VERSION,
+            }
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    except FileExistsError:
+        pass  # another process finished the same entry (same key: same content) first
     return CorpusCache(folder)
 
 

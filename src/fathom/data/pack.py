@@ -23,7 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-IGNORE_INDEX = -100
+from fathom.labels import IGNORE_INDEX
+
+__all__ = ["IGNORE_INDEX", "PackedRow", "epoch_order", "epoch_stream", "pack_rows"]
 
 
 @dataclass

