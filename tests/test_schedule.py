@@ -12,7 +12,7 @@ def _config(*overrides):
 
 def test_guide_plan_tokens_sequences_steps():
     plans = plan_phases(_config())
-    assert [(p.name, p.tokens, p.sequences, p.steps) for p in plans] == [
+    assert [(p.name, p.tokens, p.rows, p.steps) for p in plans] == [
         ("Phase_1a_Short", 300_000_000, 73_243, 9_156),
         ("Phase_1b_Medium", 150_000_000, 9_156, 1_145),
         ("Phase_1c_Long", 50_000_000, 1_526, 191),
@@ -24,7 +24,7 @@ def test_world_size_and_micro_batch_enter_tokens_per_step():
     plans = plan_phases(_config("train.micro_batch_size=2"), world_size=4)
     first = plans[0]
     assert first.tokens_per_step == 4096 * 2 * 8 * 4
-    assert first.sequences % (2 * 4) == 0
+    assert first.rows % (2 * 4) == 0
     assert first.steps == -(-first.micro_batches_per_rank // 8)
     # the budget is met to within one micro-batch over all ranks
     assert 0 <= first.trained_tokens - first.tokens < 4096 * 2 * 4
@@ -37,7 +37,7 @@ def test_plan_summary_json_shape():
             "{name: B, max_seq_length: 16384, token_fraction: 0.4}]"
         )
     )
-    assert set(summary["phases"][0]) >= {"name", "max_seq_length", "tokens", "sequences", "steps"}
+    assert set(summary["phases"][0]) >= {"name", "max_seq_length", "tokens", "rows", "sequences", "steps"}
     assert summary["final_model_dir"] == "final_16k_model"
     assert summary["total_steps"] == sum(p["steps"] for p in summary["phases"])
 

@@ -28,17 +28,18 @@ class PhasePlan:
     name: str
     max_seq_length: int
     tokens: int  # the phase's token budget (total_tokens x token_fraction)
-    sequences: int  # packed rows of max_seq_length the phase trains, over all ranks
+    rows: int  # packed rows of max_seq_length the phase trains, over all ranks
     steps: int  # optimizer steps
     tokens_per_step: int  # max_seq_length x micro_batch_size x gradient_accumulation_steps x world_size
     micro_batches_per_rank: int  # forward passes each rank makes in the phase
 
     @property
     def trained_tokens(self) -> int:
-        return self.sequences * self.max_seq_length
+        return self.rows * self.max_seq_length
 
     def to_dict(self) -> dict:
         out = asdict(self)
+        out["sequences"] = self.rows  # the name fathom plan --json used before "rows"
         out["trained_tokens"] = self.trained_tokens
         return out
 
@@ -67,7 +68,7 @@ def plan_phases(config: FathomConfig, world_size: int = 1) -> list[PhasePlan]:
                 name=phase.name,
                 max_seq_length=phase.max_seq_length,
                 tokens=tokens,
-                sequences=micro_batches * rows_per_micro,
+                rows=micro_batches * rows_per_micro,
                 steps=steps,
                 tokens_per_step=phase.max_seq_length * rows_per_micro * t.gradient_accumulation_steps,
                 micro_batches_per_rank=micro_batches,

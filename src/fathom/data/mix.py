@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from fathom.config import PhaseConfig
+
 
 @dataclass(frozen=True)
 class PhaseMix:
@@ -48,6 +50,10 @@ class PhaseMix:
     def to_dict(self) -> dict:
         return asdict(self) | {"natural_long_share": self.natural_long_share, "long_share": self.long_share}
 
+    def passes(self, trained_tokens: int) -> float:
+        """How many weighted passes over the corpus ``trained_tokens`` make."""
+        return trained_tokens / max(self.long_tokens * self.long_weight + self.short_tokens * self.short_weight, 1)
+
 
 def phase_mix(
     lengths: np.ndarray,
@@ -69,6 +75,11 @@ def phase_mix(
         else:
             long_w, short_w = 1.0, (1 - long_fraction) / long_fraction * long_tokens / short_tokens
     return PhaseMix(threshold, long_w, short_w, int(is_long.sum()), long_tokens, short_tokens)
+
+
+def mix_for(phase: PhaseConfig, lengths: np.ndarray) -> PhaseMix:
+    """:func:`phase_mix` with the phase's own settings (``long_doc_upsample``, ``long_fraction``)."""
+    return phase_mix(lengths, phase.max_seq_length, phase.long_doc_upsample, phase.target_long_fraction())
 
 
 def document_weights(lengths: np.ndarray, mix: PhaseMix) -> np.ndarray | None:
