@@ -1,8 +1,23 @@
-"""The ``fathom`` command: ``plan``, ``train``, ``config``, ``demo-corpus``.
+"""The ``fathom`` command line: parses, calls one library function per command, prints the result.
 
-Every subcommand takes ``--config FILE`` plus any number of ``section.field=value`` overrides
-(values read as YAML), e.g. ``fathom train --config c.yaml train.learning_rate=1e-4 model.load_in_8bit=true``.
-Without ``--config`` the embedded demo config is used (SmolLM2-135M-Instruct on a synthetic maritime corpus).
+=============  ===================================================================  ==========================
+command        what it does                                                         library
+=============  ===================================================================  ==========================
+train          train the LoRA adapter through the phases (``--resume`` continues)  fathom.train.loop.train
+plan           phases, rows, steps, RoPE, length mix, memory and time per device   fathom.reports.plan_report
+prepare        read, clean and tokenize the corpus into the token cache            fathom.reports
+data stats     files, skips, documents, tokens, lengths, per-phase mix             fathom.reports.data_stats
+config         the resolved config, every field with its help text                fathom.config
+generate       read a long document, stream the continuation or answer            fathom.eval.generate
+eval           needle heatmaps, perplexity by position, RULER                      fathom.eval.command
+merge          fold an adapter into its base: one transformers folder              fathom.model.merge
+demo-corpus    write the demo's synthetic documents into a new folder             fathom.demo.corpus
+=============  ===================================================================  ==========================
+
+The config commands take ``--config FILE`` plus ``section.field=value`` overrides (values read as
+YAML); without ``--config`` the built-in demo config is used (SmolLM2-135M-Instruct on a synthetic
+maritime corpus, or on ``data.paths=[...]``). Every user error is one ``fathom: error:`` line per
+problem (:func:`run_guarded`).
 """
 
 from __future__ import annotations
@@ -75,27 +90,10 @@ def _resolve_config(args: argparse.Namespace) -> FathomConfig:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from fathom.planner import HARDWARE, THIS_MACHINE, plan_hardware
-    from fathom.schedule import plan_summary
+    from fathom.reports import plan_report
 
     config = _resolve_config(args)
-    choices = [THIS_MACHINE, *HARDWARE]
-    if args.gpu is not None and args.gpu not in choices:
-        import difflib
-
-        close = difflib.get_close_matches(args.gpu, choices, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"--gpu: unknown hardware '{args.gpu}'{hint}; choose from {', '.join(choices)}")
-    summary = plan_summary(config, args.world_size)
-    try:
-        hardware = plan_hardware(config, [args.gpu] if args.gpu else None)
-    except ValueError as exc:  # the model's config cannot be read (offline, unknown id)
-        hardware, summary["hardware_note"] = None, str(exc)
-    if hardware is not None:
-        summary["hardware"] = hardware["hardware"]
-        summary["model_shape"] = hardware["model_shape"]
-    mix_note = _attach_length_mix(config, summary)
-    _attach_rope(config, summary)
+    summary = plan_report(config, args.world_size, [args.gpu] if args.gpu else None)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -106,7 +104,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     if not console.is_terminal:  # piped or logged: do not squeeze the tables into 80 columns
         console = Console(width=160)
     table = Table(title=f"fathom plan: {config.model.name_or_path} -> {config.output_dir}/{summary['final_model_dir']}")
-    columns = ["phase", "max_seq_length", "tokens", "share", "packed sequences", "tokens / step", "steps", "RoPE"]
+    columns = ["phase", "max_seq_length", "tokens", "share", "rows", "tokens / step", "steps", "RoPE"]
     for column in columns:
         table.add_column(column, justify="left" if column in ("phase", "RoPE") else "right", no_wrap=True)
     for p in summary["phases"]:
@@ -115,7 +113,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             f"{p['max_seq_length']:,}",
             f"{p['tokens']:,}",
             f"{p['tokens'] / max(config.train.total_tokens, 1):.0%}",
-            f"{p['sequences']:,}",
+            f"{p['rows']:,}",
             f"{p['tokens_per_step']:,}",
             f"{p['steps']:,}",
             p["rope"]["description"] if p.get("rope") else "model's own (config unreadable)",
@@ -135,8 +133,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         f"tokens per step = max_seq_length x micro_batch_size {config.train.micro_batch_size} x "
         f"gradient_accumulation_steps {config.train.gradient_accumulation_steps} x world size {args.world_size}"
     )
-    if mix_note:
-        console.print(mix_note)
+    if summary.get("length_mix_note"):
+        console.print(summary["length_mix_note"])
     else:
         console.print(
             "length mix (share of tokens from documents of at least half a row): "
@@ -145,59 +143,13 @@ def _cmd_plan(args: argparse.Namespace) -> int:
                 for p in summary["phases"]
             )
         )
-    if hardware is None:
+    if "hardware" not in summary:
         console.print(f"memory and time estimates unavailable: {summary['hardware_note']}")
     elif args.gpu:
-        _print_hardware_detail(console, hardware["hardware"][0])
+        _print_hardware_detail(console, summary["hardware"][0])
     else:
-        _print_hardware_table(console, hardware["hardware"], [p["name"] for p in summary["phases"]])
+        _print_hardware_table(console, summary["hardware"], [p["name"] for p in summary["phases"]])
     return 0
-
-
-def _attach_rope(config: FathomConfig, summary: dict) -> None:
-    """Each phase's RoPE setting (model.rope_* and per-phase overrides resolved against the model's own)."""
-    from fathom.model.rope import phase_ropes
-    from fathom.planner import native_rope
-    from fathom.schedule import plan_phases
-
-    m = config.model
-    native = native_rope(m.name_or_path, m.revision, m.trust_remote_code)
-    if native is None:
-        return
-    resolved = phase_ropes(native, m, config.phases(), plan_phases(config))
-    for phase, (setting, why) in zip(summary["phases"], resolved, strict=True):
-        phase["rope"] = setting.to_dict() | {"description": setting.describe(), "why": why}
-        if not setting.covers(phase["max_seq_length"]):
-            window = setting.max_position_embeddings
-            phase["rope"]["description"] += f" (! {phase['max_seq_length']:,} > window {window:,})"
-
-
-def _attach_length_mix(config: FathomConfig, summary: dict) -> str | None:
-    """Add each phase's length mix to ``summary`` when the corpus is already prepared; else say why not."""
-    from pathlib import Path as _Path
-
-    from fathom.data.cache import find_corpus
-    from fathom.data.mix import phase_mix
-    from fathom.data.tokenize import resolve_eod_token_id
-    from fathom.model.load import load_tokenizer
-    from fathom.model.sources import SMOLLM2_ALIAS, resolve_model_source
-
-    hint = "length mix per phase: shown once the corpus is prepared (fathom prepare --config ...)"
-    name = config.model.name_or_path
-    if not (_Path(name).exists() or name == SMOLLM2_ALIAS):
-        return hint  # a Hub id: do not reach for the network just to plan
-    try:
-        tokenizer = load_tokenizer(resolve_model_source(name), config.model)
-        cache = find_corpus(config, tokenizer, resolve_eod_token_id(tokenizer, config.data.eod_token))
-    except (OSError, ValueError, ImportError):
-        return hint
-    if cache is None:
-        return hint
-    lengths = cache.train_documents().lengths
-    for phase_cfg, phase in zip(config.phases(), summary["phases"], strict=True):
-        mix = phase_mix(lengths, phase["max_seq_length"], phase_cfg.long_doc_upsample, phase_cfg.target_long_fraction())
-        phase["length_mix"] = mix.to_dict()
-    return None
 
 
 def format_hours(hours: float) -> str:
@@ -236,29 +188,15 @@ def _print_hardware_table(console, rows: list[dict], phases: list[str]) -> None:
 def _print_hardware_detail(console, hw: dict) -> None:
     from rich.table import Table
 
+    from fathom.planner import MEMORY_PARTS
+
     table = Table(title=f"{hw['label']}: {hw['memory_gib']:.0f} GiB, time at {hw['mfu']:.0%} of the bf16 peak")
-    for column in (
-        "phase",
-        "weights",
-        "adapter",
-        "checkpoints",
-        "layer",
-        "attention",
-        "loss",
-        "overhead",
-        "total",
-        "verdict",
-        "time",
-    ):
+    for column in ("phase", *MEMORY_PARTS, "total", "verdict", "time"):
         table.add_column(column, no_wrap=column != "verdict")
     for p in hw["phases"]:
-        parts = p["parts_gib"]
         table.add_row(
             p["phase"],
-            *(
-                f"{parts[k]:.1f}"
-                for k in ("weights", "adapter", "checkpoints", "layer", "attention", "loss", "overhead")
-            ),
+            *(f"{p['parts_gib'][k]:.1f}" for k in MEMORY_PARTS),
             f"{p['estimated_gib']:.1f}",
             p["verdict"] + (f" ({p['estimated_gib_with_fix']:.1f} GiB)" if p["fix"] else ""),
             format_hours(p["hours"]),
@@ -293,81 +231,19 @@ def train_and_report(config: FathomConfig, resume: bool, resume_hint: str = "") 
     return 0
 
 
-def _corpus(config: FathomConfig):
-    """Tokenizer of the configured model (not the model) and the token cache for its data."""
-    from fathom.data.cache import prepare_corpus
-    from fathom.data.tokenize import resolve_eod_token_id
-    from fathom.model.load import load_tokenizer
-    from fathom.model.sources import resolve_model_source
-
-    try:
-        tokenizer = load_tokenizer(resolve_model_source(config.model.name_or_path), config.model)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"model.name_or_path: cannot load the tokenizer of '{config.model.name_or_path}' "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-        ) from None
-    return prepare_corpus(config, tokenizer, resolve_eod_token_id(tokenizer, config.data.eod_token))
-
-
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    cache = _corpus(_resolve_config(args))
+    from fathom.reports import prepare_configured_corpus
+
+    cache = prepare_configured_corpus(_resolve_config(args))
     logger.info("token cache ready: %s", cache.folder)
     return 0
 
 
-def data_stats(config: FathomConfig, cache) -> dict:
-    """What `fathom data stats` reports, as one JSON-ready object."""
-    from fathom.data.mix import phase_mix
-    from fathom.schedule import plan_phases
-
-    meta = cache.meta
-    train = cache.train_documents()
-    lengths = train.lengths
-    phases = []
-    for phase_cfg, plan in zip(config.phases(), plan_phases(config), strict=True):
-        mix = phase_mix(lengths, plan.max_seq_length, phase_cfg.long_doc_upsample, phase_cfg.target_long_fraction())
-        phases.append(
-            {
-                "name": plan.name,
-                "max_seq_length": plan.max_seq_length,
-                "rows": plan.sequences,
-                "tokens": plan.trained_tokens,
-                "padding_fraction": 0.0,  # rows are packed to exactly max_seq_length
-                "long_threshold": mix.long_threshold,
-                "long_documents": mix.long_documents,
-                "natural_long_share": round(mix.natural_long_share, 4),
-                "long_share": round(mix.long_share, 4),
-                "long_weight": round(mix.long_weight, 4),
-                "short_weight": round(mix.short_weight, 4),
-                "passes_over_corpus": round(
-                    plan.trained_tokens
-                    / max(mix.long_tokens * mix.long_weight + mix.short_tokens * mix.short_weight, 1),
-                    3,
-                ),
-            }
-        )
-    return {
-        "cache": str(cache.folder),
-        "sources": meta["sources"],
-        "files_read": meta["files_read"],
-        "skipped": len(meta["skipped"]),
-        "skipped_by_reason": meta["skipped_by_reason"],
-        "skipped_files": meta["skipped"],
-        "documents": meta["documents"],
-        "tokens": meta["tokens"],
-        "train_documents": len(train),
-        "train_tokens": int(lengths.sum()),
-        "held_out_documents": meta["held_out_documents"],
-        "duplicates_removed": meta["duplicates_removed"],
-        "length_histogram": cache.length_histogram("train"),
-        "phases": phases,
-    }
-
-
 def _cmd_data_stats(args: argparse.Namespace) -> int:
+    from fathom.reports import data_stats, prepare_configured_corpus
+
     config = _resolve_config(args)
-    stats = data_stats(config, _corpus(config))
+    stats = data_stats(config, prepare_configured_corpus(config))
     if args.json:
         print(json.dumps(stats, indent=2))
         return 0

@@ -287,6 +287,15 @@ def hardware_by_key(key: str) -> Hardware:
     return this_machine() if key == THIS_MACHINE else HARDWARE[key]
 
 
+def hardware_choices() -> list[str]:
+    """What ``fathom plan --gpu`` accepts: this machine, then the table."""
+    return [THIS_MACHINE, *HARDWARE]
+
+
+# The terms of MemoryEstimate, in the order they are shown.
+MEMORY_PARTS = ("weights", "adapter", "checkpoints", "layer", "attention", "loss", "overhead")
+
+
 @dataclass(frozen=True)
 class Options:
     """The training options that change memory (a flat view of the config)."""
@@ -504,7 +513,7 @@ def plan_hardware(config: FathomConfig, keys: list[str] | None = None) -> dict:
     """Verdicts of every phase on the chosen hardware (this machine, then the whole table, by default), JSON-ready."""
     shape = model_shape(config.model.name_or_path, config.model.revision, config.model.trust_remote_code)
     out = {"model_shape": shape.__dict__ | {"parameters": shape.parameters}, "hardware": []}
-    for key in keys or [THIS_MACHINE, *HARDWARE]:
+    for key in keys or hardware_choices():
         hw = hardware_by_key(key)
         phases = plan_phases(config, world_size=hw.devices)
         rows = []
@@ -519,10 +528,7 @@ def plan_hardware(config: FathomConfig, keys: list[str] | None = None) -> dict:
                     "fix": v.fix,
                     "estimated_gib_with_fix": round(v.fixed_estimate.total / GIB, 1) if v.fixed_estimate else None,
                     "hours": round(v.hours, 3),
-                    "parts_gib": {
-                        k: round(getattr(v.estimate, k) / GIB, 2)
-                        for k in ("weights", "adapter", "checkpoints", "layer", "attention", "loss", "overhead")
-                    },
+                    "parts_gib": {k: round(getattr(v.estimate, k) / GIB, 2) for k in MEMORY_PARTS},
                 }
             )
         out["hardware"].append(

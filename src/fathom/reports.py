@@ -1,0 +1,139 @@
+"""What ``fathom plan``, ``prepare`` and ``data stats`` compute, as JSON-ready objects (the CLI only renders them).
+
+:func:`plan_report` is the phase plan plus, where they can be had without the network or a model,
+each phase's RoPE, its length mix (once the corpus is prepared), and memory and time per
+hardware. :func:`data_stats` is what the token cache holds and how each phase draws from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fathom.config import ConfigError, FathomConfig
+from fathom.data.mix import mix_for
+from fathom.schedule import PhasePlan, plan_phases, plan_summary
+
+MIX_HINT = "length mix per phase: shown once the corpus is prepared (fathom prepare --config ...)"
+
+
+def plan_report(config: FathomConfig, world_size: int = 1, hardware_keys: list[str] | None = None) -> dict:
+    """``plan_summary`` plus ``hardware`` / ``model_shape`` (or ``hardware_note``), per-phase ``rope`` and
+    ``length_mix`` (or ``length_mix_note``)."""
+    from fathom.planner import hardware_choices, plan_hardware
+
+    unknown = [k for k in hardware_keys or [] if k not in hardware_choices()]
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], hardware_choices(), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"--gpu: unknown hardware '{unknown[0]}'{hint}; choose from {', '.join(hardware_choices())}")
+    summary = plan_summary(config, world_size)
+    try:
+        hardware = plan_hardware(config, hardware_keys)
+        summary["hardware"], summary["model_shape"] = hardware["hardware"], hardware["model_shape"]
+    except ValueError as exc:  # the model's config cannot be read (offline, unknown id)
+        summary["hardware_note"] = str(exc)
+    plans = plan_phases(config, world_size)
+    for phase, rope in zip(summary["phases"], phase_rope_report(config, plans) or [None] * len(plans), strict=True):
+        if rope is not None:
+            phase["rope"] = rope
+    lengths = prepared_lengths(config)
+    if lengths is None:
+        summary["length_mix_note"] = MIX_HINT
+    else:
+        for phase_cfg, phase in zip(config.phases(), summary["phases"], strict=True):
+            phase["length_mix"] = mix_for(phase_cfg, lengths).to_dict()
+    return summary
+
+
+def phase_rope_report(config: FathomConfig, plans: list[PhasePlan]) -> list[dict] | None:
+    """Each phase's RoPE (model.rope_* and per-phase overrides resolved against the model's own), or None
+    when the model's config cannot be read."""
+    from fathom.model.rope import phase_ropes
+    from fathom.planner import native_rope
+
+    m = config.model
+    native = native_rope(m.name_or_path, m.revision, m.trust_remote_code)
+    if native is None:
+        return None
+    out = []
+    for plan, (setting, why) in zip(plans, phase_ropes(native, m, config.phases(), plans), strict=True):
+        rope = setting.to_dict() | {"description": setting.describe(), "why": why}
+        if not setting.covers(plan.max_seq_length):
+            rope["description"] += f" (! {plan.max_seq_length:,} > window {setting.max_position_embeddings:,})"
+        out.append(rope)
+    return out
+
+
+def prepared_lengths(config: FathomConfig):
+    """Token counts of the training documents when the corpus is already in the token cache, else None.
+
+    Never reaches for the network (a Hub model id gives None) and never builds the cache.
+    """
+    from fathom.data.cache import find_corpus
+    from fathom.data.tokenize import resolve_eod_token_id
+    from fathom.model.load import load_tokenizer
+    from fathom.model.sources import SMOLLM2_ALIAS, resolve_model_source
+
+    name = config.model.name_or_path
+    if not (Path(name).exists() or name == SMOLLM2_ALIAS):
+        return None
+    try:
+        tokenizer = load_tokenizer(resolve_model_source(name), config.model)
+        cache = find_corpus(config, tokenizer, resolve_eod_token_id(tokenizer, config.data.eod_token))
+    except (OSError, ValueError, ImportError):
+        return None
+    return None if cache is None else cache.train_documents().lengths
+
+
+def prepare_configured_corpus(config: FathomConfig):
+    """The token cache of ``config``'s documents (built on first use) with its model's tokenizer (no weights)."""
+    from fathom.data.cache import prepare_corpus
+    from fathom.data.tokenize import resolve_eod_token_id
+    from fathom.model.load import load_configured_tokenizer
+
+    tokenizer = load_configured_tokenizer(config.model)
+    return prepare_corpus(config, tokenizer, resolve_eod_token_id(tokenizer, config.data.eod_token))
+
+
+def data_stats(config: FathomConfig, cache) -> dict:
+    """What ``fathom data stats`` reports, as one JSON-ready object."""
+    meta = cache.meta
+    train = cache.train_documents()
+    lengths = train.lengths
+    phases = []
+    for phase_cfg, plan in zip(config.phases(), plan_phases(config), strict=True):
+        mix = mix_for(phase_cfg, lengths)
+        phases.append(
+            {
+                "name": plan.name,
+                "max_seq_length": plan.max_seq_length,
+                "rows": plan.rows,
+                "tokens": plan.trained_tokens,
+                "padding_fraction": 0.0,  # rows are packed to exactly max_seq_length
+                "long_threshold": mix.long_threshold,
+                "long_documents": mix.long_documents,
+                "natural_long_share": round(mix.natural_long_share, 4),
+                "long_share": round(mix.long_share, 4),
+                "long_weight": round(mix.long_weight, 4),
+                "short_weight": round(mix.short_weight, 4),
+                "passes_over_corpus": round(mix.passes(plan.trained_tokens), 3),
+            }
+        )
+    return {
+        "cache": str(cache.folder),
+        "sources": meta["sources"],
+        "files_read": meta["files_read"],
+        "skipped": len(meta["skipped"]),
+        "skipped_by_reason": meta["skipped_by_reason"],
+        "skipped_files": meta["skipped"],
+        "documents": meta["documents"],
+        "tokens": meta["tokens"],
+        "train_documents": len(train),
+        "train_tokens": int(lengths.sum()),
+        "held_out_documents": meta["held_out_documents"],
+        "duplicates_removed": meta["duplicates_removed"],
+        "length_histogram": cache.length_histogram("train"),
+        "phases": phases,
+    }
