@@ -273,6 +273,18 @@ def write_rope_record(
     readme.write_text(existing.rstrip() + "\n\n## RoPE (fathom)\n\n" + note, encoding="utf-8")
 
 
+@dataclass(frozen=True)
+class RopeRecord:
+    """What every adapter folder of a run records about RoPE: the setting trained with, the base's own."""
+
+    setting: RopeSetting
+    base_setting: RopeSetting
+    base_name: str  # what from_pretrained loaded: named in the loading code
+
+    def write(self, folder: Path, final_path: Path) -> None:
+        write_rope_record(folder, final_path, self.setting, self.base_setting, self.base_name)
+
+
 def read_rope_record(folder: str | Path) -> RopeSetting | None:
     """The RoPE setting an adapter folder was trained with, or None (no record: trained before this existed)."""
     path = Path(folder) / ROPE_RECORD

@@ -18,11 +18,11 @@ Phase folders also hold the live ``logs/``, so their files are moved in one by o
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,11 +30,15 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from fathom.config import FathomConfig, config_to_yaml
+from fathom.config import ConfigError, FathomConfig, config_from_dict, config_to_yaml, validate
+from fathom.errors import RunExistsError
+from fathom.fsutil import atomic_dir, atomic_write_text
+from fathom.model.adapter import ADAPTER_WEIGHTS, CONFIG_FILE
+from fathom.model.rope import RopeRecord
 
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
+logger = logging.getLogger("fathom")
+
 TRAINER_STATE = "trainer_state.json"
-CONFIG_FILE = "fathom_config.yaml"
 OPTIMIZER_FILE = "optimizer.safetensors"
 OPTIMIZER_META = "optimizer.json"
 RNG_FILE = "rng.safetensors"
@@ -60,6 +64,12 @@ class TrainerState:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
+    def reset_phase_progress(self) -> None:
+        """Zero the counters of the phase in progress: a phase begins (its index is set by the caller)."""
+        self.phase_step = self.phase_tokens_seen = self.phase_rows_consumed = 0
+        self.phase_complete = False
+        self.log_history = []
+
     @classmethod
     def from_file(cls, path: Path) -> TrainerState:
         try:
@@ -69,20 +79,11 @@ class TrainerState:
             raise ValueError(f"{path}: not a readable fathom trainer state ({exc})") from None
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 class RunLayout:
     """Paths of one run's output folder, and the writers and readers of its checkpoints."""
 
     def __init__(self, output_dir: str | Path) -> None:
         self.root = Path(output_dir)
-        # Called with every adapter folder before it is moved into place, and the path it will have
-        # (the loop writes the RoPE record there).
-        self.describe_adapter: Callable[[Path, Path], None] | None = None
 
     # paths -------------------------------------------------------------------------------------
     def phase_dir(self, name: str) -> Path:
@@ -125,26 +126,24 @@ class RunLayout:
     # writing -----------------------------------------------------------------------------------
     def write_run_config(self, config: FathomConfig) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(self.config_file, config_to_yaml(config))
+        atomic_write_text(self.config_file, config_to_yaml(config))
 
-    def _tmp_dir(self, parent: Path, name: str) -> Path:
-        parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=parent))
-
+    @staticmethod
     def _write_adapter(
-        self,
         folder: Path,
         model,
         tokenizer,
         config: FathomConfig,
         state: TrainerState | None,
+        record: RopeRecord | None,
+        final_path: Path,
         adapter_state: dict[str, torch.Tensor] | None = None,
-        final_path: Path | None = None,
     ) -> None:
+        """An adapter folder's files into ``folder`` (to be renamed to ``final_path``, which the README names)."""
         # adapter_state: the gathered weights when the model is sharded (FSDP); else PEFT reads the model
         model.save_pretrained(folder, safe_serialization=True, state_dict=adapter_state)
-        if self.describe_adapter is not None:
-            self.describe_adapter(folder, final_path or folder)
+        if record is not None:
+            record.write(folder, final_path)
         if tokenizer is not None:
             tokenizer.save_pretrained(folder)
         (folder / CONFIG_FILE).write_text(config_to_yaml(config), encoding="utf-8")
@@ -152,14 +151,18 @@ class RunLayout:
             (folder / TRAINER_STATE).write_text(state.to_json(), encoding="utf-8")
 
     def save_phase(
-        self, name: str, model, tokenizer, config: FathomConfig, state: TrainerState, adapter_state=None
+        self, name: str, model, tokenizer, config: FathomConfig, state: TrainerState, record=None, adapter_state=None
     ) -> Path:
-        """The user-facing checkpoint of a finished phase; its live logs/ folder is kept."""
+        """The user-facing checkpoint of a finished phase; its live logs/ folder is kept.
+
+        The files are written to a temporary folder, then moved in one by one, ``trainer_state.json``
+        last: a phase folder holding that file is complete.
+        """
         target = self.phase_dir(name)
         target.mkdir(parents=True, exist_ok=True)
-        tmp = self._tmp_dir(self.root, name)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=self.root))
         try:
-            self._write_adapter(tmp, model, tokenizer, config, state, adapter_state, target)
+            self._write_adapter(tmp, model, tokenizer, config, state, record, target, adapter_state)
             files = sorted(tmp.iterdir(), key=lambda p: p.name == TRAINER_STATE)  # the state file last
             for item in files:
                 dest = target / item.name
@@ -171,15 +174,11 @@ class RunLayout:
         return target
 
     def save_final(
-        self, dirname: str, model, tokenizer, config: FathomConfig, state: TrainerState, adapter_state=None
+        self, dirname: str, model, tokenizer, config: FathomConfig, state: TrainerState, record=None, adapter_state=None
     ) -> Path:
         target = self.final_dir(dirname)
-        tmp = self._tmp_dir(self.root, dirname)
-        try:
-            self._write_adapter(tmp, model, tokenizer, config, state, adapter_state, target)
-            self._replace_dir(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_dir(target) as tmp:
+            self._write_adapter(tmp, model, tokenizer, config, state, record, target, adapter_state)
         return target
 
     def save_checkpoint(
@@ -190,6 +189,7 @@ class RunLayout:
         state: TrainerState,
         rng_state: dict[str, torch.Tensor],
         keep: int,
+        record: RopeRecord | None = None,
         adapter_state: dict[str, torch.Tensor] | None = None,
     ) -> Path:
         """A resumable checkpoint; older ones beyond ``keep`` are removed once this one is complete.
@@ -198,34 +198,16 @@ class RunLayout:
         world size and strategy can resume from it.
         """
         target = self.checkpoints_dir / f"step-{state.global_step:07d}"
-        tmp = self._tmp_dir(self.checkpoints_dir, target.name)
-        try:
-            model.save_pretrained(tmp, safe_serialization=True, state_dict=adapter_state)
-            if self.describe_adapter is not None:
-                self.describe_adapter(tmp, target)
+        with atomic_dir(target) as tmp:
+            self._write_adapter(tmp, model, None, config, None, record, target, adapter_state)
             tensors, meta = flatten_optimizer_state(optimizer_state)
             save_file(tensors, str(tmp / OPTIMIZER_FILE))
             (tmp / OPTIMIZER_META).write_text(json.dumps(meta), encoding="utf-8")
             save_file({k: v.contiguous() for k, v in rng_state.items()}, str(tmp / RNG_FILE))
-            (tmp / CONFIG_FILE).write_text(config_to_yaml(config), encoding="utf-8")
             (tmp / TRAINER_STATE).write_text(state.to_json(), encoding="utf-8")
-            self._replace_dir(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         for old in self.checkpoints()[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
         return target
-
-    @staticmethod
-    def _replace_dir(tmp: Path, target: Path) -> None:
-        if target.exists():
-            old = target.with_name(f".old-{target.name}")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
 
     # reading -----------------------------------------------------------------------------------
     @staticmethod
@@ -244,6 +226,75 @@ class RunLayout:
                 f"{folder}: checkpoint is damaged ({exc}); remove it to resume from an older one"
             ) from None
         return state, adapter, unflatten_optimizer_state(optim_tensors, meta), rng
+
+
+# Fields whose change makes a checkpoint meaningless for the run being resumed.
+_RESUME_MUST_MATCH = (
+    ("model", "name_or_path"),
+    ("lora", None),
+    ("data", "paths"),
+    ("train", "total_tokens"),
+    ("train", "progressive"),
+    ("train", "schedule"),
+    ("train", "seed"),
+)
+
+
+@dataclass
+class ResumePoint:
+    """Where a run starts: from scratch, from its newest complete checkpoint, or nowhere (it is done)."""
+
+    checkpoint: Path | None = None  # None: from the beginning
+    saved_config: FathomConfig | None = None  # the config the run in the folder was started with
+    state: TrainerState | None = None  # the checkpoint's trainer state
+
+    @property
+    def run_complete(self) -> bool:
+        return self.state is not None and self.state.run_complete
+
+
+def _check_resume_compatible(saved: FathomConfig, current: FathomConfig) -> None:
+    a, b = saved.to_dict(), current.to_dict()
+    for section, key in _RESUME_MUST_MATCH:
+        left = a[section] if key is None else a[section][key]
+        right = b[section] if key is None else b[section][key]
+        if left != right:
+            where = section if key is None else f"{section}.{key}"
+            raise ConfigError(
+                f"{where}: differs from the run being resumed ({left!r} there, {right!r} now); "
+                "resume with the same value or start a new output_dir"
+            )
+
+
+def _load_saved_config(layout: RunLayout) -> FathomConfig | None:
+    import yaml
+
+    if not layout.config_file.is_file():
+        return None
+    saved = config_from_dict(yaml.safe_load(layout.config_file.read_text(encoding="utf-8")))
+    validate(saved, check_paths=False)
+    return saved
+
+
+def resume_point(layout: RunLayout, config: FathomConfig, resume: bool) -> ResumePoint:
+    """Where the run in ``layout`` starts; refuses a folder holding a run without ``resume``, or a changed config."""
+    if not layout.holds_a_run():
+        if resume:
+            logger.warning("--resume: %s holds no run yet; starting from the beginning", layout.root)
+        return ResumePoint()
+    if not resume:
+        raise RunExistsError(
+            f"output_dir: {layout.root} already holds a run; pass --resume to continue it, "
+            "or choose another output_dir (nothing was changed)"
+        )
+    saved = _load_saved_config(layout)
+    if saved is not None:
+        _check_resume_compatible(saved, config)
+    checkpoint = layout.latest_checkpoint()
+    if checkpoint is None:
+        logger.warning("--resume: %s has no complete checkpoint yet; starting from the beginning", layout.root)
+        return ResumePoint(saved_config=saved)
+    return ResumePoint(checkpoint, saved, TrainerState.from_file(checkpoint / TRAINER_STATE))
 
 
 def flatten_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:

@@ -49,6 +49,13 @@ class World:
     def distributed(self) -> bool:
         return self.size > 1
 
+    def on_main(self, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)`` on rank 0 only, its result there; None on the other ranks.
+
+        The one gate for a run's side effects (logs, TensorBoard, files), so they happen once.
+        """
+        return fn(*args, **kwargs) if self.is_main else None
+
 
 def resolve_strategy(requested: str, world_size: int) -> str:
     """single for one process; auto means fsdp under an accelerate FSDP launch, else ddp."""
