@@ -72,7 +72,7 @@ def prepared_lengths(config: FathomConfig):
     Never reaches for the network (a Hub model id gives None) and never builds the cache.
     """
     from fathom.data.cache import find_corpus
-    from fathom.data.tokenize import resolve_eod_token_id
+    from fathom.data.eod import resolve_eod_token_id
     from fathom.model.load import load_tokenizer
     from fathom.model.sources import SMOLLM2_ALIAS, resolve_model_source
 
@@ -90,7 +90,7 @@ def prepared_lengths(config: FathomConfig):
 def prepare_configured_corpus(config: FathomConfig):
     """The token cache of ``config``'s documents (built on first use) with its model's tokenizer (no weights)."""
     from fathom.data.cache import prepare_corpus
-    from fathom.data.tokenize import resolve_eod_token_id
+    from fathom.data.eod import resolve_eod_token_id
     from fathom.model.load import load_configured_tokenizer
 
     tokenizer = load_configured_tokenizer(config.model)

@@ -85,7 +85,7 @@ def _haystack(request: EvalRequest) -> list[str]:
         return []
     from fathom.config import load_config
     from fathom.data.cache import prepare_corpus
-    from fathom.data.tokenize import resolve_eod_token_id
+    from fathom.data.eod import resolve_eod_token_id
     from fathom.model.load import load_tokenizer
     from fathom.model.sources import resolve_model_source
 

@@ -27,9 +27,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from fathom.config import ConfigError, FathomConfig, check_strategy_fits_model
 from fathom.data.cache import DocumentView, prepare_corpus
+from fathom.data.eod import resolve_eod_token_id
 from fathom.data.loader import PhaseLoader
 from fathom.data.mix import PhaseMix, document_weights, mix_for
-from fathom.data.tokenize import resolve_eod_token_id
 from fathom.errors import TrainingStopped
 from fathom.labels import IGNORE_INDEX
 from fathom.model.adapter import loading_code

@@ -4,8 +4,8 @@ import json
 
 from transformers import AutoTokenizer
 
+from fathom.data.eod import resolve_eod_token_id
 from fathom.data.ingest import read_documents
-from fathom.data.tokenize import resolve_eod_token_id
 
 
 def test_shared_tokenizer_is_really_qwen(qwen_tokenizer_dir):
