@@ -23,10 +23,10 @@ import torch
 
 from fathom.config import LoraConfig, ModelConfig
 from fathom.data.loader import PhaseLoader
+from fathom.estimate import HARDWARE, KNOWN_SHAPES, ModelShape, Options, estimate_memory, flops_per_token
 from fathom.model.load import load_model
 from fathom.model.lora import apply_lora
 from fathom.model.loss import causal_lm_loss_sum, resolve_loss_implementation
-from fathom.planner import HARDWARE, KNOWN_SHAPES, ModelShape, Options, estimate_memory, flops_per_token
 
 TINY = ModelShape(2, 128, 256, 4, 2, 32, 1024, False, True)
 
@@ -123,11 +123,11 @@ def run_variant(folder: Path, shape: ModelShape, quant: str, lengths: list[int],
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", default="Qwen/Qwen2.5-7B", help="a model of fathom.planner.KNOWN_SHAPES, or tiny")
+    parser.add_argument("--shape", default="Qwen/Qwen2.5-7B", help="a model of fathom.estimate.KNOWN_SHAPES, or tiny")
     parser.add_argument("--lengths", default="4096,16384,32768")
     parser.add_argument("--quant", default="none,4bit")
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--hardware", default="h200-141gb", help="peak FLOPs for the MFU (fathom.planner.HARDWARE)")
+    parser.add_argument("--hardware", default="h200-141gb", help="peak FLOPs for the MFU (fathom.estimate.HARDWARE)")
     args = parser.parse_args()
     shape = TINY if args.shape == "tiny" else KNOWN_SHAPES[args.shape]
     lengths = [int(x) for x in args.lengths.split(",")]

@@ -13,7 +13,7 @@ LAYERS = [
     {"config"},
     {"data", "model", "demo"},
     {"schedule"},
-    {"planner"},
+    {"estimate"},
     {"reports", "eval"},
     {"train"},
     {"cli"},

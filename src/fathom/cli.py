@@ -179,7 +179,7 @@ def _print_hardware_table(console, rows: list[dict], phases: list[str]) -> None:
         table.add_row(f"{hw['label']} ({hw['key']})", *cells)
     console.print(table)
     console.print(
-        "time at the stated utilization of each device's dense bf16 peak (40% GPUs, 30% Apple); see fathom.planner"
+        "time at the stated utilization of each device's dense bf16 peak (40% GPUs, 30% Apple); see fathom.estimate"
     )
     if rows and rows[0]["rate_note"]:
         console.print(f"this machine: {rows[0]['rate_note']}, training at {rows[0]['mfu']:.0%} of it")
@@ -188,7 +188,7 @@ def _print_hardware_table(console, rows: list[dict], phases: list[str]) -> None:
 def _print_hardware_detail(console, hw: dict) -> None:
     from rich.table import Table
 
-    from fathom.planner import MEMORY_PARTS
+    from fathom.estimate import MEMORY_PARTS
 
     table = Table(title=f"{hw['label']}: {hw['memory_gib']:.0f} GiB, time at {hw['mfu']:.0%} of the bf16 peak")
     for column in ("phase", *MEMORY_PARTS, "total", "verdict", "time"):

@@ -19,7 +19,7 @@ MIX_HINT = "length mix per phase: shown once the corpus is prepared (fathom prep
 def plan_report(config: FathomConfig, world_size: int = 1, hardware_keys: list[str] | None = None) -> dict:
     """``plan_summary`` plus ``hardware`` / ``model_shape`` (or ``hardware_note``), per-phase ``rope`` and
     ``length_mix`` (or ``length_mix_note``)."""
-    from fathom.planner import hardware_choices, plan_hardware
+    from fathom.estimate import hardware_choices, plan_hardware
 
     unknown = [k for k in hardware_keys or [] if k not in hardware_choices()]
     if unknown:
@@ -50,8 +50,8 @@ def plan_report(config: FathomConfig, world_size: int = 1, hardware_keys: list[s
 def phase_rope_report(config: FathomConfig, plans: list[PhasePlan]) -> list[dict] | None:
     """Each phase's RoPE (model.rope_* and per-phase overrides resolved against the model's own), or None
     when the model's config cannot be read."""
+    from fathom.estimate import native_rope
     from fathom.model.rope import phase_ropes
-    from fathom.planner import native_rope
 
     m = config.model
     native = native_rope(m.name_or_path, m.revision, m.trust_remote_code)

@@ -593,7 +593,7 @@ def _plan_ropes(config: FathomConfig, plans: list[PhasePlan], native: RopeSettin
 
 def _oom_advice(plan: PhasePlan, config: FathomConfig, device: torch.device) -> str:
     """The planner's fixes for this phase on this GPU, or the generic list when it cannot tell."""
-    from fathom.planner import oom_advice
+    from fathom.estimate import oom_advice
 
     memory_gib = None
     if device.type == "cuda":

@@ -12,7 +12,7 @@ from conftest import REPO, hang_guard, small_run_config, write_config
 
 from fathom.cli import main
 from fathom.config import load_config
-from fathom.planner import HARDWARE, KNOWN_SHAPES, ModelShape, Options, estimate_memory, judge, model_shape
+from fathom.estimate import HARDWARE, KNOWN_SHAPES, ModelShape, Options, estimate_memory, judge, model_shape
 from fathom.schedule import plan_phases
 
 SHIPPED_7B = REPO / "configs" / "qwen2.5-7b-maritime-32k.yaml"

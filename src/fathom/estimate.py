@@ -25,7 +25,7 @@ compute dtype, H hidden, I MLP width, L layers, V vocabulary, q/kv = query/key-v
 Time: FLOPs per trained token = 2 N (forward) + 2 N (backward through the frozen base to the
 adapter) + 2 N more with checkpointing (the recompute), + attention 6 x L x seq x q (causal) and
 the output layer (4 V H); at a stated model FLOPs utilization (MFU) of the hardware's dense bf16
-peak. The CPU test in tests/test_planner.py keeps the activation + loss part within 30% of a
+peak. The CPU test in tests/test_estimate.py keeps the activation + loss part within 30% of a
 measured peak.
 """
 
