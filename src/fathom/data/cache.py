@@ -346,7 +346,7 @@ def prepare_corpus(config, tokenizer, eod_id: int, progress: bool = True) -> Cor
         return cache
     try:
         with atomic_dir(folder, replace=False) as tmp:
-            meta = _build(tmp, sources, settings, entry.tokenizer_json, eod_id, config.data.num_proc, progress)
+            meta = _tokenize_into(tmp, sources, settings, entry.tokenizer_json, eod_id, config.data.num_proc, progress)
             meta |= {
                 "key": key,
                 "paths": list(config.data.paths),
@@ -361,7 +361,7 @@ def prepare_corpus(config, tokenizer, eod_id: int, progress: bool = True) -> Cor
     return CorpusCache(folder)
 
 
-def _build(
+def _tokenize_into(
     folder: Path,
     sources: list[str],
     settings: CleaningSettings,
