@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, hang_guard
+from helpers import REPO, hang_guard
 
 from fathom.cli import main
 
@@ -166,7 +166,7 @@ def test_demo_runs_with_no_config(tmp_path):
 def test_generate_reads_a_long_document_and_warns_beyond_the_trained_length(
     tmp_path, local_model_dir, synthetic_corpus, capsys
 ):
-    from conftest import small_run_config, write_config
+    from helpers import small_run_config, write_config
 
     out = tmp_path / "run"
     cfg = small_run_config(local_model_dir, [synthetic_corpus], out, total_tokens=1024)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, hang_guard, small_run_config, write_config
+from helpers import REPO, hang_guard, small_run_config, write_config
 
 from fathom.cli import main
 from fathom.config import load_config

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import small_run_config, write_config
+from helpers import small_run_config, write_config
 
 from fathom.cli import main
 

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import small_run_config, write_config
+from helpers import small_run_config, write_config
 
 from fathom.cli import main
 from fathom.eval.perplexity import bucket_label, loss_by_position, position_buckets

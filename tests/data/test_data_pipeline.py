@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import small_run_config, train_bpe_tokenizer, write_config
+from helpers import small_run_config, train_bpe_tokenizer, write_config
 
 from fathom.cli import main
 from fathom.config import load_config

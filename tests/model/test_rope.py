@@ -7,7 +7,7 @@ import logging
 
 import pytest
 import torch
-from conftest import build_tiny_model, small_run_config, train_bpe_tokenizer, write_config
+from helpers import build_tiny_model, small_run_config, train_bpe_tokenizer, write_config
 
 from fathom.cli import main
 from fathom.config import ConfigError, RopeScalingConfig, config_from_dict, config_to_yaml, load_config, validate

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import small_run_config, write_config
+from helpers import small_run_config, write_config
 from safetensors.torch import load_file
 
 from fathom.cli import main

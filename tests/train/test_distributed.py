@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import hang_guard, small_run_config, write_config
+from helpers import REPO, hang_guard, small_run_config, write_config
 from safetensors.torch import load_file
 
 PHASE_DIRS = ["Phase_1a_Short", "Phase_1b_Medium", "Phase_1c_Long", "final_256_model"]
@@ -210,7 +210,7 @@ def test_accelerate_fsdp_config_selects_fsdp_and_evaluates_on_every_rank(tmp_pat
     cfg = two_configs(
         "acc", evaluation={"enabled": True, "depths": 2}, micro_batch_size=1, gradient_accumulation_steps=1
     )
-    shipped = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "fsdp.yaml"
+    shipped = REPO / "configs" / "accelerate" / "fsdp.yaml"
     proc = _accelerate_launch(cfg, "--config_file", str(shipped))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "train.strategy auto: fsdp" in proc.stderr and "sharded over 2 ranks" in proc.stderr
