@@ -1,1 +1,2 @@
-"""Evaluation: generation on a long document (more to come: needle heatmaps, perplexity by position)."""
+"""Evaluation: needles and perplexity by position (runner), RULER, generation on a long document;
+``command`` is what ``fathom eval`` runs."""

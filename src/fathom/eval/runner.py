@@ -88,13 +88,13 @@ def evaluate_models(
     Each adapter runs with the RoPE setting it was trained with (its record), the base with its own;
     ``rope`` (e.g. 'yarn:2') overrides both.
     """
-    from fathom.model.adapter import inference_rope, load_for_inference
+    from fathom.model.adapter import inference_rope, load_for_inference, read_adapter
     from fathom.model.rope import apply_rope, model_rope, warn_if_mismatch
 
     model, tokenizer, device = load_for_inference(base, None, rope=rope)
     base_rope = model_rope(model.config)
     ropes = [base_rope] + [inference_rope(model, a, rope) or base_rope for a in adapters]
-    if adapters and (Path(adapters[-1]) / "tokenizer_config.json").is_file():
+    if adapters and read_adapter(adapters[-1]).has_tokenizer:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(adapters[-1])
