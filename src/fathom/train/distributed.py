@@ -100,6 +100,16 @@ def barrier(world: World) -> None:
         dist.barrier()
 
 
+@contextlib.contextmanager
+def main_first(world: World):
+    """Rank 0 runs the block first (it builds the token cache), the other ranks after it (they read it)."""
+    if not world.is_main:
+        barrier(world)
+    yield
+    if world.is_main:
+        barrier(world)
+
+
 def all_reduce_sum(world: World, values: list[float], device: torch.device) -> list[float]:
     """Sum numbers over the ranks (token counts, loss sums)."""
     if not world.distributed:

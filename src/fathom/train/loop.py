@@ -123,11 +123,8 @@ def _train(config: FathomConfig, resume: bool, world: distributed.World) -> RunR
 
     # The documents before the model: a corpus with nothing usable is reported in seconds, not after loading.
     tokenizer = load_configured_tokenizer(config.model)
-    if not world.is_main:
-        distributed.barrier(world)  # rank 0 builds the token cache; the others then read it
-    token_docs, held_out = _prepare_documents(config, tokenizer)
-    if world.is_main:
-        distributed.barrier(world)
+    with distributed.main_first(world):  # rank 0 builds the token cache; the others then read it
+        token_docs, held_out = _prepare_documents(config, tokenizer)
     torch.manual_seed(config.train.seed)
     loaded = load_model(
         config.model,
@@ -433,10 +430,13 @@ def _save_on_interrupt(run: _Run, committed: tuple[int, dict]) -> None:
             "interrupted: under FSDP the last written checkpoint in %s stands; continue with --resume",
             run.layout.checkpoints_dir,
         )
-    elif run.world.is_main:
-        checkpoint = save(run, rng=rng)
-        logger.warning(
-            "interrupted: state of step %d saved to %s; continue with --resume", run.state.global_step, checkpoint
+    else:
+        checkpoint = save(run, rng=rng)  # written by rank 0; under DDP nothing is gathered, so no rank waits
+        run.world.on_main(
+            logger.warning,
+            "interrupted: state of step %d saved to %s; continue with --resume",
+            run.state.global_step,
+            checkpoint,
         )
 
 
