@@ -103,16 +103,18 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     console = Console()
     if not console.is_terminal:  # piped or logged: do not squeeze the tables into 80 columns
         console = Console(width=160)
-    table = Table(title=f"fathom plan: {config.model.name_or_path} -> {config.output_dir}/{summary['final_model_dir']}")
+    finals = [summary[k] for k in ("final_model_dir", "final_instruct_model_dir") if summary.get(k)]
+    table = Table(title=f"fathom plan: {config.model.name_or_path} -> {config.output_dir}/{' + '.join(finals)}")
     columns = ["phase", "max_seq_length", "tokens", "share", "rows", "tokens / step", "steps", "RoPE"]
     for column in columns:
         table.add_column(column, justify="left" if column in ("phase", "RoPE") else "right", no_wrap=True)
     for p in summary["phases"]:
+        sft = p["kind"] == "sft"
         table.add_row(
             p["name"],
             f"{p['max_seq_length']:,}",
-            f"{p['tokens']:,}",
-            f"{p['tokens'] / max(config.train.total_tokens, 1):.0%}",
+            f"{p['tokens']:,}" if p["tokens"] or not sft else "from data",
+            "Phase 2" if sft else f"{p['tokens'] / max(config.train.total_tokens, 1):.0%}",
             f"{p['rows']:,}",
             f"{p['tokens_per_step']:,}",
             f"{p['steps']:,}",
@@ -141,8 +143,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             + ", ".join(
                 f"{p['name']} {p['length_mix']['natural_long_share']:.0%} -> {p['length_mix']['long_share']:.0%}"
                 for p in summary["phases"]
+                if "length_mix" in p
             )
         )
+    if summary.get("sft_note"):
+        console.print(summary["sft_note"])
     if "hardware" not in summary:
         console.print(f"memory and time estimates unavailable: {summary['hardware_note']}")
     elif args.gpu:

@@ -319,8 +319,6 @@ class TrainConfig:
 
     def problems(self) -> Iterator[str]:
         yield from _positive("train.total_tokens", self.total_tokens)
-        if not self.schedule:
-            yield "train.schedule: needs at least one phase"
         seen: set[str] = set()
         previous = 0
         for i, phase in enumerate(self.schedule):
@@ -380,6 +378,74 @@ class EvalConfig:
 
 
 @dataclass
+class SftConfig:
+    """Phase 2: instruction tuning on long examples (document QA, chat, Alpaca), after the Phase-1 phases."""
+
+    paths: list[str] = _help(
+        "Instruction data: .jsonl/.json/.parquet files, folders, globs, datasets folders or hf:<id>. Records: "
+        "{messages}, ShareGPT {conversations}, Alpaca {instruction, input, output}, or document QA "
+        "{document | document_path, question, answer, system}.",
+        default_factory=list,
+    )
+    name: str = _help("Phase name; also the name of its folder.", default="Phase_2_Instruct")
+    max_seq_length: int = _help("Tokens per packed row; longer examples are cut inside their document.", default=32768)
+    epochs: float = _help(
+        "Passes over the instruction examples (the phase's budget, unless total_tokens).", default=2.0
+    )
+    total_tokens: int | None = _help("Token budget of the phase instead of epochs (null: from epochs).", default=None)
+    learning_rate: float = _help("Peak learning rate of Phase 2 (warmup and decay as in train).", default=1.0e-4)
+    replay_fraction: float = _help(
+        "Share of rows drawn from the Phase-1 corpus (plain language modelling) to keep the domain knowledge.",
+        default=0.1,
+    )
+    long_fraction: float | None = _help(
+        "Share of tokens from examples of at least max_seq_length / 2 (upsampled as in data mixing; null: natural).",
+        default=0.5,
+    )
+    short_instruction_paths: list[str] = _help(
+        "Optional general (short) instruction data mixed in, same formats as paths.", default_factory=list
+    )
+    prompt_template: str = _help(
+        "The user turn of a document-QA record: where {document} and {question} go.",
+        default="{document}\n\nQuestion: {question}",
+    )
+    system: str | None = _help(
+        "System prompt for records without one (null: the chat template's default).", default=None
+    )
+    init_adapter: str | None = _help(
+        "Start Phase 2 from this adapter folder instead of continuing the Phase-1 LoRA (e.g. with an empty "
+        "train.schedule: Phase 2 only).",
+        default=None,
+    )
+
+    def problems(self, phase_names: list[str]) -> Iterator[str]:
+        if not self.paths:
+            yield "sft.paths: give at least one file or folder of instruction data"
+        if not self.name or any(c in self.name for c in "/\\") or self.name in (".", ".."):
+            yield f"sft.name: '{self.name}' cannot name a folder; use letters, digits, _ and -"
+        if self.name in phase_names:
+            yield f"sft.name: '{self.name}' is also a train.schedule phase; phase names must be unique"
+        if self.name in ("checkpoints", "logs") or self.name.startswith("final_"):
+            yield f"sft.name: '{self.name}' is reserved for fathom's own folders; rename the phase"
+        yield from _positive("sft.max_seq_length", self.max_seq_length)
+        yield from _positive("sft.epochs", self.epochs)
+        if self.total_tokens is not None:
+            yield from _positive("sft.total_tokens", self.total_tokens)
+        yield from _positive("sft.learning_rate", self.learning_rate)
+        if not 0 <= self.replay_fraction < 1:
+            yield f"sft.replay_fraction: must be in [0, 1), got {self.replay_fraction}"
+        if self.long_fraction is not None and not 0 <= self.long_fraction <= 1:
+            yield f"sft.long_fraction: must be in [0, 1], got {self.long_fraction}"
+        missing = [k for k in ("{document}", "{question}") if k not in self.prompt_template]
+        if missing:
+            yield f"sft.prompt_template: must contain {' and '.join(missing)}, got {self.prompt_template!r}"
+
+    def phase(self) -> PhaseConfig:
+        """Phase 2 as a schedule phase (its RoPE follows model.rope_*; its mix is set by long_fraction)."""
+        return PhaseConfig(name=self.name, max_seq_length=self.max_seq_length, token_fraction=1.0)
+
+
+@dataclass
 class FathomConfig:
     """A whole fathom run."""
 
@@ -388,17 +454,29 @@ class FathomConfig:
     data: DataConfig = _help("The training documents.", default_factory=DataConfig)
     train: TrainConfig = _help("Schedule and optimization.", default_factory=TrainConfig)
     eval: EvalConfig = _help("Evaluation at the end of each phase.", default_factory=EvalConfig)
+    sft: SftConfig | None = _help(
+        "Phase 2, instruction tuning with long examples, after the train.schedule phases (null: none).",
+        default=None,
+    )
     output_dir: str = _help(
         "Folder for phase checkpoints, the final model and TensorBoard logs.",
         default="qwen-maritime-longcontext-cpt",
     )
 
     def phases(self) -> list[PhaseConfig]:
-        """The phases that will run: the schedule, or one phase at the longest length if not progressive."""
-        if self.train.progressive:
+        """The Phase-1 phases that will run: the schedule, or one phase at the longest length if not progressive."""
+        if self.train.progressive or not self.train.schedule:
             return list(self.train.schedule)
         longest = max(self.train.schedule, key=lambda p: p.max_seq_length)
         return [dataclasses.replace(longest, token_fraction=1.0)]
+
+    def needs_corpus(self) -> bool:
+        """Whether data.paths is read: by Phase 1, or by Phase 2's replayed rows."""
+        return bool(self.train.schedule) or (self.sft is not None and self.sft.replay_fraction > 0)
+
+    def phase_configs(self) -> list[PhaseConfig]:
+        """Every phase of the run, index for index with ``plan_phases``: Phase 1's, then Phase 2's."""
+        return self.phases() + ([self.sft.phase()] if self.sft is not None else [])
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -704,7 +782,7 @@ def validate(config: FathomConfig, check_paths: bool = True) -> None:
         [
             *m.problems(),
             *config.lora.problems(),
-            *config.data.problems(check_paths),
+            *config.data.problems(check_paths and config.needs_corpus()),
             *t.problems(),
             *strategy_problems(t.strategy, m),
             *(
@@ -717,6 +795,12 @@ def validate(config: FathomConfig, check_paths: bool = True) -> None:
             ),
             *([] if config.output_dir else ["output_dir: must name a folder"]),
             *config.eval.problems(),
+            *(config.sft.problems([p.name for p in t.schedule]) if config.sft is not None else []),
+            *(
+                ["train.schedule: needs at least one phase (or an sft section for Phase 2 alone)"]
+                if not t.schedule and config.sft is None
+                else []
+            ),
         ]
     )
 

@@ -509,13 +509,13 @@ def judge(shape: ModelShape, config: FathomConfig, hardware: Hardware, phase: Ph
     return Verdict(hardware, phase, est, est.total <= limit, fixes if fixed else [], fixed, hours)
 
 
-def plan_hardware(config: FathomConfig, keys: list[str] | None = None) -> dict:
+def plan_hardware(config: FathomConfig, keys: list[str] | None = None, sft_rows_per_epoch: int | None = None) -> dict:
     """Verdicts of every phase on the chosen hardware (this machine, then the whole table, by default), JSON-ready."""
     shape = model_shape(config.model.name_or_path, config.model.revision, config.model.trust_remote_code)
     out = {"model_shape": shape.__dict__ | {"parameters": shape.parameters}, "hardware": []}
     for key in keys or hardware_choices():
         hw = hardware_by_key(key)
-        phases = plan_phases(config, world_size=hw.devices)
+        phases = plan_phases(config, hw.devices, sft_rows_per_epoch)
         rows = []
         for phase in phases:
             v = judge(shape, config, hw, phase)

@@ -28,13 +28,16 @@ def plan_report(config: FathomConfig, world_size: int = 1, hardware_keys: list[s
         close = difflib.get_close_matches(unknown[0], hardware_choices(), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"--gpu: unknown hardware '{unknown[0]}'{hint}; choose from {', '.join(hardware_choices())}")
-    summary = plan_summary(config, world_size)
+    sft_rows, sft_note = sft_rows_per_epoch(config)
+    summary = plan_summary(config, world_size, sft_rows)
+    if sft_note:
+        summary["sft_note"] = sft_note
     try:
-        hardware = plan_hardware(config, hardware_keys)
+        hardware = plan_hardware(config, hardware_keys, sft_rows)
         summary["hardware"], summary["model_shape"] = hardware["hardware"], hardware["model_shape"]
     except ValueError as exc:  # the model's config cannot be read (offline, unknown id)
         summary["hardware_note"] = str(exc)
-    plans = plan_phases(config, world_size)
+    plans = plan_phases(config, world_size, sft_rows)
     for phase, rope in zip(summary["phases"], phase_rope_report(config, plans) or [None] * len(plans), strict=True):
         if rope is not None:
             phase["rope"] = rope
@@ -42,9 +45,41 @@ def plan_report(config: FathomConfig, world_size: int = 1, hardware_keys: list[s
     if lengths is None:
         summary["length_mix_note"] = MIX_HINT
     else:
-        for phase_cfg, phase in zip(config.phases(), summary["phases"], strict=True):
+        for phase_cfg, phase in zip(config.phases(), summary["phases"], strict=False):  # Phase 2 mixes examples
             phase["length_mix"] = mix_for(phase_cfg, lengths).to_dict()
     return summary
+
+
+def _local_tokenizer(config: FathomConfig):
+    """The configured model's tokenizer when it is on this machine (a folder or the demo's), else None."""
+    from fathom.model.load import load_tokenizer
+    from fathom.model.sources import SMOLLM2_ALIAS, resolve_model_source
+
+    name = config.model.name_or_path
+    if not (Path(name).exists() or name == SMOLLM2_ALIAS):
+        return None  # a Hub id: do not reach for the network just to plan
+    try:
+        return load_tokenizer(resolve_model_source(name), config.model)
+    except (OSError, ValueError, ImportError):
+        return None
+
+
+def sft_rows_per_epoch(config: FathomConfig) -> tuple[int | None, str | None]:
+    """Rows one pass over Phase 2's examples packs into, read from the data; or None and why not."""
+    if config.sft is None or config.sft.total_tokens is not None:
+        return None, None
+    from fathom.data.ingest import expand_paths
+    from fathom.data.instruct import prepare_instructions
+
+    tokenizer = _local_tokenizer(config)
+    if tokenizer is None:
+        return None, "Phase 2's budget comes from its data: set sft.total_tokens, or plan with a local model folder"
+    try:
+        expand_paths([*config.sft.paths, *config.sft.short_instruction_paths])
+        examples = prepare_instructions(config.sft, tokenizer, config.train.seed, len(config.phases()))
+    except (FileNotFoundError, ConfigError) as exc:
+        return None, f"Phase 2's budget comes from its data, which cannot be read: {exc}"
+    return examples.rows_per_epoch, None
 
 
 def phase_rope_report(config: FathomConfig, plans: list[PhasePlan]) -> list[dict] | None:
@@ -58,7 +93,7 @@ def phase_rope_report(config: FathomConfig, plans: list[PhasePlan]) -> list[dict
     if native is None:
         return None
     out = []
-    for plan, (setting, why) in zip(plans, phase_ropes(native, m, config.phases(), plans), strict=True):
+    for plan, (setting, why) in zip(plans, phase_ropes(native, m, config.phase_configs(), plans), strict=True):
         rope = setting.to_dict() | {"description": setting.describe(), "why": why}
         if not setting.covers(plan.max_seq_length):
             rope["description"] += f" (! {plan.max_seq_length:,} > window {setting.max_position_embeddings:,})"
@@ -73,14 +108,11 @@ def prepared_lengths(config: FathomConfig):
     """
     from fathom.data.cache import find_corpus
     from fathom.data.eod import resolve_eod_token_id
-    from fathom.model.load import load_tokenizer
-    from fathom.model.sources import SMOLLM2_ALIAS, resolve_model_source
 
-    name = config.model.name_or_path
-    if not (Path(name).exists() or name == SMOLLM2_ALIAS):
+    tokenizer = _local_tokenizer(config)
+    if tokenizer is None:
         return None
     try:
-        tokenizer = load_tokenizer(resolve_model_source(name), config.model)
         cache = find_corpus(config, tokenizer, resolve_eod_token_id(tokenizer, config.data.eod_token))
     except (OSError, ValueError, ImportError):
         return None
@@ -103,7 +135,7 @@ def data_stats(config: FathomConfig, cache) -> dict:
     train = cache.train_documents()
     lengths = train.lengths
     phases = []
-    for phase_cfg, plan in zip(config.phases(), plan_phases(config), strict=True):
+    for phase_cfg, plan in zip(config.phases(), plan_phases(config), strict=False):  # Phase 1's
         mix = mix_for(phase_cfg, lengths)
         phases.append(
             {

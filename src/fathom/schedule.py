@@ -14,6 +14,7 @@ tokens actually in the step, so a short last step is not over-weighted.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass
 
@@ -32,6 +33,8 @@ class PhasePlan:
     steps: int  # optimizer steps
     tokens_per_step: int  # max_seq_length x micro_batch_size x gradient_accumulation_steps x world_size
     micro_batches_per_rank: int  # forward passes each rank makes in the phase
+    kind: str = "pretrain"  # pretrain (Phase 1, language modelling) | sft (Phase 2, instruction tuning)
+    learning_rate: float = 0.0  # peak learning rate of the phase
 
     @property
     def trained_tokens(self) -> int:
@@ -44,43 +47,85 @@ class PhasePlan:
         return out
 
 
-def final_model_dirname(max_seq_length: int) -> str:
-    """``final_32k_model`` for 32768; ``final_1k_model`` for 1024; ``final_300_model`` for 300."""
-    if max_seq_length % 1024 == 0:
-        return f"final_{max_seq_length // 1024}k_model"
-    return f"final_{max_seq_length}_model"
+def final_model_dirname(max_seq_length: int, instruct: bool = False) -> str:
+    """``final_32k_model`` for 32768; ``final_1k_model`` for 1024; ``final_300_model`` for 300;
+    ``final_32k_instruct_model`` for Phase 2's."""
+    size = f"{max_seq_length // 1024}k" if max_seq_length % 1024 == 0 else str(max_seq_length)
+    return f"final_{size}_{'instruct_' if instruct else ''}model"
 
 
-def plan_phases(config: FathomConfig, world_size: int = 1) -> list[PhasePlan]:
-    """Split the token budget over the phases and count rows and steps for ``world_size`` ranks."""
+def _phase_plan(config: FathomConfig, index: int, name: str, seq_len: int, tokens: int, world_size: int, **extra):
+    t = config.train
+    rows_per_micro = t.micro_batch_size * world_size
+    micro_batches = max(1, math.ceil(tokens / (seq_len * rows_per_micro)))
+    return PhasePlan(
+        index=index,
+        name=name,
+        max_seq_length=seq_len,
+        tokens=tokens,
+        rows=micro_batches * rows_per_micro,
+        steps=math.ceil(micro_batches / t.gradient_accumulation_steps),
+        tokens_per_step=seq_len * rows_per_micro * t.gradient_accumulation_steps,
+        micro_batches_per_rank=micro_batches,
+        **extra,
+    )
+
+
+def plan_phases(config: FathomConfig, world_size: int = 1, sft_rows_per_epoch: int | None = None) -> list[PhasePlan]:
+    """Split the token budget over the phases and count rows and steps for ``world_size`` ranks.
+
+    Phase 2 (``config.sft``) comes last. Its budget is ``sft.total_tokens``, else ``sft.epochs`` passes
+    over the instruction examples: ``sft_rows_per_epoch`` packed rows each (counted from the data by
+    :func:`fathom.data.instruct.rows_per_epoch`), plus the replayed Phase-1 rows; without either the
+    phase plans 0 tokens (the data decides).
+    """
     if world_size < 1:
         raise ValueError(f"world_size: must be >= 1, got {world_size}")
     t = config.train
-    plans = []
-    for index, phase in enumerate(config.phases()):
-        tokens = round(t.total_tokens * phase.token_fraction)
-        rows_per_micro = t.micro_batch_size * world_size
-        micro_batches = max(1, math.ceil(tokens / (phase.max_seq_length * rows_per_micro)))
-        steps = math.ceil(micro_batches / t.gradient_accumulation_steps)
-        plans.append(
-            PhasePlan(
-                index=index,
-                name=phase.name,
-                max_seq_length=phase.max_seq_length,
-                tokens=tokens,
-                rows=micro_batches * rows_per_micro,
-                steps=steps,
-                tokens_per_step=phase.max_seq_length * rows_per_micro * t.gradient_accumulation_steps,
-                micro_batches_per_rank=micro_batches,
-            )
+    plans = [
+        _phase_plan(
+            config,
+            i,
+            phase.name,
+            phase.max_seq_length,
+            round(t.total_tokens * phase.token_fraction),
+            world_size,
+            learning_rate=t.learning_rate,
         )
+        for i, phase in enumerate(config.phases())
+    ]
+    sft = config.sft
+    if sft is not None:
+        if sft.total_tokens is not None:
+            tokens = sft.total_tokens
+        elif sft_rows_per_epoch is not None:
+            rows = math.ceil(sft.epochs * sft_rows_per_epoch / (1 - sft.replay_fraction))
+            tokens = rows * sft.max_seq_length
+        else:
+            tokens = 0
+        plan = _phase_plan(
+            config,
+            len(plans),
+            sft.name,
+            sft.max_seq_length,
+            tokens,
+            world_size,
+            kind="sft",
+            learning_rate=sft.learning_rate,
+        )
+        plans.append(plan if tokens else dataclasses.replace(plan, rows=0, steps=0, micro_batches_per_rank=0))
     return plans
 
 
-def plan_summary(config: FathomConfig, world_size: int = 1) -> dict:
+def pretrain_plans(plans: list[PhasePlan]) -> list[PhasePlan]:
+    return [p for p in plans if p.kind == "pretrain"]
+
+
+def plan_summary(config: FathomConfig, world_size: int = 1, sft_rows_per_epoch: int | None = None) -> dict:
     """The plan as one JSON-ready object (what ``fathom plan --json`` prints)."""
-    plans = plan_phases(config, world_size)
-    return {
+    plans = plan_phases(config, world_size, sft_rows_per_epoch)
+    pretrain = pretrain_plans(plans)
+    summary = {
         "model": config.model.name_or_path,
         "output_dir": config.output_dir,
         "world_size": world_size,
@@ -91,5 +136,8 @@ def plan_summary(config: FathomConfig, world_size: int = 1) -> dict:
         "phases": [p.to_dict() for p in plans],
         "total_steps": sum(p.steps for p in plans),
         "total_trained_tokens": sum(p.trained_tokens for p in plans),
-        "final_model_dir": final_model_dirname(plans[-1].max_seq_length),
+        "final_model_dir": final_model_dirname(pretrain[-1].max_seq_length) if pretrain else None,
     }
+    if config.sft is not None:
+        summary["final_instruct_model_dir"] = final_model_dirname(config.sft.max_seq_length, instruct=True)
+    return summary

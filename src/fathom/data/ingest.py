@@ -220,39 +220,32 @@ def _records(
         report.skip(f"{source} ({bad} records)", f"records without a string field '{text_field}'")
 
 
-def _jsonl_documents(path: Path, text_field: str, report: IngestReport) -> Iterator[Document]:
-    """Line by line from the open file: a JSONL dump of any size streams in constant memory."""
+def _jsonl_records(path: Path, report: IngestReport) -> Iterator[tuple[str, object]]:
+    """(line number, parsed record or None) line by line: a JSONL dump of any size streams in constant memory."""
     if not _readable(path, report):
         return
     warned = False
-
-    def lines() -> Iterator[tuple[str, object]]:
-        nonlocal warned
-        with path.open("rb") as handle:
-            for lineno, raw in enumerate(handle, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    if not warned:
-                        logger.warning(
-                            "%s line %d is not valid UTF-8; decoding with replacement characters", path, lineno
-                        )
-                        warned = True
-                    line = raw.decode("utf-8", errors="replace")
-                try:
-                    yield str(lineno), json.loads(line)
-                except json.JSONDecodeError:
-                    yield str(lineno), None
-
-    yield from _records(lines(), str(path), text_field, report)
+    with path.open("rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                if not warned:
+                    logger.warning("%s line %d is not valid UTF-8; decoding with replacement characters", path, lineno)
+                    warned = True
+                line = raw.decode("utf-8", errors="replace")
+            try:
+                yield str(lineno), json.loads(line)
+            except json.JSONDecodeError:
+                yield str(lineno), None
 
 
-def _json_documents(path: Path, text_field: str, report: IngestReport) -> Iterator[Document]:
+def _json_records(path: Path, report: IngestReport) -> Iterator[tuple[str, object]]:
     """A .json file holds one record or a list of them (read whole); a .jsonl file streams."""
     if path.suffix.lower() == ".jsonl":
-        yield from _jsonl_documents(path, text_field, report)
+        yield from _jsonl_records(path, report)
         return
     raw = _read_bytes(path, report)
     if raw is None:
@@ -266,7 +259,11 @@ def _json_documents(path: Path, text_field: str, report: IngestReport) -> Iterat
         report.skip(path, f"invalid JSON (line {exc.lineno}: {exc.msg})")
         return
     records = data if isinstance(data, list) else [data]
-    yield from _records(((str(i), r) for i, r in enumerate(records)), str(path), text_field, report)
+    yield from ((str(i), r) for i, r in enumerate(records))
+
+
+def _json_documents(path: Path, text_field: str, report: IngestReport) -> Iterator[Document]:
+    yield from _records(_json_records(path, report), str(path), text_field, report)
 
 
 def _parquet_documents(path: Path, text_field: str, report: IngestReport) -> Iterator[Document]:
@@ -312,6 +309,54 @@ def _dataset_documents(source: str, text_field: str, report: IngestReport) -> It
             for offset, value in enumerate(dataset[start : start + 1024][text_field]):
                 if isinstance(value, str):
                     yield Document(value, source, f"{split + ':' if split else ''}{start + offset}")
+
+
+def records_of(source: str, report: IngestReport) -> Iterator[tuple[str, object]]:
+    """(where, record) of a .jsonl / .json / .parquet file, a ``save_to_disk`` folder or an ``hf:`` dataset.
+
+    Instruction data (``sft.paths``) is read through this: whole records, not one text field.
+    Unreadable sources go to ``report``; a record that is not valid JSON comes as ``None``.
+    """
+    path = Path(source)
+    if source.startswith(HUB_PREFIX) or path.is_dir():
+        yield from _dataset_records(source, report)
+        return
+    suffix = path.suffix.lower()
+    if suffix in JSON_SUFFIXES:
+        yield from _json_records(path, report)
+    elif suffix in PARQUET_SUFFIXES:
+        if not _readable(path, report):
+            return
+        import pyarrow.parquet as pq
+
+        try:
+            row = 0
+            for batch in pq.ParquetFile(str(path)).iter_batches(batch_size=256):
+                for record in batch.to_pylist():
+                    yield str(row), record
+                    row += 1
+        except OSError as exc:
+            report.skip(path, f"unreadable parquet ({str(exc)[:120]})")
+    else:
+        report.skip(path, f"unsupported file type '{suffix}' for instruction data (.jsonl, .json, .parquet)")
+
+
+def _dataset_records(source: str, report: IngestReport) -> Iterator[tuple[str, object]]:
+    import datasets
+
+    try:
+        if source.startswith(HUB_PREFIX):
+            name, _, split = source[len(HUB_PREFIX) :].partition(":")
+            loaded = datasets.load_dataset(name, split=split or None)
+        else:
+            loaded = datasets.load_from_disk(source)
+    except Exception as exc:  # datasets raises many kinds (network, format, missing files)
+        report.skip(source, f"cannot load dataset ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})")
+        return
+    parts = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [("", loaded)]
+    for split, dataset in parts:
+        for i, record in enumerate(dataset):
+            yield f"{split + ':' if split else ''}{i}", record
 
 
 def documents_of(source: str, text_field: str, report: IngestReport) -> Iterator[Document]:

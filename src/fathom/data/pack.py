@@ -25,17 +25,21 @@ import numpy as np
 
 from fathom.labels import IGNORE_INDEX
 
-__all__ = ["IGNORE_INDEX", "PackedRow", "epoch_order", "epoch_stream", "pack_rows"]
+__all__ = ["IGNORE_INDEX", "PackedRow", "epoch_order", "epoch_stream", "pack_examples", "pack_rows"]
 
 
 @dataclass
 class PackedRow:
     input_ids: np.ndarray  # (seq_len,) int64
     position_ids: np.ndarray  # (seq_len,) int64, restarting at 0 at every document chunk
+    supervised: np.ndarray | None = None  # (seq_len,) labels of instruction rows; None: language modelling
 
     @property
     def labels(self) -> np.ndarray:
-        """``input_ids`` with -100 at each chunk start: nothing is predicted across a boundary."""
+        """Language modelling: ``input_ids`` with -100 at each chunk start (nothing is predicted across a
+        boundary). Instruction rows: the examples' own labels (assistant tokens only)."""
+        if self.supervised is not None:
+            return self.supervised
         labels = self.input_ids.copy()
         labels[self.position_ids == 0] = IGNORE_INDEX
         return labels
@@ -69,6 +73,41 @@ def pack_rows(documents: Iterable[np.ndarray], seq_len: int) -> Iterator[PackedR
             if filled == seq_len:
                 yield PackedRow(ids.copy(), pos.copy())
                 filled = 0
+
+
+def pack_examples(examples: Iterable[tuple[np.ndarray, np.ndarray]], seq_len: int, pad_id: int) -> Iterator[PackedRow]:
+    """Rows of exactly ``seq_len`` tokens holding whole examples ``(input_ids, labels)``, in order.
+
+    Unlike documents, an example is never split across rows: when the next one does not fit, the
+    row is closed with padding (``pad_id``, label -100, its own position ids, so it attends to
+    nothing else). Every example must have at most ``seq_len`` tokens. E.g. seq_len 8, examples of
+    3, 4 and 5 tokens -> row 1: 3 + 4 + 1 padding; row 2: 5 + 3 padding.
+    """
+    ids = np.empty(seq_len, dtype=np.int64)
+    pos = np.empty(seq_len, dtype=np.int64)
+    labels = np.empty(seq_len, dtype=np.int64)
+    filled = 0
+
+    def close() -> PackedRow:
+        ids[filled:], labels[filled:] = pad_id, IGNORE_INDEX
+        pos[filled:] = np.arange(seq_len - filled)
+        return PackedRow(ids.copy(), pos.copy(), labels.copy())
+
+    for example_ids, example_labels in examples:
+        n = len(example_ids)
+        if n > seq_len:
+            raise ValueError(f"an example of {n} tokens does not fit a row of {seq_len}")
+        if filled + n > seq_len:
+            yield close()
+            filled = 0
+        ids[filled : filled + n], labels[filled : filled + n] = example_ids, example_labels
+        pos[filled : filled + n] = np.arange(n)
+        filled += n
+        if filled == seq_len:
+            yield PackedRow(ids.copy(), pos.copy(), labels.copy())
+            filled = 0
+    if filled:
+        yield close()
 
 
 def epoch_order(

@@ -56,6 +56,7 @@ class TrainerState:
     phase_step: int = 0
     phase_tokens_seen: int = 0
     phase_rows_consumed: int = 0  # global data position inside the phase (rows over all ranks)
+    supervised_tokens_seen: int = 0  # tokens that carried a label (Phase 2: assistant tokens), all phases
     phase_complete: bool = False
     run_complete: bool = False
     world_size: int = 1
@@ -237,6 +238,7 @@ _RESUME_MUST_MATCH = (
     ("train", "progressive"),
     ("train", "schedule"),
     ("train", "seed"),
+    ("sft", None),
 )
 
 

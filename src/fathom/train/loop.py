@@ -28,8 +28,10 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from fathom.config import ConfigError, FathomConfig, check_strategy_fits_model
 from fathom.data.cache import DocumentView, prepare_corpus
 from fathom.data.eod import resolve_eod_token_id
-from fathom.data.loader import PhaseLoader
+from fathom.data.instruct import InstructionSet, ensure_chat_template, prepare_instructions
+from fathom.data.loader import PhaseLoader, RowLoader, instruction_rows
 from fathom.data.mix import PhaseMix, document_weights, mix_for
+from fathom.data.pack import epoch_stream, pack_rows
 from fathom.errors import TrainingStopped
 from fathom.labels import IGNORE_INDEX
 from fathom.model.adapter import loading_code
@@ -37,7 +39,7 @@ from fathom.model.load import load_configured_tokenizer, load_model
 from fathom.model.lora import apply_lora
 from fathom.model.loss import causal_lm_loss_sum, resolve_loss_implementation
 from fathom.model.rope import RopeRecord, RopeSetting, apply_rope, model_rope, phase_ropes
-from fathom.schedule import PhasePlan, final_model_dirname, plan_phases
+from fathom.schedule import PhasePlan, final_model_dirname, plan_phases, pretrain_plans
 from fathom.train import distributed
 from fathom.train.checkpoint import (
     TRAINER_STATE,
@@ -78,8 +80,14 @@ class _Run:
     held_out: DocumentView
     state: TrainerState
     result: RunResult
+    instructions: InstructionSet | None = None  # Phase 2's examples (config.sft)
     step_module: torch.nn.Module | None = None  # model + loss, wrapped in DDP / FSDP when there are several ranks
     optimizer: torch.optim.Optimizer | None = None  # over the adapter (its shards under FSDP)
+
+    def pretrain_final(self) -> str | None:
+        """The Phase-1 final folder's name when Phase 2 follows (it is written when Phase 1 ends)."""
+        pretrain = pretrain_plans(self.plans)
+        return final_model_dirname(pretrain[-1].max_seq_length) if pretrain and self.config.sft else None
 
     def rope_of(self, plan: PhasePlan | None = None) -> RopeRecord:
         """The RoPE record of ``plan``, or of the phase in progress (the last one once all are done)."""
@@ -94,6 +102,7 @@ class StepStats:
     grad_norm: float
     learning_rate: float
     tokens: int  # tokens in the step, all ranks
+    supervised_tokens: int  # tokens with a label (all but document starts; Phase 2: assistant tokens)
     seconds: float
 
 
@@ -112,8 +121,7 @@ def train(config: FathomConfig, resume: bool = False) -> RunResult:
 
 def _train(config: FathomConfig, resume: bool, world: distributed.World) -> RunResult:
     layout = RunLayout(config.output_dir)
-    plans = plan_phases(config, world.size)
-    final_dirname = final_model_dirname(plans[-1].max_seq_length)
+    final_dirname = _final_dirname(config)
     start = resume_point(layout, config, resume)
     if start.run_complete:
         logger.info("--resume: the run in %s is already complete", layout.root)
@@ -121,10 +129,14 @@ def _train(config: FathomConfig, resume: bool, world: distributed.World) -> RunR
     check_strategy_fits_model(world.strategy, config.model)
     distributed.barrier(world)  # every rank has checked the folder before rank 0 writes to it
 
-    # The documents before the model: a corpus with nothing usable is reported in seconds, not after loading.
+    # The data before the model: a corpus with nothing usable is reported in seconds, not after loading.
     tokenizer = load_configured_tokenizer(config.model)
-    with distributed.main_first(world):  # rank 0 builds the token cache; the others then read it
-        token_docs, held_out = _prepare_documents(config, tokenizer)
+    token_docs, held_out = [], []
+    if config.needs_corpus():
+        with distributed.main_first(world):  # rank 0 builds the token cache; the others then read it
+            token_docs, held_out = _prepare_documents(config, tokenizer)
+    instructions = _prepare_instructions(config, tokenizer)
+    plans = plan_phases(config, world.size, instructions.rows_per_epoch if instructions else None)
     torch.manual_seed(config.train.seed)
     loaded = load_model(
         config.model,
@@ -150,6 +162,7 @@ def _train(config: FathomConfig, resume: bool, world: distributed.World) -> RunR
         held_out=held_out,
         state=state,
         result=RunResult(layout.root, None, state),
+        instructions=instructions,
     )
     optim_state = _restore(run, start)  # into the whole model, before it is wrapped (and sharded)
     loss_implementation = resolve_loss_implementation(config.train.loss_implementation, loaded.device)
@@ -202,6 +215,11 @@ def _restore(run: _Run, start: ResumePoint) -> dict | None:
         if not (run.layout.phase_dir(done.name) / TRAINER_STATE).is_file():
             # stopped while the phase folder was being written: write it again from the checkpoint
             run.world.on_main(_save_phase_folder, run, done, None)
+        final = run.pretrain_final()
+        if final and done.index == len(pretrain_plans(run.plans)) - 1 and not run.layout.final_dir(final).is_dir():
+            run.world.on_main(
+                run.layout.save_final, final, run.model, run.tokenizer, run.config, state, run.rope_of(done)
+            )
         state.phase_index += 1
         state.reset_phase_progress()
     _warn_if_global_batch_changed(start.saved_config, run.config, state.world_size, run.world.size)
@@ -216,18 +234,9 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
     state.phase_index, state.phase_name = plan.index, plan.name
     if apply_rope(run.model, run.rope_of(plan).setting):
         logger.info("%s: RoPE set to %s", plan.name, run.rope_of(plan).setting.describe())
-    mix = mix_for(run.config.phases()[plan.index], run.token_docs.lengths)
-    loader = PhaseLoader(
-        run.token_docs,
-        plan.max_seq_length,
-        t.seed,
-        plan.index,
-        t.micro_batch_size,
-        world.size,
-        world.rank,
-        start_row=state.phase_rows_consumed,
-        weights=document_weights(run.token_docs.lengths, mix),
-    )
+    loader, mix = _phase_loader(run, plan)
+    if plan.kind == "sft" and not resumed_mid_phase and run.config.sft.init_adapter:
+        _load_init_adapter(run, run.config.sft.init_adapter)
     purge = state.global_step + 1 if resumed_mid_phase else None
     tb = world.on_main(PhaseLogger, run.layout.phase_logs(plan.name), purge_step=purge) or NullLogger()
     if not resumed_mid_phase:
@@ -253,6 +262,7 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
             state.global_step += 1
             state.phase_tokens_seen += stats.tokens
             state.tokens_seen += stats.tokens
+            state.supervised_tokens_seen += stats.supervised_tokens
             committed = (state.phase_rows_consumed, capture_rng_state())
             losses.append(stats.loss)
             bar.update(stats.tokens)
@@ -278,6 +288,55 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
         tb.close()
     state.reset_phase_progress()  # the next phase starts fresh
     return True
+
+
+def _phase_loader(run: _Run, plan: PhasePlan) -> tuple[RowLoader, PhaseMix]:
+    """The phase's rows from where the run stands: documents packed (Phase 1), or whole instruction
+    examples with a share of replayed Phase-1 rows (Phase 2); and the length mix they follow."""
+    t, world, start = run.config.train, run.world, run.state.phase_rows_consumed
+    if plan.kind == "pretrain":
+        mix = mix_for(run.config.phases()[plan.index], run.token_docs.lengths)
+        weights = document_weights(run.token_docs.lengths, mix)
+        loader = PhaseLoader(
+            run.token_docs,
+            plan.max_seq_length,
+            t.seed,
+            plan.index,
+            t.micro_batch_size,
+            world.size,
+            world.rank,
+            start_row=start,
+            weights=weights,
+        )
+        return loader, mix
+    sft, examples = run.config.sft, run.instructions
+    replay = None
+    if sft.replay_fraction > 0:
+        replay = pack_rows(epoch_stream(run.token_docs, t.seed, plan.index), plan.max_seq_length)
+    pad_id = run.tokenizer.pad_token_id if run.tokenizer.pad_token_id is not None else run.tokenizer.eos_token_id
+    rows = instruction_rows(
+        examples.pairs(), plan.max_seq_length, t.seed, plan.index, pad_id, examples.weights, replay, sft.replay_fraction
+    )
+    return RowLoader(rows, t.micro_batch_size, world.size, world.rank, start_row=start), examples.mix
+
+
+def _load_init_adapter(run: _Run, folder: str) -> None:
+    """sft.init_adapter: Phase 2 starts from that adapter's weights (same LoRA settings) instead of Phase 1's."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from fathom.model.adapter import ADAPTER_WEIGHTS, read_adapter
+
+    info = read_adapter(folder, "sft.init_adapter")
+    try:
+        result = set_peft_model_state_dict(run.model, load_file(str(info.folder / ADAPTER_WEIGHTS)))
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ConfigError(f"sft.init_adapter: {folder} does not fit this LoRA ({str(exc).splitlines()[0]})") from None
+    if getattr(result, "unexpected_keys", None):
+        raise ConfigError(
+            f"sft.init_adapter: {folder} holds weights this LoRA does not have; use the same lora: settings"
+        )
+    logger.info("Phase 2 starts from the adapter in %s", folder)
 
 
 def _next_batches(run: _Run, plan: PhasePlan, loader: PhaseLoader) -> list[dict[str, torch.Tensor]]:
@@ -306,7 +365,13 @@ def train_step(run: _Run, plan: PhasePlan, loader: PhaseLoader) -> StepStats:
     step_tokens = sum(b["input_ids"].numel() for b in batches) * world.size
     run_tokens = sum(p.trained_tokens for p in run.plans)
     lr = learning_rate_at(
-        t, state.phase_tokens_seen + step_tokens, plan.trained_tokens, state.tokens_seen + step_tokens, run_tokens
+        t,
+        state.phase_tokens_seen + step_tokens,
+        plan.trained_tokens,
+        state.tokens_seen + step_tokens,
+        run_tokens,
+        peak=plan.learning_rate,
+        own_schedule=plan.kind == "sft",
     )
     for group in run.optimizer.param_groups:
         group["lr"] = lr
@@ -336,7 +401,7 @@ def train_step(run: _Run, plan: PhasePlan, loader: PhaseLoader) -> StepStats:
     )
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return StepStats(loss, grad_norm, lr, step_tokens, time.perf_counter() - started)
+    return StepStats(loss, grad_norm, lr, step_tokens, int(step_label_tokens), time.perf_counter() - started)
 
 
 def log_step(run: _Run, plan: PhasePlan, stats: StepStats, tb) -> None:
@@ -358,6 +423,7 @@ def log_step(run: _Run, plan: PhasePlan, stats: StepStats, tb) -> None:
             "train/learning_rate": stats.learning_rate,
             "train/grad_norm": stats.grad_norm,
             "train/tokens_seen": state.tokens_seen,
+            "train/supervised_tokens": state.supervised_tokens_seen,
             "train/tokens_per_second": stats.tokens / max(stats.seconds, 1e-9),
             "train/seq_len": plan.max_seq_length,
             "train/phase_index": plan.index,
@@ -370,7 +436,8 @@ def finish_phase(run: _Run, plan: PhasePlan, tb) -> None:
     """Save the phase folder and a checkpoint, evaluate when asked, say how the phase went."""
     state, world = run.state, run.world
     state.phase_complete = True
-    save(run, phase=plan)
+    last_pretrain = plan.kind == "pretrain" and plan.index == len(pretrain_plans(run.plans)) - 1
+    save(run, phase=plan, final=run.pretrain_final() if last_pretrain else None)
     if run.config.eval.enabled and (world.is_main or distributed.evaluates_on_every_rank(world)):
         with distributed.whole_model(world, run.step_module):
             _end_of_phase_eval(run, plan, tb)
@@ -456,8 +523,15 @@ def _log_done(run: _Run) -> None:
         logger.info("it was trained with %s; the loading code below applies it", last.setting.describe())
     logger.info(
         "load it with plain transformers + peft (also in its README.md):\n%s",
-        loading_code(last.base_name, run.result.final_dir.resolve(), last.setting, last.base_setting),
+        loading_code(
+            _absolute_if_local(last.base_name), run.result.final_dir.resolve(), last.setting, last.base_setting
+        ),
     )
+
+
+def _absolute_if_local(name: str) -> str:
+    """A local folder as an absolute path (the code works pasted anywhere); a Hub id as it is."""
+    return str(Path(name).resolve()) if Path(name).exists() else name
 
 
 def _announce_phase(run: _Run, plan: PhasePlan, mix: PhaseMix, tb) -> None:
@@ -470,6 +544,9 @@ def _announce_phase(run: _Run, plan: PhasePlan, mix: PhaseMix, tb) -> None:
         step,
     )
     tb.scalars(step, {"train/seq_len": plan.max_seq_length, "train/phase_index": plan.index})
+    if plan.kind == "sft":
+        _announce_instructions(run, plan, mix)
+        return
     logger.info(
         "%s: %s tokens at max_seq_length %s, %d steps (%.2g passes over the corpus); %.0f%% of tokens from "
         "documents of >= %s tokens%s",
@@ -482,6 +559,41 @@ def _announce_phase(run: _Run, plan: PhasePlan, mix: PhaseMix, tb) -> None:
         f"{mix.long_threshold:,}",
         f" (natural {100 * mix.natural_long_share:.0f}%)" if mix.weighted else "",
     )
+
+
+def _announce_instructions(run: _Run, plan: PhasePlan, mix: PhaseMix) -> None:
+    examples, sft = run.instructions, run.config.sft
+    logger.info(
+        "%s: %s instruction examples (%s), %s supervised tokens per pass; %s tokens at max_seq_length %s, "
+        "%d steps (%.2g passes), %.0f%% of rows replayed from the Phase-1 corpus, %.0f%% of example tokens "
+        "from examples of >= %s tokens",
+        plan.name,
+        f"{len(examples.examples):,}",
+        ", ".join(f"{n} {kind}" for kind, n in examples.report.by_format.items()),
+        f"{sum(e.supervised_tokens for e in examples.examples):,}",
+        f"{plan.tokens:,}",
+        f"{plan.max_seq_length:,}",
+        plan.steps,
+        plan.rows * (1 - sft.replay_fraction) / max(examples.rows_per_epoch, 1),
+        100 * sft.replay_fraction,
+        100 * mix.long_share,
+        f"{mix.long_threshold:,}",
+    )
+
+
+def _final_dirname(config: FathomConfig) -> str:
+    """The run's last folder: ``final_<len>_instruct_model`` after Phase 2, else ``final_<len>_model``."""
+    if config.sft is not None:
+        return final_model_dirname(config.sft.max_seq_length, instruct=True)
+    return final_model_dirname(config.phases()[-1].max_seq_length)
+
+
+def _prepare_instructions(config: FathomConfig, tokenizer) -> InstructionSet | None:
+    """Phase 2's examples, rendered with the chat template (which the saved tokenizers then carry)."""
+    if config.sft is None:
+        return None
+    ensure_chat_template(tokenizer)
+    return prepare_instructions(config.sft, tokenizer, config.train.seed, len(config.phases()))
 
 
 def _prepare_documents(config: FathomConfig, tokenizer) -> tuple[DocumentView, DocumentView]:
@@ -576,7 +688,7 @@ def _sigterm_as_interrupt():
 
 def _plan_ropes(config: FathomConfig, plans: list[PhasePlan], native: RopeSetting) -> list[RopeSetting]:
     """Each phase's RoPE setting, logged; a phase past its window without scaling is warned about."""
-    resolved = phase_ropes(native, config.model, config.phases(), plans)
+    resolved = phase_ropes(native, config.model, config.phase_configs(), plans)
     for plan, (setting, why) in zip(plans, resolved, strict=True):
         logger.info("%s: RoPE %s (%s)", plan.name, setting.describe(), why)
         if not setting.covers(plan.max_seq_length):

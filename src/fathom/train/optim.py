@@ -44,16 +44,24 @@ def lr_multiplier(progress: float, warmup_ratio: float, scheduler: str, min_lr_r
 
 
 def learning_rate_at(
-    cfg: TrainConfig, phase_tokens_done: int, phase_tokens: int, run_tokens_done: int, run_tokens: int
+    cfg: TrainConfig,
+    phase_tokens_done: int,
+    phase_tokens: int,
+    run_tokens_done: int,
+    run_tokens: int,
+    peak: float | None = None,
+    own_schedule: bool = False,
 ) -> float:
     """The learning rate of an optimizer step; the ``*_done`` counts include that step's tokens.
 
-    With ``rewarmup_each_phase`` every phase warms up and decays over its own tokens (the new
-    sequence length shifts the loss landscape, and a fresh warmup keeps the first long-context
-    steps stable); otherwise one schedule spans the whole run.
+    With ``rewarmup_each_phase`` (or ``own_schedule``, as Phase 2 has) a phase warms up and decays
+    over its own tokens (the new sequence length shifts the loss landscape, and a fresh warmup keeps
+    the first long-context steps stable); otherwise one schedule spans the whole run. ``peak``: the
+    phase's peak rate (default ``cfg.learning_rate``).
     """
-    if cfg.rewarmup_each_phase:
+    if cfg.rewarmup_each_phase or own_schedule:
         progress = phase_tokens_done / max(phase_tokens, 1)
     else:
         progress = run_tokens_done / max(run_tokens, 1)
-    return cfg.learning_rate * lr_multiplier(progress, cfg.warmup_ratio, cfg.lr_scheduler, cfg.min_lr_ratio)
+    peak = cfg.learning_rate if peak is None else peak
+    return peak * lr_multiplier(progress, cfg.warmup_ratio, cfg.lr_scheduler, cfg.min_lr_ratio)

@@ -1,0 +1,146 @@
+"""Phase 2 through the real CLI: Phase 1 then instruction tuning on the same LoRA, its folders, plan, logs, resume."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import small_run_config, write_config
+from safetensors.torch import load_file
+
+from fathom.cli import main
+from fathom.demo.corpus import generate_documents
+
+PHASE_2 = "Phase_2_Instruct"
+
+
+@pytest.fixture(scope="module")
+def qa_folder(tmp_path_factory) -> Path:
+    """Document-QA records about synthetic voyage logs (which vessel, which port), plus a chat and an Alpaca one."""
+    folder = tmp_path_factory.mktemp("qa")
+    lines = []
+    for _name, text in generate_documents(9, seed=11):
+        vessel = re.search(r"(M[VT] [A-Z][\w-]+(?: [A-Z][\w-]+)*)", text).group(1)
+        lines.append({"document": text, "question": "Which vessel is this record about?", "answer": vessel})
+    lines.append(
+        {"messages": [{"role": "user", "content": "Port of Hamburg?"}, {"role": "assistant", "content": "Germany"}]}
+    )
+    lines.append({"instruction": "Spell SOLAS out.", "output": "Safety of Life at Sea"})
+    (folder / "qa.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def _config(folder: Path, model: Path, corpus: Path, qa: Path, out: Path, **sft) -> Path:
+    """Phase 1 of 6 steps (64 / 128 / 256), then Phase 2 at 512 tokens with a quarter of its rows replayed."""
+    cfg = small_run_config(model, [corpus], out, total_tokens=2048)
+    cfg["sft"] = {"paths": [str(qa)], "max_seq_length": 512, "epochs": 2, "learning_rate": 2e-3}
+    cfg["sft"].update({"replay_fraction": 0.25, **sft})
+    return write_config(folder / f"{out.name}.yaml", cfg)
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, local_model_dir, synthetic_corpus, qa_folder) -> tuple[Path, Path]:
+    """(config, output folder) of one uninterrupted Phase 1 + Phase 2 run, shared by the tests below."""
+    folder = tmp_path_factory.mktemp("phase2")
+    config = _config(folder, local_model_dir, synthetic_corpus, qa_folder, folder / "straight")
+    assert main(["train", "--config", str(config)]) == 0
+    return config, folder / "straight"
+
+
+@pytest.mark.slow
+def test_phase_1_then_phase_2_leaves_both_finals_and_logs_supervised_tokens(straight_run, local_model_dir, capsys):
+    config, out = straight_run
+    assert main(["plan", "--config", str(config), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [p["kind"] for p in plan["phases"]] == ["pretrain"] * 3 + ["sft"]
+    sft_plan = plan["phases"][3]
+    assert sft_plan["name"] == PHASE_2 and sft_plan["rows"] > 0 and sft_plan["learning_rate"] == 2e-3
+    assert (plan["final_model_dir"], plan["final_instruct_model_dir"]) == (
+        "final_256_model",
+        "final_512_instruct_model",
+    )
+
+    for folder in ("Phase_1a_Short", "Phase_1c_Long", PHASE_2, "final_256_model", "final_512_instruct_model"):
+        assert (out / folder / "adapter_model.safetensors").is_file(), folder
+    state = json.loads((out / PHASE_2 / "trainer_state.json").read_text())
+    assert state["phase_name"] == PHASE_2 and state["supervised_tokens_seen"] > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / PHASE_2 / "logs"))
+    events.Reload()
+    supervised = [e.value for e in events.Scalars("train/supervised_tokens")]
+    assert supervised == sorted(supervised) and supervised[-1] == state["supervised_tokens_seen"]
+    assert [e.step for e in events.Scalars("train/loss")][-1] == plan["total_steps"]
+    # Phase 1's final adapter is what Phase 1 left; the instruct one moved on from it
+    phase_1 = load_file(str(out / "final_256_model" / "adapter_model.safetensors"))
+    last_phase_1 = load_file(str(out / "Phase_1c_Long" / "adapter_model.safetensors"))
+    assert all(torch.equal(v, last_phase_1[k]) for k, v in phase_1.items())
+    instruct = load_file(str(out / "final_512_instruct_model" / "adapter_model.safetensors"))
+    assert any(not torch.equal(phase_1[k], instruct[k]) for k in phase_1)
+
+    # the instruct folder loads with plain transformers + peft and carries the chat template
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(out / "final_512_instruct_model")
+    assert tokenizer.chat_template and "<|im_start|>" in tokenizer.chat_template
+    base = AutoModelForCausalLM.from_pretrained(local_model_dir)
+    model = PeftModel.from_pretrained(base, out / "final_512_instruct_model")
+    messages = [{"role": "user", "content": "Which vessel?"}]
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    assert model.generate(**prompt, max_new_tokens=3, do_sample=False).shape[1] == prompt["input_ids"].shape[1] + 3
+
+
+@pytest.mark.slow
+def test_interrupted_inside_phase_2_and_resumed_equals_the_uninterrupted_run(
+    tmp_path, straight_run, local_model_dir, synthetic_corpus, qa_folder
+):
+    _, straight = straight_run
+    resumed = tmp_path / "resumed"
+    config = str(_config(tmp_path, local_model_dir, synthetic_corpus, qa_folder, resumed))
+    assert main(["train", "--config", config, "train.max_steps=8"]) == 0  # Phase 1 has 6 steps: 8 is in Phase 2
+    last = sorted((resumed / "checkpoints").glob("step-*"))[-1]
+    state = json.loads((last / "trainer_state.json").read_text())
+    assert state["phase_name"] == PHASE_2 and state["phase_step"] > 0
+    assert not (resumed / "final_512_instruct_model").exists() and (resumed / "final_256_model").is_dir()
+    assert main(["train", "--config", config, "--resume"]) == 0
+    for folder in (PHASE_2, "final_512_instruct_model"):
+        a = load_file(str(straight / folder / "adapter_model.safetensors"))
+        b = load_file(str(resumed / folder / "adapter_model.safetensors"))
+        assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), folder
+
+
+@pytest.mark.slow
+def test_phase_2_alone_from_a_given_adapter(
+    tmp_path, straight_run, local_model_dir, synthetic_corpus, qa_folder, capsys
+):
+    _, first = straight_run
+    alone = tmp_path / "alone"
+    config = _config(
+        tmp_path,
+        local_model_dir,
+        synthetic_corpus,
+        qa_folder,
+        alone,
+        replay_fraction=0.0,
+        init_adapter=str(first / "final_256_model"),
+        learning_rate=1e-12,
+        epochs=0.5,
+    )
+    capsys.readouterr()
+    assert main(["train", "--config", str(config), "train.schedule=[]", "data.paths=[/nonexistent]"]) == 0
+    assert "Phase 2 starts from the adapter in" in capsys.readouterr().err
+    assert sorted(p.name for p in alone.iterdir() if not p.name.startswith(".")) == [
+        PHASE_2,
+        "checkpoints",
+        "fathom_config.yaml",
+        "final_512_instruct_model",
+    ]
+    # with a learning rate of ~0, Phase 2 ends where it started: at the given adapter, not at a fresh LoRA
+    given = load_file(str(first / "final_256_model" / "adapter_model.safetensors"))
+    ended = load_file(str(alone / "final_512_instruct_model" / "adapter_model.safetensors"))
+    assert given.keys() == ended.keys() and all(torch.allclose(given[k], ended[k], atol=1e-6) for k in given)
+    assert any(given[k].abs().sum() > 0 for k in given if "lora_B" in k)
