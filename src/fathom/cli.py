@@ -7,6 +7,7 @@ train          train the LoRA adapter through the phases (``--resume`` continues
 plan           phases, rows, steps, RoPE, length mix, memory and time per device   fathom.reports.plan_report
 prepare        read, clean and tokenize the corpus into the token cache            fathom.reports
 data stats     files, skips, documents, tokens, lengths, per-phase mix             fathom.reports.data_stats
+qa build       long-document QA records from the corpus (answer at a known depth)  fathom.reports.build_qa_file
 config         the resolved config, every field with its help text                fathom.config
 generate       read a long document, stream the continuation or answer            fathom.eval.generate
 eval           needle heatmaps, perplexity by position, RULER                      fathom.eval.command
@@ -70,7 +71,7 @@ def setup_logging(verbose: bool = False) -> None:
 
 def _resolve_config(args: argparse.Namespace) -> FathomConfig:
     # Only the commands that read the documents check that they exist; plan and config work before.
-    reads_documents = args.command in ("train", "prepare", "data")
+    reads_documents = args.command in ("train", "prepare", "data", "qa")
     if args.config is not None:
         return load_config(args.config, args.overrides, check_paths=reads_documents)
     from fathom.config import parse_overrides
@@ -245,10 +246,10 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_stats(args: argparse.Namespace) -> int:
-    from fathom.reports import data_stats, prepare_configured_corpus
+    from fathom.reports import configured_instructions, data_stats, prepare_configured_corpus
 
     config = _resolve_config(args)
-    stats = data_stats(config, prepare_configured_corpus(config))
+    stats = data_stats(config, prepare_configured_corpus(config), configured_instructions(config))
     if args.json:
         print(json.dumps(stats, indent=2))
         return 0
@@ -293,6 +294,39 @@ def _cmd_data_stats(args: argparse.Namespace) -> int:
             f"{p['passes_over_corpus']:.2f}",
         )
     console.print(table)
+    if "sft" in stats:
+        sft = stats["sft"]
+        console.print(
+            f"Phase 2: {sft['examples']:,} instruction examples ("
+            + ", ".join(f"{n:,} {kind}" for kind, n in sft["by_format"].items())
+            + f"), {sft['prompt_tokens']:,} prompt and {sft['supervised_tokens']:,} supervised tokens, "
+            f"{sft['truncated']:,} cut to fit, {sft['rows_per_epoch']:,} rows per pass; by length: "
+            + ", ".join(f"{label}: {n:,}" for label, n in sft["length_histogram"].items())
+        )
+        if sft["skipped_by_reason"]:
+            console.print("  skipped: " + ", ".join(f"{n} {r}" for r, n in sft["skipped_by_reason"].items()))
+    return 0
+
+
+def _cmd_qa_build(args: argparse.Namespace) -> int:
+    from fathom.reports import build_qa_file
+
+    lengths = None
+    if args.lengths:
+        try:
+            lengths = [int(x) for x in args.lengths.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(f"--lengths: {args.lengths!r} is not a comma-separated list of token counts") from None
+    summary = build_qa_file(_resolve_config(args), args.out, lengths, args.per_document, args.held_out, args.seed)
+    logger.info(
+        "wrote %d questions from %d %sdocuments to %s (%s; context tokens: %s)",
+        summary["records"],
+        summary["documents"],
+        "held-out " if args.held_out else "",
+        summary["out"],
+        ", ".join(f"{n} {kind}" for kind, n in summary["by_kind"].items()),
+        ", ".join(f"{length:,}: {n}" for length, n in sorted(summary["by_length"].items())),
+    )
     return 0
 
 
@@ -351,6 +385,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         ruler=args.ruler,
         ruler_tasks=args.ruler_tasks,
         rope=args.rope_scaling,
+        qa=args.qa,
+        qa_template=args.qa_template,
+        qa_limit=args.qa_limit,
     )
     results = run_eval(request)
     report = write_report(results, args.out)
@@ -448,6 +485,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stats.add_argument("--json", action="store_true", help="print the statistics as one JSON object")
 
+    qa = sub.add_parser(
+        "qa", help="long-document questions from your corpus (qa build)", description="question answering data"
+    )
+    qa_sub = qa.add_subparsers(dest="qa_command", required=True, metavar="COMMAND")
+    build = _subcommand(
+        qa_sub, "build", "document-QA records with the answer at a known depth of a long context", _cmd_qa_build
+    )
+    build.add_argument("--out", type=Path, required=True, help="new .jsonl file for the records")
+    build.add_argument(
+        "--lengths", default=None, help="comma-separated context lengths in tokens (none: 1/4, 1/2 and all of the row)"
+    )
+    build.add_argument("--per-document", type=int, default=2, help="questions per document and length")
+    build.add_argument(
+        "--held-out", action="store_true", help="from the held-out documents (data.eval_fraction): an eval set"
+    )
+    build.add_argument("--seed", type=int, default=0, help="seed of the facts, depths and fillers chosen")
+
     gen = _subcommand(
         sub, "generate", "read a long document and stream the model's continuation or answer", _cmd_generate, False
     )
@@ -475,7 +529,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--depths", type=int, default=10, help="how many needle depths, spread evenly from 0 to 1")
     ev.add_argument("--samples", type=int, default=1, help="prompts per length and depth")
-    ev.add_argument("--kinds", default="passkey,maritime", help="needle kinds: passkey and/or maritime")
+    ev.add_argument("--kinds", default="passkey,maritime", help="needle kinds: passkey and/or maritime, or none")
+    ev.add_argument(
+        "--qa", type=Path, default=None, help="document-QA .jsonl asked of every model (fathom qa build --held-out)"
+    )
+    ev.add_argument(
+        "--qa-template",
+        default="{document}\n\nQuestion: {question}",
+        help="the user turn of a QA prompt, as sft.prompt_template",
+    )
+    ev.add_argument("--qa-limit", type=int, default=0, help="ask at most this many questions (0: all)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the prompts (same seed: same prompts)")
     ev.add_argument("--out", type=Path, default=Path("eval"), help="folder for results.json, plots and report.md")
     ev.add_argument("--json", action="store_true", help="also print the results JSON")

@@ -129,8 +129,37 @@ def prepare_configured_corpus(config: FathomConfig):
     return prepare_corpus(config, tokenizer, resolve_eod_token_id(tokenizer, config.data.eod_token))
 
 
-def data_stats(config: FathomConfig, cache) -> dict:
-    """What ``fathom data stats`` reports, as one JSON-ready object."""
+def configured_instructions(config: FathomConfig):
+    """Phase 2's instruction examples (rendered with the model's tokenizer), or None without an sft section."""
+    if config.sft is None:
+        return None
+    from fathom.data.instruct import prepare_instructions
+    from fathom.model.load import load_configured_tokenizer
+
+    tokenizer = load_configured_tokenizer(config.model)
+    return prepare_instructions(config.sft, tokenizer, config.train.seed, len(config.phases()))
+
+
+def instruction_stats(examples) -> dict:
+    """The ``sft`` object of ``data stats``: examples by format, skips by reason, tokens, cuts, lengths."""
+    from fathom.data.cache import length_histogram
+
+    report = examples.report
+    return {
+        "examples": len(examples.examples),
+        "by_format": report.by_format,
+        "skipped_by_reason": report.skipped_by_reason | report.ingest.reasons(),
+        "prompt_tokens": sum(e.prompt_tokens for e in examples.examples),
+        "supervised_tokens": sum(e.supervised_tokens for e in examples.examples),
+        "truncated": report.truncated,
+        "rows_per_epoch": examples.rows_per_epoch,
+        "long_share": round(examples.mix.long_share, 4),
+        "length_histogram": length_histogram(examples.lengths()),
+    }
+
+
+def data_stats(config: FathomConfig, cache, examples=None) -> dict:
+    """What ``fathom data stats`` reports, as one JSON-ready object (``examples``: Phase 2's, when any)."""
     meta = cache.meta
     train = cache.train_documents()
     lengths = train.lengths
@@ -168,4 +197,55 @@ def data_stats(config: FathomConfig, cache) -> dict:
         "duplicates_removed": meta["duplicates_removed"],
         "length_histogram": cache.length_histogram("train"),
         "phases": phases,
+    } | ({"sft": instruction_stats(examples)} if examples is not None else {})
+
+
+def build_qa_file(
+    config: FathomConfig,
+    out: Path,
+    lengths: list[int] | None = None,
+    per_document: int = 2,
+    held_out: bool = False,
+    seed: int = 0,
+) -> dict:
+    """``fathom qa build``: document-QA records from the run's corpus (its held-out part with ``held_out``).
+
+    Lengths default to a quarter, half and all of Phase 2's row (or the last phase's). Returns a
+    summary (records, by kind, by length); ``out`` is written whole or not at all, never overwritten.
+    """
+    import json
+
+    from fathom.data.qa import build_records
+    from fathom.fsutil import atomic_write_text
+
+    if out.exists():
+        raise ConfigError(f"--out: {out} already exists; choose a new file (nothing was changed)")
+    cache = prepare_configured_corpus(config)
+    from fathom.model.load import load_configured_tokenizer
+
+    tokenizer = load_configured_tokenizer(config.model)
+    documents = cache.eval_documents() if held_out else cache.train_documents()
+    if not len(documents):
+        which = "held-out documents (data.eval_fraction is 0)" if held_out else "training documents"
+        raise ConfigError(f"data.paths: no {which} to build questions from")
+    texts = [tokenizer.decode(documents[i][:-1].tolist()) for i in range(len(documents))]
+    if not lengths:
+        longest = config.sft.max_seq_length if config.sft else config.phases()[-1].max_seq_length
+        lengths = sorted({max(longest // 4, 64), max(longest // 2, 64), longest})
+    records = build_records(texts, tokenizer, lengths, per_document, seed)
+    if not records:
+        raise ConfigError("data.paths: no askable facts (key: value lines, lettered or numbered paragraphs) found")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    by_kind: dict[str, int] = {}
+    by_length: dict[int, int] = {}
+    for record in records:
+        by_kind[record["kind"]] = by_kind.get(record["kind"], 0) + 1
+        by_length[record["context_tokens"]] = by_length.get(record["context_tokens"], 0) + 1
+    return {
+        "out": str(out),
+        "records": len(records),
+        "documents": len(texts),
+        "by_kind": by_kind,
+        "by_length": by_length,
     }

@@ -144,3 +144,30 @@ def test_phase_2_alone_from_a_given_adapter(
     ended = load_file(str(alone / "final_512_instruct_model" / "adapter_model.safetensors"))
     assert given.keys() == ended.keys() and all(torch.allclose(given[k], ended[k], atol=1e-6) for k in given)
     assert any(given[k].abs().sum() > 0 for k in given if "lora_B" in k)
+
+
+@pytest.mark.slow
+def test_qa_build_data_stats_and_eval_qa_through_the_cli(tmp_path, straight_run, local_model_dir, capsys):
+    config, out = straight_run
+    assert main(["data", "stats", "--config", str(config), "--json"]) == 0
+    sft = json.loads(capsys.readouterr().out)["sft"]
+    assert sft["by_format"] == {"document_qa": 9, "chat": 1, "alpaca": 1} and sft["examples"] == 11
+    assert sft["supervised_tokens"] > 0 and sft["prompt_tokens"] > sft["supervised_tokens"]
+
+    qa = tmp_path / "qa_built.jsonl"
+    assert main(["qa", "build", "--config", str(config), "--out", str(qa), "--lengths", "256,512"]) == 0
+    records = [json.loads(line) for line in qa.read_text(encoding="utf-8").splitlines()]
+    assert records and {r["context_tokens"] for r in records} <= {256, 512} and all(r["answer"] for r in records)
+    assert main(["qa", "build", "--config", str(config), "--out", str(qa)]) == 2  # never overwritten
+    assert "already exists" in capsys.readouterr().err
+
+    report_dir = tmp_path / "eval"
+    adapter = str(out / "final_512_instruct_model")
+    command = ["eval", "--base", str(local_model_dir), "--adapter", adapter, "--qa", str(qa), "--qa-limit", "3"]
+    assert main([*command, "--kinds", "none", "--lengths", "256", "--out", str(report_dir)]) == 0
+    results = json.loads((report_dir / "results.json").read_text())
+    assert [m["qa"]["n"] for m in results["models"]] == [3, 3]
+    assert all(0 <= m["qa"]["f1"] <= 1 and m["qa"]["grid_contains"] for m in results["models"])
+    report = (report_dir / "report.md").read_text()
+    assert "## Long-document question answering" in report and "| final_512_instruct_model | 3 |" in report
+    assert (report_dir / "qa_heatmap_final_512_instruct_model.png").stat().st_size > 1000

@@ -240,13 +240,17 @@ class CorpusCache:
         return DocumentView(self, np.flatnonzero(self.split == 1))
 
     def length_histogram(self, which: str = "train") -> dict[str, int]:
-        lengths = self.length[self.split == (0 if which == "train" else 1)]
-        out, lower = {}, 0
-        for upper, label in LENGTH_BUCKETS:
-            mask = lengths > lower if upper is None else (lengths > lower) & (lengths <= upper)
-            out[label] = int(mask.sum())
-            lower = upper or lower
-        return out
+        return length_histogram(self.length[self.split == (0 if which == "train" else 1)])
+
+
+def length_histogram(lengths: np.ndarray) -> dict[str, int]:
+    """How many lengths fall in each of the buckets <=4K, 4-16K, 16-32K, >32K tokens."""
+    out, lower = {}, 0
+    for upper, label in LENGTH_BUCKETS:
+        mask = lengths > lower if upper is None else (lengths > lower) & (lengths <= upper)
+        out[label] = int(mask.sum())
+        lower = upper or lower
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------

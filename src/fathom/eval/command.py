@@ -40,9 +40,13 @@ class EvalRequest:
     ruler: bool = False
     ruler_tasks: str = RULER_TASKS
     rope: str | None = None
+    qa: Path | None = None  # document-QA .jsonl (fathom qa build --held-out) asked of every model
+    qa_template: str = "{document}\n\nQuestion: {question}"
+    qa_limit: int = 0  # ask at most this many questions (0: all)
 
     def kind_list(self) -> list[str]:
-        return [k.strip() for k in self.kinds.split(",") if k.strip()]
+        """Needle kinds; 'none' runs no needles (e.g. QA only)."""
+        return [k.strip() for k in self.kinds.split(",") if k.strip() and k.strip() != "none"]
 
 
 def _parse_lengths(text: str) -> list[int] | None:
@@ -70,8 +74,12 @@ def eval_problems(request: EvalRequest) -> list[str]:
     if request.samples < 1:
         problems.append(f"--samples: must be >= 1, got {request.samples}")
     unknown = [k for k in request.kind_list() if k not in KINDS]
-    if unknown or not request.kind_list():
-        problems.append(f"--kinds: give passkey and/or maritime (comma-separated), got {request.kinds!r}")
+    if unknown or not (request.kind_list() or request.kinds.strip() == "none"):
+        problems.append(f"--kinds: give passkey and/or maritime (comma-separated) or none, got {request.kinds!r}")
+    if request.qa is not None and not Path(request.qa).is_file():
+        problems.append(f"--qa: {request.qa} does not exist")
+    if "{document}" not in request.qa_template or "{question}" not in request.qa_template:
+        problems.append(f"--qa-template: must contain {{document}} and {{question}}, got {request.qa_template!r}")
     return [p for p in problems if p]
 
 
@@ -121,6 +129,15 @@ def run_eval(request: EvalRequest) -> dict:
             skipped.append(f"maritime needles: {NO_HAYSTACK}")
         skipped.append(f"perplexity by position: {NO_HAYSTACK}")
     lengths = _parse_lengths(request.lengths) if request.lengths else default_eval_lengths(request.adapters)
+    qa_records = None
+    if request.qa is not None:
+        from fathom.eval.qa import read_qa_records
+
+        qa_records = read_qa_records(request.qa)
+        if request.qa_limit:
+            qa_records = qa_records[: request.qa_limit]
+    elif not kinds:
+        skipped.append("long-document QA: pass --qa FILE (fathom qa build --held-out writes one)")
     for line in skipped:
         logger.warning("skipped %s", line)
     results = evaluate_models(
@@ -133,6 +150,8 @@ def run_eval(request: EvalRequest) -> dict:
         haystack,
         request.seed,
         rope=request.rope,
+        qa_records=qa_records,
+        qa_template=request.qa_template,
     )
     if request.ruler:
         reason = _run_ruler(request, results, lengths)

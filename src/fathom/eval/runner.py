@@ -81,10 +81,13 @@ def evaluate_models(
     haystack: list[str],
     seed: int = 0,
     rope: str | None = None,
+    qa_records: list[dict] | None = None,
+    qa_template: str | None = None,
 ) -> dict:
     """Every model (the base, then each adapter) on the same prompts and documents.
 
     ``haystack`` texts hide the maritime needles and are the documents of perplexity by position.
+    ``qa_records`` (document-QA) are asked of every model with the chat template and scored.
     Each adapter runs with the RoPE setting it was trained with (its record), the base with its own;
     ``rope`` (e.g. 'yarn:2') overrides both.
     """
@@ -141,6 +144,11 @@ def evaluate_models(
             if ppl_documents:
                 entry["perplexity_by_position"] = loss_by_position(model, ppl_documents, max(lengths), device)
                 entry["short_perplexity"] = short_perplexity(model, ppl_documents, device)
+            if qa_records:
+                from fathom.eval.qa import answer_questions, score_answers
+
+                answers = answer_questions(model, tokenizer, device, qa_records, qa_template)
+                entry["qa"] = score_answers(qa_records, answers, tokenizer)
         results.append(entry)
     return {"base": base, "lengths": lengths, "depths": depths, "samples": samples, "kinds": kinds, "models": results}
 
@@ -212,13 +220,13 @@ def write_report(results: dict, out: Path) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    lines = [
-        f"# fathom eval: {results['base']}",
-        "",
-        f"Needle accuracy by context length (columns) and needle depth (rows), {results['samples']} "
-        "sample(s) per cell, exact match.",
-        "",
-    ]
+    lines = [f"# fathom eval: {results['base']}", ""]
+    if results["kinds"]:
+        lines += [
+            f"Needle accuracy by context length (columns) and needle depth (rows), {results['samples']} "
+            "sample(s) per cell, exact match.",
+            "",
+        ]
     lengths = [str(n) for n in results["lengths"]]
     depths = [str(d) for d in results["depths"]]
     for model in results["models"]:
@@ -284,6 +292,7 @@ def write_report(results: dict, out: Path) -> Path:
                 cells = " | ".join(f"{scores[n]:.2f}" if n in scores else "-" for n in lengths)
                 lines.append(f"| {model['name']} | {task} | {cells} |")
         lines.append("")
+    lines += _qa_report(results, out, plt)
     if results.get("skipped"):
         lines += ["## Not run", "", *[f"- {line}" for line in results["skipped"]], ""]
     elif results.get("ruler_skipped"):
@@ -291,6 +300,44 @@ def write_report(results: dict, out: Path) -> Path:
     report = out / "report.md"
     report.write_text("\n".join(lines), encoding="utf-8")
     return report
+
+
+def _qa_report(results: dict, out: Path, plt) -> list[str]:
+    """The long-document QA table, and a heatmap per model of 'answer contained' by length and depth."""
+    with_qa = [m for m in results["models"] if m.get("qa")]
+    if not with_qa:
+        return []
+    lines = [
+        "## Long-document question answering",
+        "",
+        "SQuAD-normalized exact match, token F1, and reference contained in the answer (the heatmaps).",
+        "",
+        "| model | questions | exact match | F1 | contained |",
+        "|---|---|---|---|---|",
+    ]
+    for m in with_qa:
+        qa = m["qa"]
+        lines.append(f"| {m['name']} | {qa['n']} | {qa['exact_match']:.2f} | {qa['f1']:.2f} | {qa['contains']:.2f} |")
+    lines.append("")
+    for model in with_qa:
+        grid = model["qa"]["grid_contains"]
+        lengths = list(grid)
+        depths = sorted({d for cells in grid.values() for d in cells})
+        matrix = np.array([[grid[n].get(d, np.nan) for n in lengths] for d in depths])
+        fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(lengths), 1.2 + 0.45 * len(depths)))
+        image = ax.imshow(matrix, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+        ax.set_xticks(range(len(lengths)), [f"<={int(n):,}" for n in lengths])
+        ax.set_yticks(range(len(depths)), depths)
+        ax.set_xlabel("context length (tokens)")
+        ax.set_ylabel("answer depth")
+        ax.set_title(f"{model['name']}: QA")
+        fig.colorbar(image, ax=ax, label="contained")
+        fig.tight_layout()
+        png = f"qa_heatmap_{_slug(model['name'])}.png"
+        fig.savefig(out / png, dpi=110)
+        plt.close(fig)
+        lines += [f"![{model['name']} QA]({png})", ""]
+    return lines
 
 
 def _slug(name: str) -> str:

@@ -1,0 +1,85 @@
+"""Long-document QA: SQuAD-style scoring, and questions built from documents with the answer at a known depth."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fathom.data.qa import build_records, extract_facts
+from fathom.demo.corpus import generate_documents
+from fathom.errors import ConfigError
+from fathom.eval.qa import (
+    contains,
+    depth_bucket,
+    exact_match,
+    length_bucket,
+    normalize_answer,
+    read_qa_records,
+    score_answers,
+    token_f1,
+)
+
+
+def test_squad_normalization_and_scores():
+    assert normalize_answer("The  Port of Hamburg!") == "port of hamburg"
+    assert exact_match("the Hamburg.", "Hamburg") and not exact_match("Hamburg, Germany", "Hamburg")
+    assert token_f1("3,280 t of soybeans", "3,280 t of soybeans") == 1.0
+    assert token_f1("soybeans in hold 3", "3,280 t of soybeans") == pytest.approx(0.25)  # 1 common of 4 and 4
+    assert token_f1("coal", "soybeans") == 0.0
+    assert contains("Hold 3 holds 3,280 t of soybeans.", "3,280 t of soybeans") and not contains("", "x")
+    assert [length_bucket(n) for n in (100, 256, 257, 1000, 2048)] == [256, 256, 512, 1024, 2048]
+    assert [depth_bucket(d) for d in (0.0, 0.25, 0.5, 0.99, 1.0)] == ["0-20%", "20-40%", "40-60%", "80-100%", "80-100%"]
+
+
+def test_scores_by_length_and_depth():
+    records = [
+        {"document": "d", "question": "q", "answer": "Hamburg", "context_tokens": 500, "depth": 0.1},
+        {"document": "d", "question": "q", "answer": "coal", "context_tokens": 500, "depth": 0.9},
+        {"document": "d", "question": "q", "answer": "Rule 13", "context_tokens": 2000, "depth": 0.1},
+    ]
+    scores = score_answers(records, ["Hamburg", "iron ore", "It is Rule 13."], None)
+    assert scores["n"] == 3 and scores["exact_match"] == pytest.approx(1 / 3, abs=1e-3)
+    assert scores["contains"] == pytest.approx(2 / 3, abs=1e-3)
+    assert scores["grid_contains"] == {"512": {"0-20%": 1.0, "80-100%": 0.0}, "2048": {"0-20%": 1.0}}
+
+
+def test_reading_qa_records_names_the_bad_line(tmp_path):
+    path = tmp_path / "qa.jsonl"
+    path.write_text(json.dumps({"document": "d", "question": "q", "answer": "a"}) + "\n{oops\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"qa.jsonl line 2 is not valid JSON"):
+        read_qa_records(path)
+    path.write_text(json.dumps({"document": "d", "question": "q"}) + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="line 1 needs string fields document, question and answer"):
+        read_qa_records(path)
+
+
+def test_facts_from_key_value_lines_and_paragraphs():
+    text = (
+        "title: Overtaking\n\n"
+        "(a) Any vessel overtaking any other shall keep out of the way of the vessel being overtaken.\n\n"
+        "- Hold 3: 3,280 t of soybeans\nMaster: Capt. S. Tanaka. Voyage from Valencia.\n"
+    )
+    facts = {(f.kind, f.question): f.answer for f in extract_facts(text)}
+    assert facts[("key_value", 'What does the document give for "Hold 3"?')] == "3,280 t of soybeans"
+    assert facts[("key_value", 'What does the document give for "Master"?')] == "Capt. S. Tanaka"
+    question = 'What does paragraph (a) of "Overtaking" say?'
+    assert facts[("paragraph", question)].startswith("Any vessel overtaking any other shall keep out of the way")
+
+
+def test_built_questions_have_one_answer_at_the_recorded_depth(real_tokenizer):
+    tokenizer = real_tokenizer.load()
+    texts = [text for _, text in generate_documents(12, seed=4)]
+    records = build_records(texts, tokenizer, [256, 1024], per_document=2, seed=3)
+    assert records == build_records(texts, tokenizer, [256, 1024], per_document=2, seed=3)  # seeded
+    assert {r["kind"] for r in records} == {"key_value", "paragraph"}
+    assert len({r["context_tokens"] for r in records}) >= 2
+    for record in records:
+        context, key = record["document"], record["question"].split('"')[1]
+        assert record["answer"] in context
+        if record["kind"] == "key_value":
+            assert context.count(f"{key}:") == 1  # no other document in the context states the same key
+            ids = tokenizer(context, add_special_tokens=False)["input_ids"]
+            assert abs(len(ids) - record["context_tokens"]) <= 0.05 * record["context_tokens"] + 4
+            position = len(tokenizer(context[: context.index(f"{key}:")], add_special_tokens=False)["input_ids"])
+            assert abs(position / len(ids) - record["depth"]) < 0.05, record["question"]
