@@ -353,6 +353,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         args.sample,
         args.temperature,
         rope=args.rope_scaling,
+        chat=args.chat,
     )
     print()
     return 0
@@ -511,6 +512,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-new-tokens", type=int, default=512, help="most tokens to generate")
     gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     gen.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (with --sample)")
+    gen.add_argument(
+        "--chat",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="ask with the chat template, --prompt as the question about --file (unset: when the adapter is "
+        "Phase 2's instruct one)",
+    )
     _add_rope_option(gen)
 
     ev = _subcommand(

@@ -171,3 +171,31 @@ def test_qa_build_data_stats_and_eval_qa_through_the_cli(tmp_path, straight_run,
     report = (report_dir / "report.md").read_text()
     assert "## Long-document question answering" in report and "| final_512_instruct_model | 3 |" in report
     assert (report_dir / "qa_heatmap_final_512_instruct_model.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_phase_2_evaluates_qa_at_its_end_and_generate_asks_with_the_chat_template(
+    tmp_path, local_model_dir, synthetic_corpus, qa_folder, capsys
+):
+    out = tmp_path / "evaluated"
+    config = _config(tmp_path, local_model_dir, synthetic_corpus, qa_folder, out, epochs=0.5)
+    overrides = ["eval.enabled=true", "eval.kinds=[passkey]", "data.eval_fraction=0.3", "eval.depths=2"]
+    assert main(["train", "--config", str(config), *overrides]) == 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / PHASE_2 / "logs"))
+    events.Reload()
+    assert {"eval/qa/contains", "eval/qa/f1", "eval/qa/exact_match"} <= set(events.Tags()["scalars"])
+    phase_1_events = EventAccumulator(str(out / "Phase_1c_Long" / "logs"))
+    phase_1_events.Reload()
+    assert "eval/qa/contains" not in phase_1_events.Tags()["scalars"]
+
+    capsys.readouterr()
+    document = next(synthetic_corpus.glob("*voyage*.md"))
+    base, instruct = str(local_model_dir), str(out / "final_512_instruct_model")
+    ask = ["generate", "--base", base, "--adapter", instruct, "--file", str(document), "--prompt", "Which vessel?"]
+    assert main([*ask, "--max-new-tokens", "2"]) == 0
+    chat = int(capsys.readouterr().out.split("Input length: ")[1].split(" tokens")[0])
+    assert main([*ask, "--max-new-tokens", "2", "--no-chat"]) == 0
+    plain = int(capsys.readouterr().out.split("Input length: ")[1].split(" tokens")[0])
+    assert chat > plain  # the instruct adapter is asked in a user turn: the template's tokens come on top

@@ -27,8 +27,13 @@ def generate(
     do_sample: bool = False,
     temperature: float = 0.7,
     rope: str | None = None,
+    chat: bool | None = None,
 ) -> str:
-    """Stream a continuation of ``file`` (plus ``prompt``) to stdout; returns the generated text."""
+    """Stream a continuation of ``file`` (plus ``prompt``) to stdout; returns the generated text.
+
+    ``chat`` (default: when the adapter was written by Phase 2) asks with the chat template instead:
+    the document and ``prompt`` fill the adapter's ``sft.prompt_template`` in a user turn.
+    """
     from transformers import TextStreamer
 
     path = Path(file)
@@ -36,10 +41,19 @@ def generate(
         raise ConfigError(f"--file: {path} does not exist")
     info = read_adapter(adapter) if adapter else None
     text = path.read_text(encoding="utf-8", errors="replace")
-    if prompt:
-        text = f"{text.rstrip()}\n\n{prompt}"
+    template = info.prompt_template if info else None
+    chat = template is not None if chat is None else chat
     model, tokenizer, device = load_for_inference(base, adapter, rope=rope)
-    inputs = tokenizer(text, return_tensors="pt").to(device)
+    if chat:
+        from fathom.data.instruct import DEFAULT_PROMPT_TEMPLATE, ensure_chat_template
+
+        ensure_chat_template(tokenizer)
+        user = (template or DEFAULT_PROMPT_TEMPLATE).format(document=text.rstrip(), question=prompt or "")
+        inputs = tokenizer.apply_chat_template(
+            [{"role": "user", "content": user}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        ).to(device)
+    else:
+        inputs = tokenizer(f"{text.rstrip()}\n\n{prompt}" if prompt else text, return_tensors="pt").to(device)
     n_tokens = inputs["input_ids"].shape[1]
     print(f"Input length: {n_tokens} tokens", flush=True)
     limit = info.trained_length if info else None

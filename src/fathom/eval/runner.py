@@ -163,8 +163,10 @@ def evaluate_phase(
     kinds: list[str],
     held_out: list[np.ndarray],
     seed: int,
+    qa_template: str | None = None,
 ) -> dict[str, float]:
-    """The end-of-phase check: TensorBoard scalars eval/needle_acc/<len> and eval/ppl/<bucket>."""
+    """The end-of-phase check: TensorBoard scalars eval/needle_acc/<len> and eval/ppl/<bucket>; with
+    ``qa_template`` (Phase 2) also eval/qa/<metric> on questions built from the held-out documents."""
     from fathom.eval.needle import default_depths, default_lengths, shortest_needle_prompt
 
     lengths = default_lengths(max_seq_length, start=min(1024, max_seq_length))
@@ -201,9 +203,24 @@ def evaluate_phase(
             docs = sorted(held_out, key=len, reverse=True)
             for label, bucket in loss_by_position(model, docs, max_seq_length, device)["buckets"].items():
                 scalars[f"eval/ppl/{label}"] = bucket["perplexity"]
+        if qa_template is not None and haystack:
+            scalars |= _phase_qa(model, tokenizer, device, haystack, max_seq_length, samples, seed, qa_template)
     finally:
         model.train(was_training)
     return scalars
+
+
+def _phase_qa(model, tokenizer, device, texts, max_seq_length, samples, seed, template) -> dict[str, float]:
+    """Phase 2's own check: questions from held-out documents at half and all of its row, scored."""
+    from fathom.data.qa import build_records
+    from fathom.eval.qa import answer_questions, score_answers
+
+    lengths = sorted({max(max_seq_length // 2, 64), max_seq_length})
+    records = build_records(texts, tokenizer, lengths, per_document=1, seed=seed)[: max(4, 4 * samples)]
+    if not records:
+        return {}
+    scores = score_answers(records, answer_questions(model, tokenizer, device, records, template), tokenizer)
+    return {f"eval/qa/{k}": scores[k] for k in ("exact_match", "f1", "contains")}
 
 
 def _label(adapter: str) -> str:

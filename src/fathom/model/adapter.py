@@ -35,6 +35,7 @@ class AdapterInfo:
     trained_length: int | None  # the longest phase length of the run that wrote it
     rope: object | None  # fathom.model.rope.RopeSetting it was trained with; None: the base's own
     has_tokenizer: bool
+    prompt_template: str | None = None  # set when Phase 2 (instruction tuning) wrote it: sft.prompt_template
 
 
 def adapter_problem(folder: str | Path | None, where: str = "--adapter") -> str | None:
@@ -52,16 +53,39 @@ def adapter_problem(folder: str | Path | None, where: str = "--adapter") -> str 
     return None
 
 
-def _trained_length(folder: Path) -> int | None:
+def _run_config(folder: Path) -> dict:
+    """The run's config as plain data (its fathom_config.yaml), or {} when absent or unreadable."""
     config_file = folder / CONFIG_FILE
-    if not config_file.is_file():
+    try:
+        data = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _trained_length(folder: Path) -> int | None:
+    data = _run_config(folder)
+    try:
+        lengths = [int(p["max_seq_length"]) for p in (data.get("train") or {}).get("schedule") or []]
+        if isinstance(data.get("sft"), dict):
+            lengths.append(int(data["sft"]["max_seq_length"]))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return max(lengths) if lengths else None
+
+
+def _instruct_template(folder: Path) -> str | None:
+    """sft.prompt_template when ``folder`` was written by Phase 2 (its trainer state names the sft phase)."""
+    sft = _run_config(folder).get("sft")
+    if not isinstance(sft, dict):
         return None
     try:
-        data = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
-        schedule = data.get("train", {}).get("schedule", [])
-        return max(int(p["max_seq_length"]) for p in schedule) if schedule else None
-    except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError):
+        state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
+    if isinstance(state, dict) and state.get("phase_name") == sft.get("name"):
+        return sft.get("prompt_template") or "{document}\n\nQuestion: {question}"
+    return None
 
 
 def read_adapter(folder: str | Path, where: str = "--adapter") -> AdapterInfo:
@@ -82,6 +106,7 @@ def read_adapter(folder: str | Path, where: str = "--adapter") -> AdapterInfo:
         trained_length=_trained_length(folder),
         rope=read_rope_record(folder),
         has_tokenizer=(folder / TOKENIZER_CONFIG).is_file(),
+        prompt_template=_instruct_template(folder),
     )
 
 

@@ -635,6 +635,7 @@ def _end_of_phase_eval(run: _Run, plan: PhasePlan, tb) -> None:
                 list(cfg.kinds),
                 list(run.held_out),
                 run.config.train.seed,
+                qa_template=run.config.sft.prompt_template if plan.kind == "sft" else None,
             )
         tb.scalars(run.state.global_step, scalars)
         logger.info(
