@@ -230,3 +230,31 @@ def test_yaml_with_help_round_trips(tmp_path):
     again = config_from_dict(yaml.safe_load(text))
     assert again == config
     assert config_from_dict(yaml.safe_load(config_to_yaml(config))) == config
+
+
+def test_the_sft_section_is_optional_set_by_overrides_and_validated():
+    config = load_config(None, ["sft.paths=[qa.jsonl]", "sft.epochs=1", "data.paths=[x]"], check_paths=False)
+    assert config.sft.paths == ["qa.jsonl"] and config.sft.epochs == 1.0 and config.sft.name == "Phase_2_Instruct"
+    assert [p.name for p in config.phase_configs()][-1] == "Phase_2_Instruct"
+    assert load_config(None, ["data.paths=[x]"], check_paths=False).sft is None
+    with pytest.raises(ConfigError) as info:
+        load_config(
+            None,
+            [
+                "sft.paths=[]",
+                "sft.replay_fraction=1",
+                "sft.name=Phase_1a_Short",
+                "sft.prompt_template=Question {question}",
+            ],
+            check_paths=False,
+        )
+    assert str(info.value).splitlines() == [
+        "sft.paths: give at least one file or folder of instruction data",
+        "sft.name: 'Phase_1a_Short' is also a train.schedule phase; phase names must be unique",
+        "sft.replay_fraction: must be in [0, 1), got 1.0",
+        "sft.prompt_template: must contain {document}, got 'Question {question}'",
+    ]
+    with pytest.raises(ConfigError, match=r"train.schedule: needs at least one phase \(or an sft section"):
+        load_config(None, ["train.schedule=[]"], check_paths=False)
+    alone = load_config(None, ["train.schedule=[]", "sft.paths=[qa]", "sft.replay_fraction=0"], check_paths=False)
+    assert alone.phases() == [] and not alone.needs_corpus()

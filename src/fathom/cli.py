@@ -24,13 +24,14 @@ problem (:func:`run_guarded`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 import warnings
 from pathlib import Path
 
-from fathom.config import ConfigError, FathomConfig, config_to_yaml, load_config
+from fathom.config import ConfigError, FathomConfig, config_to_yaml, load_config, validate
 from fathom.errors import raise_problems
 from fathom.eval.command import RULER_TASKS
 
@@ -75,7 +76,7 @@ def _resolve_config(args: argparse.Namespace) -> FathomConfig:
     if args.config is not None:
         return load_config(args.config, args.overrides, check_paths=reads_documents)
     from fathom.config import parse_overrides
-    from fathom.demo import DEMO_CONFIG, DEMO_MODEL, ensure_demo_corpus
+    from fathom.demo import DEMO_CONFIG, DEMO_MODEL, ensure_demo_corpus, ensure_demo_qa
 
     own_documents = any(key in ("data", "data.paths") for key, _ in parse_overrides(args.overrides))
     logger.info(
@@ -84,9 +85,16 @@ def _resolve_config(args: argparse.Namespace) -> FathomConfig:
         "your data.paths" if own_documents else "a SYNTHETIC maritime corpus",
         DEMO_CONFIG.name,
     )
-    config = load_config(DEMO_CONFIG, args.overrides, check_paths=reads_documents and own_documents)
-    if reads_documents and not own_documents:
-        ensure_demo_corpus(config.data.paths[0])
+    config = load_config(DEMO_CONFIG, args.overrides, check_paths=False)
+    if own_documents and not any(key.startswith("sft") for key, _ in parse_overrides(args.overrides)):
+        config = dataclasses.replace(config, sft=None)  # the demo's Phase 2 asks about its synthetic documents
+    if reads_documents:
+        if own_documents:
+            validate(config, check_paths=True)
+        else:
+            ensure_demo_corpus(config.data.paths[0])
+            if config.sft is not None:
+                ensure_demo_qa(config)
     return config
 
 
@@ -214,7 +222,13 @@ def _print_hardware_detail(console, hw: dict) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    return train_and_report(_resolve_config(args), args.resume, f" --config {args.config}" if args.config else "")
+    config = _resolve_config(args)
+    code = train_and_report(config, args.resume, f" --config {args.config}" if args.config else "")
+    if args.config is None and config.sft is not None:
+        from fathom.demo import report_demo_qa
+
+        report_demo_qa(config)  # the demo shows what Phase 2 bought: before / after on held-out questions
+    return code
 
 
 def train_and_report(config: FathomConfig, resume: bool, resume_hint: str = "") -> int:

@@ -620,6 +620,11 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
         if depth == len(parts) - 1:
             node[part] = value
             return
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and _is_dataclass_type(args[0]):  # an optional section (sft): set its fields
+            tp = args[0]
+            if node.get(part) is None:
+                node[part] = {}
         if not _is_dataclass_type(tp):
             raise ConfigError(f"{where}: is a {getattr(tp, '__name__', tp)}, it has no field '{parts[depth + 1]}'")
         node = node.setdefault(part, {})

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 from fathom.config import ConfigError
-from fathom.demo.corpus import is_demo_corpus, write_corpus
+from fathom.demo.corpus import README_NAME, README_TEXT, generate_documents, is_demo_corpus, write_corpus
 
 logger = logging.getLogger("fathom")
 
@@ -43,3 +43,74 @@ def ensure_demo_corpus(folder: str | Path = DEMO_DATA) -> Path:
     write_corpus(folder, documents=DEMO_DOCUMENTS)
     logger.info("wrote %d SYNTHETIC maritime documents to %s", DEMO_DOCUMENTS, folder)
     return folder
+
+
+DEMO_QA = "fathom-demo-qa"
+DEMO_QA_EVAL_QUESTIONS = 10
+
+
+def ensure_demo_qa(config, folder: str | Path = DEMO_QA) -> Path:
+    """Phase 2's data for the demo, written once into a folder the demo creates (reused after).
+
+    ``train.jsonl``: questions about the demo corpus's own documents, contexts of 256 and 512
+    tokens; ``eval.jsonl``: questions about other synthetic documents that no phase trains on,
+    at 512 tokens, for the before/after comparison the demo prints.
+    """
+    import json
+
+    from fathom.data.qa import build_records
+    from fathom.fsutil import atomic_dir
+    from fathom.model.load import load_configured_tokenizer
+
+    folder = Path(folder)
+    if is_demo_corpus(folder) and (folder / "eval.jsonl").is_file():
+        return folder
+    if folder.exists():
+        raise ConfigError(
+            f"sft.paths: {folder} exists and was not written by the demo; run the demo from another folder or remove it"
+        )
+    tokenizer = load_configured_tokenizer(config.model)
+    train = build_records([t for _, t in generate_documents(DEMO_DOCUMENTS)], tokenizer, [256, 512], 2, seed=0)
+    held_out = build_records([t for _, t in generate_documents(12, seed=1001)], tokenizer, [512], 1, seed=1)
+    with atomic_dir(folder) as tmp:
+        (tmp / README_NAME).write_text(README_TEXT, encoding="utf-8")
+        for name, records in (("train.jsonl", train), ("eval.jsonl", held_out)):
+            (tmp / name).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    logger.info("wrote %d training and %d held-out SYNTHETIC questions to %s", len(train), len(held_out), folder)
+    return folder
+
+
+def report_demo_qa(config, folder: str | Path = DEMO_QA) -> dict | None:
+    """Ask the held-out questions of the Phase-1 and the Phase-2 adapter; log and return the scores."""
+    from fathom.eval.qa import read_qa_records
+    from fathom.eval.runner import evaluate_models
+    from fathom.schedule import final_model_dirname
+
+    out = Path(config.output_dir)
+    phase_1 = out / final_model_dirname(config.phases()[-1].max_seq_length)
+    instruct = out / final_model_dirname(config.sft.max_seq_length, instruct=True)
+    if not (phase_1.is_dir() and instruct.is_dir()):
+        return None
+    records = read_qa_records(Path(folder) / "eval.jsonl")[:DEMO_QA_EVAL_QUESTIONS]
+    logger.info("asking %d held-out questions of the Phase-1 and the Phase-2 adapter", len(records))
+    results = evaluate_models(
+        config.model.name_or_path,
+        [str(phase_1), str(instruct)],
+        [config.sft.max_seq_length],
+        [0.5],
+        1,
+        [],
+        [],
+        qa_records=records,
+        qa_template=config.sft.prompt_template,
+    )
+    scores = {m["name"]: m["qa"] for m in results["models"]}
+    for name, qa in scores.items():
+        logger.info(
+            "QA %s: answer contained %.0f%%, F1 %.2f, exact %.0f%%",
+            name,
+            100 * qa["contains"],
+            qa["f1"],
+            100 * qa["exact_match"],
+        )
+    return scores
