@@ -24,14 +24,13 @@ problem (:func:`run_guarded`).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
 import warnings
 from pathlib import Path
 
-from fathom.config import ConfigError, FathomConfig, config_to_yaml, load_config, validate
+from fathom.config import ConfigError, FathomConfig, config_to_yaml, load_config
 from fathom.errors import raise_problems
 from fathom.eval.command import RULER_TASKS
 
@@ -75,27 +74,9 @@ def _resolve_config(args: argparse.Namespace) -> FathomConfig:
     reads_documents = args.command in ("train", "prepare", "data", "qa")
     if args.config is not None:
         return load_config(args.config, args.overrides, check_paths=reads_documents)
-    from fathom.config import parse_overrides
-    from fathom.demo import DEMO_CONFIG, DEMO_MODEL, ensure_demo_corpus, ensure_demo_qa
+    from fathom.demo import demo_config
 
-    own_documents = any(key in ("data", "data.paths") for key, _ in parse_overrides(args.overrides))
-    logger.info(
-        "no --config given: using the built-in demo (%s, phases of 256 / 512 / 1024 tokens) on %s; see %s",
-        DEMO_MODEL,
-        "your data.paths" if own_documents else "a SYNTHETIC maritime corpus",
-        DEMO_CONFIG.name,
-    )
-    config = load_config(DEMO_CONFIG, args.overrides, check_paths=False)
-    if own_documents and not any(key.startswith("sft") for key, _ in parse_overrides(args.overrides)):
-        config = dataclasses.replace(config, sft=None)  # the demo's Phase 2 asks about its synthetic documents
-    if reads_documents:
-        if own_documents:
-            validate(config, check_paths=True)
-        else:
-            ensure_demo_corpus(config.data.paths[0])
-            if config.sft is not None:
-                ensure_demo_qa(config)
-    return config
+    return demo_config(args.overrides, reads_documents)
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
@@ -509,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--out", type=Path, required=True, help="new .jsonl file for the records")
     build.add_argument(
-        "--lengths", default=None, help="comma-separated context lengths in tokens (none: 1/4, 1/2 and all of the row)"
+        "--lengths", default=None, help="comma-separated context lengths in tokens (none: 1/4, 1/2 and all but 128 tokens of the row)"
     )
     build.add_argument("--per-document", type=int, default=2, help="questions per document and length")
     build.add_argument(

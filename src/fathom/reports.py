@@ -210,7 +210,7 @@ def build_qa_file(
 ) -> dict:
     """``fathom qa build``: document-QA records from the run's corpus (its held-out part with ``held_out``).
 
-    Lengths default to a quarter, half and all of Phase 2's row (or the last phase's). Returns a
+    Lengths default to a quarter, half and all but 128 tokens of Phase 2's row (or the last phase's). Returns a
     summary (records, by kind, by length); ``out`` is written whole or not at all, never overwritten.
     """
     import json
@@ -229,9 +229,9 @@ def build_qa_file(
         which = "held-out documents (data.eval_fraction is 0)" if held_out else "training documents"
         raise ConfigError(f"data.paths: no {which} to build questions from")
     texts = [tokenizer.decode(documents[i][:-1].tolist()) for i in range(len(documents))]
-    if not lengths:
-        longest = config.sft.max_seq_length if config.sft else config.phases()[-1].max_seq_length
-        lengths = sorted({max(longest // 4, 64), max(longest // 2, 64), longest})
+    if not lengths:  # the whole row less room for the chat template, the question and the answer
+        row = config.sft.max_seq_length if config.sft else config.phases()[-1].max_seq_length
+        lengths = sorted({max(row // 4, 64), max(row // 2, 64), max(row - 128, 64)})
     records = build_records(texts, tokenizer, lengths, per_document, seed)
     if not records:
         raise ConfigError("data.paths: no askable facts (key: value lines, lettered or numbered paragraphs) found")

@@ -165,3 +165,14 @@ def test_packed_instruction_rows_train_like_each_example_alone(tokenizer):
         assert torch.allclose(packed[offset : offset + len(example) - 1], alone, atol=1e-4)
         offset += len(example)
     assert int((torch.from_numpy(row.labels) != IGNORE_INDEX).sum()) == sum(e.supervised_tokens for e in examples)
+
+
+def test_the_cut_goes_around_the_passage_that_states_the_answer(tokenizer):
+    entries = [f"Entry {i}: noon position logged." for i in range(300)]
+    entries[150] = "Entry 150: the pilot boarded at Brunsbuettel."
+    record = {"document": " ".join(entries), "question": "Where did the pilot board?", "answer": "Brunsbuettel"}
+    example = render(to_conversation(record, "x.jsonl"), tokenizer, 400)
+    text = tokenizer.decode(example.input_ids)
+    assert len(example) == 400 and example.truncated_tokens > 0
+    assert "the pilot boarded at Brunsbuettel" in text  # the evidence survived the cut
+    assert "Entry 0:" in text and "Entry 299:" in text  # the cut stayed inside the document

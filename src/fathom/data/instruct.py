@@ -15,8 +15,9 @@ labels are -100). Offsets of the rendered text decide which tokens are supervise
 exactly ``apply_chat_template(messages, tokenize=True)``.
 
 An example longer than the row is cut inside its document, middle out (the start and the end of a
-long document carry most of its structure; the question and the answer are never cut); an example
-without a document is cut inside its longest user turn.
+long document carry most of its structure; the question and the answer are never cut, and where the
+document quotes the answer the cut goes around that passage); an example without a document is cut
+inside its longest user turn.
 
 Worked example (ChatML, no system prompt): ``{"instruction": "Name the port.", "output": "Hamburg"}``
 renders ``<|im_start|>user\\nName the port.<|im_end|>\\n<|im_start|>assistant\\nHamburg<|im_end|>\\n``
@@ -200,6 +201,18 @@ def _cuttable_span(conversation: Conversation, full: str) -> tuple[int, int] | N
     return (start, start + len(text)) if start >= 0 else None
 
 
+def _droppable(conversation: Conversation, full: str, offsets: np.ndarray, cuttable: np.ndarray) -> np.ndarray:
+    """The cuttable tokens that may go: all but the passage quoting the answer (document QA), with a margin
+    of 32 tokens either side, so the evidence survives any cut."""
+    answer = conversation.messages[-1]["content"] if conversation.document is not None else ""
+    where = full.find(answer, 0, full.rfind(answer)) if answer else -1  # in the document, not the reply
+    if where < 0:
+        return cuttable
+    first = int(np.searchsorted(offsets[cuttable, 1], where, side="right"))
+    last = int(np.searchsorted(offsets[cuttable, 0], where + len(answer), side="left"))
+    return np.concatenate([cuttable[: max(first - 32, 0)], cuttable[last + 32 :]])
+
+
 def render(conversation: Conversation, tokenizer, max_length: int) -> Example | str:
     """Token ids and labels of ``conversation``, at most ``max_length`` tokens; or the reason it cannot fit."""
     full = _render_text(tokenizer, conversation.messages)
@@ -219,10 +232,13 @@ def render(conversation: Conversation, tokenizer, max_length: int) -> Example | 
         truncated = len(ids) - max_length
         if truncated >= len(cuttable):
             return "longer than the row even with its document shortened"
-        # middle out: keep the document's first and last tokens, drop the middle ones
-        middle = cuttable[len(cuttable) // 2 - truncated // 2 :][:truncated]
+        droppable = _droppable(conversation, full, offsets, cuttable)
+        if truncated >= len(droppable):  # the quoted passage cannot be kept whole: cut as if there were none
+            droppable = cuttable
+        # middle out: the document's first and last tokens stay, a run from its middle goes
+        drop = droppable[max(len(droppable) // 2 - truncated // 2, 0) :][:truncated]
         keep = np.ones(len(ids), dtype=bool)
-        keep[middle] = False
+        keep[drop] = False
         ids, labels = ids[keep], labels[keep]
     supervised = int((labels != IGNORE_INDEX).sum())
     if supervised == 0:

