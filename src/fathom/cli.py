@@ -490,7 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--out", type=Path, required=True, help="new .jsonl file for the records")
     build.add_argument(
-        "--lengths", default=None, help="comma-separated context lengths in tokens (none: 1/4, 1/2 and all but 128 tokens of the row)"
+        "--lengths",
+        default=None,
+        help="comma-separated context lengths in tokens (none: 1/4, 1/2 and all but 128 tokens of the row)",
     )
     build.add_argument("--per-document", type=int, default=2, help="questions per document and length")
     build.add_argument(
