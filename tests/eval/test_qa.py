@@ -42,6 +42,7 @@ def test_scores_by_length_and_depth():
     assert scores["n"] == 3 and scores["exact_match"] == pytest.approx(1 / 3, abs=1e-3)
     assert scores["contains"] == pytest.approx(2 / 3, abs=1e-3)
     assert scores["grid_contains"] == {"512": {"0-20%": 1.0, "80-100%": 0.0}, "2048": {"0-20%": 1.0}}
+    assert scores["contains_by_length"] == {"512": 0.5, "2048": 1.0}
 
 
 def test_reading_qa_records_names_the_bad_line(tmp_path):

@@ -136,6 +136,10 @@ def score_answers(records: list[dict], answers: list[str], tokenizer=None) -> di
             length: {depth: round(sum(v) / len(v), 4) for depth, v in sorted(cells.items())}
             for length, cells in sorted(grid.items(), key=lambda kv: int(kv[0]))
         },
+        "contains_by_length": {
+            length: round(sum(sum(v) for v in cells.values()) / sum(len(v) for v in cells.values()), 4)
+            for length, cells in sorted(grid.items(), key=lambda kv: int(kv[0]))
+        },
         "examples": [
             {"question": r["question"], "reference": r["answer"], "answer": a}
             for r, a in list(zip(records, answers, strict=True))[:5]
