@@ -77,7 +77,7 @@ def ensure_demo_corpus(folder: str | Path = DEMO_DATA) -> Path:
 
 
 DEMO_QA = "fathom-demo-qa"
-DEMO_QA_EVAL_QUESTIONS = 10
+DEMO_QA_EVAL_QUESTIONS = 8
 
 
 def ensure_demo_qa(config, folder: str | Path = DEMO_QA) -> Path:
@@ -135,6 +135,7 @@ def report_demo_qa(config, folder: str | Path = DEMO_QA) -> dict | None:
         [],
         qa_records=records,
         qa_template=config.sft.prompt_template,
+        include_base=False,
     )
     scores = {m["name"]: m["qa"] for m in results["models"]}
     for name, qa in scores.items():

@@ -83,6 +83,7 @@ def evaluate_models(
     rope: str | None = None,
     qa_records: list[dict] | None = None,
     qa_template: str | None = None,
+    include_base: bool = True,
 ) -> dict:
     """Every model (the base, then each adapter) on the same prompts and documents.
 
@@ -125,6 +126,8 @@ def evaluate_models(
     labels = ["base", *[_label(a) for a in adapters]]
     results = []
     for name, label, path, setting in zip(names, labels, [None, *adapters], ropes, strict=True):
+        if name == "base" and not include_base:
+            continue
         apply_rope(model, setting)
         if path is not None:
             warn_if_mismatch(model, path)
