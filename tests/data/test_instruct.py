@@ -176,3 +176,19 @@ def test_the_cut_goes_around_the_passage_that_states_the_answer(tokenizer):
     assert len(example) == 400 and example.truncated_tokens > 0
     assert "the pilot boarded at Brunsbuettel" in text  # the evidence survived the cut
     assert "Entry 0:" in text and "Entry 299:" in text  # the cut stayed inside the document
+
+
+def test_instruction_records_from_json_parquet_and_a_datasets_folder(tmp_path, tokenizer):
+    import datasets
+
+    rows = [
+        {"instruction": "Name the port.", "input": "", "output": "Hamburg"},
+        {"instruction": "Name the flag.", "input": "", "output": "Norway"},
+    ]
+    (tmp_path / "a.json").write_text(json.dumps(rows), encoding="utf-8")
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "b.parquet"))
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "c_dataset"))
+    for source in ("a.json", "b.parquet", "c_dataset"):
+        examples, report = read_examples([str(tmp_path / source)], tokenizer, 512)
+        assert report.by_format == {"alpaca": 2}, source
+        assert [_supervised_text(tokenizer, e) for e in examples] == ["Hamburg<|im_end|>", "Norway<|im_end|>"]

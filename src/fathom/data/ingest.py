@@ -284,8 +284,8 @@ def _parquet_documents(path: Path, text_field: str, report: IngestReport) -> Ite
         report.skip(path, f"unreadable parquet ({str(exc)[:120]})")
 
 
-def _dataset_documents(source: str, text_field: str, report: IngestReport) -> Iterator[Document]:
-    """A ``save_to_disk`` folder or an ``hf:<id>[:split]`` dataset; DatasetDicts give every split."""
+def _dataset_parts(source: str, report: IngestReport) -> list[tuple[str, object]]:
+    """(split, dataset) of a ``save_to_disk`` folder or an ``hf:<id>[:split]`` id; [] (reported) when it cannot load."""
     import datasets
 
     try:
@@ -296,9 +296,13 @@ def _dataset_documents(source: str, text_field: str, report: IngestReport) -> It
             loaded = datasets.load_from_disk(source)
     except Exception as exc:  # datasets raises many kinds (network, format, missing files)
         report.skip(source, f"cannot load dataset ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})")
-        return
-    parts = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [("", loaded)]
-    for split, dataset in parts:
+        return []
+    return list(loaded.items()) if isinstance(loaded, datasets.DatasetDict) else [("", loaded)]
+
+
+def _dataset_documents(source: str, text_field: str, report: IngestReport) -> Iterator[Document]:
+    """A ``save_to_disk`` folder or an ``hf:<id>[:split]`` dataset; DatasetDicts give every split."""
+    for split, dataset in _dataset_parts(source, report):
         if text_field not in dataset.column_names:
             report.skip(
                 f"{source}{':' + split if split else ''}",
@@ -342,19 +346,7 @@ def records_of(source: str, report: IngestReport) -> Iterator[tuple[str, object]
 
 
 def _dataset_records(source: str, report: IngestReport) -> Iterator[tuple[str, object]]:
-    import datasets
-
-    try:
-        if source.startswith(HUB_PREFIX):
-            name, _, split = source[len(HUB_PREFIX) :].partition(":")
-            loaded = datasets.load_dataset(name, split=split or None)
-        else:
-            loaded = datasets.load_from_disk(source)
-    except Exception as exc:  # datasets raises many kinds (network, format, missing files)
-        report.skip(source, f"cannot load dataset ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})")
-        return
-    parts = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [("", loaded)]
-    for split, dataset in parts:
+    for split, dataset in _dataset_parts(source, report):
         for i, record in enumerate(dataset):
             yield f"{split + ':' if split else ''}{i}", record
 

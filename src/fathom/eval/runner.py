@@ -252,18 +252,11 @@ def write_report(results: dict, out: Path) -> Path:
     for model in results["models"]:
         for kind, grid in model["needle"].items():
             matrix = np.array([[grid[n][d] for n in lengths] for d in depths])
-            fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(lengths), 1.2 + 0.45 * len(depths)))
-            image = ax.imshow(matrix, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
-            ax.set_xticks(range(len(lengths)), lengths)
-            ax.set_yticks(range(len(depths)), [f"{float(d):.0%}" for d in depths])
-            ax.set_xlabel("context length (tokens)")
-            ax.set_ylabel("needle depth")
-            ax.set_title(f"{model['name']}: {kind}")
-            fig.colorbar(image, ax=ax, label="accuracy")
-            fig.tight_layout()
             png = f"heatmap_{_slug(model['name'])}_{kind}.png"
-            fig.savefig(out / png, dpi=110)
-            plt.close(fig)
+            depth_labels = [f"{float(d):.0%}" for d in depths]
+            _heatmap(
+                plt, matrix, lengths, depth_labels, "needle depth", f"{model['name']}: {kind}", "accuracy", out / png
+            )
             lines += [
                 f"## {model['name']}: {kind} (mean accuracy {matrix.mean():.0%})",
                 "",
@@ -344,20 +337,26 @@ def _qa_report(results: dict, out: Path, plt) -> list[str]:
         lengths = list(grid)
         depths = sorted({d for cells in grid.values() for d in cells})
         matrix = np.array([[grid[n].get(d, np.nan) for n in lengths] for d in depths])
-        fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(lengths), 1.2 + 0.45 * len(depths)))
-        image = ax.imshow(matrix, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
-        ax.set_xticks(range(len(lengths)), [f"<={int(n):,}" for n in lengths])
-        ax.set_yticks(range(len(depths)), depths)
-        ax.set_xlabel("context length (tokens)")
-        ax.set_ylabel("answer depth")
-        ax.set_title(f"{model['name']}: QA")
-        fig.colorbar(image, ax=ax, label="contained")
-        fig.tight_layout()
         png = f"qa_heatmap_{_slug(model['name'])}.png"
-        fig.savefig(out / png, dpi=110)
-        plt.close(fig)
+        length_labels = [f"<={int(n):,}" for n in lengths]
+        _heatmap(plt, matrix, length_labels, depths, "answer depth", f"{model['name']}: QA", "contained", out / png)
         lines += [f"![{model['name']} QA]({png})", ""]
     return lines
+
+
+def _heatmap(plt, matrix, columns, rows, row_label: str, title: str, scale: str, path: Path) -> None:
+    """A (rows x columns) grid of shares 0..1 by context length, red to green, saved as a PNG."""
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(columns), 1.2 + 0.45 * len(rows)))
+    image = ax.imshow(matrix, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(columns)), columns)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel(row_label)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label=scale)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _slug(name: str) -> str:
