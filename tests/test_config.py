@@ -258,3 +258,20 @@ def test_the_sft_section_is_optional_set_by_overrides_and_validated():
         load_config(None, ["train.schedule=[]"], check_paths=False)
     alone = load_config(None, ["train.schedule=[]", "sft.paths=[qa]", "sft.replay_fraction=0"], check_paths=False)
     assert alone.phases() == [] and not alone.needs_corpus()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.learning_rate=.inf", "train.learning_rate: must be a finite number, got inf"),
+        ("train.learning_rate=.nan", "train.learning_rate: must be a finite number, got nan"),
+        ("train.learning_rate=1e6", "train.learning_rate: 1e+06 is beyond any sensible value; at most 1"),
+        ("train.micro_batch_size=1e12", "train.micro_batch_size: 1e+12 is beyond any sensible value; at most 4096"),
+        ("train.max_grad_norm=.nan", "train.max_grad_norm: must be a finite number, got nan"),
+        ("train.warmup_ratio=.nan", "train.warmup_ratio: must be in [0, 1), got nan"),
+    ],
+)
+def test_non_finite_and_absurd_numbers_are_refused(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override], check_paths=False)
+    assert str(info.value) == message

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Iterator
@@ -223,8 +224,7 @@ class PhaseConfig:
             yield f"{where}.name: '{self.name}' cannot name a folder; use letters, digits, _ and -"
         if self.name in ("checkpoints", "logs") or self.name.startswith("final_"):
             yield f"{where}.name: '{self.name}' is reserved for fathom's own folders; rename the phase"
-        if self.max_seq_length <= 0:
-            yield f"{where}.max_seq_length: must be > 0, got {self.max_seq_length}"
+        yield from _positive(f"{where}.max_seq_length", self.max_seq_length, most=2**22)
         yield from _rope_problems(where, self.rope_theta, self.rope_scaling)
         if not 0 < self.token_fraction <= 1:
             yield f"{where}.token_fraction: must be in (0, 1], got {self.token_fraction}"
@@ -316,9 +316,14 @@ class TrainConfig:
         "For time-limited jobs: rerun with --resume to continue.",
         default=0,
     )
+    max_skipped_steps: int = _help(
+        "Steps whose loss or gradient norm is not finite are skipped (no update); after this many the run "
+        "stops, naming the newest checkpoint with finite weights.",
+        default=3,
+    )
 
     def problems(self) -> Iterator[str]:
-        yield from _positive("train.total_tokens", self.total_tokens)
+        yield from _positive("train.total_tokens", self.total_tokens, most=1e14)
         seen: set[str] = set()
         previous = 0
         for i, phase in enumerate(self.schedule):
@@ -340,9 +345,14 @@ class TrainConfig:
                 f"train.schedule: token_fraction values sum to {total:g}, they must sum to 1.0 "
                 "(to skip a phase, remove it and give its share to the others)"
             )
-        for name in ("micro_batch_size", "gradient_accumulation_steps", "loss_chunk_size"):
-            yield from _positive(f"train.{name}", getattr(self, name))
-        yield from _positive("train.learning_rate", self.learning_rate)
+        for name, most in (
+            ("micro_batch_size", 4096),
+            ("gradient_accumulation_steps", 65536),
+            ("loss_chunk_size", 2**20),
+        ):
+            yield from _positive(f"train.{name}", getattr(self, name), most=most)
+        yield from _positive("train.learning_rate", self.learning_rate, most=1.0)
+        yield from _positive("train.max_skipped_steps", self.max_skipped_steps, allow_zero=True)
         yield from _choice("train.lr_scheduler", self.lr_scheduler, LR_SCHEDULER_CHOICES)
         yield from _choice("train.loss_implementation", self.loss_implementation, LOSS_CHOICES)
         yield from _choice("train.strategy", self.strategy, STRATEGY_CHOICES)
@@ -352,7 +362,7 @@ class TrainConfig:
             yield f"train.warmup_ratio: must be in [0, 1), got {self.warmup_ratio}"
         if not 0 <= self.min_lr_ratio <= 1:
             yield f"train.min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}"
-        for name in ("weight_decay", "max_grad_norm", "save_every_steps", "max_steps"):
+        for name in ("weight_decay", "max_grad_norm", "save_every_steps", "max_steps", "adam_epsilon"):
             yield from _positive(f"train.{name}", getattr(self, name), allow_zero=True)
         yield from _positive("train.save_total_limit", self.save_total_limit)
         yield from _positive("train.log_every_steps", self.log_every_steps)
@@ -427,11 +437,11 @@ class SftConfig:
             yield f"sft.name: '{self.name}' is also a train.schedule phase; phase names must be unique"
         if self.name in ("checkpoints", "logs") or self.name.startswith("final_"):
             yield f"sft.name: '{self.name}' is reserved for fathom's own folders; rename the phase"
-        yield from _positive("sft.max_seq_length", self.max_seq_length)
+        yield from _positive("sft.max_seq_length", self.max_seq_length, most=2**22)
         yield from _positive("sft.epochs", self.epochs)
         if self.total_tokens is not None:
             yield from _positive("sft.total_tokens", self.total_tokens)
-        yield from _positive("sft.learning_rate", self.learning_rate)
+        yield from _positive("sft.learning_rate", self.learning_rate, most=1.0)
         if not 0 <= self.replay_fraction < 1:
             yield f"sft.replay_fraction: must be in [0, 1), got {self.replay_fraction}"
         if self.long_fraction is not None and not 0 <= self.long_fraction <= 1:
@@ -699,9 +709,13 @@ def _check_choice(where: str, value: str, choices: tuple[str, ...]) -> None:
     raise_problems(_choice(where, value, choices))
 
 
-def _positive(where: str, value: float, allow_zero: bool = False) -> Iterator[str]:
-    if value < 0 or (value == 0 and not allow_zero):
+def _positive(where: str, value: float, allow_zero: bool = False, most: float | None = None) -> Iterator[str]:
+    if not math.isfinite(value):
+        yield f"{where}: must be a finite number, got {value}"
+    elif value < 0 or (value == 0 and not allow_zero):
         yield f"{where}: must be {'>= 0' if allow_zero else '> 0'}, got {value}"
+    elif most is not None and value > most:
+        yield f"{where}: {value:g} is beyond any sensible value; at most {most:g}"
 
 
 def parse_rope_scaling(value: RopeScalingConfig | str | None, where: str) -> RopeScalingConfig | str | None:

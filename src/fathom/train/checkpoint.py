@@ -57,6 +57,7 @@ class TrainerState:
     phase_tokens_seen: int = 0
     phase_rows_consumed: int = 0  # global data position inside the phase (rows over all ranks)
     supervised_tokens_seen: int = 0  # tokens that carried a label (Phase 2: assistant tokens), all phases
+    skipped_steps: int = 0  # steps without an update (non-finite loss or gradients), whole run
     phase_complete: bool = False
     run_complete: bool = False
     world_size: int = 1

@@ -104,6 +104,7 @@ class StepStats:
     tokens: int  # tokens in the step, all ranks
     supervised_tokens: int  # tokens with a label (all but document starts; Phase 2: assistant tokens)
     seconds: float
+    skipped: bool = False  # the loss or the gradient norm was not finite: no update was made
 
 
 def train(config: FathomConfig, resume: bool = False) -> RunResult:
@@ -257,6 +258,8 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
     try:
         while state.phase_rows_consumed < plan.rows:
             stats = train_step(run, plan, loader)
+            if stats.skipped:
+                _count_skipped_step(run, plan, stats)
             state.phase_rows_consumed = loader.rows_consumed
             state.phase_step += 1
             state.global_step += 1
@@ -339,6 +342,32 @@ def _load_init_adapter(run: _Run, folder: str) -> None:
     logger.info("Phase 2 starts from the adapter in %s", folder)
 
 
+def _count_skipped_step(run: _Run, plan: PhasePlan, stats: StepStats) -> None:
+    """A step without an update (non-finite loss or gradients): warn, and stop once too many were skipped."""
+    state, limit = run.state, run.config.train.max_skipped_steps
+    state.skipped_steps += 1
+    logger.warning(
+        "%s step %d: loss %s, gradient norm %s: the update was skipped (%d of train.max_skipped_steps=%d)",
+        plan.name,
+        state.phase_step + 1,
+        stats.loss,
+        stats.grad_norm,
+        state.skipped_steps,
+        limit,
+    )
+    if state.skipped_steps > limit:
+        newest = run.layout.latest_checkpoint()
+        raise TrainingStopped(
+            f"{plan.name}: {state.skipped_steps} steps had a non-finite loss or gradient norm; lower "
+            f"train.learning_rate or check the data. "
+            + (
+                f"The newest checkpoint, {newest}, has finite weights; continue from it with --resume"
+                if newest
+                else "No checkpoint was written yet"
+            )
+        )
+
+
 def _next_batches(run: _Run, plan: PhasePlan, loader: PhaseLoader) -> list[dict[str, torch.Tensor]]:
     """The micro-batches of the next optimizer step: accumulation steps, fewer at the phase's end.
 
@@ -390,18 +419,16 @@ def train_step(run: _Run, plan: PhasePlan, loader: PhaseLoader) -> StepStats:
         raise TrainingStopped(_oom_advice(plan, run.config, run.device)) from exc
     (loss_sum,) = distributed.all_reduce_sum(world, [loss_sum], run.device)
     loss = loss_sum / max(step_label_tokens, 1)
-    if not math.isfinite(loss):
-        raise TrainingStopped(
-            f"{plan.name} step {state.phase_step + 1}: loss is {loss}; lower train.learning_rate or check the "
-            f"data. The last checkpoint in {run.layout.checkpoints_dir} is intact"
-        )
     params = [p for p in run.model.parameters() if p.requires_grad]
     grad_norm = distributed.as_float(
         torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm if t.max_grad_norm > 0 else float("inf"))
     )
-    run.optimizer.step()
+    finite = math.isfinite(loss) and math.isfinite(grad_norm)  # the same on every rank: both are all-reduced
+    if finite:
+        run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return StepStats(loss, grad_norm, lr, step_tokens, int(step_label_tokens), time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return StepStats(loss, grad_norm, lr, step_tokens, int(step_label_tokens), seconds, skipped=not finite)
 
 
 def log_step(run: _Run, plan: PhasePlan, stats: StepStats, tb) -> None:
@@ -465,6 +492,7 @@ def save(run: _Run, phase: PhasePlan | None = None, final: str | None = None, rn
     )
     if not world.is_main:
         return None
+    _refuse_non_finite(run, adapter_state)
     record = run.rope_of(phase)
     if phase is not None:
         _save_phase_folder(run, phase, adapter_state)
@@ -479,6 +507,18 @@ def save(run: _Run, phase: PhasePlan | None = None, final: str | None = None, rn
         config.train.save_total_limit,
         record,
         adapter_state,
+    )
+
+
+def _refuse_non_finite(run: _Run, adapter_state: dict | None) -> None:
+    """Never write an adapter with a non-finite value: stop instead, naming the newest checkpoint."""
+    tensors = adapter_state.values() if adapter_state is not None else run.model.parameters()
+    if all(bool(torch.isfinite(t).all()) for t in tensors if adapter_state is not None or t.requires_grad):
+        return
+    newest = run.layout.latest_checkpoint()
+    raise TrainingStopped(
+        f"step {run.state.global_step}: the adapter's weights are not finite, so nothing was saved; lower "
+        "train.learning_rate. " + (f"The newest checkpoint, {newest}, is finite" if newest else "No checkpoint exists")
     )
 
 
