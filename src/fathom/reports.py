@@ -121,12 +121,14 @@ def prepared_lengths(config: FathomConfig):
 
 def prepare_configured_corpus(config: FathomConfig):
     """The token cache of ``config``'s documents (built on first use) with its model's tokenizer (no weights)."""
-    from fathom.data.cache import prepare_corpus
+    from fathom.data.cache import prepare_corpus, require_training_documents
     from fathom.data.eod import resolve_eod_token_id
     from fathom.model.load import load_configured_tokenizer
 
     tokenizer = load_configured_tokenizer(config.model)
-    return prepare_corpus(config, tokenizer, resolve_eod_token_id(tokenizer, config.data.eod_token))
+    cache = prepare_corpus(config, tokenizer, resolve_eod_token_id(tokenizer, config.data.eod_token))
+    require_training_documents(cache, config.data.paths)  # a corpus with nothing usable fails as train does
+    return cache
 
 
 def configured_instructions(config: FathomConfig):

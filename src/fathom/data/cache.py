@@ -51,6 +51,7 @@ from fathom.data.ingest import (
     expand_paths,
     log_skips,
 )
+from fathom.errors import ConfigError
 from fathom.fsutil import atomic_dir
 
 logger = logging.getLogger("fathom")
@@ -296,6 +297,16 @@ class _Writer:
             np.save(self.folder / f"{name}.npy", np.frombuffer(getattr(self, name), dtype=np.int64))
         np.save(self.folder / "split.npy", np.frombuffer(self.split, dtype=np.int8))
         (self.folder / "sources.json").write_text(json.dumps(list(self.sources)), encoding="utf-8")
+
+
+def require_training_documents(cache: CorpusCache, paths: list[str]) -> DocumentView:
+    """The cache's training documents; ConfigError (one line, the skips by reason) when there are none."""
+    documents = cache.train_documents()
+    if not len(documents):
+        skipped = cache.meta.get("skipped_by_reason") or {}
+        detail = f" (skipped: {', '.join(f'{n} {r}' for r, n in skipped.items())})" if skipped else ""
+        raise ConfigError(f"data.paths: no usable training documents in {', '.join(paths)}{detail}")
+    return documents
 
 
 def default_cache_dir() -> Path:

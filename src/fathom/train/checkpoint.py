@@ -17,12 +17,15 @@ Phase folders also hold the live ``logs/``, so their files are moved in one by o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +123,52 @@ class RunLayout:
     def latest_checkpoint(self) -> Path | None:
         found = self.checkpoints()
         return found[-1] if found else None
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold the run's lock for the block: one ``fathom train`` per output folder at a time.
+
+        An OS file lock (``filelock``): it dies with its process, so a killed run never leaves a stale
+        one. Who holds it (pid, host, start) is written beside it for the message a second run gets.
+        """
+        from filelock import FileLock, Timeout
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        holder = self.root / ".fathom.lock.json"
+        lock = FileLock(str(self.root / ".fathom.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            try:
+                who = json.loads(holder.read_text(encoding="utf-8"))
+                detail = f" (pid {who['pid']} on {who['host']}, since {who['since']})"
+            except (OSError, ValueError, KeyError, TypeError):
+                detail = ""
+            raise RunExistsError(
+                f"output_dir: {self.root} is in use by another fathom train{detail}; wait for it to finish "
+                "or choose another output_dir"
+            ) from None
+        try:
+            info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+            atomic_write_text(holder, json.dumps(info))
+            yield
+        finally:
+            lock.release()
+
+    def remove_leftovers(self) -> int:
+        """Temporary folders of writes a killed process never finished (``.tmp-*``, ``.old-*``): removed."""
+        leftovers = [
+            p
+            for parent in (self.root, self.checkpoints_dir)
+            if parent.is_dir()
+            for p in parent.iterdir()
+            if p.is_dir() and p.name.startswith((".tmp-", ".old-"))
+        ]
+        for path in leftovers:
+            shutil.rmtree(path, ignore_errors=True)
+        if leftovers:
+            logger.info("removed %d unfinished temporary folder(s) of an earlier run in %s", len(leftovers), self.root)
+        return len(leftovers)
 
     def holds_a_run(self) -> bool:
         """True when the folder has anything a run wrote (config, checkpoints, phase folders)."""
@@ -279,8 +328,29 @@ def _load_saved_config(layout: RunLayout) -> FathomConfig | None:
     return saved
 
 
+_FATHOM_FILES = {".fathom.lock", ".fathom.lock.json"}
+
+
+def check_output_dir(root: Path) -> None:
+    """Refuse the file-system root, the home folder, and a folder of other things: fathom writes only its own."""
+    resolved = root.expanduser().resolve()
+    if resolved in (Path(resolved.anchor), Path.home().resolve()):
+        what = "the file-system root" if resolved == Path(resolved.anchor) else "your home folder"
+        raise ConfigError(f"output_dir: {root} is {what}; give a folder of its own, e.g. runs/maritime-32k")
+    if root.is_dir():
+        others = [p.name for p in root.iterdir() if p.name not in _FATHOM_FILES]
+        if others and not RunLayout(root).holds_a_run() and not all(p.startswith(".tmp-") for p in others):
+            raise ConfigError(
+                f"output_dir: {root} already holds other files ({', '.join(sorted(others)[:3])}"
+                f"{', ...' if len(others) > 3 else ''}) and no fathom run; choose a new or empty folder"
+            )
+    elif root.exists():
+        raise ConfigError(f"output_dir: {root} is a file; give a folder")
+
+
 def resume_point(layout: RunLayout, config: FathomConfig, resume: bool) -> ResumePoint:
     """Where the run in ``layout`` starts; refuses a folder holding a run without ``resume``, or a changed config."""
+    check_output_dir(layout.root)
     if not layout.holds_a_run():
         if resume:
             logger.warning("--resume: %s holds no run yet; starting from the beginning", layout.root)

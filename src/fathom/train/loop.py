@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from fathom.config import ConfigError, FathomConfig, check_strategy_fits_model
-from fathom.data.cache import DocumentView, prepare_corpus
+from fathom.data.cache import DocumentView, prepare_corpus, require_training_documents
 from fathom.data.eod import resolve_eod_token_id
 from fathom.data.instruct import InstructionSet, ensure_chat_template, prepare_instructions
 from fathom.data.loader import PhaseLoader, RowLoader, instruction_rows
@@ -47,6 +47,7 @@ from fathom.train.checkpoint import (
     RunLayout,
     TrainerState,
     capture_rng_state,
+    check_output_dir,
     restore_rng_state,
     resume_point,
 )
@@ -121,7 +122,17 @@ def train(config: FathomConfig, resume: bool = False) -> RunResult:
 
 
 def _train(config: FathomConfig, resume: bool, world: distributed.World) -> RunResult:
+    """One run per output folder: rank 0 holds its lock throughout and clears what killed writes left."""
     layout = RunLayout(config.output_dir)
+    if not world.is_main:
+        return _train_in(layout, config, resume, world)
+    check_output_dir(layout.root)
+    with layout.locked():
+        layout.remove_leftovers()
+        return _train_in(layout, config, resume, world)
+
+
+def _train_in(layout: RunLayout, config: FathomConfig, resume: bool, world: distributed.World) -> RunResult:
     final_dirname = _final_dirname(config)
     start = resume_point(layout, config, resume)
     if start.run_complete:
@@ -640,11 +651,7 @@ def _prepare_documents(config: FathomConfig, tokenizer) -> tuple[DocumentView, D
     """Training and held-out documents from the token cache (built on first use, reused after)."""
     eod = resolve_eod_token_id(tokenizer, config.data.eod_token)
     cache = prepare_corpus(config, tokenizer, eod)
-    documents = cache.train_documents()
-    if not len(documents):
-        skipped = cache.meta.get("skipped_by_reason") or {}
-        detail = f" (skipped: {', '.join(f'{n} {r}' for r, n in skipped.items())})" if skipped else ""
-        raise ConfigError(f"data.paths: no usable training documents in {', '.join(config.data.paths)}{detail}")
+    documents = require_training_documents(cache, config.data.paths)
     lengths = documents.lengths
     logger.info(
         "data: %s training documents, %s tokens, median %d / longest %d tokens; end of document %r (id %d)",

@@ -1,0 +1,81 @@
+"""One run per output folder, leftovers of killed writes cleared, folders of other things never written to."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from helpers import small_run_config, write_config
+
+from fathom.cli import main
+from fathom.train.checkpoint import RunLayout
+
+
+def _errors(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("fathom: error:")]
+
+
+def _config(tmp_path: Path, model: Path, corpus: Path, out: Path) -> str:
+    return str(write_config(tmp_path / "c.yaml", small_run_config(model, [corpus], out, total_tokens=1024)))
+
+
+def test_a_second_run_into_a_folder_in_use_stops_at_once_naming_the_holder(
+    tmp_path, local_model_dir, synthetic_corpus, capsys
+):
+    out = tmp_path / "run"
+    config = _config(tmp_path, local_model_dir, synthetic_corpus, out)
+    with RunLayout(out).locked():  # another fathom train holds it
+        assert main(["train", "--config", config]) == 1
+    (error,) = _errors(capsys)
+    assert error.startswith(f"fathom: error: output_dir: {out} is in use by another fathom train (pid {os.getpid()} on")
+    assert not (out / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_leftovers_of_killed_writes_are_removed_and_the_lock_is_released(
+    tmp_path, local_model_dir, synthetic_corpus, capsys
+):
+    out = tmp_path / "run"
+    config = _config(tmp_path, local_model_dir, synthetic_corpus, out)
+    assert main(["train", "--config", config, "train.max_steps=2"]) == 0
+    for leftover in (out / ".tmp-final_256_model-x1", out / "checkpoints" / ".tmp-step-0000003-y2", out / ".old-x"):
+        leftover.mkdir(parents=True)
+        (leftover / "adapter_model.safetensors").write_bytes(b"half")
+    assert main(["train", "--config", config, "--resume", "train.max_steps=0"]) == 0  # overrides after --resume
+    assert "removed 3 unfinished temporary folder(s)" in capsys.readouterr().err
+    assert not [p for p in [*out.iterdir(), *(out / "checkpoints").iterdir()] if p.name.startswith((".tmp-", ".old-"))]
+    assert (out / "final_256_model" / "adapter_model.safetensors").is_file()
+    with RunLayout(out).locked():  # the finished run let go of it
+        pass
+
+
+def test_output_dir_refuses_the_root_the_home_folder_and_a_folder_of_other_things(
+    tmp_path, local_model_dir, synthetic_corpus, capsys
+):
+    config = _config(tmp_path, local_model_dir, synthetic_corpus, tmp_path / "unused")
+    assert main(["train", "--config", config, "output_dir=/"]) == 2
+    assert _errors(capsys) == [
+        "fathom: error: output_dir: / is the file-system root; give a folder of its own, e.g. runs/maritime-32k"
+    ]
+    assert main(["train", "--config", config, f"output_dir={Path.home()}"]) == 2
+    assert "is your home folder" in _errors(capsys)[0]
+    theirs = tmp_path / "reports"
+    theirs.mkdir()
+    (theirs / "voyage.txt").write_text("keep me", encoding="utf-8")
+    assert main(["train", "--config", config, f"output_dir={theirs}"]) == 2
+    assert "already holds other files (voyage.txt) and no fathom run" in _errors(capsys)[0]
+    assert sorted(p.name for p in theirs.iterdir()) == ["voyage.txt"]
+
+
+def test_prepare_with_nothing_usable_fails_like_train(tmp_path, local_model_dir, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "empty.md").write_text("   ", encoding="utf-8")
+    cfg = small_run_config(local_model_dir, [bad], tmp_path / "out")
+    cfg["data"]["cache_dir"] = str(tmp_path / "cache")
+    config = str(write_config(tmp_path / "c.yaml", cfg))
+    assert main(["prepare", "--config", config]) == 2
+    prepared = _errors(capsys)
+    assert main(["train", "--config", config]) == 2
+    assert prepared == _errors(capsys) and "no usable training documents" in prepared[0]
