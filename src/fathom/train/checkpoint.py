@@ -262,21 +262,43 @@ class RunLayout:
 
     # reading -----------------------------------------------------------------------------------
     @staticmethod
-    def load_checkpoint(
-        folder: Path,
-    ) -> tuple[TrainerState, dict[str, torch.Tensor], dict, dict[str, torch.Tensor]]:
-        """(trainer state, adapter weights, optimizer state dict, rng tensors) of a resumable checkpoint."""
-        state = TrainerState.from_file(folder / TRAINER_STATE)
+    def load_checkpoint(folder: Path) -> LoadedCheckpoint:
+        """Everything a resumable checkpoint holds, checked: :class:`DamagedCheckpoint` names what is wrong.
+
+        Every file must parse (JSON, safetensors headers and data) and every tensor be finite, so a
+        truncated, garbled or poisoned checkpoint is never resumed from.
+        """
         try:
+            state = TrainerState.from_file(folder / TRAINER_STATE)
             adapter = load_file(str(folder / ADAPTER_WEIGHTS))
             optim_tensors = load_file(str(folder / OPTIMIZER_FILE))
             meta = json.loads((folder / OPTIMIZER_META).read_text(encoding="utf-8"))
             rng = load_file(str(folder / RNG_FILE))
-        except (OSError, ValueError) as exc:
-            raise ValueError(
-                f"{folder}: checkpoint is damaged ({exc}); remove it to resume from an older one"
-            ) from None
-        return state, adapter, unflatten_optimizer_state(optim_tensors, meta), rng
+            optimizer = unflatten_optimizer_state(optim_tensors, meta)
+        except Exception as exc:  # safetensors, json, OSError, KeyError: any unreadable part is damage
+            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            raise DamagedCheckpoint(f"{folder.name}: {reason}") from None
+        bad = [
+            name
+            for name, t in (adapter | optim_tensors).items()
+            if t.is_floating_point() and not torch.isfinite(t).all()
+        ]
+        if bad:
+            raise DamagedCheckpoint(f"{folder.name}: non-finite values in {', '.join(sorted(bad)[:3])}")
+        return LoadedCheckpoint(folder, state, adapter, optimizer, rng)
+
+
+class DamagedCheckpoint(ValueError):
+    """A checkpoint that cannot be resumed from; the message names it and what is wrong."""
+
+
+@dataclass
+class LoadedCheckpoint:
+    folder: Path
+    state: TrainerState
+    adapter: dict[str, torch.Tensor]
+    optimizer: dict  # a torch optimizer state dict, consolidated
+    rng: dict[str, torch.Tensor]
 
 
 # Fields whose change makes a checkpoint meaningless for the run being resumed.
@@ -299,6 +321,7 @@ class ResumePoint:
     checkpoint: Path | None = None  # None: from the beginning
     saved_config: FathomConfig | None = None  # the config the run in the folder was started with
     state: TrainerState | None = None  # the checkpoint's trainer state
+    loaded: LoadedCheckpoint | None = None  # its contents, checked
 
     @property
     def run_complete(self) -> bool:
@@ -318,14 +341,20 @@ def _check_resume_compatible(saved: FathomConfig, current: FathomConfig) -> None
             )
 
 
-def _load_saved_config(layout: RunLayout) -> FathomConfig | None:
+def _load_saved_config(layout: RunLayout, loaded: LoadedCheckpoint | None) -> FathomConfig | None:
+    """The config the run was started with; from the checkpoint's copy when the run's own is damaged."""
     import yaml
 
-    if not layout.config_file.is_file():
-        return None
-    saved = config_from_dict(yaml.safe_load(layout.config_file.read_text(encoding="utf-8")))
-    validate(saved, check_paths=False)
-    return saved
+    for path in (layout.config_file, *([loaded.folder / CONFIG_FILE] if loaded else [])):
+        if not path.is_file():
+            continue
+        try:
+            saved = config_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")))
+            validate(saved, check_paths=False)
+            return saved
+        except (OSError, ValueError, yaml.YAMLError) as exc:  # ConfigError is a ValueError
+            logger.warning("--resume: %s is damaged (%s)", path, str(exc).splitlines()[0][:160])
+    return None
 
 
 _FATHOM_FILES = {".fathom.lock", ".fathom.lock.json"}
@@ -360,14 +389,36 @@ def resume_point(layout: RunLayout, config: FathomConfig, resume: bool) -> Resum
             f"output_dir: {layout.root} already holds a run; pass --resume to continue it, "
             "or choose another output_dir (nothing was changed)"
         )
-    saved = _load_saved_config(layout)
+    loaded = _newest_intact(layout)
+    saved = _load_saved_config(layout, loaded)
     if saved is not None:
         _check_resume_compatible(saved, config)
-    checkpoint = layout.latest_checkpoint()
-    if checkpoint is None:
+    if loaded is None:
         logger.warning("--resume: %s has no complete checkpoint yet; starting from the beginning", layout.root)
         return ResumePoint(saved_config=saved)
-    return ResumePoint(checkpoint, saved, TrainerState.from_file(checkpoint / TRAINER_STATE))
+    return ResumePoint(loaded.folder, saved, loaded.state, loaded)
+
+
+def _newest_intact(layout: RunLayout) -> LoadedCheckpoint | None:
+    """The newest checkpoint that loads whole; each damaged newer one is reported and passed over."""
+    found = layout.checkpoints()
+    damaged = []
+    for folder in reversed(found):
+        try:
+            loaded = RunLayout.load_checkpoint(folder)
+        except DamagedCheckpoint as exc:
+            damaged.append(str(exc))
+            logger.warning("--resume: checkpoint %s is damaged; trying the one before it", exc)
+            continue
+        if damaged:
+            logger.warning("--resume: continuing from %s, the newest intact checkpoint", folder.name)
+        return loaded
+    if found:
+        raise ConfigError(
+            f"output_dir: every checkpoint in {layout.checkpoints_dir} is damaged ({damaged[0]}); "
+            "start again in a new output_dir"
+        )
+    return None
 
 
 def flatten_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:

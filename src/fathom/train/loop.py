@@ -211,9 +211,14 @@ def _restore(run: _Run, start: ResumePoint) -> dict | None:
         return None
     from peft import set_peft_model_state_dict
 
-    state, adapter, optim_state, rng = RunLayout.load_checkpoint(start.checkpoint)
-    set_peft_model_state_dict(run.model, adapter)
-    restore_rng_state(rng)
+    loaded = start.loaded
+    state, optim_state = loaded.state, loaded.optimizer
+    try:
+        set_peft_model_state_dict(run.model, loaded.adapter)
+    except (RuntimeError, ValueError) as exc:  # shapes that do not fit: a checkpoint of another LoRA
+        reason = str(exc).splitlines()[0][:160]
+        raise ConfigError(f"--resume: {start.checkpoint} does not fit this model and LoRA ({reason})") from None
+    restore_rng_state(loaded.rng)
     logger.info(
         "resuming from %s: phase %s, step %d, %s tokens seen",
         start.checkpoint.name,
