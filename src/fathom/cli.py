@@ -204,7 +204,9 @@ def _print_hardware_detail(console, hw: dict) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     config = _resolve_config(args)
-    code = train_and_report(config, args.resume, f" --config {args.config}" if args.config else "")
+    code = train_and_report(
+        config, args.resume, f" --config {args.config}" if args.config else "", tuple(args.allow_changed)
+    )
     if args.config is None and config.sft is not None:
         from fathom.demo import report_demo_qa
 
@@ -212,11 +214,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return code
 
 
-def train_and_report(config: FathomConfig, resume: bool, resume_hint: str = "") -> int:
+def train_and_report(config: FathomConfig, resume: bool, resume_hint: str = "", allow_changed=()) -> int:
     """Train, then say where the results are (and how to continue a run that stopped early)."""
     from fathom.train.loop import train
 
-    result = train(config, resume=resume)
+    result = train(config, resume=resume, allow_changed=allow_changed)
     if result.final_dir is None:
         logger.info(
             "stopped at step %d; continue with: fathom train --resume%s",
@@ -465,6 +467,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = _subcommand(sub, "train", "train the LoRA adapter through the phases (no --config: the demo)", _cmd_train)
     train.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last checkpoint")
+    train.add_argument(
+        "--allow-changed",
+        action="append",
+        default=[],
+        choices=["data"],
+        help="with --resume: go on although the documents changed (recorded in the run's state)",
+    )
 
     plan = _subcommand(sub, "plan", "per phase: tokens, rows, optimizer steps, RoPE, memory and time", _cmd_plan)
     plan.add_argument("--json", action="store_true", help="print the plan as one JSON object")

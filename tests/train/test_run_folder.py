@@ -79,3 +79,25 @@ def test_prepare_with_nothing_usable_fails_like_train(tmp_path, local_model_dir,
     prepared = _errors(capsys)
     assert main(["train", "--config", config]) == 2
     assert prepared == _errors(capsys) and "no usable training documents" in prepared[0]
+
+
+@pytest.mark.slow
+def test_resume_on_changed_documents_stops_unless_allowed(tmp_path, local_model_dir, synthetic_corpus, capsys):
+    import json
+    import shutil
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(synthetic_corpus, corpus)
+    out = tmp_path / "run"
+    config = _config(tmp_path, local_model_dir, corpus, out)
+    assert main(["train", "--config", config, "train.max_steps=2"]) == 0
+    for path in sorted(corpus.glob("*.md"))[:10]:
+        path.unlink()
+    capsys.readouterr()
+    assert main(["train", "--config", config, "--resume"]) == 2
+    (error,) = _errors(capsys)
+    assert error.startswith("fathom: error: data.paths: the documents, their cleaning settings or the tokenizer differ")
+    assert "--allow-changed data" in error
+    assert main(["train", "--config", config, "--resume", "--allow-changed", "data"]) == 0
+    state = json.loads((out / "final_256_model" / "trainer_state.json").read_text())
+    assert len(state["data_changes"]) == 1 and state["data_changes"][0].startswith("step 2: ")

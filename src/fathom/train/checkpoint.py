@@ -61,6 +61,8 @@ class TrainerState:
     phase_rows_consumed: int = 0  # global data position inside the phase (rows over all ranks)
     supervised_tokens_seen: int = 0  # tokens that carried a label (Phase 2: assistant tokens), all phases
     skipped_steps: int = 0  # steps without an update (non-finite loss or gradients), whole run
+    data_key: str = ""  # the token cache the run reads: changes with the documents, tokenizer, cleaning
+    data_changes: list[str] = field(default_factory=list)  # resumes that went on with other data (--allow-changed)
     phase_complete: bool = False
     run_complete: bool = False
     world_size: int = 1

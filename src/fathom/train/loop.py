@@ -108,7 +108,7 @@ class StepStats:
     skipped: bool = False  # the loss or the gradient norm was not finite: no update was made
 
 
-def train(config: FathomConfig, resume: bool = False) -> RunResult:
+def train(config: FathomConfig, resume: bool = False, allow_changed: tuple[str, ...] = ()) -> RunResult:
     """Run (or resume) the progressive schedule of ``config``; returns where everything was written.
 
     Launched by torchrun / accelerate with several processes, every rank runs this; see
@@ -116,23 +116,25 @@ def train(config: FathomConfig, resume: bool = False) -> RunResult:
     """
     world = distributed.setup(config.train.strategy)
     try:
-        return _train(config, resume, world)
+        return _train(config, resume, world, allow_changed)
     finally:
         distributed.teardown(world)
 
 
-def _train(config: FathomConfig, resume: bool, world: distributed.World) -> RunResult:
+def _train(config: FathomConfig, resume: bool, world: distributed.World, allow_changed=()) -> RunResult:
     """One run per output folder: rank 0 holds its lock throughout and clears what killed writes left."""
     layout = RunLayout(config.output_dir)
     if not world.is_main:
-        return _train_in(layout, config, resume, world)
+        return _train_in(layout, config, resume, world, allow_changed)
     check_output_dir(layout.root)
     with layout.locked():
         layout.remove_leftovers()
-        return _train_in(layout, config, resume, world)
+        return _train_in(layout, config, resume, world, allow_changed)
 
 
-def _train_in(layout: RunLayout, config: FathomConfig, resume: bool, world: distributed.World) -> RunResult:
+def _train_in(
+    layout: RunLayout, config: FathomConfig, resume: bool, world: distributed.World, allow_changed
+) -> RunResult:
     final_dirname = _final_dirname(config)
     start = resume_point(layout, config, resume)
     if start.run_complete:
@@ -143,10 +145,10 @@ def _train_in(layout: RunLayout, config: FathomConfig, resume: bool, world: dist
 
     # The data before the model: a corpus with nothing usable is reported in seconds, not after loading.
     tokenizer = load_configured_tokenizer(config.model)
-    token_docs, held_out = [], []
+    token_docs, held_out, data_key = [], [], ""
     if config.needs_corpus():
         with distributed.main_first(world):  # rank 0 builds the token cache; the others then read it
-            token_docs, held_out = _prepare_documents(config, tokenizer)
+            token_docs, held_out, data_key = _prepare_documents(config, tokenizer)
     instructions = _prepare_instructions(config, tokenizer)
     plans = plan_phases(config, world.size, instructions.rows_per_epoch if instructions else None)
     torch.manual_seed(config.train.seed)
@@ -160,7 +162,7 @@ def _train_in(layout: RunLayout, config: FathomConfig, resume: bool, world: dist
     native_rope = model_rope(loaded.model.config)
     ropes = [RopeRecord(setting, native_rope, loaded.source) for setting in _plan_ropes(config, plans, native_rope)]
     model = apply_lora(loaded.model, config.lora, config.train.seed)
-    state = TrainerState(world_size=world.size)
+    state = TrainerState(world_size=world.size, data_key=data_key)
     run = _Run(
         config=config,
         plans=plans,
@@ -176,7 +178,7 @@ def _train_in(layout: RunLayout, config: FathomConfig, resume: bool, world: dist
         result=RunResult(layout.root, None, state),
         instructions=instructions,
     )
-    optim_state = _restore(run, start)  # into the whole model, before it is wrapped (and sharded)
+    optim_state = _restore(run, start, allow_changed)  # into the whole model, before it is wrapped (and sharded)
     loss_implementation = resolve_loss_implementation(config.train.loss_implementation, loaded.device)
     logger.info("loss: %s cross-entropy", loss_implementation)
     run.step_module = distributed.wrap(
@@ -205,7 +207,7 @@ def _train_in(layout: RunLayout, config: FathomConfig, resume: bool, world: dist
     return run.result
 
 
-def _restore(run: _Run, start: ResumePoint) -> dict | None:
+def _restore(run: _Run, start: ResumePoint, allow_changed=()) -> dict | None:
     """Load the checkpoint ``start`` names into the run (adapter, RNG, state); its optimizer state is returned."""
     if start.checkpoint is None:
         return None
@@ -219,6 +221,7 @@ def _restore(run: _Run, start: ResumePoint) -> dict | None:
         reason = str(exc).splitlines()[0][:160]
         raise ConfigError(f"--resume: {start.checkpoint} does not fit this model and LoRA ({reason})") from None
     restore_rng_state(loaded.rng)
+    _check_same_data(state, run.state.data_key, allow_changed)
     logger.info(
         "resuming from %s: phase %s, step %d, %s tokens seen",
         start.checkpoint.name,
@@ -652,8 +655,9 @@ def _prepare_instructions(config: FathomConfig, tokenizer) -> InstructionSet | N
     return prepare_instructions(config.sft, tokenizer, config.train.seed, len(config.phases()))
 
 
-def _prepare_documents(config: FathomConfig, tokenizer) -> tuple[DocumentView, DocumentView]:
-    """Training and held-out documents from the token cache (built on first use, reused after)."""
+def _prepare_documents(config: FathomConfig, tokenizer) -> tuple[DocumentView, DocumentView, str]:
+    """Training and held-out documents from the token cache (built on first use, reused after), and the
+    cache's key: it changes with any document's content, the tokenizer or the cleaning settings."""
     eod = resolve_eod_token_id(tokenizer, config.data.eod_token)
     cache = prepare_corpus(config, tokenizer, eod)
     documents = require_training_documents(cache, config.data.paths)
@@ -667,7 +671,7 @@ def _prepare_documents(config: FathomConfig, tokenizer) -> tuple[DocumentView, D
         tokenizer.convert_ids_to_tokens(eod),
         eod,
     )
-    return documents, cache.eval_documents()
+    return documents, cache.eval_documents(), cache.folder.name
 
 
 def _end_of_phase_eval(run: _Run, plan: PhasePlan, tb) -> None:
@@ -700,6 +704,24 @@ def _end_of_phase_eval(run: _Run, plan: PhasePlan, tb) -> None:
             type(exc).__name__,
             str(exc)[:200],
         )
+
+
+def _check_same_data(saved: TrainerState, data_key: str, allow_changed) -> None:
+    """A resumed run continues at the same row of the same documents: a changed corpus stops it, unless allowed."""
+    if not saved.data_key or saved.data_key == data_key:
+        return
+    change = (
+        f"the documents, their cleaning settings or the tokenizer differ from the run being resumed "
+        f"(token cache {saved.data_key} there, {data_key} now)"
+    )
+    if "data" not in allow_changed:
+        raise ConfigError(
+            f"data.paths: {change}; resume with --allow-changed data to go on with them deliberately, "
+            "or start a new output_dir"
+        )
+    logger.warning("--resume --allow-changed data: %s; the data position is kept, on the new documents", change)
+    saved.data_changes.append(f"step {saved.global_step}: {saved.data_key} -> {data_key}")
+    saved.data_key = data_key
 
 
 def _warn_if_global_batch_changed(
