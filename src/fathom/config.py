@@ -171,6 +171,11 @@ class DataConfig:
     num_proc: int = _help(
         "Processes that clean and tokenize the corpus; 0 means one per CPU core (at most 8).", default=0
     )
+    max_document_chars: int = _help(
+        "Documents longer than this many characters are split into pieces of this size, and files above "
+        "four times it are skipped, so memory stays bounded by a batch whatever the input.",
+        default=20_000_000,
+    )
     cache_dir: str | None = _help(
         "Folder of the token caches; default $FATHOM_CACHE/data (~/.cache/fathom/data).", default=None
     )
@@ -184,6 +189,7 @@ class DataConfig:
         if not 0 < self.near_dedup_threshold < 1:
             yield f"data.near_dedup_threshold: must be in (0, 1), got {self.near_dedup_threshold}"
         yield from _positive("data.num_proc", self.num_proc, allow_zero=True)
+        yield from _positive("data.max_document_chars", self.max_document_chars)
         if check_paths:
             yield from data_path_problems(self.paths)
 

@@ -44,6 +44,7 @@ from fathom.data.clean import NearDuplicateIndex, clean_text, content_hash, minh
 from fathom.data.ingest import (
     HUB_PREFIX,
     JSON_SUFFIXES,
+    MAX_DOCUMENT_CHARS,
     PARQUET_SUFFIXES,
     Document,
     IngestReport,
@@ -72,6 +73,14 @@ class CleaningSettings:
     near_dedup_threshold: float = 0.85
     eval_fraction: float = 0.0
     seed: int = 42
+    max_document_chars: int = MAX_DOCUMENT_CHARS
+
+    def key_fields(self) -> dict:
+        """What the cache key covers; the size cap only when it is not the default (older keys stay valid)."""
+        fields = dict(self.__dict__)
+        if fields["max_document_chars"] == MAX_DOCUMENT_CHARS:
+            del fields["max_document_chars"]
+        return fields
 
     @classmethod
     def from_config(cls, config) -> CleaningSettings:
@@ -85,6 +94,7 @@ class CleaningSettings:
             d.near_dedup_threshold,
             d.eval_fraction,
             config.train.seed,
+            d.max_document_chars,
         )
 
 
@@ -105,7 +115,11 @@ def _extract(unit: tuple[str, object], settings: CleaningSettings | None = None)
     settings = settings or _WORKER["settings"]
     report = IngestReport()
     kind, payload = unit
-    docs = list(documents_of(payload, settings.text_field, report)) if kind == "file" else payload
+    docs = (
+        list(documents_of(payload, settings.text_field, report, settings.max_document_chars))
+        if kind == "file"
+        else payload
+    )
     kept: list[Document] = []
     for doc in docs:
         text = clean_text(doc.text, settings.normalization)
@@ -142,7 +156,7 @@ def _units(sources: list[str], settings: CleaningSettings, report: IngestReport)
             yield "file", source
             continue
         batch: list[Document] = []
-        for doc in documents_of(source, settings.text_field, report):
+        for doc in documents_of(source, settings.text_field, report, settings.max_document_chars):
             batch.append(doc)
             if len(batch) >= RECORD_BATCH:
                 yield "docs", batch
@@ -165,6 +179,9 @@ def tokenizer_fingerprint(tokenizer) -> tuple[str, str]:
 
 
 def _hash_file(path: Path, h) -> None:
+    if not path.is_file():  # a device, FIFO or socket is never read (it may never end): only named
+        h.update(b"not a regular file")
+        return
     try:
         with path.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
@@ -175,7 +192,7 @@ def _hash_file(path: Path, h) -> None:
 
 def cache_key(sources: list[str], tokenizer_hash: str, eod_id: int, settings: CleaningSettings) -> str:
     h = hashlib.blake2b(digest_size=12)
-    h.update(json.dumps([CACHE_VERSION, tokenizer_hash, eod_id, settings.__dict__], sort_keys=True).encode())
+    h.update(json.dumps([CACHE_VERSION, tokenizer_hash, eod_id, settings.key_fields()], sort_keys=True).encode())
     for source in sources:
         h.update(b"\0" + source.encode())
         path = Path(source)
@@ -183,7 +200,7 @@ def cache_key(sources: list[str], tokenizer_hash: str, eod_id: int, settings: Cl
             continue  # a Hub dataset is named by its id (and :split); pin a revision by its id
         if path.is_dir():
             for child in sorted(path.rglob("*")):
-                if child.is_file():
+                if child.is_file() or (child.exists() and not child.is_dir()):
                     h.update(str(child.relative_to(path)).encode())
                     _hash_file(child, h)
         else:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import stat
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ PDF_SUFFIXES = {".pdf"}
 JSON_SUFFIXES = {".jsonl", ".json"}
 PARQUET_SUFFIXES = {".parquet"}
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES | JSON_SUFFIXES | PARQUET_SUFFIXES
+MAX_DOCUMENT_CHARS = 20_000_000  # data.max_document_chars' default
 HUB_PREFIX = "hf:"
 
 
@@ -109,7 +111,9 @@ def expand_paths(paths: list[str]) -> list[str]:
                 out.append(str(path))
                 continue
             for child in sorted(path.rglob("*")):
-                if child.suffix.lower() in SUPPORTED_SUFFIXES and (child.is_file() or child.is_symlink()):
+                if child.suffix.lower() in SUPPORTED_SUFFIXES and (
+                    child.is_file() or child.is_symlink() or _special_file(child)  # the last two: a skip reason
+                ):
                     if not any(_is_dataset_folder(parent) for parent in child.parents if parent != path.parent):
                         out.append(str(child))
                 elif child.is_dir() and _is_dataset_folder(child):
@@ -226,7 +230,10 @@ def _jsonl_records(path: Path, report: IngestReport) -> Iterator[tuple[str, obje
         return
     warned = False
     with path.open("rb") as handle:
-        for lineno, raw in enumerate(handle, start=1):
+        for lineno, raw in enumerate(_bounded_lines(handle, MAX_LINE_BYTES), start=1):
+            if raw is None:
+                report.skip(f"{path} line {lineno}", f"longer than {MAX_LINE_BYTES:,} bytes")
+                continue
             if not raw.strip():
                 continue
             try:
@@ -240,6 +247,24 @@ def _jsonl_records(path: Path, report: IngestReport) -> Iterator[tuple[str, obje
                 yield str(lineno), json.loads(line)
             except json.JSONDecodeError:
                 yield str(lineno), None
+
+
+MAX_LINE_BYTES = 4 * MAX_DOCUMENT_CHARS
+
+
+def _bounded_lines(handle, limit: int) -> Iterator[bytes | None]:
+    """The lines of a binary file, each read in pieces of at most ``limit`` bytes: a longer line is
+    consumed to its end without being kept, and comes as None."""
+    while True:
+        line = handle.readline(limit + 1)
+        if not line:
+            return
+        if len(line) <= limit or line.endswith(b"\n"):
+            yield line
+            continue
+        while line and not line.endswith(b"\n"):
+            line = handle.readline(limit + 1)
+        yield None
 
 
 def _json_records(path: Path, report: IngestReport) -> Iterator[tuple[str, object]]:
@@ -351,13 +376,52 @@ def _dataset_records(source: str, report: IngestReport) -> Iterator[tuple[str, o
             yield f"{split + ':' if split else ''}{i}", record
 
 
-def documents_of(source: str, text_field: str, report: IngestReport) -> Iterator[Document]:
-    """The documents of one expanded source (see :func:`expand_paths`); bad input goes to ``report``."""
+def _special_file(path: Path) -> str | None:
+    """What ``path`` is when it is not a regular file (it could block or never end), or None."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None  # missing or unreadable: the readers say so
+    for test, name in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):  # fmt: skip
+        if test(mode):
+            return name
+    return None
+
+
+def documents_of(
+    source: str, text_field: str, report: IngestReport, max_chars: int = MAX_DOCUMENT_CHARS
+) -> Iterator[Document]:
+    """The documents of one expanded source (see :func:`expand_paths`); bad input goes to ``report``.
+
+    Only regular files are opened; a file above ``4 * max_chars`` bytes is skipped and a document
+    above ``max_chars`` characters is split, so memory stays bounded whatever the input.
+    """
+    for document in _documents_of(source, text_field, report, max_chars):
+        if len(document.text) <= max_chars:
+            yield document
+            continue
+        for i, start in enumerate(range(0, len(document.text), max_chars)):
+            yield Document(document.text[start : start + max_chars], document.source, f"{document.where}#{i}")
+
+
+def _documents_of(source: str, text_field: str, report: IngestReport, max_chars: int) -> Iterator[Document]:
     if source.startswith(HUB_PREFIX) or Path(source).is_dir():
         report.files_read += 1
         yield from _dataset_documents(source, text_field, report)
         return
     path = Path(source)
+    special = _special_file(path)
+    if special:
+        report.skip(path, f"not a regular file ({special})")
+        return
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0
+    if size > 4 * max_chars and path.suffix.lower() in TEXT_SUFFIXES | HTML_SUFFIXES:  # these are read whole
+        report.skip(path, f"{size:,} bytes: above 4 x data.max_document_chars ({max_chars:,}); split it or raise it")
+        return
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         report.skip(path, f"unsupported file type '{suffix}' (supported: {', '.join(sorted(SUPPORTED_SUFFIXES))})")
