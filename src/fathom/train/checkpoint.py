@@ -135,6 +135,7 @@ class RunLayout:
         """
         from filelock import FileLock, Timeout
 
+        created = not self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)
         holder = self.root / ".fathom.lock.json"
         lock = FileLock(str(self.root / ".fathom.lock"))
@@ -156,6 +157,8 @@ class RunLayout:
             yield
         finally:
             lock.release()
+            if created and {p.name for p in self.root.iterdir()} <= _FATHOM_FILES:
+                shutil.rmtree(self.root, ignore_errors=True)  # a run that wrote nothing leaves no folder
 
     def remove_leftovers(self) -> int:
         """Temporary folders of writes a killed process never finished (``.tmp-*``, ``.old-*``): removed."""
