@@ -203,3 +203,35 @@ def test_generate_reads_a_long_document_and_warns_beyond_the_trained_length(
     assert "longer than the adapter was trained for (256 tokens)" in captured.err
     assert main(["generate", "--base", str(local_model_dir), "--adapter", str(tmp_path), "--file", str(document)]) == 2
     assert "--adapter:" in capsys.readouterr().err
+
+
+def test_every_failure_is_one_line_with_an_exit_code_by_kind(capsys):
+    import errno
+
+    from fathom.cli import run_guarded
+    from fathom.errors import ConfigError, TrainingStopped
+
+    def raising(exc):
+        def command():
+            raise exc
+
+        return command
+
+    cases = [
+        (ConfigError("train.learning_rate: must be > 0, got 0\nlora.r: must be > 0, got 0"), 2, 2),
+        (TrainingStopped("Phase_1c_Long: out of GPU memory"), 1, 1),
+        (OSError(errno.ENOSPC, "No space left on device", "run/checkpoints/step-0000004"), 3, 1),
+        (Exception("Error while serializing: IoError(No space left on device (os error 28))"), 3, 1),
+        (PermissionError(errno.EACCES, "Permission denied", "/data/out"), 3, 1),
+    ]
+    for exc, code, lines in cases:
+        assert run_guarded(raising(exc)) == code
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == lines and all(line.startswith("fathom: error: ") for line in err), err
+    assert run_guarded(raising(KeyboardInterrupt())) == 130
+    assert capsys.readouterr().err == "fathom: interrupted\n"
+    assert run_guarded(raising(OSError(errno.ENOSPC, "No space left on device", "x")), verbose=True) == 3
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("fathom: error: x: the disk is full")
+    with pytest.raises(ZeroDivisionError):  # a bug is not dressed up as a user error
+        run_guarded(raising(ZeroDivisionError()))

@@ -593,28 +593,57 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     setup_logging(args.verbose)
-    return run_guarded(lambda: args.func(args))
+    return run_guarded(lambda: args.func(args), args.verbose)
 
 
-def run_guarded(command) -> int:
-    """Run ``command``; a user error ends as one line per problem on stderr and an exit code, not a traceback."""
+# Exit codes, by kind of failure (scripts and schedulers can tell them apart).
+EXIT_INPUT, EXIT_STOPPED, EXIT_SYSTEM, EXIT_INTERRUPTED = 2, 1, 3, 130
+
+
+def run_guarded(command, verbose: bool = False) -> int:
+    """Run ``command``; every failure ends as one line per problem on stderr and an exit code by kind.
+
+    2: a wrong config or option; 1: a run refused or stopped (its checkpoints intact); 3: the system
+    (disk full, permissions, a read-only file system); 130: interrupted. ``verbose`` (-v) adds the
+    traceback for a bug report.
+    """
+    import errno
+
     from fathom.errors import RunExistsError, TrainingStopped
 
     try:
         return command()
     except ConfigError as exc:
-        _print_error(exc)
-        return 2
+        failure, code, message = exc, EXIT_INPUT, str(exc)
     except (RunExistsError, TrainingStopped, FileNotFoundError, FileExistsError, ImportError) as exc:
-        _print_error(exc)
-        return 1
-    except KeyboardInterrupt:
+        failure, code, message = exc, EXIT_STOPPED, str(exc)
+    except KeyboardInterrupt:  # also a second Ctrl-C while the first one's checkpoint is being written
         print("fathom: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        fixes = {
+            errno.ENOSPC: "the disk is full: free space (or point output_dir / data.cache_dir elsewhere) and "
+            "rerun with --resume; the checkpoints already written are intact",
+            errno.EACCES: "permission denied: make the folder writable or choose another one",
+            errno.EROFS: "the file system is read-only: choose a writable output_dir / data.cache_dir",
+        }
+        where = f"{exc.filename}: " if exc.filename else ""
+        failure, code, message = exc, EXIT_SYSTEM, f"{where}{fixes.get(exc.errno, exc.strerror or str(exc))}"
+    except Exception as exc:  # the disk-full error of safetensors' Rust writer is no OSError
+        if "No space left on device" not in str(exc):
+            raise
+        failure, code = exc, EXIT_SYSTEM
+        message = "the disk is full: free space and rerun with --resume; checkpoints are intact"
+    if verbose:
+        import traceback
+
+        traceback.print_exception(failure)
+    _print_error(message)
+    return code
 
 
-def _print_error(exc: BaseException) -> None:
-    for line in str(exc).splitlines() or [type(exc).__name__]:
+def _print_error(message: str) -> None:
+    for line in message.splitlines() or ["failed"]:
         print(f"fathom: error: {line}", file=sys.stderr)
 
 

@@ -226,8 +226,8 @@ class PhaseConfig:
 
     def problems(self, where: str) -> Iterator[str]:
         """This phase's own values; the checks across phases are :meth:`TrainConfig.problems`'."""
-        if not self.name or any(c in self.name for c in "/\\") or self.name in (".", ".."):
-            yield f"{where}.name: '{self.name}' cannot name a folder; use letters, digits, _ and -"
+        if not self.name or any(c in self.name for c in "/\\\0") or self.name in (".", ".."):
+            yield f"{where}.name: {self.name!r} cannot name a folder; use letters, digits, _ and -"
         if self.name in ("checkpoints", "logs") or self.name.startswith("final_"):
             yield f"{where}.name: '{self.name}' is reserved for fathom's own folders; rename the phase"
         yield from _positive(f"{where}.max_seq_length", self.max_seq_length, most=2**22)
