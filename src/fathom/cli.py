@@ -465,6 +465,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _add_training_commands(sub)
+    _add_model_commands(sub)
+    _add_other_commands(sub)
+    return parser
+
+
+def _add_training_commands(sub) -> None:
+    """train, plan, prepare, data stats, qa build: the commands that read a config."""
     train = _subcommand(sub, "train", "train the LoRA adapter through the phases (no --config: the demo)", _cmd_train)
     train.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last checkpoint")
     train.add_argument(
@@ -509,6 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--seed", type=int, default=0, help="seed of the facts, depths and fillers chosen")
 
+
+def _add_model_commands(sub) -> None:
+    """generate, eval, merge: the commands that load a base and adapters."""
     gen = _subcommand(
         sub, "generate", "read a long document and stream the model's continuation or answer", _cmd_generate, False
     )
@@ -571,6 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--max-shard-size", default="5GB", help="safetensors shard size")
     _add_rope_option(merge)
 
+
+def _add_other_commands(sub) -> None:
     _subcommand(sub, "config", "print the resolved config, every field with its help text", _cmd_config)
 
     demo = _subcommand(
@@ -579,7 +592,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, required=True, help="a new or empty folder to write to")
     demo.add_argument("--documents", type=int, default=60, help="how many documents")
     demo.add_argument("--seed", type=int, default=0, help="generator seed")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,18 +111,7 @@ def evaluate_models(
     )
     ppl_documents = [np.asarray(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in haystack]
     ppl_documents.sort(key=len, reverse=True)
-    names = ["base"]
-    if adapters:
-        from peft import PeftModel
-
-        for i, path in enumerate(adapters):
-            name = f"adapter{i}"
-            if i == 0:
-                model = PeftModel.from_pretrained(model, path, adapter_name=name)
-            else:
-                model.load_adapter(path, adapter_name=name)
-            names.append(name)
-        model.eval()
+    model, names = _load_adapters(model, adapters)
     labels = ["base", *[_label(a) for a in adapters]]
     results = []
     for name, label, path, setting in zip(names, labels, [None, *adapters], ropes, strict=True):
@@ -138,22 +127,42 @@ def evaluate_models(
             model.set_adapter(name)
             context = contextlib.nullcontext()
         with context:
-            entry = {
-                "name": label,
-                "path": path,
-                "rope": setting.to_dict(),
-                "needle": needle_accuracy(model, tokenizer, device, lengths, depths, samples, kinds, haystack, seed),
-            }
-            if ppl_documents:
-                entry["perplexity_by_position"] = loss_by_position(model, ppl_documents, max(lengths), device)
-                entry["short_perplexity"] = short_perplexity(model, ppl_documents, device)
-            if qa_records:
-                from fathom.eval.qa import answer_questions, score_answers
-
-                answers = answer_questions(model, tokenizer, device, qa_records, qa_template)
-                entry["qa"] = score_answers(qa_records, answers, tokenizer)
+            entry = {"name": label, "path": path, "rope": setting.to_dict()}
+            entry["needle"] = needle_accuracy(model, tokenizer, device, lengths, depths, samples, kinds, haystack, seed)
+            entry |= _document_scores(model, tokenizer, device, ppl_documents, max(lengths), qa_records, qa_template)
         results.append(entry)
     return {"base": base, "lengths": lengths, "depths": depths, "samples": samples, "kinds": kinds, "models": results}
+
+
+def _load_adapters(model, adapters: list[str]):
+    """The base with every adapter loaded under its own name (switched with set_adapter); their names."""
+    names = ["base"]
+    if not adapters:
+        return model, names
+    from peft import PeftModel
+
+    for i, path in enumerate(adapters):
+        name = f"adapter{i}"
+        if i == 0:
+            model = PeftModel.from_pretrained(model, path, adapter_name=name)
+        else:
+            model.load_adapter(path, adapter_name=name)
+        names.append(name)
+    return model.eval(), names
+
+
+def _document_scores(model, tokenizer, device, ppl_documents, length, qa_records, qa_template) -> dict:
+    """Perplexity by position and short-context perplexity (with documents); QA scores (with records)."""
+    out = {}
+    if ppl_documents:
+        out["perplexity_by_position"] = loss_by_position(model, ppl_documents, length, device)
+        out["short_perplexity"] = short_perplexity(model, ppl_documents, device)
+    if qa_records:
+        from fathom.eval.qa import answer_questions, score_answers
+
+        answers = answer_questions(model, tokenizer, device, qa_records, qa_template)
+        out["qa"] = score_answers(qa_records, answers, tokenizer)
+    return out
 
 
 def evaluate_phase(
@@ -247,6 +256,20 @@ def write_report(results: dict, out: Path) -> Path:
             "sample(s) per cell, exact match.",
             "",
         ]
+    lines += _needle_report(results, out, plt) + _perplexity_report(results, out, plt) + _ruler_report(results)
+    lines += _qa_report(results, out, plt)
+    if results.get("skipped"):
+        lines += ["## Not run", "", *[f"- {line}" for line in results["skipped"]], ""]
+    elif results.get("ruler_skipped"):
+        lines += ["## RULER", "", f"Skipped: {results['ruler_skipped']}", ""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines), encoding="utf-8")
+    return report
+
+
+def _needle_report(results: dict, out: Path, plt) -> list[str]:
+    """A heatmap and a table per model and needle kind."""
+    lines: list[str] = []
     lengths = [str(n) for n in results["lengths"]]
     depths = [str(d) for d in results["depths"]]
     for model in results["models"]:
@@ -265,6 +288,12 @@ def write_report(results: dict, out: Path) -> Path:
             ]
             lines += [f"| {float(d):.0%} | " + " | ".join(f"{grid[n][d]:.2f}" for n in lengths) + " |" for d in depths]
             lines += ["", f"![{model['name']} {kind}]({png})", ""]
+    return lines
+
+
+def _perplexity_report(results: dict, out: Path, plt) -> list[str]:
+    """Perplexity by position of every model in one plot and one table."""
+    lines: list[str] = []
     with_ppl = [m for m in results["models"] if m.get("perplexity_by_position", {}).get("buckets")]
     if with_ppl:
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -292,6 +321,12 @@ def write_report(results: dict, out: Path) -> Path:
             cells = " | ".join(f"{row[b]['perplexity']:.2f}" if b in row else "-" for b in buckets)
             lines.append(f"| {model['name']} | {cells} | {short_cell} |")
         lines += ["", "![perplexity by position](ppl_by_position.png)", ""]
+    return lines
+
+
+def _ruler_report(results: dict) -> list[str]:
+    lines: list[str] = []
+    lengths = [str(n) for n in results["lengths"]]
     with_ruler = [m for m in results["models"] if m.get("ruler")]
     if with_ruler:
         lines += [
@@ -305,14 +340,7 @@ def write_report(results: dict, out: Path) -> Path:
                 cells = " | ".join(f"{scores[n]:.2f}" if n in scores else "-" for n in lengths)
                 lines.append(f"| {model['name']} | {task} | {cells} |")
         lines.append("")
-    lines += _qa_report(results, out, plt)
-    if results.get("skipped"):
-        lines += ["## Not run", "", *[f"- {line}" for line in results["skipped"]], ""]
-    elif results.get("ruler_skipped"):
-        lines += ["## RULER", "", f"Skipped: {results['ruler_skipped']}", ""]
-    report = out / "report.md"
-    report.write_text("\n".join(lines), encoding="utf-8")
-    return report
+    return lines
 
 
 def _qa_report(results: dict, out: Path, plt) -> list[str]:
