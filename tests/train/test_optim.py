@@ -61,3 +61,12 @@ def test_the_optimizer_holds_exactly_the_trainable_parameters():
     model.requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
         build_optimizer(model, cfg)
+
+
+def test_the_divergence_watch_speaks_once_when_the_loss_stays_high():
+    from fathom.train.loop import DivergenceWatch
+
+    watch = DivergenceWatch(factor=2.0, patience=3, warmup=4)
+    assert not any(watch.update(loss) for loss in [3.0, 2.5, 2.2, 2.0, 1.9, 1.8, 5.0, 1.7])  # a single spike
+    assert [watch.update(9.0) for _ in range(4)] == [False, False, True, False]
+    assert "may be diverging" in watch.describe("Phase_1a_Short", 12)

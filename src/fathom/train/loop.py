@@ -108,6 +108,42 @@ class StepStats:
     skipped: bool = False  # the loss or the gradient norm was not finite: no update was made
 
 
+class DivergenceWatch:
+    """Says once per phase when the loss stays far above its running mean: a run going wrong slowly.
+
+    The mean is exponential (weight 0.9); after ``warmup`` steps, ``patience`` steps in a row above
+    ``factor`` times it count as divergence.
+    """
+
+    def __init__(self, factor: float = 2.0, patience: int = 5, warmup: int = 10) -> None:
+        self.factor, self.patience, self.warmup = factor, patience, warmup
+        self.mean: float | None = None
+        self.steps = self.above = 0
+        self.reported = False
+        self.loss = 0.0
+
+    def update(self, loss: float) -> bool:
+        """Take one step's loss; True the first time the phase looks divergent."""
+        self.steps += 1
+        self.loss = loss
+        if self.mean is not None and self.steps > self.warmup and loss > self.factor * self.mean:
+            self.above += 1
+        else:
+            self.above = 0
+            self.mean = loss if self.mean is None else 0.9 * self.mean + 0.1 * loss
+        if self.above >= self.patience and not self.reported:
+            self.reported = True
+            return True
+        return False
+
+    def describe(self, phase: str, step: int) -> str:
+        return (
+            f"{phase} step {step}: the loss ({self.loss:.3g}) has stayed above {self.factor:g}x its running mean "
+            f"({self.mean:.3g}) for {self.patience} steps; the run may be diverging: consider a lower "
+            "train.learning_rate and --resume from an earlier checkpoint"
+        )
+
+
 def train(config: FathomConfig, resume: bool = False, allow_changed: tuple[str, ...] = ()) -> RunResult:
     """Run (or resume) the progressive schedule of ``config``; returns where everything was written.
 
@@ -274,6 +310,7 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
     )
     # The data position and RNG of the last completed step: what Ctrl-C saves.
     committed = (state.phase_rows_consumed, capture_rng_state())
+    divergence = DivergenceWatch()
     try:
         while state.phase_rows_consumed < plan.rows:
             stats = train_step(run, plan, loader)
@@ -287,6 +324,10 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
             state.supervised_tokens_seen += stats.supervised_tokens
             committed = (state.phase_rows_consumed, capture_rng_state())
             losses.append(stats.loss)
+            if not stats.skipped and divergence.update(stats.loss):
+                message = divergence.describe(plan.name, state.global_step)
+                logger.warning(message)
+                tb.text("divergence", message, state.global_step)
             bar.update(stats.tokens)
             bar.set_postfix(loss=f"{stats.loss:.4f}", lr=f"{stats.learning_rate:.2e}", refresh=False)
             phase_done = state.phase_rows_consumed >= plan.rows
