@@ -10,7 +10,7 @@ data stats     files, skips, documents, tokens, lengths, per-phase mix          
 qa build       long-document QA records from the corpus (answer at a known depth)  fathom.reports.build_qa_file
 config         the resolved config, every field with its help text                fathom.config
 generate       read a long document, stream the continuation or answer            fathom.eval.generate
-eval           needle heatmaps, perplexity by position, RULER                      fathom.eval.command
+eval           needles, perplexity by position, long-document QA, RULER           fathom.eval.command
 merge          fold an adapter into its base: one transformers folder              fathom.model.merge
 demo-corpus    write the demo's synthetic documents into a new folder             fathom.demo.corpus
 =============  ===================================================================  ==========================
