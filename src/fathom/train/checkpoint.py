@@ -362,7 +362,7 @@ def _load_saved_config(layout: RunLayout, loaded: LoadedCheckpoint | None) -> Fa
     return None
 
 
-_FATHOM_FILES = {".fathom.lock", ".fathom.lock.json"}
+_FATHOM_FILES = {".fathom.lock", ".fathom.lock.json", ".fathom.lock.json.tmp"}
 
 
 def check_output_dir(root: Path) -> None:
@@ -383,8 +383,11 @@ def check_output_dir(root: Path) -> None:
 
 
 def resume_point(layout: RunLayout, config: FathomConfig, resume: bool) -> ResumePoint:
-    """Where the run in ``layout`` starts; refuses a folder holding a run without ``resume``, or a changed config."""
-    check_output_dir(layout.root)
+    """Where the run in ``layout`` starts; refuses a folder holding a run without ``resume``, or a changed config.
+
+    Every rank calls it; the folder itself is checked once, by rank 0, before it takes the lock
+    (:func:`check_output_dir`): the other ranks would see the lock's own files appear.
+    """
     if not layout.holds_a_run():
         if resume:
             logger.warning("--resume: %s holds no run yet; starting from the beginning", layout.root)
