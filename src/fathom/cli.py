@@ -30,7 +30,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from fathom.config import ConfigError, FathomConfig, config_to_yaml, load_config
+from fathom.config import DEFAULT_PROMPT_TEMPLATE, ConfigError, FathomConfig, config_to_yaml, load_config
 from fathom.errors import raise_problems
 from fathom.eval.command import RULER_TASKS
 
@@ -563,7 +563,7 @@ def _add_model_commands(sub) -> None:
     )
     ev.add_argument(
         "--qa-template",
-        default="{document}\n\nQuestion: {question}",
+        default=DEFAULT_PROMPT_TEMPLATE,
         help="the user turn of a QA prompt, as sft.prompt_template",
     )
     ev.add_argument("--qa-limit", type=int, default=0, help="ask at most this many questions (0: all)")

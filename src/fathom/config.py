@@ -36,6 +36,8 @@ LOSS_CHOICES = ("auto", "chunked", "liger", "plain")
 STRATEGY_CHOICES = ("auto", "ddp", "fsdp")
 
 
+# Where a document-QA record's document and question go in the user turn (sft.prompt_template's default).
+DEFAULT_PROMPT_TEMPLATE = "{document}\n\nQuestion: {question}"
 ROPE_TYPES = ("linear", "dynamic", "yarn", "llama3")
 
 
@@ -423,7 +425,7 @@ class SftConfig:
     )
     prompt_template: str = _help(
         "The user turn of a document-QA record: where {document} and {question} go.",
-        default="{document}\n\nQuestion: {question}",
+        default=DEFAULT_PROMPT_TEMPLATE,
     )
     system: str | None = _help(
         "System prompt for records without one (null: the chat template's default).", default=None

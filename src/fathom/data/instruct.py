@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fathom.config import DEFAULT_PROMPT_TEMPLATE
 from fathom.data.ingest import IngestReport, expand_paths, records_of
 from fathom.labels import IGNORE_INDEX
 
@@ -39,7 +40,6 @@ logger = logging.getLogger("fathom")
 
 ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
-DEFAULT_PROMPT_TEMPLATE = "{document}\n\nQuestion: {question}"
 # ChatML, for tokenizers without a chat template of their own (Qwen2.5 base models ship this one).
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fathom.config import DEFAULT_PROMPT_TEMPLATE
 from fathom.errors import raise_problems
 
 logger = logging.getLogger("fathom")
@@ -41,7 +42,7 @@ class EvalRequest:
     ruler_tasks: str = RULER_TASKS
     rope: str | None = None
     qa: Path | None = None  # document-QA .jsonl (fathom qa build --held-out) asked of every model
-    qa_template: str = "{document}\n\nQuestion: {question}"
+    qa_template: str = DEFAULT_PROMPT_TEMPLATE
     qa_limit: int = 0  # ask at most this many questions (0: all)
 
     def kind_list(self) -> list[str]:

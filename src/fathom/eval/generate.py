@@ -45,7 +45,8 @@ def generate(
     chat = template is not None if chat is None else chat
     model, tokenizer, device = load_for_inference(base, adapter, rope=rope)
     if chat:
-        from fathom.data.instruct import DEFAULT_PROMPT_TEMPLATE, ensure_chat_template
+        from fathom.config import DEFAULT_PROMPT_TEMPLATE
+        from fathom.data.instruct import ensure_chat_template
 
         ensure_chat_template(tokenizer)
         user = (template or DEFAULT_PROMPT_TEMPLATE).format(document=text.rstrip(), question=prompt or "")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from fathom.config import ConfigError
+from fathom.config import DEFAULT_PROMPT_TEMPLATE, ConfigError
 
 logger = logging.getLogger("fathom")
 
@@ -84,7 +84,7 @@ def _instruct_template(folder: Path) -> str | None:
     except (OSError, ValueError):
         return None
     if isinstance(state, dict) and state.get("phase_name") == sft.get("name"):
-        return sft.get("prompt_template") or "{document}\n\nQuestion: {question}"
+        return sft.get("prompt_template") or DEFAULT_PROMPT_TEMPLATE
     return None
 
 
