@@ -12,7 +12,7 @@ Layout of one cache entry (``<data.cache_dir>/<key>/``)::
 The key hashes the tokenizer (its full JSON and the end-of-document id), the cleaning settings,
 the hold-out settings and the content of every input file, so any change makes a new entry and
 an unchanged corpus is never tokenized twice. An entry is built under a temporary name and
-renamed when complete.
+renamed when complete, by one process at a time (a lock file beside it; others wait, then reuse it).
 
 Preparation streams: the main process walks the sources in order; PDF and HTML files, whose text
 extraction is slow Python, go to ``data.num_proc`` worker processes (at most ``2 x num_proc`` in
@@ -25,12 +25,14 @@ the cache is identical whatever ``num_proc`` is.
 from __future__ import annotations
 
 import array
+import contextlib
 import hashlib
 import importlib.util
 import json
 import logging
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from collections import deque
@@ -376,21 +378,48 @@ def prepare_corpus(config, tokenizer, eod_id: int, progress: bool = True) -> Cor
             f"{int(cache.length.sum()):,}",
         )
         return cache
-    try:
-        with atomic_dir(folder, replace=False) as tmp:
-            meta = _tokenize_into(tmp, sources, settings, entry.tokenizer_json, eod_id, config.data.num_proc, progress)
-            meta |= {
-                "key": key,
-                "paths": list(config.data.paths),
-                "tokenizer_hash": entry.tokenizer_hash,
-                "eod_id": eod_id,
-                "settings": settings.__dict__,
-                "version": CACHE_VERSION,
-            }
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    except FileExistsError:
-        pass  # another process finished the same entry (same key: same content) first
+    with _entry_lock(folder):
+        if not (folder / "meta.json").is_file():  # another process may have built it while we waited
+            with atomic_dir(folder, replace=False) as tmp:
+                meta = _tokenize_into(
+                    tmp, sources, settings, entry.tokenizer_json, eod_id, config.data.num_proc, progress
+                )
+                meta |= {
+                    "key": key,
+                    "paths": list(config.data.paths),
+                    "tokenizer_hash": entry.tokenizer_hash,
+                    "eod_id": eod_id,
+                    "settings": settings.__dict__,
+                    "version": CACHE_VERSION,
+                }
+                (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return CorpusCache(folder)
+
+
+@contextlib.contextmanager
+def _entry_lock(folder: Path) -> Iterator[None]:
+    """Hold the lock of one cache entry: one process builds it, others wait and then reuse it.
+
+    The lock (``filelock``, an OS lock that dies with its process) sits beside the entry as
+    ``.<key>.lock``. Whoever holds it also removes what a killed build of the same entry left
+    (``.tmp-<key>-*``), which no other process can be writing.
+    """
+    from filelock import FileLock, Timeout
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder.parent / f".{folder.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        logger.info("data: another fathom is building the token cache %s; waiting for it", folder)
+        lock.acquire()
+    try:
+        for leftover in folder.parent.glob(f".tmp-{folder.name}-*"):
+            logger.info("data: removing %s, left by a build that was stopped", leftover.name)
+            shutil.rmtree(leftover, ignore_errors=True)
+        yield
+    finally:
+        lock.release()
 
 
 def _tokenize_into(

@@ -112,7 +112,7 @@ def expand_paths(paths: list[str]) -> list[str]:
                 continue
             for child in sorted(path.rglob("*")):
                 if child.suffix.lower() in SUPPORTED_SUFFIXES and (
-                    child.is_file() or child.is_symlink() or _special_file(child)  # the last two: a skip reason
+                    child.is_file() or child.is_symlink() or special_file(child)  # the last two: a skip reason
                 ):
                     if not any(_is_dataset_folder(parent) for parent in child.parents if parent != path.parent):
                         out.append(str(child))
@@ -224,15 +224,18 @@ def _records(
         report.skip(f"{source} ({bad} records)", f"records without a string field '{text_field}'")
 
 
-def _jsonl_records(path: Path, report: IngestReport) -> Iterator[tuple[str, object]]:
-    """(line number, parsed record or None) line by line: a JSONL dump of any size streams in constant memory."""
+def _jsonl_records(path: Path, report: IngestReport, max_bytes: int) -> Iterator[tuple[str, object]]:
+    """(line number, parsed record or None) line by line: a JSONL dump of any size streams in constant memory.
+
+    A line above ``max_bytes`` is read through in pieces and skipped with a reason, never held whole.
+    """
     if not _readable(path, report):
         return
     warned = False
     with path.open("rb") as handle:
-        for lineno, raw in enumerate(_bounded_lines(handle, MAX_LINE_BYTES), start=1):
+        for lineno, raw in enumerate(_bounded_lines(handle, max_bytes), start=1):
             if raw is None:
-                report.skip(f"{path} line {lineno}", f"longer than {MAX_LINE_BYTES:,} bytes")
+                report.skip(f"{path} line {lineno}", f"longer than {max_bytes:,} bytes ({_RAISE_CAP})")
                 continue
             if not raw.strip():
                 continue
@@ -249,7 +252,15 @@ def _jsonl_records(path: Path, report: IngestReport) -> Iterator[tuple[str, obje
                 yield str(lineno), None
 
 
-MAX_LINE_BYTES = 4 * MAX_DOCUMENT_CHARS
+# A file read whole, a JSONL line or a parquet row may hold at most this many bytes per allowed
+# character (UTF-8 needs up to 4): the caps all follow data.max_document_chars.
+BYTES_PER_CHAR = 4
+_RAISE_CAP = "split it, or raise data.max_document_chars"
+# A parquet row group is decoded one batch of rows at a time, each batch at most this many bytes of
+# the columns read; a group whose columns decode to more than MAX_PARQUET_GROUP_BYTES is skipped
+# (Arrow decodes a column chunk's pages whole, and zstd can pack gigabytes of text into kilobytes).
+PARQUET_BATCH_BYTES = 64 << 20
+MAX_PARQUET_GROUP_BYTES = 1 << 30
 
 
 def _bounded_lines(handle, limit: int) -> Iterator[bytes | None]:
@@ -267,10 +278,12 @@ def _bounded_lines(handle, limit: int) -> Iterator[bytes | None]:
         yield None
 
 
-def _json_records(path: Path, report: IngestReport) -> Iterator[tuple[str, object]]:
-    """A .json file holds one record or a list of them (read whole); a .jsonl file streams."""
+def _json_records(path: Path, report: IngestReport, max_bytes: int) -> Iterator[tuple[str, object]]:
+    """A .json file holds one record or a list of them (read whole, so at most ``max_bytes``); a .jsonl file streams."""
     if path.suffix.lower() == ".jsonl":
-        yield from _jsonl_records(path, report)
+        yield from _jsonl_records(path, report, max_bytes)
+        return
+    if _too_big(path, report, max_bytes, "write it as JSONL (one record a line), or raise data.max_document_chars"):
         return
     raw = _read_bytes(path, report)
     if raw is None:
@@ -287,26 +300,76 @@ def _json_records(path: Path, report: IngestReport) -> Iterator[tuple[str, objec
     yield from ((str(i), r) for i, r in enumerate(records))
 
 
-def _json_documents(path: Path, text_field: str, report: IngestReport) -> Iterator[Document]:
-    yield from _records(_json_records(path, report), str(path), text_field, report)
+def _too_big(path: Path, report: IngestReport, max_bytes: int, fix: str) -> bool:
+    """Skip (with a reason) a file read whole that holds more than ``max_bytes``."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return False  # missing or unreadable: the reader says so
+    if size <= max_bytes:
+        return False
+    report.skip(path, f"{size:,} bytes: above {max_bytes:,} ({BYTES_PER_CHAR} x data.max_document_chars); {fix}")
+    return True
 
 
-def _parquet_documents(path: Path, text_field: str, report: IngestReport) -> Iterator[Document]:
+def _json_documents(path: Path, text_field: str, report: IngestReport, max_bytes: int) -> Iterator[Document]:
+    yield from _records(_json_records(path, report, max_bytes), str(path), text_field, report)
+
+
+def _parquet_rows(
+    path: Path, columns: list[str] | None, report: IngestReport, max_bytes: int
+) -> Iterator[tuple[int, dict]]:
+    """(row number in the file, row) of a parquet file (only ``columns``; None: all), decoded in
+    batches of bounded size.
+
+    Batches are sized from each row group's uncompressed size in the file's metadata, so memory
+    stays near :data:`PARQUET_BATCH_BYTES` whatever the compression ratio; a row group too big to
+    decode safely, or whose rows average above ``max_bytes``, is skipped with a reason.
+    """
     import pyarrow.parquet as pq
 
     try:
         parquet = pq.ParquetFile(str(path))
-        if text_field not in parquet.schema_arrow.names:
-            report.skip(path, f"no column '{text_field}' (columns: {', '.join(parquet.schema_arrow.names)})")
-            return
-        row = 0
-        for batch in parquet.iter_batches(columns=[text_field], batch_size=1024):
-            for value in batch.column(0).to_pylist():
-                if isinstance(value, str):
-                    yield Document(value, str(path), str(row))
-                row += 1
+        names = parquet.schema_arrow.names
+        wanted = [names.index(c) for c in columns] if columns else range(len(names))
+        first_row = 0
+        for group in range(parquet.metadata.num_row_groups):
+            meta = parquet.metadata.row_group(group)
+            first_row += meta.num_rows
+            size = sum(meta.column(i).total_uncompressed_size for i in wanted)
+            rows = max(meta.num_rows, 1)
+            if size > MAX_PARQUET_GROUP_BYTES or size / rows > max_bytes:
+                report.skip(
+                    f"{path} row group {group}",
+                    f"{meta.num_rows:,} rows holding {size:,} bytes: above the cap "
+                    f"({MAX_PARQUET_GROUP_BYTES:,} a group, {max_bytes:,} a row); rewrite it with smaller "
+                    "row groups (pyarrow row_group_size), or raise data.max_document_chars",
+                )
+                continue
+            batch_size = int(min(1024, max(1, PARQUET_BATCH_BYTES * rows // max(size, 1))))
+            row = first_row - meta.num_rows
+            for batch in parquet.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns):
+                for record in batch.to_pylist():
+                    yield row, record
+                    row += 1
     except OSError as exc:
         report.skip(path, f"unreadable parquet ({str(exc)[:120]})")
+
+
+def _parquet_documents(path: Path, text_field: str, report: IngestReport, max_bytes: int) -> Iterator[Document]:
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(str(path)).names
+    except OSError as exc:
+        report.skip(path, f"unreadable parquet ({str(exc)[:120]})")
+        return
+    if text_field not in names:
+        report.skip(path, f"no column '{text_field}' (columns: {', '.join(names)})")
+        return
+    for row, record in _parquet_rows(path, [text_field], report, max_bytes):
+        if isinstance(record[text_field], str):
+            yield Document(record[text_field], str(path), str(row))
 
 
 def _dataset_parts(source: str, report: IngestReport) -> list[tuple[str, object]]:
@@ -340,32 +403,28 @@ def _dataset_documents(source: str, text_field: str, report: IngestReport) -> It
                     yield Document(value, source, f"{split + ':' if split else ''}{start + offset}")
 
 
-def records_of(source: str, report: IngestReport) -> Iterator[tuple[str, object]]:
+def records_of(source: str, report: IngestReport, max_chars: int = MAX_DOCUMENT_CHARS) -> Iterator[tuple[str, object]]:
     """(where, record) of a .jsonl / .json / .parquet file, a ``save_to_disk`` folder or an ``hf:`` dataset.
 
     Instruction data (``sft.paths``) is read through this: whole records, not one text field.
-    Unreadable sources go to ``report``; a record that is not valid JSON comes as ``None``.
+    Unreadable sources go to ``report``; a record that is not valid JSON comes as ``None``. A
+    record (line, row) above ``4 * max_chars`` bytes is skipped with a reason, never held whole.
     """
     path = Path(source)
     if source.startswith(HUB_PREFIX) or path.is_dir():
         yield from _dataset_records(source, report)
         return
+    special = special_file(path)
+    if special:
+        report.skip(path, f"not a regular file ({special})")
+        return
     suffix = path.suffix.lower()
     if suffix in JSON_SUFFIXES:
-        yield from _json_records(path, report)
+        yield from _json_records(path, report, BYTES_PER_CHAR * max_chars)
     elif suffix in PARQUET_SUFFIXES:
-        if not _readable(path, report):
-            return
-        import pyarrow.parquet as pq
-
-        try:
-            row = 0
-            for batch in pq.ParquetFile(str(path)).iter_batches(batch_size=256):
-                for record in batch.to_pylist():
-                    yield str(row), record
-                    row += 1
-        except OSError as exc:
-            report.skip(path, f"unreadable parquet ({str(exc)[:120]})")
+        if _readable(path, report):
+            rows = _parquet_rows(path, None, report, BYTES_PER_CHAR * max_chars)
+            yield from ((str(row), record) for row, record in rows)
     else:
         report.skip(path, f"unsupported file type '{suffix}' for instruction data (.jsonl, .json, .parquet)")
 
@@ -376,7 +435,7 @@ def _dataset_records(source: str, report: IngestReport) -> Iterator[tuple[str, o
             yield f"{split + ':' if split else ''}{i}", record
 
 
-def _special_file(path: Path) -> str | None:
+def special_file(path: Path) -> str | None:
     """What ``path`` is when it is not a regular file (it could block or never end), or None."""
     try:
         mode = path.stat().st_mode
@@ -394,8 +453,9 @@ def documents_of(
 ) -> Iterator[Document]:
     """The documents of one expanded source (see :func:`expand_paths`); bad input goes to ``report``.
 
-    Only regular files are opened; a file above ``4 * max_chars`` bytes is skipped and a document
-    above ``max_chars`` characters is split, so memory stays bounded whatever the input.
+    Only regular files are opened; a file read whole, a JSONL line or a parquet row above
+    ``4 * max_chars`` bytes is skipped and a document above ``max_chars`` characters is split, so
+    memory stays bounded whatever the input.
     """
     for document in _documents_of(source, text_field, report, max_chars):
         if len(document.text) <= max_chars:
@@ -411,31 +471,26 @@ def _documents_of(source: str, text_field: str, report: IngestReport, max_chars:
         yield from _dataset_documents(source, text_field, report)
         return
     path = Path(source)
-    special = _special_file(path)
+    special = special_file(path)
     if special:
         report.skip(path, f"not a regular file ({special})")
         return
-    try:
-        size = path.stat().st_size
-    except OSError:
-        size = 0
-    if size > 4 * max_chars and path.suffix.lower() in TEXT_SUFFIXES | HTML_SUFFIXES:  # these are read whole
-        report.skip(path, f"{size:,} bytes: above 4 x data.max_document_chars ({max_chars:,}); split it or raise it")
+    suffix, max_bytes = path.suffix.lower(), BYTES_PER_CHAR * max_chars
+    if suffix in TEXT_SUFFIXES | HTML_SUFFIXES and _too_big(path, report, max_bytes, _RAISE_CAP):  # read whole
         return
-    suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         report.skip(path, f"unsupported file type '{suffix}' (supported: {', '.join(sorted(SUPPORTED_SUFFIXES))})")
         return
     if suffix in JSON_SUFFIXES:
         if path.exists():
             report.files_read += 1
-        yield from _json_documents(path, text_field, report)
+        yield from _json_documents(path, text_field, report, max_bytes)
         return
     if suffix in PARQUET_SUFFIXES | PDF_SUFFIXES and not _readable(path, report):
         return
     if suffix in PARQUET_SUFFIXES:
         report.files_read += 1
-        yield from _parquet_documents(path, text_field, report)
+        yield from _parquet_documents(path, text_field, report, max_bytes)
         return
     if suffix in PDF_SUFFIXES:
         text = _pdf_text(path, report)

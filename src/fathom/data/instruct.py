@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from fathom.config import DEFAULT_PROMPT_TEMPLATE
-from fathom.data.ingest import IngestReport, expand_paths, records_of
+from fathom.data.ingest import BYTES_PER_CHAR, MAX_DOCUMENT_CHARS, IngestReport, expand_paths, records_of, special_file
 from fathom.labels import IGNORE_INDEX
 
 logger = logging.getLogger("fathom")
@@ -85,7 +85,12 @@ def _read_document(record: dict, base_dir: Path) -> tuple[str | None, str | None
         return (text, None) if text and text.strip() else (None, "empty document")
     path = Path(str(record["document_path"]))
     path = path if path.is_absolute() else base_dir / path
+    special = special_file(path)  # /dev/zero or a FIFO would never end or block
+    if special:
+        return None, f"document_path {path} is not a regular file ({special})"
     try:
+        if path.stat().st_size > BYTES_PER_CHAR * MAX_DOCUMENT_CHARS:
+            return None, f"document_path {path} is above {BYTES_PER_CHAR * MAX_DOCUMENT_CHARS:,} bytes"
         text = path.read_bytes().decode("utf-8")
     except OSError:
         return None, f"document_path {path} cannot be read"

@@ -11,6 +11,8 @@ from helpers import small_run_config, write_config
 from fathom.cli import main
 from fathom.train.checkpoint import RunLayout
 
+pytestmark = pytest.mark.faults
+
 
 def _errors(capsys) -> list[str]:
     return [line for line in capsys.readouterr().err.splitlines() if line.startswith("fathom: error:")]
@@ -101,3 +103,49 @@ def test_resume_on_changed_documents_stops_unless_allowed(tmp_path, local_model_
     assert main(["train", "--config", config, "--resume", "--allow-changed", "data"]) == 0
     state = json.loads((out / "final_256_model" / "trainer_state.json").read_text())
     assert len(state["data_changes"]) == 1 and state["data_changes"][0].startswith("step 2: ")
+
+
+def test_prepare_waits_for_another_build_of_the_same_cache_entry_and_clears_its_leftovers(
+    tmp_path, local_model_dir, synthetic_corpus
+):
+    import subprocess
+    import sys
+
+    from filelock import FileLock
+    from helpers import hang_guard
+
+    from fathom.config import load_config
+    from fathom.data.cache import _Entry
+    from fathom.data.eod import resolve_eod_token_id
+    from fathom.model.load import load_configured_tokenizer
+
+    cfg = small_run_config(local_model_dir, [synthetic_corpus], tmp_path / "out")
+    cfg["data"]["cache_dir"] = str(tmp_path / "cache")
+    config_file = write_config(tmp_path / "c.yaml", cfg)
+    config = load_config(str(config_file), [])
+    tokenizer = load_configured_tokenizer(config.model)
+    entry = _Entry.locate(config, tokenizer, resolve_eod_token_id(tokenizer, config.data.eod_token)).folder
+    entry.parent.mkdir(parents=True)
+    leftover = entry.parent / f".tmp-{entry.name}-killed"  # what a killed build of this entry leaves
+    leftover.mkdir()
+    (leftover / "tokens-00000.bin").write_bytes(b"\0" * 64)
+
+    lock = FileLock(str(entry.parent / f".{entry.name}.lock"))
+    lock.acquire()  # another process building this entry
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fathom", "prepare", "--config", str(config_file)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for line in proc.stderr:  # blocks until the line comes: no timing involved
+            if "another fathom is building the token cache" in line:
+                break
+        else:
+            raise AssertionError("prepare did not wait for the entry's lock")
+        assert leftover.is_dir() and not entry.exists(), "prepare touched the entry while another process held it"
+    finally:
+        lock.release()
+    rest = proc.communicate(timeout=hang_guard(600))[1]
+    assert proc.returncode == 0, rest
+    assert (entry / "meta.json").is_file() and not leftover.exists()

@@ -12,6 +12,8 @@ from safetensors.torch import load_file, save_file
 
 from fathom.cli import main
 
+pytestmark = pytest.mark.faults
+
 
 @pytest.fixture(scope="module")
 def stopped_run(tmp_path_factory, local_model_dir, synthetic_corpus) -> tuple[Path, Path]:

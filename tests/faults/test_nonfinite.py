@@ -12,6 +12,8 @@ from safetensors.torch import load_file
 import fathom.train.loop as loop
 from fathom.cli import main
 
+pytestmark = pytest.mark.faults
+
 
 def _poison(monkeypatch, bad_calls: set[int]) -> None:
     """The loss of the listed forward passes (1-based) becomes NaN, so its gradients do too."""
