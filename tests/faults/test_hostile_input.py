@@ -102,10 +102,21 @@ def test_parquet_is_decoded_a_bounded_batch_at_a_time_and_oversize_row_groups_ar
     docs, reasons = _documents(folder, max_chars=1000)
     assert not docs and len([r for r in reasons if "row group" in r]) == 4
 
+    # one long string repeated in every row: the dictionary page holds it once, so the metadata
+    # says ~5 KB while decoding would give 12 copies; each row is measured and skipped in Arrow
+    pq.write_table(pa.table({"text": ["c" * 5000] * 12}), folder / "rows.parquet", compression="zstd")
+    monkeypatch.setattr(ingest, "MAX_PARQUET_GROUP_BYTES", 1 << 30)
+    docs, reasons = _documents(folder, max_chars=1000)
+    assert not docs and reasons[f"{path} (12 rows)"].startswith("longer than 4,000 bytes")
+    with pq.ParquetWriter(path, pa.schema([("text", pa.string()), ("n", pa.int64())]), compression="zstd") as w:
+        for start in range(0, 40, 10):
+            w.write_table(pa.table({"text": texts[start : start + 10], "n": list(range(start, start + 10))}))
+
+    monkeypatch.setattr(ingest, "MAX_PARQUET_GROUP_BYTES", 500)
     records = list(ingest.records_of(str(path), ingest.IngestReport(), max_chars=10_000))  # every column
     assert records == []  # the group cap holds for instruction data too
     monkeypatch.setattr(ingest, "MAX_PARQUET_GROUP_BYTES", 1 << 30)
-    records = [r for _, r in ingest.records_of(str(path), ingest.IngestReport(), max_chars=10_000)]
+    records = [r for _, r in ingest.records_of(str(path), ingest.IngestReport(), max_chars=20_000)]
     assert [r["n"] for r in records] == list(range(40)) and records[25]["text"] == texts[25]
 
 

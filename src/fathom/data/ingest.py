@@ -319,41 +319,86 @@ def _json_documents(path: Path, text_field: str, report: IngestReport, max_bytes
 def _parquet_rows(
     path: Path, columns: list[str] | None, report: IngestReport, max_bytes: int
 ) -> Iterator[tuple[int, dict]]:
-    """(row number in the file, row) of a parquet file (only ``columns``; None: all), decoded in
-    batches of bounded size.
+    """(row number in the file, row) of a parquet file (only ``columns``; None: all), in bounded memory.
 
-    Batches are sized from each row group's uncompressed size in the file's metadata, so memory
-    stays near :data:`PARQUET_BATCH_BYTES` whatever the compression ratio; a row group too big to
-    decode safely, or whose rows average above ``max_bytes``, is skipped with a reason.
+    Zstd packs gigabytes of text into kilobytes and a dictionary page can repeat one long string in
+    every row, so neither the file size nor the metadata bounds what decoding costs. Hence: a row
+    group whose columns are too big to decode is skipped (:func:`_group_batch_size`); text columns
+    are read dictionary-encoded, so a repeated string stays one copy in Arrow; each row's text bytes
+    are measured in Arrow and a row above ``max_bytes`` is skipped before any Python string exists;
+    a batch becomes Python objects whole only when it is small, else a row at a time.
     """
     import pyarrow.parquet as pq
 
+    oversize = 0
     try:
-        parquet = pq.ParquetFile(str(path))
-        names = parquet.schema_arrow.names
-        wanted = [names.index(c) for c in columns] if columns else range(len(names))
+        schema = pq.read_schema(str(path))
+        names = columns or schema.names
+        text = [n for n in names if _is_text(schema.field(n).type)]
+        parquet = pq.ParquetFile(str(path), read_dictionary=text)
+        wanted = [schema.names.index(n) for n in names]
         first_row = 0
         for group in range(parquet.metadata.num_row_groups):
-            meta = parquet.metadata.row_group(group)
-            first_row += meta.num_rows
-            size = sum(meta.column(i).total_uncompressed_size for i in wanted)
-            rows = max(meta.num_rows, 1)
-            if size > MAX_PARQUET_GROUP_BYTES or size / rows > max_bytes:
-                report.skip(
-                    f"{path} row group {group}",
-                    f"{meta.num_rows:,} rows holding {size:,} bytes: above the cap "
-                    f"({MAX_PARQUET_GROUP_BYTES:,} a group, {max_bytes:,} a row); rewrite it with smaller "
-                    "row groups (pyarrow row_group_size), or raise data.max_document_chars",
-                )
+            row, first_row = first_row, first_row + parquet.metadata.row_group(group).num_rows
+            where = f"{path} row group {group}"
+            batch_size = _group_batch_size(parquet.metadata.row_group(group), wanted, max_bytes, where, report)
+            if batch_size is None:
                 continue
-            batch_size = int(min(1024, max(1, PARQUET_BATCH_BYTES * rows // max(size, 1))))
-            row = first_row - meta.num_rows
             for batch in parquet.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns):
-                for record in batch.to_pylist():
-                    yield row, record
-                    row += 1
+                sizes = _row_text_bytes(batch, text)
+                small = sizes.sum() <= PARQUET_BATCH_BYTES and sizes.max(initial=0) <= max_bytes
+                records = batch.to_pylist() if small else None
+                for i in range(batch.num_rows):
+                    if sizes[i] > max_bytes:
+                        oversize += 1
+                    else:
+                        yield row + i, records[i] if records is not None else batch.slice(i, 1).to_pylist()[0]
+                row += batch.num_rows
     except OSError as exc:
         report.skip(path, f"unreadable parquet ({str(exc)[:120]})")
+    if oversize:
+        report.skip(f"{path} ({oversize} rows)", f"longer than {max_bytes:,} bytes ({_RAISE_CAP})")
+
+
+def _group_batch_size(meta, columns: list[int], max_bytes: int, where: str, report: IngestReport) -> int | None:
+    """Rows per batch that keep one decoded batch near :data:`PARQUET_BATCH_BYTES`, or None (skipped)."""
+    size = sum(meta.column(i).total_uncompressed_size for i in columns)
+    rows = max(meta.num_rows, 1)
+    if size > MAX_PARQUET_GROUP_BYTES or size / rows > max_bytes:
+        report.skip(
+            where,
+            f"{meta.num_rows:,} rows holding {size:,} bytes: above the cap ({MAX_PARQUET_GROUP_BYTES:,} a group, "
+            f"{max_bytes:,} a row); rewrite it with smaller row groups (pyarrow row_group_size), or raise "
+            "data.max_document_chars",
+        )
+        return None
+    return int(min(1024, max(1, PARQUET_BATCH_BYTES * rows // max(size, 1))))
+
+
+def _is_text(arrow_type) -> bool:
+    import pyarrow as pa
+
+    return any(
+        check(arrow_type)
+        for check in (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
+    )
+
+
+def _row_text_bytes(batch, text_columns: list[str]):
+    """Bytes of text per row of an Arrow batch (int64 numpy, one per row), counted without decoding."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    total = np.zeros(batch.num_rows, dtype=np.int64)
+    for name in text_columns:
+        column = batch.column(name)
+        if isinstance(column, pa.DictionaryArray):
+            lengths = pc.take(pc.binary_length(column.dictionary), column.indices)
+        else:
+            lengths = pc.binary_length(column)
+        total += pc.fill_null(lengths, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    return total
 
 
 def _parquet_documents(path: Path, text_field: str, report: IngestReport, max_bytes: int) -> Iterator[Document]:
