@@ -222,6 +222,8 @@ def test_every_failure_is_one_line_with_an_exit_code_by_kind(capsys):
         (TrainingStopped("Phase_1c_Long: out of GPU memory"), 1, 1),
         (OSError(errno.ENOSPC, "No space left on device", "run/checkpoints/step-0000004"), 3, 1),
         (Exception("Error while serializing: IoError(No space left on device (os error 28))"), 3, 1),
+        (Exception("Error while serializing: I/O error: File too large (os error 27)"), 3, 1),
+        (OSError(errno.EDQUOT, "Disk quota exceeded", "run/logs"), 3, 1),
         (PermissionError(errno.EACCES, "Permission denied", "/data/out"), 3, 1),
     ]
     for exc, code, lines in cases:
@@ -232,6 +234,6 @@ def test_every_failure_is_one_line_with_an_exit_code_by_kind(capsys):
     assert capsys.readouterr().err == "fathom: interrupted\n"
     assert run_guarded(raising(OSError(errno.ENOSPC, "No space left on device", "x")), verbose=True) == 3
     err = capsys.readouterr().err
-    assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("fathom: error: x: the disk is full")
+    assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("fathom: error: x: no room to write")
     with pytest.raises(ZeroDivisionError):  # a bug is not dressed up as a user error
         run_guarded(raising(ZeroDivisionError()))

@@ -24,6 +24,7 @@ problem (:func:`run_guarded`).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
@@ -622,8 +623,6 @@ def run_guarded(command, verbose: bool = False) -> int:
     (disk full, permissions, a read-only file system); 130: interrupted. ``verbose`` (-v) adds the
     traceback for a bug report.
     """
-    import errno
-
     from fathom.errors import RunExistsError, TrainingStopped
 
     try:
@@ -635,26 +634,48 @@ def run_guarded(command, verbose: bool = False) -> int:
     except KeyboardInterrupt:  # also a second Ctrl-C while the first one's checkpoint is being written
         print("fathom: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except OSError as exc:
-        fixes = {
-            errno.ENOSPC: "the disk is full: free space (or point output_dir / data.cache_dir elsewhere) and "
-            "rerun with --resume; the checkpoints already written are intact",
-            errno.EACCES: "permission denied: make the folder writable or choose another one",
-            errno.EROFS: "the file system is read-only: choose a writable output_dir / data.cache_dir",
-        }
-        where = f"{exc.filename}: " if exc.filename else ""
-        failure, code, message = exc, EXIT_SYSTEM, f"{where}{fixes.get(exc.errno, exc.strerror or str(exc))}"
-    except Exception as exc:  # the disk-full error of safetensors' Rust writer is no OSError
-        if "No space left on device" not in str(exc):
-            raise
+    except Exception as exc:  # an OS failure, else re-raised below
+        message = _system_failure(exc)
+        if message is None:
+            raise  # a bug is not dressed up as a user error
         failure, code = exc, EXIT_SYSTEM
-        message = "the disk is full: free space and rerun with --resume; checkpoints are intact"
     if verbose:
         import traceback
 
         traceback.print_exception(failure)
     _print_error(message)
     return code
+
+
+_NO_ROOM = "; then rerun with --resume: the checkpoints already written are intact"
+_SYSTEM_FIXES = {
+    errno.ENOSPC: "no room to write: the disk is full; free space (or point output_dir / data.cache_dir elsewhere)"
+    + _NO_ROOM,
+    errno.EDQUOT: "no room to write: your disk quota is used up; free space or point output_dir elsewhere" + _NO_ROOM,
+    errno.EFBIG: "no room to write: a file would pass the file-size limit (ulimit -f) or the file system's "
+    "largest file; raise the limit or choose another output_dir" + _NO_ROOM,
+    errno.EACCES: "permission denied: make the folder writable or choose another one",
+    errno.EROFS: "the file system is read-only: choose a writable output_dir / data.cache_dir",
+}
+
+
+def _system_failure(exc: Exception) -> str | None:
+    """The one-line message of an operating-system failure, or None when ``exc`` is not one.
+
+    Libraries written in Rust (safetensors, tokenizers) report OS errors as their own exception
+    types with ``(os error N)`` in the text; those count as the OSError they wrap.
+    """
+    import re
+
+    if isinstance(exc, OSError):
+        number, where = exc.errno, f"{exc.filename}: " if exc.filename else ""
+        detail = exc.strerror or str(exc)
+    else:
+        found = re.search(r"\(os error (\d+)\)", str(exc))
+        if found is None:
+            return None
+        number, where, detail = int(found.group(1)), "", str(exc).splitlines()[0]
+    return f"{where}{_SYSTEM_FIXES.get(number, detail)}"
 
 
 def _print_error(message: str) -> None:

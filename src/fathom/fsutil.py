@@ -47,11 +47,20 @@ def atomic_dir(target: str | Path, replace: bool = True) -> Iterator[Path]:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a text file through a temporary sibling and a rename."""
+    """Write a text file through a temporary sibling (``.tmp-<name>``, like :func:`atomic_dir`'s) and a rename."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".tmp-{path.name}")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def is_leftover(path: Path) -> bool:
+    """A temporary file or folder of a write that a killed process never finished.
+
+    ``.tmp-*`` and ``.old-*`` (this module's), and ``.<name>.tmp`` (files of earlier fathom versions).
+    """
+    name = path.name
+    return name.startswith((".tmp-", ".old-")) or (name.startswith(".") and name.endswith(".tmp"))
 
 
 def is_empty_dir(folder: Path) -> bool:

@@ -44,8 +44,9 @@ def test_leftovers_of_killed_writes_are_removed_and_the_lock_is_released(
     for leftover in (out / ".tmp-final_256_model-x1", out / "checkpoints" / ".tmp-step-0000003-y2", out / ".old-x"):
         leftover.mkdir(parents=True)
         (leftover / "adapter_model.safetensors").write_bytes(b"half")
+    (out / ".tmp-fathom_config.yaml").write_text("half", encoding="utf-8")  # a killed atomic_write_text
     assert main(["train", "--config", config, "--resume", "train.max_steps=0"]) == 0  # overrides after --resume
-    assert "removed 3 unfinished temporary folder(s)" in capsys.readouterr().err
+    assert "removed 4 unfinished temporary file(s)" in capsys.readouterr().err
     assert not [p for p in [*out.iterdir(), *(out / "checkpoints").iterdir()] if p.name.startswith((".tmp-", ".old-"))]
     assert (out / "final_256_model" / "adapter_model.safetensors").is_file()
     with RunLayout(out).locked():  # the finished run let go of it

@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from fathom.config import ConfigError, FathomConfig, config_from_dict, config_to_yaml, validate
 from fathom.errors import RunExistsError
-from fathom.fsutil import atomic_dir, atomic_write_text
+from fathom.fsutil import atomic_dir, atomic_write_text, is_leftover
 from fathom.model.adapter import ADAPTER_WEIGHTS, CONFIG_FILE
 from fathom.model.rope import RopeRecord
 
@@ -161,18 +161,21 @@ class RunLayout:
                 shutil.rmtree(self.root, ignore_errors=True)  # a run that wrote nothing leaves no folder
 
     def remove_leftovers(self) -> int:
-        """Temporary folders of writes a killed process never finished (``.tmp-*``, ``.old-*``): removed."""
+        """Temporary files and folders of writes a killed process never finished: removed (see ``is_leftover``)."""
         leftovers = [
             p
             for parent in (self.root, self.checkpoints_dir)
             if parent.is_dir()
             for p in parent.iterdir()
-            if p.is_dir() and p.name.startswith((".tmp-", ".old-"))
+            if is_leftover(p)
         ]
         for path in leftovers:
-            shutil.rmtree(path, ignore_errors=True)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
         if leftovers:
-            logger.info("removed %d unfinished temporary folder(s) of an earlier run in %s", len(leftovers), self.root)
+            logger.info("removed %d unfinished temporary file(s) of an earlier run in %s", len(leftovers), self.root)
         return len(leftovers)
 
     def holds_a_run(self) -> bool:
@@ -362,7 +365,7 @@ def _load_saved_config(layout: RunLayout, loaded: LoadedCheckpoint | None) -> Fa
     return None
 
 
-_FATHOM_FILES = {".fathom.lock", ".fathom.lock.json", ".fathom.lock.json.tmp"}
+_FATHOM_FILES = {".fathom.lock", ".fathom.lock.json"}
 
 
 def check_output_dir(root: Path) -> None:
@@ -373,7 +376,7 @@ def check_output_dir(root: Path) -> None:
         raise ConfigError(f"output_dir: {root} is {what}; give a folder of its own, e.g. runs/maritime-32k")
     if root.is_dir():
         others = [p.name for p in root.iterdir() if p.name not in _FATHOM_FILES]
-        if others and not RunLayout(root).holds_a_run() and not all(p.startswith(".tmp-") for p in others):
+        if others and not RunLayout(root).holds_a_run() and not all(is_leftover(root / p) for p in others):
             raise ConfigError(
                 f"output_dir: {root} already holds other files ({', '.join(sorted(others)[:3])}"
                 f"{', ...' if len(others) > 3 else ''}) and no fathom run; choose a new or empty folder"
