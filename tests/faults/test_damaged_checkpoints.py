@@ -38,12 +38,27 @@ def _poison(path: Path) -> None:
     save_file(tensors, str(path))
 
 
+def _reshape(path: Path) -> None:
+    tensors = load_file(str(path))
+    first = sorted(tensors)[0]
+    tensors[first] = torch.zeros(tensors[first].shape[0] + 1, *tensors[first].shape[1:])
+    save_file(tensors, str(path))
+
+
+def _drop_one(path: Path) -> None:
+    tensors = load_file(str(path))
+    del tensors[sorted(tensors)[-1]]
+    save_file(tensors, str(path))
+
+
 DAMAGE = {
     "truncated adapter": lambda c: _truncate(c / "adapter_model.safetensors"),
     "garbage trainer state": lambda c: (c / "trainer_state.json").write_text("{not json", encoding="utf-8"),
     "garbage optimizer metadata": lambda c: (c / "optimizer.json").write_text("[]", encoding="utf-8"),
     "non-finite adapter": lambda c: _poison(c / "adapter_model.safetensors"),
     "missing rng": lambda c: (c / "rng.safetensors").unlink(),
+    "adapter tensor of the wrong shape": lambda c: _reshape(c / "adapter_model.safetensors"),
+    "adapter tensor missing": lambda c: _drop_one(c / "adapter_model.safetensors"),
 }
 
 
@@ -57,7 +72,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, stop
     capsys.readouterr()
     assert main(["train", "--config", str(config), f"output_dir={out}", "--resume"]) == 0
     err = capsys.readouterr().err
-    assert "checkpoint step-0000006: " in err and "is damaged; trying the one before it" in err
+    assert "checkpoint step-0000006: " in err and "; trying the one before it" in err
     assert "continuing from step-0000004, the newest intact checkpoint" in err
     assert "resuming from step-0000004" in err and "Traceback" not in err
     assert (out / "final_256_model" / "adapter_model.safetensors").is_file()

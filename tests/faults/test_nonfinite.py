@@ -57,3 +57,20 @@ def test_too_many_non_finite_steps_stop_in_one_line_and_keep_the_checkpoints_fin
     for checkpoint in (out / "checkpoints").glob("step-*"):
         weights = load_file(str(checkpoint / "adapter_model.safetensors"))
         assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["train.learning_rate=.inf", "train.learning_rate=.nan", "train.learning_rate=1e6", "train.micro_batch_size=1e12"],
+)
+def test_a_non_finite_or_absurd_number_stops_train_in_one_line_before_anything_is_written(
+    tmp_path, local_model_dir, synthetic_corpus, override, capsys
+):
+    out = tmp_path / "run"
+    config = write_config(tmp_path / "c.yaml", small_run_config(local_model_dir, [synthetic_corpus], out))
+    capsys.readouterr()
+    assert main(["train", "--config", str(config), override]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("fathom: error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"fathom: error: {override.split('=')[0]}: ")
+    assert "Traceback" not in err and not out.exists()

@@ -150,3 +150,30 @@ def test_prepare_waits_for_another_build_of_the_same_cache_entry_and_clears_its_
     rest = proc.communicate(timeout=hang_guard(600))[1]
     assert proc.returncode == 0, rest
     assert (entry / "meta.json").is_file() and not leftover.exists()
+
+
+def test_two_processes_never_share_a_run_folder(tmp_path, local_model_dir, synthetic_corpus):
+    import subprocess
+    import sys
+
+    from helpers import hang_guard
+
+    out = tmp_path / "run"
+    config = _config(tmp_path, local_model_dir, synthetic_corpus, out)
+    holder = subprocess.Popen(  # another process inside a run: holds the folder until told to stop
+        [sys.executable, "-c", "import sys\nfrom fathom.train.checkpoint import RunLayout\n"
+         f"with RunLayout({str(out)!r}).locked():\n    print('held', flush=True)\n    sys.stdin.readline()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        second = subprocess.run(
+            [sys.executable, "-m", "fathom", "train", "--config", config],
+            capture_output=True, text=True, timeout=hang_guard(600),
+        )  # fmt: skip
+    finally:
+        holder.communicate("\n", timeout=hang_guard(600))
+    assert second.returncode == 1 and "Traceback" not in second.stderr
+    assert f"is in use by another fathom train (pid {holder.pid} on" in second.stderr
+    assert not (out / "checkpoints").exists()
+    assert main(["train", "--config", config]) == 0  # free again once the holder is gone

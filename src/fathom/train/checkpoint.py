@@ -26,6 +26,7 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -400,7 +401,7 @@ def resume_point(layout: RunLayout, config: FathomConfig, resume: bool) -> Resum
             f"output_dir: {layout.root} already holds a run; pass --resume to continue it, "
             "or choose another output_dir (nothing was changed)"
         )
-    loaded = _newest_intact(layout)
+    loaded = newest_intact(layout)
     saved = _load_saved_config(layout, loaded)
     if saved is not None:
         _check_resume_compatible(saved, config)
@@ -410,13 +411,23 @@ def resume_point(layout: RunLayout, config: FathomConfig, resume: bool) -> Resum
     return ResumePoint(loaded.folder, saved, loaded.state, loaded)
 
 
-def _newest_intact(layout: RunLayout) -> LoadedCheckpoint | None:
-    """The newest checkpoint that loads whole; each damaged newer one is reported and passed over."""
-    found = layout.checkpoints()
-    damaged = []
+def newest_intact(
+    layout: RunLayout, fits: Callable[[dict], str | None] | None = None, older_than: Path | None = None
+) -> LoadedCheckpoint | None:
+    """The newest checkpoint that loads whole; each damaged newer one is reported and passed over.
+
+    ``fits(adapter)`` says why an adapter does not fit the model (None when it does), so a
+    checkpoint whose tensors have the wrong shapes counts as damaged too; ``older_than`` starts
+    the search below a checkpoint already found wanting. All damaged: one line, no traceback.
+    """
+    found = [f for f in layout.checkpoints() if older_than is None or f.name < older_than.name]
+    damaged = [f"{older_than.name}: does not fit this model and LoRA"] if older_than is not None else []
     for folder in reversed(found):
         try:
             loaded = RunLayout.load_checkpoint(folder)
+            misfit = fits(loaded.adapter) if fits is not None else None
+            if misfit:
+                raise DamagedCheckpoint(f"{folder.name}: {misfit}")
         except DamagedCheckpoint as exc:
             damaged.append(str(exc))
             logger.warning("--resume: checkpoint %s is damaged; trying the one before it", exc)
@@ -424,7 +435,7 @@ def _newest_intact(layout: RunLayout) -> LoadedCheckpoint | None:
         if damaged:
             logger.warning("--resume: continuing from %s, the newest intact checkpoint", folder.name)
         return loaded
-    if found:
+    if found or damaged:
         raise ConfigError(
             f"output_dir: every checkpoint in {layout.checkpoints_dir} is damaged ({damaged[0]}); "
             "start again in a new output_dir"

@@ -48,6 +48,7 @@ from fathom.train.checkpoint import (
     TrainerState,
     capture_rng_state,
     check_output_dir,
+    newest_intact,
     restore_rng_state,
     resume_point,
 )
@@ -247,20 +248,22 @@ def _restore(run: _Run, start: ResumePoint, allow_changed=()) -> dict | None:
     """Load the checkpoint ``start`` names into the run (adapter, RNG, state); its optimizer state is returned."""
     if start.checkpoint is None:
         return None
-    from peft import set_peft_model_state_dict
-
     loaded = start.loaded
+    misfit = _load_adapter(run.model, loaded.adapter)
+    if misfit:  # tensors of the wrong shape or missing: damaged like a truncated file
+        logger.warning(
+            "--resume: checkpoint %s: does not fit this model and LoRA (%s); trying the one before it",
+            loaded.folder.name,
+            misfit,
+        )
+        fits = lambda adapter: _load_adapter(run.model, adapter)  # noqa: E731
+        loaded = newest_intact(run.layout, fits=fits, older_than=loaded.folder)
     state, optim_state = loaded.state, loaded.optimizer
-    try:
-        set_peft_model_state_dict(run.model, loaded.adapter)
-    except (RuntimeError, ValueError) as exc:  # shapes that do not fit: a checkpoint of another LoRA
-        reason = str(exc).splitlines()[0][:160]
-        raise ConfigError(f"--resume: {start.checkpoint} does not fit this model and LoRA ({reason})") from None
     restore_rng_state(loaded.rng)
     _check_same_data(state, run.state.data_key, allow_changed)
     logger.info(
         "resuming from %s: phase %s, step %d, %s tokens seen",
-        start.checkpoint.name,
+        loaded.folder.name,
         state.phase_name,
         state.phase_step,
         f"{state.tokens_seen:,}",
@@ -281,6 +284,18 @@ def _restore(run: _Run, start: ResumePoint, allow_changed=()) -> dict | None:
     _warn_if_global_batch_changed(start.saved_config, run.config, state.world_size, run.world.size)
     state.world_size = run.world.size  # rows are counted globally, so another world size resumes fine
     return optim_state
+
+
+def _load_adapter(model, adapter: dict[str, torch.Tensor]) -> str | None:
+    """Load a checkpoint's adapter tensors into ``model``; why they do not fit (None when they do)."""
+    from peft import set_peft_model_state_dict
+
+    try:
+        result = set_peft_model_state_dict(model, adapter)
+    except (RuntimeError, ValueError) as exc:  # shapes that do not fit
+        return str(exc).splitlines()[-1].strip()[:160] or type(exc).__name__
+    missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
+    return f"{len(missing)} adapter tensors missing, e.g. {missing[0]}" if missing else None
 
 
 def _run_phase(run: _Run, plan: PhasePlan) -> bool:
@@ -598,7 +613,14 @@ def _save_on_interrupt(run: _Run, committed: tuple[int, dict]) -> None:
             run.layout.checkpoints_dir,
         )
     else:
-        checkpoint = save(run, rng=rng)  # written by rank 0; under DDP nothing is gathered, so no rank waits
+        try:
+            checkpoint = save(run, rng=rng)  # written by rank 0; under DDP nothing is gathered, so no rank waits
+        except KeyboardInterrupt:  # a second Ctrl-C: the write is dropped whole (atomic), the older one stands
+            logger.warning(
+                "interrupted again while saving: that checkpoint was dropped; %s stands; continue with --resume",
+                run.layout.latest_checkpoint() or "no checkpoint",
+            )
+            raise
         run.world.on_main(
             logger.warning,
             "interrupted: state of step %d saved to %s; continue with --resume",
