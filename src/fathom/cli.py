@@ -318,7 +318,35 @@ def _cmd_qa_build(args: argparse.Namespace) -> int:
             lengths = [int(x) for x in args.lengths.split(",") if x.strip()]
         except ValueError:
             raise ConfigError(f"--lengths: {args.lengths!r} is not a comma-separated list of token counts") from None
-    summary = build_qa_file(_resolve_config(args), args.out, lengths, args.per_document, args.held_out, args.seed)
+    teacher = None
+    if bool(args.teacher_url) != bool(args.teacher_model):
+        raise ConfigError("--teacher-url and --teacher-model: give both (the server and the model it serves)")
+    if args.teacher_url:
+        from fathom.data.teacher import Teacher
+
+        teacher = Teacher(
+            args.teacher_url,
+            args.teacher_model,
+            args.teacher_api_key_env,
+            args.teacher_pairs,
+            args.teacher_max_tokens,
+            args.teacher_concurrency,
+        )
+    config = _resolve_config(args)
+    summary = build_qa_file(
+        config, args.out, lengths, args.per_document, args.held_out, args.seed, teacher, args.teacher_per_document
+    )
+    if summary["teacher"] is not None:
+        t = summary["teacher"]
+        logger.info(
+            "teacher %s: %d passages asked (%d failed), %d pairs proposed, %d kept%s",
+            args.teacher_model,
+            t["passages"],
+            t["requests_failed"],
+            t["proposed"],
+            t["kept"],
+            "; rejected: " + ", ".join(f"{n} {r}" for r, n in t["rejected"].items()) if t["rejected"] else "",
+        )
     logger.info(
         "wrote %d questions from %d %sdocuments to %s (%s; context tokens: %s)",
         summary["records"],
@@ -520,6 +548,18 @@ def _add_training_commands(sub) -> None:
         "--held-out", action="store_true", help="from the held-out documents (data.eval_fraction): an eval set"
     )
     build.add_argument("--seed", type=int, default=0, help="seed of the facts, depths and fillers chosen")
+    teacher = build.add_argument_group(
+        "teacher", "also ask a model behind an OpenAI-compatible server (vLLM, Ollama, llama.cpp, transformers serve)"
+    )
+    teacher.add_argument("--teacher-url", default=None, help="the server's base URL, e.g. http://localhost:8000/v1")
+    teacher.add_argument("--teacher-model", default=None, help="the model name the server knows")
+    teacher.add_argument("--teacher-per-document", type=int, default=2, help="passages of each document asked")
+    teacher.add_argument("--teacher-pairs", type=int, default=3, help="question-answer pairs asked per passage")
+    teacher.add_argument("--teacher-max-tokens", type=int, default=256, help="longest reply, in tokens")
+    teacher.add_argument("--teacher-concurrency", type=int, default=4, help="requests in flight at once")
+    teacher.add_argument(
+        "--teacher-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the server's key"
+    )
 
 
 def _add_model_commands(sub) -> None:

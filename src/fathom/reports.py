@@ -209,11 +209,15 @@ def build_qa_file(
     per_document: int = 2,
     held_out: bool = False,
     seed: int = 0,
+    teacher=None,
+    teacher_per_document: int = 2,
 ) -> dict:
     """``fathom qa build``: document-QA records from the run's corpus (its held-out part with ``held_out``).
 
-    Lengths default to a quarter, half and all but 128 tokens of Phase 2's row (or the last phase's). Returns a
-    summary (records, by kind, by length); ``out`` is written whole or not at all, never overwritten.
+    Lengths default to a quarter, half and all but 128 tokens of Phase 2's row (or the last phase's).
+    With ``teacher`` (a :class:`fathom.data.teacher.Teacher`), ``teacher_per_document`` passages of
+    each document are also asked of it and its grounded pairs added. Returns a summary (records, by
+    kind, by length, the teacher's report); ``out`` is written whole or not at all, never overwritten.
     """
     import json
 
@@ -234,9 +238,19 @@ def build_qa_file(
     if not lengths:  # the whole row less room for the chat template, the question and the answer
         row = config.sft.max_seq_length if config.sft else config.phases()[-1].max_seq_length
         lengths = sorted({max(row // 4, 64), max(row // 2, 64), max(row - 128, 64)})
-    records = build_records(texts, tokenizer, lengths, per_document, seed)
+    more_facts, teacher_report = {}, None
+    if teacher is not None:
+        from fathom.data.teacher import teacher_facts
+
+        more_facts, teacher_report = teacher_facts(texts, teacher, teacher_per_document, seed)
+    records = build_records(texts, tokenizer, lengths, per_document, seed, more_facts)
     if not records:
-        raise ConfigError("data.paths: no askable facts (key: value lines, lettered or numbered paragraphs) found")
+        found = "key: value lines, lettered or numbered paragraphs"
+        if teacher_report is not None:
+            t = teacher_report
+            found += f"; the teacher kept {t.kept} of {t.proposed} pairs it proposed for {t.passages} passages"
+            found += "".join(f", {n} {reason}" for reason, n in t.rejected.items())
+        raise ConfigError(f"data.paths: no askable facts found ({found})")
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     by_kind: dict[str, int] = {}
@@ -250,4 +264,5 @@ def build_qa_file(
         "documents": len(texts),
         "by_kind": by_kind,
         "by_length": by_length,
+        "teacher": teacher_report.as_dict() if teacher_report is not None else None,
     }

@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import random
 import re
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,13 +30,25 @@ _SKIP_KEYS = {"http", "https", "source_pdf", "verified", "regime", "part", "numb
 DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
+def normalize_answer(text: str) -> str:
+    """SQuAD's normalization: lowercase, punctuation and articles removed, whitespace folded."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
 @dataclass(frozen=True)
 class Fact:
     question: str
     answer: str
     key: str  # the text that locates the fact; it must appear once in a context
     start: int  # character offset of the key in the document
-    kind: str  # key_value | paragraph
+    kind: str  # key_value | paragraph | teacher
+    evidence: str | None = None  # what a context must hold for the answer to be found there (default: the answer)
+
+    @property
+    def needs(self) -> str:
+        return self.evidence if self.evidence is not None else self.answer
 
 
 def _first_sentence(text: str, limit: int = 200) -> str:
@@ -69,17 +82,28 @@ def extract_facts(text: str) -> list[Fact]:
 
 
 def build_records(
-    texts: Sequence[str], tokenizer, lengths: Sequence[int], per_document: int = 2, seed: int = 0
+    texts: Sequence[str],
+    tokenizer,
+    lengths: Sequence[int],
+    per_document: int = 2,
+    seed: int = 0,
+    more_facts: dict[int, list[Fact]] | None = None,
 ) -> list[dict]:
-    """Document-QA records (``fathom.data.instruct`` reads them) with contexts of ``lengths`` tokens."""
+    """Document-QA records (``fathom.data.instruct`` reads them) with contexts of ``lengths`` tokens.
+
+    ``per_document`` facts of each document are drawn from :func:`extract_facts`; ``more_facts``
+    (document index -> facts, e.g. a teacher's, see ``fathom.data.teacher``) are all asked too.
+    """
     rng = random.Random(seed)
+    more_facts = more_facts or {}
     # each text ends with a blank line, so documents placed side by side in a context stay apart
     encoded = [tokenizer(t.rstrip() + "\n\n", add_special_tokens=False, return_offsets_mapping=True) for t in texts]
     records = []
     for index, text in enumerate(texts):
         facts = extract_facts(text)
         for length in lengths:
-            for fact in rng.sample(facts, min(per_document, len(facts))):
+            chosen = rng.sample(facts, min(per_document, len(facts))) + more_facts.get(index, [])
+            for fact in chosen:
                 depth = rng.choice(DEPTHS)
                 record = _context(index, fact, texts, encoded, tokenizer, length, depth, rng)
                 if record is not None:
@@ -97,8 +121,9 @@ def _context(index, fact: Fact, texts, encoded, tokenizer, length: int, depth: f
     """The record for ``fact`` of document ``index`` in a context of ``length`` tokens, fact at ``depth``."""
     ids = encoded[index]["input_ids"]
     at = _token_at(encoded[index]["offset_mapping"], fact.start)
+    span = _token_at(encoded[index]["offset_mapping"], fact.start + len(fact.key)) - at  # the key fits whole
     if len(ids) >= length:
-        start = min(max(at - round(depth * length), 0), len(ids) - length)
+        start = min(max(at - round(depth * max(length - span, 0)), 0), len(ids) - length)
         context_ids, fact_token = ids[start : start + length], at - start
     else:  # the document between others that do not state the same key
         pool = iter(i for i in rng.sample(range(len(texts)), len(texts)) if i != index and fact.key not in texts[i])
@@ -112,7 +137,7 @@ def _context(index, fact: Fact, texts, encoded, tokenizer, length: int, depth: f
             after += encoded[i]["input_ids"]
         context_ids, fact_token = [*before, *ids, *after][:length], len(before) + at
     context = tokenizer.decode(context_ids)
-    if context.count(fact.key) != 1 or fact.answer not in context:
+    if context.count(fact.key) != 1 or fact.needs not in context:
         return None  # cut away by the window, or stated twice: the question would not have one answer
     return {
         "document": context,

@@ -11,25 +11,17 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import string
 from collections import Counter
 from pathlib import Path
 
 import torch
 
+from fathom.data.qa import normalize_answer
 from fathom.errors import ConfigError
 
 logger = logging.getLogger("fathom")
 
 DEPTH_BUCKETS = ((0.2, "0-20%"), (0.4, "20-40%"), (0.6, "40-60%"), (0.8, "60-80%"), (1.01, "80-100%"))
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD's normalization: lowercase, punctuation and articles removed, whitespace folded."""
-    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
 
 
 def exact_match(prediction: str, reference: str) -> bool:
