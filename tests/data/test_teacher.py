@@ -141,7 +141,7 @@ def test_qa_build_with_a_teacher_on_a_real_server_keeps_only_grounded_pairs(
     out = tmp_path / "qa.jsonl"
     command = ["qa", "build", "--config", str(config), "--out", str(out), "--lengths", "512", "--per-document", "0"]
     teacher = ["--teacher-url", url, "--teacher-model", model, "--teacher-per-document", "1", "--teacher-pairs", "2"]
-    assert main([*command, *teacher, "--teacher-max-tokens", "96"]) == 0
+    assert main([*command, *teacher, "--teacher-max-tokens", "48"]) == 0
     err = capsys.readouterr().err
     (line,) = [x for x in err.splitlines() if f"teacher {model}:" in x]
     report = line.split(f"teacher {model}: ")[1]
