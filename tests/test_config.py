@@ -275,3 +275,19 @@ def test_non_finite_and_absurd_numbers_are_refused(override, message):
     with pytest.raises(ConfigError) as info:
         load_config(None, [override], check_paths=False)
     assert str(info.value) == message
+
+
+def test_phase_2_over_merged_weights_is_refused_where_it_cannot_work():
+    base = ["sft.paths=[qa]", "sft.lora_init=merged"]
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [*base, "model.load_in_4bit=true", "train.strategy=fsdp"], check_paths=False)
+    lines = str(info.value).splitlines()
+    assert any(line.startswith("sft.lora_init: merged would fold the LoRA into 8-/4-bit weights") for line in lines)
+    assert any(line.startswith("sft.lora_init: merged needs whole weights, and fsdp shards them") for line in lines)
+    with pytest.raises(ConfigError, match=r"sft\.init_adapter names another; choose one"):
+        load_config(None, [*base, "sft.init_adapter=somewhere"], check_paths=False)
+    with pytest.raises(ConfigError, match=r"train\.schedule has no Phase 1"):
+        load_config(None, [*base, "train.schedule=[]", "sft.replay_fraction=0"], check_paths=False)
+    with pytest.raises(ConfigError, match=r"sft\.lora_init: 'fresh' is not one of continue, merged"):
+        load_config(None, ["sft.paths=[qa]", "sft.lora_init=fresh"], check_paths=False)
+    assert load_config(None, base, check_paths=False).sft.lora_init == "merged"

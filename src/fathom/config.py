@@ -34,6 +34,7 @@ DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 LR_SCHEDULER_CHOICES = ("cosine", "linear", "constant")
 LOSS_CHOICES = ("auto", "chunked", "liger", "plain")
 STRATEGY_CHOICES = ("auto", "ddp", "fsdp")
+SFT_LORA_INIT_CHOICES = ("continue", "merged")
 
 
 # Where a document-QA record's document and question go in the user turn (sft.prompt_template's default).
@@ -435,6 +436,12 @@ class SftConfig:
         "train.schedule: Phase 2 only).",
         default=None,
     )
+    lora_init: str = _help(
+        "continue: Phase 2 trains the Phase-1 LoRA on; merged: the Phase-1 LoRA is folded into the weights, "
+        "written as <output_dir>/merged_<len>_model (the instruct adapter's base), and Phase 2 trains a "
+        "fresh LoRA over them.",
+        default="continue",
+    )
 
     def problems(self, phase_names: list[str]) -> Iterator[str]:
         if not self.paths:
@@ -457,6 +464,11 @@ class SftConfig:
         missing = [k for k in ("{document}", "{question}") if k not in self.prompt_template]
         if missing:
             yield f"sft.prompt_template: must contain {' and '.join(missing)}, got {self.prompt_template!r}"
+        yield from _choice("sft.lora_init", self.lora_init, SFT_LORA_INIT_CHOICES)
+        if self.lora_init == "merged" and self.init_adapter:
+            yield "sft.lora_init: merged starts from the Phase-1 LoRA; sft.init_adapter names another; choose one"
+        if self.lora_init == "merged" and not phase_names:
+            yield "sft.lora_init: merged folds the Phase-1 LoRA into the weights, and train.schedule has no Phase 1"
 
     def phase(self) -> PhaseConfig:
         """Phase 2 as a schedule phase (its RoPE follows model.rope_*; its mix is set by long_fraction)."""
@@ -782,6 +794,20 @@ def strategy_problems(strategy: str, m: ModelConfig) -> Iterator[str]:
         )
 
 
+def sft_merge_problems(config: FathomConfig, strategy: str | None = None) -> Iterator[str]:
+    """sft.lora_init merged needs whole, unquantized weights in each process: not a bitsandbytes base, not FSDP."""
+    if config.sft is None or config.sft.lora_init != "merged":
+        return
+    m = config.model
+    if m.load_in_8bit or m.load_in_4bit:
+        yield (
+            "sft.lora_init: merged would fold the LoRA into 8-/4-bit weights (lossy); use lora_init continue, "
+            "or a base without load_in_8bit/load_in_4bit"
+        )
+    if (strategy or config.train.strategy) == "fsdp":
+        yield "sft.lora_init: merged needs whole weights, and fsdp shards them; use strategy ddp or lora_init continue"
+
+
 def check_strategy_fits_model(strategy: str, m: ModelConfig) -> None:
     raise_problems(strategy_problems(strategy, m))
 
@@ -823,6 +849,7 @@ def validate(config: FathomConfig, check_paths: bool = True) -> None:
             *([] if config.output_dir else ["output_dir: must name a folder"]),
             *config.eval.problems(),
             *(config.sft.problems([p.name for p in t.schedule]) if config.sft is not None else []),
+            *sft_merge_problems(config),
             *(
                 ["train.schedule: needs at least one phase (or an sft section for Phase 2 alone)"]
                 if not t.schedule and config.sft is None

@@ -54,6 +54,11 @@ def final_model_dirname(max_seq_length: int, instruct: bool = False) -> str:
     return f"final_{size}_{'instruct_' if instruct else ''}model"
 
 
+def merged_model_dirname(max_seq_length: int) -> str:
+    """``merged_32k_model``: the Phase-1-merged weights that sft.lora_init merged trains Phase 2 over."""
+    return final_model_dirname(max_seq_length).replace("final_", "merged_", 1)
+
+
 def _phase_plan(config: FathomConfig, index: int, name: str, seq_len: int, tokens: int, world_size: int, **extra):
     t = config.train
     rows_per_micro = t.micro_batch_size * world_size

@@ -199,3 +199,56 @@ def test_phase_2_evaluates_qa_at_its_end_and_generate_asks_with_the_chat_templat
     assert main([*ask, "--max-new-tokens", "2", "--no-chat"]) == 0
     plain = int(capsys.readouterr().out.split("Input length: ")[1].split(" tokens")[0])
     assert chat > plain  # the instruct adapter is asked in a user turn: the template's tokens come on top
+
+
+@pytest.mark.slow
+def test_phase_2_as_a_fresh_lora_over_the_merged_phase_1_resumes_and_loads_with_plain_peft(
+    tmp_path, straight_run, local_model_dir, synthetic_corpus, qa_folder
+):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    def run(out: Path, *extra: str) -> Path:
+        config = _config(tmp_path, local_model_dir, synthetic_corpus, qa_folder, out, lora_init="merged")
+        assert main(["train", "--config", str(config), *extra]) == 0
+        return config
+
+    merged_run = tmp_path / "merged"
+    run(merged_run)
+    _, continued = straight_run
+    merged_dir = merged_run / "merged_256_model"
+    assert (merged_dir / "config.json").is_file() and (merged_dir / "fathom_merge.json").is_file()
+    instruct = merged_run / "final_512_instruct_model"
+    adapter_config = json.loads((instruct / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == str(merged_dir.resolve())
+    assert str(merged_dir.resolve()) in (instruct / "README.md").read_text()  # its loading code names it
+
+    # Phase 1 is the same run either way; the merged folder is the base with the Phase-1 adapter folded in
+    phase1 = load_file(str(merged_run / "final_256_model" / "adapter_model.safetensors"))
+    same = load_file(str(continued / "final_256_model" / "adapter_model.safetensors"))
+    assert all(torch.allclose(phase1[k], same[k], atol=1e-6) for k in phase1)
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3, 250, 11]])
+    with torch.no_grad():
+        on_base = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(local_model_dir), str(continued / "final_256_model")
+        )
+        merged = AutoModelForCausalLM.from_pretrained(merged_dir)
+        torch.testing.assert_close(merged(ids).logits, on_base(ids).logits, atol=1e-4, rtol=1e-4)
+        # the instruct adapter is a new LoRA of the same shapes, trained over the merged weights
+        model = PeftModel.from_pretrained(merged, str(instruct))
+        assert model(ids).logits.shape == on_base(ids).logits.shape
+    from fathom.model.adapter import read_adapter, warn_if_trained_over_another_base
+
+    assert warn_if_trained_over_another_base(str(local_model_dir), read_adapter(instruct))  # the wrong base: said
+    assert not warn_if_trained_over_another_base(str(merged_dir), read_adapter(instruct))
+    fresh = load_file(str(instruct / "adapter_model.safetensors"))
+    assert fresh.keys() == phase1.keys() and not all(torch.allclose(fresh[k], phase1[k]) for k in fresh)
+
+    # stopped inside Phase 2 and resumed: the merged weights are made again, the result is the same
+    resumed = tmp_path / "resumed"
+    run(resumed, "train.max_steps=8")
+    state = json.loads((sorted((resumed / "checkpoints").glob("step-*"))[-1] / "trainer_state.json").read_text())
+    assert state["phase_name"] == PHASE_2 and state["phase_step"] > 0
+    run(resumed, "--resume")
+    b = load_file(str(resumed / "final_512_instruct_model" / "adapter_model.safetensors"))
+    assert all(torch.allclose(fresh[k], b[k], atol=1e-6) for k in fresh)

@@ -24,6 +24,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 CONFIG_FILE = "fathom_config.yaml"
 TOKENIZER_CONFIG = "tokenizer_config.json"
+MERGE_RECORD = "fathom_merge.json"  # in a merged model folder (fathom merge, sft.lora_init merged): what it holds
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,24 @@ def load_base(base: str, **kwargs):
         raise ConfigError(f"--base: cannot load '{base}' ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
 
 
+def warn_if_trained_over_another_base(base: str, info: AdapterInfo) -> bool:
+    """An adapter trained over fathom's Phase-1-merged weights (sft.lora_init merged) means nothing over
+    another base: say which base it needs. True when it warned."""
+    trained_over = Path(info.base_model) if info.base_model else None
+    if trained_over is None or not (trained_over / MERGE_RECORD).is_file():
+        return False
+    if Path(base).exists() and Path(base).resolve() == trained_over.resolve():
+        return False
+    logger.warning(
+        "%s was trained over the merged weights in %s (sft.lora_init merged), not over %s; pass --base %s",
+        info.folder,
+        trained_over,
+        base,
+        trained_over,
+    )
+    return True
+
+
 def load_for_inference(
     base: str, adapter: str | None, dtype: str = "auto", device: str = "auto", rope: str | None = None
 ):
@@ -177,6 +196,8 @@ def load_for_inference(
     from fathom.model.sources import resolve_model_source
 
     info = read_adapter(adapter) if adapter is not None else None
+    if info is not None:
+        warn_if_trained_over_another_base(base, info)
     target = pick_device(device)
     attn = pick_attn_implementation("auto", target)
     model = load_base(base, dtype=pick_dtype(dtype, target), attn_implementation=attn)

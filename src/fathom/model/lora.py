@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 
@@ -70,3 +71,25 @@ def apply_lora(model: torch.nn.Module, cfg: LoraConfig, seed: int):
         100 * trainable / max(total, 1),
     )
     return peft_model
+
+
+def fresh_lora_on_merged(peft_model, cfg: LoraConfig, seed: int, rope, merged_dir: Path, tokenizer, record: dict):
+    """A fresh LoRA over ``peft_model``'s weights with its adapter folded in (sft.lora_init merged).
+
+    The merged weights are written once to ``merged_dir`` (a plain transformers folder, with the RoPE
+    ``rope`` in its config) when ``tokenizer`` is given (rank 0) and the folder is not there yet; the
+    new adapter's ``base_model_name_or_path`` names that folder, so plain transformers + peft load
+    the instruct adapter over it. The new LoRA's initialization draws from its own RNG (``seed``):
+    the run's RNG stream, which resume restores, is left as it was.
+    """
+    from fathom.model.merge import save_merged
+    from fathom.model.rope import apply_rope
+
+    base = peft_model.merge_and_unload()
+    apply_rope(base, rope)
+    if tokenizer is not None and not (merged_dir / "config.json").is_file():
+        save_merged(base, tokenizer, merged_dir, record)
+    with torch.random.fork_rng():  # CPU and CUDA generators restored afterwards
+        model = apply_lora(base, cfg, seed)
+    model.peft_config["default"].base_model_name_or_path = str(merged_dir.resolve())
+    return model

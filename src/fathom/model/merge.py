@@ -17,7 +17,7 @@ import torch
 
 from fathom.errors import raise_problems
 from fathom.fsutil import atomic_dir, is_empty_dir
-from fathom.model.adapter import adapter_problem
+from fathom.model.adapter import MERGE_RECORD, adapter_problem
 
 logger = logging.getLogger("fathom")
 
@@ -30,7 +30,6 @@ DTYPES = {
     "fp32": torch.float32,
     "float32": torch.float32,
 }
-MERGE_RECORD = "fathom_merge.json"
 
 
 def merge_adapter(
@@ -68,20 +67,32 @@ def merge_adapter(
         logger.info("RoPE: %s, written into the merged config.json", setting.describe())
     warn_if_mismatch(model, adapter)
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    merged.config.use_cache = True  # training turned it off; a merged model is for inference
     tokenizer = AutoTokenizer.from_pretrained(str(adapter) if info.has_tokenizer else source)
-
-    with atomic_dir(out) as tmp:
-        merged.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
-        tokenizer.save_pretrained(tmp)
-        record = {
-            "base_model": base,
-            "base_source": source,
-            "adapter": str(adapter),
-            "dtype": str(next(merged.parameters()).dtype).replace("torch.", ""),
-            "rope": model_rope(merged.config).to_dict(),
-            "base_rope": base_rope.to_dict(),
-        }
-        (tmp / MERGE_RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
+    record = {"base_model": base, "base_source": source, "adapter": str(adapter), "base_rope": base_rope.to_dict()}
+    save_merged(merged, tokenizer, out, record, max_shard_size)
     logger.info("merged %s into %s: %s", adapter, source, out)
     return out
+
+
+def save_merged(merged, tokenizer, out: str | Path, record: dict, max_shard_size: str = "5GB") -> None:
+    """Write a merged model as a plain transformers folder (atomically), with ``record`` as fathom_merge.json.
+
+    The record gains the dtype and the RoPE setting the folder's config.json carries. ``use_cache`` is
+    switched on in the written config (training turns it off; a merged model is for inference).
+    """
+    from fathom.model.rope import model_rope
+
+    use_cache = merged.config.use_cache
+    merged.config.use_cache = True
+    try:
+        with atomic_dir(out) as tmp:
+            merged.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+            record = record | {
+                "dtype": str(next(merged.parameters()).dtype).replace("torch.", ""),
+                "rope": model_rope(merged.config).to_dict(),
+            }
+            (tmp / MERGE_RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
+    finally:
+        merged.config.use_cache = use_cache

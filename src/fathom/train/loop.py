@@ -22,24 +22,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from fathom.config import ConfigError, FathomConfig, check_strategy_fits_model
+from fathom.config import ConfigError, FathomConfig, check_strategy_fits_model, sft_merge_problems
 from fathom.data.cache import DocumentView, prepare_corpus, require_training_documents
 from fathom.data.eod import resolve_eod_token_id
 from fathom.data.instruct import InstructionSet, ensure_chat_template, prepare_instructions
 from fathom.data.loader import PhaseLoader, RowLoader, instruction_rows
 from fathom.data.mix import PhaseMix, document_weights, mix_for
 from fathom.data.pack import epoch_stream, pack_rows
-from fathom.errors import TrainingStopped
+from fathom.errors import TrainingStopped, raise_problems
 from fathom.labels import IGNORE_INDEX
-from fathom.model.adapter import loading_code
+from fathom.model.adapter import ADAPTER_WEIGHTS, loading_code
 from fathom.model.load import load_configured_tokenizer, load_model
-from fathom.model.lora import apply_lora
+from fathom.model.lora import apply_lora, fresh_lora_on_merged
 from fathom.model.loss import causal_lm_loss_sum, resolve_loss_implementation
 from fathom.model.rope import RopeRecord, RopeSetting, apply_rope, model_rope, phase_ropes
-from fathom.schedule import PhasePlan, final_model_dirname, plan_phases, pretrain_plans
+from fathom.schedule import PhasePlan, final_model_dirname, merged_model_dirname, plan_phases, pretrain_plans
 from fathom.train import distributed
 from fathom.train.checkpoint import (
     TRAINER_STATE,
@@ -178,6 +179,7 @@ def _train_in(
         logger.info("--resume: the run in %s is already complete", layout.root)
         return RunResult(layout.root, layout.final_dir(final_dirname), start.state)
     check_strategy_fits_model(world.strategy, config.model)
+    raise_problems(sft_merge_problems(config, world.strategy))
     distributed.barrier(world)  # every rank has checked the folder before rank 0 writes to it
 
     # The data before the model: a corpus with nothing usable is reported in seconds, not after loading.
@@ -216,15 +218,8 @@ def _train_in(
         instructions=instructions,
     )
     optim_state = _restore(run, start, allow_changed)  # into the whole model, before it is wrapped (and sharded)
-    loss_implementation = resolve_loss_implementation(config.train.loss_implementation, loaded.device)
-    logger.info("loss: %s cross-entropy", loss_implementation)
-    run.step_module = distributed.wrap(
-        world,
-        distributed.LossModule(model, causal_lm_loss_sum, config.train.loss_chunk_size, loss_implementation),
-        loaded.device,
-        cpu_offload=config.train.fsdp_cpu_offload,
-    )
-    run.optimizer = build_optimizer(model, config.train)  # after wrapping: FSDP replaces the parameters by shards
+    logger.info("loss: %s cross-entropy", resolve_loss_implementation(config.train.loss_implementation, loaded.device))
+    _wrap_for_training(run)
     if optim_state is not None:
         distributed.load_optimizer_state(run.optimizer, optim_state)
     world.on_main(layout.write_run_config, config)
@@ -244,11 +239,50 @@ def _train_in(
     return run.result
 
 
+def _wrap_for_training(run: _Run) -> None:
+    """The step module (model + loss, in DDP / FSDP when there are several ranks) and a new optimizer."""
+    t = run.config.train
+    loss_implementation = resolve_loss_implementation(t.loss_implementation, run.device)
+    run.step_module = distributed.wrap(
+        run.world,
+        distributed.LossModule(run.model, causal_lm_loss_sum, t.loss_chunk_size, loss_implementation),
+        run.device,
+        cpu_offload=t.fsdp_cpu_offload,
+    )
+    run.optimizer = build_optimizer(run.model, t)  # after wrapping: FSDP replaces the parameters by shards
+
+
+def _phase2_on_merged(run: _Run, plan: PhasePlan) -> None:
+    """sft.lora_init merged: the Phase-1 LoRA (in ``run.model`` now) is folded into the weights, written as
+    ``merged_<len>_model`` by rank 0, and Phase 2 gets a fresh LoRA over them, whose adapters name it."""
+    merged_dir = run.layout.root / merged_model_dirname(pretrain_plans(run.plans)[-1].max_seq_length)
+    setting = run.rope_of(plan).setting
+    record = {
+        "base_model": run.config.model.name_or_path,
+        "base_source": run.rope_of(plan).base_name,
+        "adapter": str(run.layout.final_dir(run.pretrain_final())),
+        "base_rope": run.rope_of(plan).base_setting.to_dict(),
+    }
+    run.model = fresh_lora_on_merged(
+        run.model, run.config.lora, run.config.train.seed + plan.index, setting, merged_dir,
+        run.tokenizer if run.world.is_main else None, record,
+    )  # fmt: skip
+    run.ropes[plan.index] = RopeRecord(setting, setting, str(merged_dir.resolve()))
+    logger.info("%s: a fresh LoRA over the Phase-1-merged weights in %s", plan.name, merged_dir)
+
+
 def _restore(run: _Run, start: ResumePoint, allow_changed=()) -> dict | None:
     """Load the checkpoint ``start`` names into the run (adapter, RNG, state); its optimizer state is returned."""
     if start.checkpoint is None:
         return None
     loaded = start.loaded
+    on_merged = _resumes_on_merged(run, loaded.state)
+    if on_merged:  # the checkpoint's LoRA sits over the Phase-1-merged weights: make them again
+        pretrain_final = run.layout.final_dir(run.pretrain_final())
+        misfit = _load_adapter(run.model, load_file(str(pretrain_final / ADAPTER_WEIGHTS)))
+        if misfit:
+            raise ConfigError(f"--resume: {pretrain_final} does not fit this model and LoRA ({misfit})")
+        _phase2_on_merged(run, run.plans[-1])
     misfit = _load_adapter(run.model, loaded.adapter)
     if misfit:  # tensors of the wrong shape or missing: damaged like a truncated file
         logger.warning(
@@ -258,6 +292,11 @@ def _restore(run: _Run, start: ResumePoint, allow_changed=()) -> dict | None:
         )
         fits = lambda adapter: _load_adapter(run.model, adapter)  # noqa: E731
         loaded = newest_intact(run.layout, fits=fits, older_than=loaded.folder)
+        if _resumes_on_merged(run, loaded.state) != on_merged:
+            raise ConfigError(
+                f"--resume: the newest intact checkpoint, {loaded.folder.name}, is from before Phase 2's merge; "
+                "remove the damaged ones after it and resume again"
+            )
     state, optim_state = loaded.state, loaded.optimizer
     restore_rng_state(loaded.rng)
     _check_same_data(state, run.state.data_key, allow_changed)
@@ -286,6 +325,12 @@ def _restore(run: _Run, start: ResumePoint, allow_changed=()) -> dict | None:
     return optim_state
 
 
+def _resumes_on_merged(run: _Run, state: TrainerState) -> bool:
+    """Whether a checkpoint with ``state`` holds a LoRA over the Phase-1-merged weights (sft.lora_init merged)."""
+    sft = run.config.sft
+    return sft is not None and sft.lora_init == "merged" and state.phase_name == sft.name
+
+
 def _load_adapter(model, adapter: dict[str, torch.Tensor]) -> str | None:
     """Load a checkpoint's adapter tensors into ``model``; why they do not fit (None when they do)."""
     from peft import set_peft_model_state_dict
@@ -308,6 +353,9 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
     loader, mix = _phase_loader(run, plan)
     if plan.kind == "sft" and not resumed_mid_phase and run.config.sft.init_adapter:
         _load_init_adapter(run, run.config.sft.init_adapter)
+    if plan.kind == "sft" and not resumed_mid_phase and run.config.sft.lora_init == "merged":
+        _phase2_on_merged(run, plan)
+        _wrap_for_training(run)
     purge = state.global_step + 1 if resumed_mid_phase else None
     tb = world.on_main(PhaseLogger, run.layout.phase_logs(plan.name), purge_step=purge) or NullLogger()
     if not resumed_mid_phase:
@@ -401,9 +449,8 @@ def _phase_loader(run: _Run, plan: PhasePlan) -> tuple[RowLoader, PhaseMix]:
 def _load_init_adapter(run: _Run, folder: str) -> None:
     """sft.init_adapter: Phase 2 starts from that adapter's weights (same LoRA settings) instead of Phase 1's."""
     from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
 
-    from fathom.model.adapter import ADAPTER_WEIGHTS, read_adapter
+    from fathom.model.adapter import read_adapter
 
     info = read_adapter(folder, "sft.init_adapter")
     try:
