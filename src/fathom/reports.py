@@ -89,14 +89,14 @@ def phase_rope_report(config: FathomConfig, plans: list[PhasePlan]) -> list[dict
     from fathom.model.rope import phase_ropes
 
     m = config.model
-    native = native_rope(m.name_or_path, m.revision, m.trust_remote_code)
+    native = native_rope(m.name_or_path, m.revision, m.trust_remote_code, m.native_context)
     if native is None:
         return None
     out = []
     for plan, (setting, why) in zip(plans, phase_ropes(native, m, config.phase_configs(), plans), strict=True):
         rope = setting.to_dict() | {"description": setting.describe(), "why": why}
         if not setting.covers(plan.max_seq_length):
-            rope["description"] += f" (! {plan.max_seq_length:,} > window {setting.max_position_embeddings:,})"
+            rope["description"] += f" (! {plan.max_seq_length:,} > trained window {setting.window:,})"
         out.append(rope)
     return out
 

@@ -288,3 +288,43 @@ def test_eval_runs_each_adapter_with_its_own_rope(auto_run, short_window_model_d
         str(short_window_model_dir), adapters[1:], [256], [0.5], 1, ["passkey"], [], rope="linear:2"
     )
     assert [m["rope"]["rope_parameters"]["rope_type"] for m in forced["models"]] == ["linear", "linear"]
+
+
+def test_qwen25_7b_is_known_to_be_trained_on_32k_whatever_its_config_says(tmp_path, capsys):
+    from transformers import Qwen2Config
+
+    from fathom.estimate import native_rope
+
+    native = native_rope("Qwen/Qwen2.5-7B")
+    assert native.max_position_embeddings == 131_072 and native.window == 32_768
+    setting, why = resolve_rope(native, None, "auto", 65_536)
+    assert setting.parameters["rope_type"] == "yarn" and setting.parameters["factor"] == 2.0
+    assert setting.parameters["original_max_position_embeddings"] == 32_768
+    assert setting.max_position_embeddings == 65_536
+    assert why == "auto: 65,536 > native 32,768 (trained; its config says 131,072), so yarn x2"
+    fits, _ = resolve_rope(native, None, "auto", 32_768)  # within it: the config is left as it is
+    assert not fits.scaled and fits.max_position_embeddings == 131_072 and fits.same_as(native)
+    explicit, _ = resolve_rope(native, None, "yarn:4", 131_072)  # yarn without a window: over the trained one
+    assert explicit.parameters["original_max_position_embeddings"] == 32_768 and explicit.covers(131_072)
+    plain, _ = resolve_rope(native, None, None, 65_536)
+    assert not plain.covers(65_536) and plain.covers(32_768)
+    # overridable, and read from a live config by its model_type
+    assert native_rope("Qwen/Qwen2.5-7B", native_context=131_072).covers(131_072)
+    config = Qwen2Config(max_position_embeddings=131_072, rope_theta=1e6)
+    assert model_rope(config).window == 32_768 and model_rope(config, 65_536).window == 65_536
+    assert model_rope(Qwen2Config(max_position_embeddings=32_768)).trained_window is None  # 0.5B / 3B: as said
+
+    # the plan: a 64K phase on Qwen2.5-7B picks YaRN under auto, and is flagged without scaling
+    cfg = {
+        "model": {"name_or_path": "Qwen/Qwen2.5-7B", "rope_scaling": "auto"},
+        "data": {"paths": [str(tmp_path)]},
+        "train": {"total_tokens": 1_000_000, "schedule": [{"name": "P64k", "max_seq_length": 65_536}]},
+        "output_dir": str(tmp_path / "out"),
+    }
+    assert main(["plan", "--config", str(write_config(tmp_path / "c.yaml", cfg)), "--json"]) == 0
+    rope = json.loads(capsys.readouterr().out)["phases"][0]["rope"]
+    assert rope["description"].startswith("yarn x2 (32,768 -> 65,536)")
+    cfg["model"]["rope_scaling"] = None
+    assert main(["plan", "--config", str(write_config(tmp_path / "c.yaml", cfg)), "--json"]) == 0
+    rope = json.loads(capsys.readouterr().out)["phases"][0]["rope"]
+    assert rope["description"].endswith("(! 65,536 > trained window 32,768)")

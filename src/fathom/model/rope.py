@@ -19,7 +19,7 @@ import copy
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -38,12 +38,45 @@ _TUNING = {
 }
 
 
+# Families whose config.json states a longer window than they were pretrained on, without any RoPE
+# scaling in it: (model_type, config's max_position_embeddings) -> the pretrained window. Past it,
+# their makers ask for YaRN over that window. model.native_context overrides this table.
+TRAINED_WINDOWS = {
+    # Qwen2 / Qwen2.5 7B and up ship 131,072; their model cards ("Processing Long Texts"): the config
+    # is meant for 32,768, beyond it add YaRN factor 4 with original_max_position_embeddings 32,768.
+    ("qwen2", 131_072): 32_768,
+    # Qwen3 ships 40,960 (32,768 + room for output); its cards: natively 32,768, YaRN up to 131,072.
+    ("qwen3", 40_960): 32_768,
+    ("qwen3_moe", 40_960): 32_768,
+}
+
+
+def trained_window(model_type: str | None, max_position_embeddings: int, override: int | None = None) -> int | None:
+    """The window a base was pretrained on when it is shorter than its config says, else None."""
+    if override:
+        return int(override)
+    return TRAINED_WINDOWS.get((model_type, max_position_embeddings))
+
+
 @dataclass(frozen=True)
 class RopeSetting:
-    """transformers' ``rope_parameters`` plus the ``max_position_embeddings`` that goes with them."""
+    """transformers' ``rope_parameters`` plus the ``max_position_embeddings`` that goes with them.
+
+    ``trained_window``: for an unscaled setting, the window the base was really pretrained on when
+    its config overstates it (see :data:`TRAINED_WINDOWS`); it decides ``auto`` and the warnings,
+    and is never written into a config or a record.
+    """
 
     parameters: dict
     max_position_embeddings: int
+    trained_window: int | None = field(default=None, compare=False)
+
+    @property
+    def window(self) -> int:
+        """Positions this setting reads well: the trained window when unscaled and known, else the config's."""
+        if self.trained_window and not self.scaled:
+            return min(self.trained_window, self.max_position_embeddings or self.trained_window)
+        return self.max_position_embeddings
 
     @property
     def rope_type(self) -> str:
@@ -59,7 +92,7 @@ class RopeSetting:
 
     def covers(self, length: int) -> bool:
         """Whether positions up to ``length`` are within this setting's window (dynamic rescales itself)."""
-        return not self.max_position_embeddings or length <= self.max_position_embeddings or self.rope_type == "dynamic"
+        return not self.window or length <= self.window or self.rope_type == "dynamic"
 
     def same_as(self, other: RopeSetting | None) -> bool:
         return (
@@ -112,8 +145,9 @@ def _normalized(parameters: dict) -> dict:
     }
 
 
-def model_rope(config) -> RopeSetting:
-    """The RoPE setting a transformers config holds now."""
+def model_rope(config, native_context: int | None = None) -> RopeSetting:
+    """The RoPE setting a transformers config holds now, with the window the base was trained on when
+    it is shorter than the config says (:func:`trained_window`; ``native_context`` overrides)."""
     parameters = getattr(config, "rope_parameters", None)
     if parameters is None:  # configs that predate rope_parameters
         parameters = dict(getattr(config, "rope_scaling", None) or {"rope_type": "default"})
@@ -123,7 +157,8 @@ def model_rope(config) -> RopeSetting:
     if "type" in parameters and "rope_type" not in parameters:
         parameters["rope_type"] = parameters.pop("type")
     parameters.setdefault("rope_type", "default")
-    return RopeSetting(parameters, int(getattr(config, "max_position_embeddings", 0) or 0))
+    window = int(getattr(config, "max_position_embeddings", 0) or 0)
+    return RopeSetting(parameters, window, trained_window(getattr(config, "model_type", None), window, native_context))
 
 
 def resolve_rope(
@@ -136,7 +171,7 @@ def resolve_rope(
     """The setting for one phase of ``max_seq_length`` tokens, and a few words on why."""
     scaling = parse_rope_scaling(scaling, where)
     parameters = copy.deepcopy(native.parameters)
-    window = native.max_position_embeddings
+    window, trained = native.max_position_embeddings, native.window
     why = "the model's own"
     if theta is not None:
         parameters["rope_theta"] = float(theta)
@@ -144,24 +179,27 @@ def resolve_rope(
     if scaling == "none":
         original = native.parameters.get("original_max_position_embeddings") if native.scaled else None
         plain = {"rope_type": "default", "rope_theta": parameters.get("rope_theta")}
-        return RopeSetting(_compact(plain), int(original or window)), "scaling removed (none)"
+        return RopeSetting(_compact(plain), int(original or window), native.trained_window), "scaling removed (none)"
     if scaling == "auto":
-        if max_seq_length <= window:
-            return RopeSetting(parameters, window), f"{why}; auto: {max_seq_length:,} fits the native {window:,}"
-        kind, original, tuning = "yarn", window, {}
+        said = f"native {trained:,}" + (f" (trained; its config says {window:,})" if trained != window else "")
+        if max_seq_length <= trained:
+            return RopeSetting(
+                parameters, window, native.trained_window
+            ), f"{why}; auto: {max_seq_length:,} fits the {said}"
+        kind, original, tuning = "yarn", trained, {}
         if native.scaled and native.rope_type in ("linear", "dynamic", "yarn", "llama3"):
             # keep the model's method (and its tuning) over the same original window, with a larger factor
             kind = native.rope_type
             original = native.parameters.get("original_max_position_embeddings") or window
             tuning = {k: native.parameters[k] for k in _TUNING[kind] if native.parameters.get(k) is not None}
-        factor = _nice_factor(max_seq_length / original)
+        factor = nice_factor(max_seq_length / original)
         scaling = RopeScalingConfig(type=kind, factor=factor, original_max_position_embeddings=original, **tuning)
-        why = f"auto: {max_seq_length:,} > native {window:,}, so {kind} x{factor:g}"
+        why = f"auto: {max_seq_length:,} > {said}, so {kind} x{factor:g}"
     if isinstance(scaling, RopeScalingConfig):
         original = (
             scaling.original_max_position_embeddings
             or (native.parameters.get("original_max_position_embeddings") if native.scaled else None)
-            or window
+            or trained  # the window it was pretrained on, not a longer one its config claims
         )
         new = {
             "rope_type": scaling.type,
@@ -180,14 +218,14 @@ def resolve_rope(
         if not why.startswith("auto"):
             why = f"{scaling.type} x{scaling.factor:g} as configured"
         return RopeSetting(_compact(new), window), why
-    return RopeSetting(parameters, window), why
+    return RopeSetting(parameters, window, native.trained_window), why
 
 
 def _compact(parameters: dict) -> dict:
     return {k: v for k, v in parameters.items() if v is not None}
 
 
-def _nice_factor(ratio: float) -> float:
+def nice_factor(ratio: float) -> float:
     """Round a needed factor up to a quarter, so 16K over 8K is 2.0 and 20K over 8K is 2.5."""
     return math.ceil(ratio * 4 - 1e-9) / 4
 

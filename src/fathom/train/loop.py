@@ -39,7 +39,7 @@ from fathom.model.adapter import ADAPTER_WEIGHTS, loading_code
 from fathom.model.load import load_configured_tokenizer, load_model
 from fathom.model.lora import apply_lora, fresh_lora_on_merged
 from fathom.model.loss import causal_lm_loss_sum, resolve_loss_implementation
-from fathom.model.rope import RopeRecord, RopeSetting, apply_rope, model_rope, phase_ropes
+from fathom.model.rope import RopeRecord, RopeSetting, apply_rope, model_rope, nice_factor, phase_ropes
 from fathom.schedule import PhasePlan, final_model_dirname, merged_model_dirname, plan_phases, pretrain_plans
 from fathom.train import distributed
 from fathom.train.checkpoint import (
@@ -198,7 +198,7 @@ def _train_in(
         place_on_device=world.strategy != "fsdp",
         tokenizer=tokenizer,
     )
-    native_rope = model_rope(loaded.model.config)
+    native_rope = model_rope(loaded.model.config, config.model.native_context)
     ropes = [RopeRecord(setting, native_rope, loaded.source) for setting in _plan_ropes(config, plans, native_rope)]
     model = apply_lora(loaded.model, config.lora, config.train.seed)
     state = TrainerState(world_size=world.size, data_key=data_key)
@@ -878,12 +878,12 @@ def _plan_ropes(config: FathomConfig, plans: list[PhasePlan], native: RopeSettin
         logger.info("%s: RoPE %s (%s)", plan.name, setting.describe(), why)
         if not setting.covers(plan.max_seq_length):
             logger.warning(
-                "%s: max_seq_length %s is beyond the model's window (%s tokens) and RoPE is not scaled for it; "
-                "set model.rope_scaling: auto (or e.g. yarn:%g) so positions past it are not garbage",
+                "%s: max_seq_length %s is beyond the window the model was trained on (%s tokens) and RoPE is not "
+                "scaled for it; set model.rope_scaling: auto (or e.g. yarn:%g) so positions past it are not garbage",
                 plan.name,
                 f"{plan.max_seq_length:,}",
-                f"{setting.max_position_embeddings:,}",
-                plan.max_seq_length / setting.max_position_embeddings,
+                f"{setting.window:,}",
+                nice_factor(plan.max_seq_length / setting.window),
             )
     return [setting for setting, _ in resolved]
 
