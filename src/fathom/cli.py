@@ -85,6 +85,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     config = _resolve_config(args)
     summary = plan_report(config, args.world_size, [args.gpu] if args.gpu else None)
+    if args.simulate:
+        _add_simulation(config, summary, args.world_size)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -139,6 +141,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         )
     if summary.get("sft_note"):
         console.print(summary["sft_note"])
+    if args.simulate:
+        _print_simulation(console, summary)
     if "hardware" not in summary:
         console.print(f"memory and time estimates unavailable: {summary['hardware_note']}")
     elif args.gpu:
@@ -146,6 +150,44 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     else:
         _print_hardware_table(console, summary["hardware"], [p["name"] for p in summary["phases"]])
     return 0
+
+
+def _add_simulation(config, summary: dict, world_size: int) -> None:
+    """``plan --simulate``: each phase's step run on fake tensors at the real shape (fathom.train.simulate)."""
+    from fathom.reports import sft_rows_per_epoch
+    from fathom.schedule import plan_phases
+    from fathom.train.simulate import CAVEAT, simulate_plan
+
+    plans = plan_phases(config, world_size, sft_rows_per_epoch(config)[0])
+    for phase, simulated in zip(summary["phases"], simulate_plan(config, plans), strict=True):
+        phase.update(simulated.as_dict())
+    summary["simulation_note"] = CAVEAT
+
+
+def _print_simulation(console, summary: dict) -> None:
+    from rich.table import Table
+
+    hardware = (summary.get("hardware") or [None])[0]
+    planned = {p["phase"]: p["estimated_gib"] for p in hardware["phases"]} if hardware else {}
+    table = Table(title="simulated step (fake tensors at the real shape): live tensor bytes at the peak, GiB")
+    columns = ["phase", "peak", "weights", "adapter + grads + optimizer", "activations", "backward temporaries"]
+    for column in [*columns, "where", f"planner ({hardware['key']})" if hardware else "planner"]:
+        table.add_column(column, no_wrap=column != "where")
+    for p in summary["phases"]:
+        at = p["simulated_at_peak_gib"]
+        where = f"{p['simulated_peak_op']} in {p['simulated_peak_module'].removeprefix('LossModule.model.')}"
+        table.add_row(
+            p["name"],
+            f"{p['simulated_peak_gib']:.1f}",
+            f"{at['weights']:.1f}",
+            f"{at['adapter'] + at['gradients'] + at['optimizer']:.1f}",
+            f"{at['activations']:.1f}",
+            f"{at['backward temporaries']:.1f}",
+            where + (" (backward)" if p["simulated_peak_in_backward"] else ""),
+            f"{planned[p['name']]:.1f}" if p["name"] in planned else "-",
+        )
+    console.print(table)
+    console.print(summary["simulation_note"])
 
 
 def format_hours(hours: float) -> str:
@@ -520,6 +562,12 @@ def _add_training_commands(sub) -> None:
     plan.add_argument("--world-size", type=int, default=1, help="number of training processes (GPUs)")
     plan.add_argument(
         "--gpu", default=None, help="memory breakdown on this hardware, e.g. rtx4090 (none: a table of all)"
+    )
+    plan.add_argument(
+        "--simulate",
+        action="store_true",
+        help="also run each phase's real training step on fake tensors at the model's real shape and report "
+        "the peak of live tensor bytes (no weights read; ~1 min a phase for a 7B)",
     )
 
     _subcommand(sub, "prepare", "read, clean and tokenize the corpus into the token cache (once)", _cmd_prepare)

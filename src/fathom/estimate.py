@@ -151,24 +151,24 @@ def native_rope(
     """The model's own RoPE setting (a :class:`fathom.model.rope.RopeSetting`), or None when unreadable."""
     from fathom.model.rope import RopeSetting, model_rope, trained_window
 
-    known = _known(KNOWN_ROPE, name_or_path)
+    known = known_entry(KNOWN_ROPE, name_or_path)
     if known:
         parameters, window, model_type = known
         return RopeSetting(dict(parameters), window, trained_window(model_type, window, native_context))
     try:
-        config = _read_config(name_or_path, revision, trust_remote_code)
+        config = read_model_config(name_or_path, revision, trust_remote_code)
     except ValueError:
         return None
     return model_rope(getattr(config, "text_config", None) or config, native_context)
 
 
-def _known(table: dict, name_or_path: str):
+def known_entry(table: dict, name_or_path: str):
     """The built-in entry for ``name_or_path`` (an -Instruct model shares its base's), or None."""
     return table.get(name_or_path) or table.get(name_or_path.removesuffix("-Instruct"))
 
 
 @functools.lru_cache(maxsize=8)
-def _read_config(name_or_path: str, revision: str | None, trust_remote_code: bool):
+def read_model_config(name_or_path: str, revision: str | None, trust_remote_code: bool):
     """The model's transformers config (local folder or Hub), read once per process."""
     from transformers import AutoConfig
 
@@ -183,10 +183,10 @@ def _read_config(name_or_path: str, revision: str | None, trust_remote_code: boo
 
 def model_shape(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False) -> ModelShape:
     """The shape of ``name_or_path``: its config.json (local or Hub), else the built-in table."""
-    known = _known(KNOWN_SHAPES, name_or_path)
+    known = known_entry(KNOWN_SHAPES, name_or_path)
     if known:
         return known
-    return ModelShape.from_config(_read_config(name_or_path, revision, trust_remote_code))
+    return ModelShape.from_config(read_model_config(name_or_path, revision, trust_remote_code))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,276 @@
+"""``fathom plan --simulate``: run fathom's real training step at the model's real shape on fake tensors
+and count the bytes of the tensors alive at every operation.
+
+No weights are read or allocated: the model is built from its config under PyTorch's
+``FakeTensorMode`` (tensors with shapes, dtypes and storages' sizes, and no data), with the same
+LoRA, gradient checkpointing, loss (chunked or plain), optimizer and micro-batch as ``fathom train``,
+and two optimizer steps are run (the second holds the optimizer's state). A ``TorchDispatchMode``
+sees every tensor an operation returns; each storage is counted once (rounded up to the CUDA
+caching allocator's 512-byte blocks) from its first appearance until it is freed. The peak is the
+most bytes alive at once, reported with the operation and module it happened in and what the live
+bytes were at that moment (weights, adapter, gradients and optimizer state, activations saved by the
+forward, temporaries of the backward).
+
+Written by hand (torch's ``MemTracker`` needs every parameter to require a gradient, and LoRA freezes
+the base). The tensors are fake *CPU* tensors (fake CUDA tensors fail on CPU-only builds), so two CUDA
+kernel choices are substituted: dropout keeps CUDA's 1-byte mask (``native_dropout``) instead of the
+CPU's fp32 one, and SDPA takes the flash-style CPU kernel (no T x T scores), as flash attention does.
+What it cannot see: the CUDA context (~0.5-1 GiB), the allocator's fragmentation and cached blocks,
+kernel workspaces (cuBLAS, flash attention), and ``train.offload_activations`` (on a CPU simulation
+there is no device to leave). 8-/4-bit bases are not simulated yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import weakref
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from fathom.config import ConfigError, FathomConfig
+from fathom.estimate import KNOWN_ROPE, KNOWN_SHAPES, known_entry, read_model_config
+from fathom.schedule import PhasePlan
+
+logger = logging.getLogger("fathom")
+
+BLOCK = 512  # the CUDA caching allocator rounds every allocation up to this
+CAVEAT = (
+    "the simulation counts live tensors only: add the CUDA context (~0.5-1 GiB), the allocator's cached and "
+    "fragmented blocks and kernel workspaces; train.offload_activations and FSDP sharding are not simulated"
+)
+KINDS = ("weights", "adapter", "gradients", "optimizer", "activations", "backward temporaries")
+
+
+@dataclass
+class SimulatedStep:
+    """The tensor-level peak of one phase's optimizer step, and what was alive at it (bytes)."""
+
+    phase: str
+    max_seq_length: int
+    peak_bytes: int = 0
+    at_peak: dict[str, int] = field(default_factory=dict)  # kind -> bytes alive at the peak
+    peak_op: str = ""  # the operation whose output set the peak
+    peak_module: str = ""  # the innermost module it ran in
+    peak_in_backward: bool = False
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        gib = 2**30
+        return {
+            "simulated_peak_bytes": self.peak_bytes,
+            "simulated_peak_gib": round(self.peak_bytes / gib, 2),
+            "simulated_at_peak_gib": {k: round(v / gib, 2) for k, v in self.at_peak.items()},
+            "simulated_peak_op": self.peak_op,
+            "simulated_peak_module": self.peak_module,
+            "simulated_peak_in_backward": self.peak_in_backward,
+        }
+
+
+class _LiveBytes(TorchDispatchMode):
+    """Counts the bytes of live storages by kind; remembers the peak and what set it."""
+
+    def __init__(self, result: SimulatedStep, modules) -> None:
+        super().__init__()
+        self.result, self.modules = result, modules
+        self.live = dict.fromkeys(KINDS, 0)
+        self.kind = "activations"
+        self._entries: dict[int, tuple[str, int]] = {}  # id of a live storage -> (kind, bytes)
+
+    def add(self, tensor: torch.Tensor, kind: str) -> None:
+        storage = tensor.untyped_storage()
+        key = id(storage)
+        if key in self._entries:
+            return
+        size = -(-storage.nbytes() // BLOCK) * BLOCK
+        self._entries[key] = (kind, size)
+        self.live[kind] += size
+        weakref.finalize(storage, self._free, key)
+
+    def relabel(self, tensor: torch.Tensor, kind: str) -> None:
+        """A storage counted as one kind is another (the gradients a backward leaves behind)."""
+        key = id(tensor.untyped_storage())
+        if key in self._entries:
+            old, size = self._entries[key]
+            self.live[old] -= size
+            self.live[kind] += size
+            self._entries[key] = (kind, size)
+
+    def _free(self, key: int) -> None:
+        kind, size = self._entries.pop(key)
+        self.live[kind] -= size
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:  # a fake tensor has no value to read:
+            return _stand_in_scalar(args[0])  # a count, a flag or a loss, whose value moves no memory
+        out = func(*args, **(kwargs or {}))
+        for tensor in torch.utils._pytree.tree_leaves(out):
+            if isinstance(tensor, torch.Tensor):
+                self.add(tensor, self.kind)
+        total = sum(self.live.values())
+        if total > self.result.peak_bytes:
+            self.result.peak_bytes, self.result.at_peak = total, dict(self.live)
+            self.result.peak_op = str(func.overloadpacket.__name__)
+            self.result.peak_module = max(self.modules.parents, key=len, default="")
+            self.result.peak_in_backward = bool(self.modules.is_bw)
+        return out
+
+
+def _stand_in_scalar(tensor: torch.Tensor):
+    """What ``.item()`` of a fake tensor gives: True, the element count, or 1.0 (a finite loss or norm)."""
+    if tensor.dtype == torch.bool:
+        return True
+    if not tensor.is_floating_point():
+        return 1
+    return 1.0
+
+
+def transformers_config(config: FathomConfig):
+    """The base's transformers config: the built-in table offline (a Qwen2 / Llama config of that shape
+    and RoPE), else its config.json (local folder or Hub cache)."""
+    from transformers import LlamaConfig, Qwen2Config
+
+    m = config.model
+    shape, rope = known_entry(KNOWN_SHAPES, m.name_or_path), known_entry(KNOWN_ROPE, m.name_or_path)
+    if shape is None or rope is None:
+        try:
+            return read_model_config(m.name_or_path, m.revision, m.trust_remote_code)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    parameters, window, model_type = rope
+    kind = Qwen2Config if model_type == "qwen2" else LlamaConfig
+    return kind(
+        num_hidden_layers=shape.num_layers,
+        hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate,
+        num_attention_heads=shape.num_heads,
+        num_key_value_heads=shape.num_kv_heads,
+        head_dim=shape.head_dim,
+        vocab_size=shape.vocab,
+        tie_word_embeddings=shape.tied_embeddings,
+        max_position_embeddings=window,
+        rope_parameters=dict(parameters),
+        use_cache=False,
+    )
+
+
+@contextlib.contextmanager
+def _cuda_like_kernels():
+    """Inside: dropout keeps a 1-byte mask as on CUDA; Module.to() works on fake parameters (torch's
+    swap of fake parameters fails on the weak references FakeTensorMode keeps); and transformers'
+    mask code does not take fake tensors for a torch.compile trace, in which case it would build a
+    full T x T mask where a real run (and flash attention) uses none."""
+    import transformers.masking_utils as masking
+
+    real_dropout, real_apply, real_tracing = torch.nn.functional.dropout, torch.nn.Module._apply, masking.is_tracing
+
+    def dropout(x, p=0.5, training=True, inplace=False):
+        return torch.native_dropout(x, p, True)[0] if training and p > 0 else x
+
+    def apply(self, fn, recurse=True):
+        if recurse:
+            for child in self.children():
+                child._apply(fn)
+        for key, param in self._parameters.items():
+            if param is not None:
+                with torch.no_grad():
+                    new = fn(param)
+                if new is not param:
+                    self._parameters[key] = torch.nn.Parameter(new, requires_grad=param.requires_grad)
+        for key, buffer in self._buffers.items():
+            if buffer is not None:
+                self._buffers[key] = fn(buffer)
+        return self
+
+    torch.nn.functional.dropout, torch.nn.Module._apply = dropout, apply
+    masking.is_tracing = lambda *args, **kwargs: False
+    try:
+        yield
+    finally:
+        torch.nn.functional.dropout, torch.nn.Module._apply = real_dropout, real_apply
+        masking.is_tracing = real_tracing
+
+
+def simulate_phase(config: FathomConfig, plan: PhasePlan, hf_config=None, fake: bool = True) -> SimulatedStep:
+    """Two optimizer steps of ``plan`` (micro-batches of ``micro_batch_size`` rows of its length), counted.
+
+    ``fake=False`` runs the very same on real CPU tensors: how the tests check that the fake run
+    counts what a real one allocates (at a tiny shape).
+    """
+    if config.model.load_in_4bit or config.model.load_in_8bit:
+        raise ConfigError("--simulate: 8-/4-bit bases are not simulated yet; plan without --simulate")
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    started = time.perf_counter()
+    result = SimulatedStep(plan.name, plan.max_seq_length)
+    hf_config = hf_config or transformers_config(config)
+    hf_config._attn_implementation = "sdpa"  # on (fake) CPU tensors: the flash-style kernel
+    t = config.train
+    with _cuda_like_kernels(), FakeTensorMode() if fake else contextlib.nullcontext():
+        model, step, optimizer = _build(config, hf_config)
+        ids = torch.zeros(t.micro_batch_size, plan.max_seq_length, dtype=torch.long)
+        batch = {"input_ids": ids, "labels": ids.clone(), "position_ids": torch.arange(plan.max_seq_length)[None]}
+        _count_steps(result, model, step, optimizer, batch, min(t.gradient_accumulation_steps, 2))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _build(config: FathomConfig, hf_config):
+    """(model, step module, optimizer) as ``fathom train`` builds them, from a config instead of weights."""
+    from transformers import AutoModelForCausalLM
+
+    from fathom.model.load import enable_activation_checkpointing
+    from fathom.model.lora import apply_lora
+    from fathom.model.loss import causal_lm_loss_sum
+    from fathom.train.distributed import LossModule
+    from fathom.train.optim import build_optimizer
+
+    m, t = config.model, config.train
+    dtype = {"float32": torch.float32, "float16": torch.float16}.get(m.dtype, torch.bfloat16)
+    model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype)
+    model.train()
+    if m.gradient_checkpointing:
+        enable_activation_checkpointing(model)
+    model = apply_lora(model, config.lora, t.seed)
+    step = LossModule(model, causal_lm_loss_sum, t.loss_chunk_size, _loss(t.loss_implementation))
+    return model, step, build_optimizer(model, t)
+
+
+def _count_steps(result: SimulatedStep, model, step, optimizer, batch: dict, micro_batches: int) -> None:
+    """Two optimizer steps of ``micro_batches`` forward + backward each, every storage counted by kind."""
+    from torch.distributed._tools.mod_tracker import ModTracker
+
+    with ModTracker() as modules, _LiveBytes(result, modules) as live:
+        for p in model.parameters():
+            live.add(p, "adapter" if p.requires_grad else "weights")
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        for _ in range(2):  # the second step holds the optimizer's state
+            for _ in range(micro_batches):  # a second micro-batch adds to the gradients held
+                live.kind = "activations"
+                loss = step(batch)
+                live.kind = "backward temporaries"
+                loss.backward()
+                del loss
+                for p in trainable:
+                    live.relabel(p.grad, "gradients")
+            live.kind = "backward temporaries"
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            live.kind = "optimizer"
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+
+def _loss(implementation: str) -> str:
+    return "chunked" if implementation in ("auto", "liger") else implementation
+
+
+def simulate_plan(config: FathomConfig, plans: list[PhasePlan]) -> list[SimulatedStep]:
+    hf_config = transformers_config(config)
+    out = []
+    for plan in plans:
+        logger.info("simulating %s at %s tokens on fake tensors...", plan.name, f"{plan.max_seq_length:,}")
+        out.append(simulate_phase(config, plan, hf_config))
+    return out

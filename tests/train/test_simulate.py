@@ -1,0 +1,66 @@
+"""``fathom plan --simulate``: the real step on fake tensors counts what the same step allocates for real."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from helpers import small_run_config, write_config
+
+from fathom.cli import main
+from fathom.config import config_from_dict
+from fathom.schedule import plan_phases
+from fathom.train.simulate import simulate_phase, transformers_config
+
+
+def _config(model_dir, tmp_path, **train):
+    cfg = small_run_config(model_dir, [tmp_path], tmp_path / "out", **train)
+    cfg["lora"]["dropout"] = 0.05
+    return config_from_dict(cfg)
+
+
+def test_the_fake_step_counts_the_bytes_the_real_step_allocates(local_model_dir, tmp_path):
+    config = _config(local_model_dir, tmp_path)
+    plan = plan_phases(config, 1)[2]  # 256 tokens
+    fake = simulate_phase(config, plan, fake=True)
+    real = simulate_phase(config, plan, fake=False)
+    assert fake.peak_bytes == real.peak_bytes and fake.at_peak == real.at_peak
+    assert (fake.peak_op, fake.peak_module, fake.peak_in_backward) == (real.peak_op, real.peak_module, True)
+
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_config(transformers_config(config))
+    at, lora_tensors = fake.at_peak, 2 * 7 * base.config.num_hidden_layers  # A and B of 7 projections a layer
+    assert at["weights"] >= 2 * sum(p.numel() for p in base.parameters())  # the bf16 base, whole
+    assert at["optimizer"] == 2 * at["adapter"] + 512 * lora_tensors  # AdamW: two fp32 moments + a step count
+    assert at["gradients"] == at["adapter"]  # one fp32 gradient a trainable weight
+
+
+def test_longer_rows_and_no_checkpointing_cost_activations(local_model_dir, tmp_path):
+    config = _config(local_model_dir, tmp_path)
+    short, long = plan_phases(config, 1)[1:3]  # 128 and 256 tokens
+    at_128, at_256 = simulate_phase(config, short), simulate_phase(config, long)
+    assert 1.6 < at_256.at_peak["activations"] / at_128.at_peak["activations"] < 2.4  # linear in the length
+    config.model.gradient_checkpointing = False
+    without = simulate_phase(config, long)
+    assert without.at_peak["activations"] > 1.5 * at_256.at_peak["activations"]
+
+
+def test_plan_simulate_json_reports_a_peak_per_phase_beside_the_planner(local_model_dir, tmp_path, capsys):
+    config = write_config(tmp_path / "c.yaml", small_run_config(local_model_dir, [tmp_path], tmp_path / "out"))
+    assert main(["plan", "--config", str(config), "--simulate", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    peaks = [p["simulated_peak_bytes"] for p in summary["phases"]]
+    assert len(peaks) == 3 and peaks == sorted(peaks) and all(p > 0 for p in peaks)
+    assert set(summary["phases"][0]["simulated_at_peak_gib"]) >= {"weights", "activations", "optimizer"}
+    assert "CUDA context" in summary["simulation_note"]
+    assert main(["plan", "--config", str(config), "--simulate"]) == 0
+    out = capsys.readouterr().out
+    assert "simulated step" in out and "Phase_1c_Long" in out
+
+
+def test_quantized_bases_are_refused_in_one_line(local_model_dir, tmp_path, capsys):
+    config = write_config(tmp_path / "c.yaml", small_run_config(local_model_dir, [tmp_path], tmp_path / "out"))
+    assert main(["plan", "--config", str(config), "--simulate", "model.load_in_4bit=true"]) == 2
+    assert "8-/4-bit bases are not simulated yet" in capsys.readouterr().err
+    assert torch.get_default_dtype() == torch.float32  # nothing leaked out of the simulation
