@@ -175,7 +175,8 @@ def _print_simulation(console, summary: dict) -> None:
         table.add_column(column, no_wrap=column != "where")
     for p in summary["phases"]:
         at = p["simulated_at_peak_gib"]
-        where = f"{p['simulated_peak_op']} in {p['simulated_peak_module'].removeprefix('LossModule.model.')}"
+        module = p["simulated_peak_module"].removesuffix(".default")
+        where = f"{p['simulated_peak_op']} in {module[module.find('layers.') :] if 'layers.' in module else module}"
         table.add_row(
             p["name"],
             f"{p['simulated_peak_gib']:.1f}",
