@@ -64,3 +64,17 @@ def test_quantized_bases_are_refused_in_one_line(local_model_dir, tmp_path, caps
     assert main(["plan", "--config", str(config), "--simulate", "model.load_in_4bit=true"]) == 2
     assert "8-/4-bit bases are not simulated yet" in capsys.readouterr().err
     assert torch.get_default_dtype() == torch.float32  # nothing leaked out of the simulation
+
+
+def test_offloaded_checkpoints_leave_the_device(local_model_dir, tmp_path):
+    config = _config(local_model_dir, tmp_path)
+    plan = plan_phases(config, 1)[2]
+    deep = transformers_config(config)
+    deep.num_hidden_layers = 4  # three layer inputs wait while the last layer is recomputed
+    deep.layer_types = [deep.layer_types[0]] * 4
+    kept = simulate_phase(config, plan, deep)
+    config.train.offload_activations = True
+    offloaded = simulate_phase(config, plan, deep)
+    assert offloaded.at_peak["offloaded to host"] > 0 and kept.at_peak["offloaded to host"] == 0
+    assert offloaded.at_peak["activations"] < kept.at_peak["activations"]
+    assert offloaded.peak_bytes < kept.peak_bytes

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import types
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch.utils.weak import WeakTensorKeyDictionary
 
 from fathom.config import LoraConfig
 
@@ -58,6 +61,8 @@ def apply_lora(model: torch.nn.Module, cfg: LoraConfig, seed: int):
     )
     torch.manual_seed(seed)
     peft_model = get_peft_model(model, peft_config)
+    if cfg.lean_forward:
+        lean_lora_forward(peft_model, cfg.share_dropout)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())
     logger.info(
@@ -93,3 +98,59 @@ def fresh_lora_on_merged(peft_model, cfg: LoraConfig, seed: int, rope, merged_di
         model = apply_lora(base, cfg, seed)
     model.peft_config["default"].base_model_name_or_path = str(merged_dir.resolve())
     return model
+
+
+_LEAN_TYPES = ("Linear", "Linear8bitLt", "Linear4bit")  # PEFT's LoRA layers over nn.Linear and bitsandbytes
+_SHARED_DROPOUT = WeakTensorKeyDictionary()  # layer input -> (p, its dropped copy), while the input lives
+
+
+def lean_lora_forward(peft_model, share_dropout: bool = True) -> int:
+    """Give every LoRA linear layer fathom's lean forward (lora.lean_forward); returns how many.
+
+    PEFT casts each layer input to the adapter's dtype (fp32 over a bf16 base) before the adapter
+    path, and autograd keeps that fp32 copy (and its dropout output) for the backward: at 32K tokens
+    on a 7B that is ~5 GiB in the recomputed layer. Here the adapter weights are cast to the input's
+    dtype instead (r x in values, not T x in), so only bf16 activations are kept; the weights, their
+    gradients and AdamW's state stay fp32. With ``share_dropout`` the projections that read the same
+    input (q/k/v, gate/up) share one dropout mask, so one dropped copy is kept instead of three.
+    Written by hand: PEFT has no option for either. A layer with a LoRA variant (DoRA) keeps PEFT's.
+    """
+    count = 0
+    for module in peft_model.modules():
+        if (
+            type(module).__name__ in _LEAN_TYPES
+            and hasattr(module, "lora_A")
+            and not module.lora_variant
+            and all(b.bias is None for b in module.lora_B.values())
+        ):
+            module.forward = types.MethodType(_lean_forward, module)
+            module.fathom_share_dropout = share_dropout
+            count += 1
+    return count
+
+
+def _lean_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    if self.disable_adapters or self.merged or kwargs.get("adapter_names") is not None:
+        return type(self).forward(self, x, *args, **kwargs)  # PEFT's own path for these cases
+    result = self.base_layer(x, *args, **kwargs)
+    for name in self.active_adapters:
+        if name not in self.lora_A:
+            continue
+        dropped = _dropped(x, self.lora_dropout[name], self.fathom_share_dropout)
+        hidden = F.linear(dropped, self.lora_A[name].weight.to(x.dtype))
+        result = result + F.linear(hidden, self.lora_B[name].weight.to(x.dtype)) * self.scaling[name]
+    return result
+
+
+def _dropped(x: torch.Tensor, dropout: torch.nn.Module, share: bool) -> torch.Tensor:
+    """``dropout(x)``; with ``share``, the same dropped tensor for every projection reading this ``x``."""
+    if not isinstance(dropout, torch.nn.Dropout) or not dropout.training or dropout.p == 0:
+        return x
+    if not share:
+        return dropout(x)
+    cached = _SHARED_DROPOUT.get(x)
+    if cached is not None and cached[0] == dropout.p:
+        return cached[1]
+    out = dropout(x)
+    _SHARED_DROPOUT[x] = (dropout.p, out)
+    return out

@@ -43,6 +43,7 @@ CAVEAT = (
     "fragmented blocks and kernel workspaces; train.offload_activations and FSDP sharding are not simulated"
 )
 KINDS = ("weights", "adapter", "gradients", "optimizer", "activations", "backward temporaries")
+HOST = "offloaded to host"  # train.offload_activations: kept in CPU memory, not on the device
 
 
 @dataclass
@@ -76,7 +77,7 @@ class _LiveBytes(TorchDispatchMode):
     def __init__(self, result: SimulatedStep, modules) -> None:
         super().__init__()
         self.result, self.modules = result, modules
-        self.live = dict.fromkeys(KINDS, 0)
+        self.live = dict.fromkeys((*KINDS, HOST), 0)
         self.kind = "activations"
         self._entries: dict[int, tuple[str, int]] = {}  # id of a live storage -> (kind, bytes)
 
@@ -110,7 +111,7 @@ class _LiveBytes(TorchDispatchMode):
         for tensor in torch.utils._pytree.tree_leaves(out):
             if isinstance(tensor, torch.Tensor):
                 self.add(tensor, self.kind)
-        total = sum(self.live.values())
+        total = sum(self.live.values()) - self.live[HOST]
         if total > self.result.peak_bytes:
             self.result.peak_bytes, self.result.at_peak = total, dict(self.live)
             self.result.peak_op = str(func.overloadpacket.__name__)
@@ -222,7 +223,7 @@ def _build(config: FathomConfig, hf_config):
     """(model, step module, optimizer) as ``fathom train`` builds them, from a config instead of weights."""
     from transformers import AutoModelForCausalLM
 
-    from fathom.model.load import enable_activation_checkpointing
+    from fathom.model.load import enable_activation_checkpointing, tile_mlps
     from fathom.model.lora import apply_lora
     from fathom.model.loss import causal_lm_loss_sum
     from fathom.train.distributed import LossModule
@@ -233,34 +234,63 @@ def _build(config: FathomConfig, hf_config):
     model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype)
     model.train()
     if m.gradient_checkpointing:
-        enable_activation_checkpointing(model)
+        enable_activation_checkpointing(model, offload=t.offload_activations)
     model = apply_lora(model, config.lora, t.seed)
+    tile_mlps(model, t.mlp_tile_tokens)
     step = LossModule(model, causal_lm_loss_sum, t.loss_chunk_size, _loss(t.loss_implementation))
     return model, step, build_optimizer(model, t)
 
 
 def _count_steps(result: SimulatedStep, model, step, optimizer, batch: dict, micro_batches: int) -> None:
     """Two optimizer steps of ``micro_batches`` forward + backward each, every storage counted by kind."""
+    import transformers.modeling_utils as modeling
     from torch.distributed._tools.mod_tracker import ModTracker
 
+    real_offload = modeling.save_on_cpu
     with ModTracker() as modules, _LiveBytes(result, modules) as live:
-        for p in model.parameters():
-            live.add(p, "adapter" if p.requires_grad else "weights")
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        for _ in range(2):  # the second step holds the optimizer's state
-            for _ in range(micro_batches):  # a second micro-batch adds to the gradients held
-                live.kind = "activations"
-                loss = step(batch)
-                live.kind = "backward temporaries"
-                loss.backward()
-                del loss
-                for p in trainable:
-                    live.relabel(p.grad, "gradients")
-            live.kind = "backward temporaries"
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            live.kind = "optimizer"
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        modeling.save_on_cpu = _offload_counted_as_host(live)
+        try:
+            for p in model.parameters():
+                live.add(p, "adapter" if p.requires_grad else "weights")
+            for _ in range(2):  # the second step holds the optimizer's state
+                _one_step(live, model, step, optimizer, batch, micro_batches)
+        finally:
+            modeling.save_on_cpu = real_offload
+
+
+def _one_step(live: _LiveBytes, model, step, optimizer, batch: dict, micro_batches: int) -> None:
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for _ in range(micro_batches):  # a second micro-batch adds to the gradients held
+        live.kind = "activations"
+        loss = step(batch)
+        live.kind = "backward temporaries"
+        loss.backward()
+        del loss
+        for p in trainable:
+            live.relabel(p.grad, "gradients")
+    live.kind = "backward temporaries"
+    torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+    live.kind = "optimizer"
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _offload_counted_as_host(live: _LiveBytes):
+    """torch's ``save_on_cpu`` as seen from a device: what it packs is a host copy (counted apart), and
+    unpacking makes a device copy again (counted) for the backward that needs it."""
+
+    class SaveOnHost(torch.autograd.graph.saved_tensors_hooks):
+        def __init__(self, pin_memory: bool = False, device_type: str = "cuda") -> None:
+            def pack(tensor: torch.Tensor) -> torch.Tensor:
+                kind, live.kind = live.kind, HOST
+                try:
+                    return tensor.detach().clone()
+                finally:
+                    live.kind = kind
+
+            super().__init__(pack, lambda packed: packed.clone())
+
+    return SaveOnHost
 
 
 def _loss(implementation: str) -> str:

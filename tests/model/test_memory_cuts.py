@@ -1,0 +1,107 @@
+"""Memory cuts of the training step: the same math, less memory (shown by the fake-tensor simulation).
+
+lora.lean_forward: the adapter path in the activations' dtype, with shared dropout masks;
+train.mlp_tile_tokens: each MLP over sequence tiles, each checkpointed.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import small_run_config
+
+from fathom.config import LoraConfig, config_from_dict
+from fathom.model.lora import apply_lora
+from fathom.model.loss import causal_lm_loss_sum
+from fathom.schedule import plan_phases
+from fathom.train.simulate import simulate_phase, transformers_config
+
+
+def _loss_and_grads(model_dir, lean: bool, dropout: float = 0.0, tile: int = 0, checkpointing: bool = False):
+    from transformers import AutoModelForCausalLM
+
+    from fathom.model.load import enable_activation_checkpointing, tile_mlps
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if checkpointing:
+        enable_activation_checkpointing(base)
+    model = apply_lora(base, LoraConfig(r=4, alpha=8, dropout=dropout, lean_forward=lean), seed=3)
+    assert tile_mlps(model, tile) == (2 if tile else 0)
+    model.train()
+    torch.manual_seed(0)
+    ids = torch.randint(0, base.config.vocab_size, (2, 48))
+    position_ids = torch.cat([torch.arange(20), torch.arange(28)]).repeat(2, 1)  # two documents a row
+    batch = {"input_ids": ids, "labels": ids.clone(), "position_ids": position_ids}
+    for p in model.parameters():  # lora_B starts at zero: give it values, so every gradient is non-trivial
+        if "lora_B" in getattr(p, "_fathom_name", "") or (p.requires_grad and p.dim() == 2 and p.shape[1] == 4):
+            torch.nn.init.normal_(p, std=0.02)
+    loss, _ = causal_lm_loss_sum(model, batch, 16, "chunked")
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return loss.detach(), grads
+
+
+def test_the_lean_path_equals_peft_on_an_fp32_base(local_model_dir):
+    loss, grads = _loss_and_grads(local_model_dir, lean=False)
+    lean_loss, lean_grads = _loss_and_grads(local_model_dir, lean=True)
+    torch.testing.assert_close(lean_loss, loss, rtol=1e-5, atol=1e-5)
+    assert grads.keys() == lean_grads.keys() and len(grads) == 28  # A and B of 7 projections, 2 layers
+    for name in grads:
+        torch.testing.assert_close(lean_grads[name], grads[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_projections_reading_one_input_share_one_dropout_mask(local_model_dir, monkeypatch):
+    calls = {"n": 0}
+    real = torch.nn.functional.dropout
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "dropout", counting)
+    _loss_and_grads(local_model_dir, lean=True, dropout=0.1)
+    shared = calls["n"]
+    calls["n"] = 0
+    _loss_and_grads(local_model_dir, lean=False, dropout=0.1)
+    # per layer: q/k/v share one, o_proj one, gate/up share one, down_proj one = 4 of 7
+    assert (shared, calls["n"]) == (2 * 4, 2 * 7)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.05])
+def test_the_lean_path_keeps_no_fp32_copies_of_bf16_activations(local_model_dir, tmp_path, dropout):
+    cfg = small_run_config(local_model_dir, [tmp_path], tmp_path / "out")
+    cfg["lora"]["dropout"] = dropout
+    plan = plan_phases(config_from_dict(cfg), 1)[2]
+    peaks = {}
+    for lean in (False, True):
+        cfg["lora"]["lean_forward"] = lean
+        peaks[lean] = simulate_phase(config_from_dict(cfg), plan)  # bf16 base, fake tensors
+
+    def working_set(step) -> int:  # what the step holds beyond the weights, the adapter and its optimizer
+        return step.at_peak["activations"] + step.at_peak["backward temporaries"]
+
+    assert working_set(peaks[True]) < 0.8 * working_set(peaks[False])
+    assert peaks[True].at_peak["weights"] == peaks[False].at_peak["weights"]
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_a_tiled_mlp_gives_the_same_loss_and_gradients(local_model_dir, checkpointing):
+    loss, grads = _loss_and_grads(local_model_dir, lean=True, checkpointing=checkpointing)
+    tiled_loss, tiled_grads = _loss_and_grads(local_model_dir, lean=True, tile=16, checkpointing=checkpointing)
+    torch.testing.assert_close(tiled_loss, loss, rtol=1e-5, atol=1e-5)
+    for name in grads:
+        torch.testing.assert_close(tiled_grads[name], grads[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_tiled_mlp_holds_one_tile_of_intermediates(local_model_dir, tmp_path):
+    cfg = small_run_config(local_model_dir, [tmp_path], tmp_path / "out")
+    plan = plan_phases(config_from_dict(cfg), 1)[2]  # 256 tokens
+    cfg["train"]["loss_chunk_size"] = 64
+    shape = transformers_config(config_from_dict(cfg))
+    shape.intermediate_size = 2048  # MLP-heavy, as a 7B is (18,944 = 5.3 x hidden)
+    steps = {}
+    for tile in (0, 64):
+        cfg["train"]["mlp_tile_tokens"] = tile
+        steps[tile] = simulate_phase(config_from_dict(cfg), plan, shape)
+    whole, tiled = (s.at_peak["activations"] + s.at_peak["backward temporaries"] for s in (steps[0], steps[64]))
+    assert tiled < 0.8 * whole
