@@ -1,6 +1,6 @@
 """kill -9 during every kind of write, then ``--resume``: the same adapter as a run never stopped.
 
-Each chain kills one run several times at different writes (``_kill_at.py`` wraps ``os.replace``
+One run is killed at five different writes in turn (``_kill_at.py`` wraps ``os.replace``
 and safetensors' ``save_file`` from outside fathom and sends SIGKILL), checks after each kill that
 the newest checkpoint still loads whole, and resumes; the finished run must equal the
 uninterrupted one to 1e-6 in every phase folder and the final folder.
@@ -67,12 +67,16 @@ def _assert_same_as(out: Path, straight: Path) -> None:
 
 
 @pytest.mark.slow
-def test_killed_inside_a_checkpoint_file_a_phase_folder_and_the_final_folder(
+def test_killed_inside_every_kind_of_write_then_resumed_equals_the_uninterrupted_run(
     tmp_path, local_model_dir, synthetic_corpus, straight
 ):
     out = tmp_path / "run"
     config = _config(tmp_path, local_model_dir, synthetic_corpus, out)
-    _killed(config, "mid-file", "*/.tmp-step-0000008-*/optimizer.safetensors", resume=False)
+    _killed(config, "before-replace", f"{tmp_path / 'cache'}/*", resume=False)  # the token cache entry
+    assert not [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")], "a cache entry appeared"
+
+    _killed(config, "before-replace", f"{out}/fathom_config.yaml")  # the run's config, written at its start
+    _killed(config, "mid-file", "*/.tmp-step-0000008-*/optimizer.safetensors")  # half a checkpoint file
     assert [p.name for p in RunLayout(out).checkpoints()] == ["step-0000004"]
     assert list((out / "checkpoints").glob(".tmp-step-0000008-*/optimizer.safetensors")), "no half-written file"
     _newest_checkpoint_loads(out)
@@ -83,24 +87,6 @@ def test_killed_inside_a_checkpoint_file_a_phase_folder_and_the_final_folder(
 
     _killed(config, "before-replace", f"{out}/final_256_model")  # complete, never renamed into place
     assert not (out / "final_256_model").exists()
-    _newest_checkpoint_loads(out)
-
-    assert main(["train", "--config", str(config), "--resume"]) == 0
-    _assert_same_as(out, straight)
-
-
-@pytest.mark.slow
-def test_killed_writing_the_token_cache_the_run_config_and_a_checkpoint_folder(
-    tmp_path, local_model_dir, synthetic_corpus, straight
-):
-    out = tmp_path / "run"
-    config = _config(tmp_path, local_model_dir, synthetic_corpus, out)
-    _killed(config, "before-replace", f"{tmp_path / 'cache'}/*", resume=False)
-    assert not [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")], "a cache entry appeared"
-
-    _killed(config, "before-replace", f"{out}/fathom_config.yaml")  # the run's config, written at its start
-    _killed(config, "before-replace", f"{out}/checkpoints/step-0000008")
-    assert [p.name for p in RunLayout(out).checkpoints()] == ["step-0000004"]
     _newest_checkpoint_loads(out)
 
     assert main(["train", "--config", str(config), "--resume"]) == 0

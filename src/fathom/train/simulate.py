@@ -15,9 +15,10 @@ Written by hand (torch's ``MemTracker`` needs every parameter to require a gradi
 the base). The tensors are fake *CPU* tensors (fake CUDA tensors fail on CPU-only builds), so two CUDA
 kernel choices are substituted: dropout keeps CUDA's 1-byte mask (``native_dropout``) instead of the
 CPU's fp32 one, and SDPA takes the flash-style CPU kernel (no T x T scores), as flash attention does.
-What it cannot see: the CUDA context (~0.5-1 GiB), the allocator's fragmentation and cached blocks,
-kernel workspaces (cuBLAS, flash attention), and ``train.offload_activations`` (on a CPU simulation
-there is no device to leave). 8-/4-bit bases are not simulated yet.
+``train.offload_activations`` is seen as on a GPU: what torch's ``save_on_cpu`` packs is counted as
+host memory, and unpacked for the backward as a device copy. What it cannot see: the CUDA context
+(~0.5-1 GiB), the allocator's fragmentation and cached blocks, kernel workspaces (cuBLAS, flash
+attention). 8-/4-bit bases and FSDP sharding are not simulated yet.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ logger = logging.getLogger("fathom")
 BLOCK = 512  # the CUDA caching allocator rounds every allocation up to this
 CAVEAT = (
     "the simulation counts live tensors only: add the CUDA context (~0.5-1 GiB), the allocator's cached and "
-    "fragmented blocks and kernel workspaces; train.offload_activations and FSDP sharding are not simulated"
+    "fragmented blocks and kernel workspaces; FSDP sharding and 8-/4-bit bases are not simulated yet"
 )
 KINDS = ("weights", "adapter", "gradients", "optimizer", "activations", "backward temporaries")
 HOST = "offloaded to host"  # train.offload_activations: kept in CPU memory, not on the device
