@@ -19,23 +19,29 @@ import torch
 VOCAB = 151_936
 
 
-def tiny_qwen2_with_lora(gradient_checkpointing: bool, attn: str = "sdpa"):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, Qwen2Config
+def qwen2_config(hidden: int = 64, intermediate: int = 256, layers: int = 2, attn: str = "sdpa"):
+    """A small Qwen2 with the real vocabulary (4 heads, 2 KV heads, untied output layer)."""
+    from transformers import Qwen2Config
 
-    config = Qwen2Config(
+    return Qwen2Config(
         vocab_size=VOCAB,
-        hidden_size=64,
-        intermediate_size=256,
-        num_hidden_layers=2,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=32768,
         tie_word_embeddings=False,
         attn_implementation=attn,
     )
+
+
+def tiny_qwen2_with_lora(gradient_checkpointing: bool, attn: str = "sdpa"):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(qwen2_config(attn=attn), dtype=torch.float32)
     model.config.use_cache = False
     if gradient_checkpointing:
         from fathom.model.load import enable_activation_checkpointing
@@ -44,6 +50,25 @@ def tiny_qwen2_with_lora(gradient_checkpointing: bool, attn: str = "sdpa"):
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
     model.train()
     return model
+
+
+def tokens_per_second(runs: dict, seq_len: int, steps: int) -> dict[str, float]:
+    """Median tokens/s of each ``name: (model, step_fn)``, the runs alternating step by step on the same
+    packed rows, so machine noise hits all alike; the first step warms up kernels and is not counted."""
+    import statistics
+    import time
+
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for step in range(steps + 1):
+        batch = packed_batch(seq_len, seed=step)
+        for name, (model, fn) in runs.items():
+            start = time.perf_counter()
+            fn(model, batch)
+            elapsed = time.perf_counter() - start
+            model.zero_grad(set_to_none=True)
+            if step > 0:
+                times[name].append(elapsed)
+    return {name: seq_len / statistics.median(t) for name, t in times.items()}
 
 
 def packed_batch(seq_len: int, seed: int = 0) -> dict[str, torch.Tensor]:

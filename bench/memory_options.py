@@ -18,38 +18,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import VOCAB, fathom_step, packed_batch
+from _common import fathom_step, qwen2_config, tokens_per_second
 
 
 def build(lean: bool, tile: int):
-    from transformers import AutoModelForCausalLM, Qwen2Config
+    from transformers import AutoModelForCausalLM
 
     from fathom.config import LoraConfig
     from fathom.model.load import enable_activation_checkpointing, tile_mlps
     from fathom.model.lora import apply_lora
 
-    config = Qwen2Config(
-        vocab_size=VOCAB,
-        hidden_size=256,
-        intermediate_size=1344,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=32768,
-        tie_word_embeddings=False,
-        attn_implementation="sdpa",
-        use_cache=False,
-    )
     torch.manual_seed(0)
+    config = qwen2_config(hidden=256, intermediate=1344, layers=4)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.config.use_cache = False
     enable_activation_checkpointing(model)
     model = apply_lora(model, LoraConfig(r=16, alpha=32, dropout=0.05, lean_forward=lean), seed=0)
     tile_mlps(model, tile)
@@ -63,21 +51,11 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=4)
     args = parser.parse_args()
     variants = {
-        "none": build(lean=False, tile=0),
-        "lean_forward": build(lean=True, tile=0),
-        "tiled_mlp": build(lean=False, tile=args.seq_len // 4),
+        "none": (build(lean=False, tile=0), fathom_step),
+        "lean_forward": (build(lean=True, tile=0), fathom_step),
+        "tiled_mlp": (build(lean=False, tile=args.seq_len // 4), fathom_step),
     }
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for step in range(args.steps + 1):
-        batch = packed_batch(args.seq_len, seed=step)
-        for name, model in variants.items():
-            start = time.perf_counter()
-            fathom_step(model, batch)
-            elapsed = time.perf_counter() - start
-            model.zero_grad(set_to_none=True)
-            if step > 0:  # the first step warms up kernels
-                times[name].append(elapsed)
-    tps = {name: args.seq_len / statistics.median(t) for name, t in times.items()}
+    tps = tokens_per_second(variants, args.seq_len, args.steps)
     ratios = {name: tps[name] / tps["none"] for name in variants if name != "none"}
     for name, ratio in ratios.items():
         verdict = "met" if ratio >= 0.9 else "NOT met"

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import fathom_step, packed_batch, reference_step, tiny_qwen2_with_lora
+from _common import fathom_step, reference_step, tiny_qwen2_with_lora, tokens_per_second
 
 
 def main() -> int:
@@ -31,17 +29,7 @@ def main() -> int:
         "reference": (tiny_qwen2_with_lora(gradient_checkpointing=False), reference_step),
         "fathom": (tiny_qwen2_with_lora(gradient_checkpointing=True), fathom_step),
     }
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for step in range(args.steps + 1):
-        batch = packed_batch(args.seq_len, seed=step)
-        for name, (model, fn) in runs.items():
-            start = time.perf_counter()
-            fn(model, batch)
-            elapsed = time.perf_counter() - start
-            model.zero_grad(set_to_none=True)
-            if step > 0:  # the first step warms up kernels
-                times[name].append(elapsed)
-    tps = {name: args.seq_len / statistics.median(t) for name, t in times.items()}
+    tps = tokens_per_second(runs, args.seq_len, args.steps)
     ratio = tps["fathom"] / tps["reference"]
     print(f"reference {tps['reference']:.0f} tok/s   fathom {tps['fathom']:.0f} tok/s   ratio {ratio:.3f}")
     print(f"target (fathom >= 0.9x the reference): {'met' if ratio >= 0.9 else 'NOT met'}")
