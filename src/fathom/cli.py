@@ -367,6 +367,17 @@ def _cmd_qa_build(args: argparse.Namespace) -> int:
     if args.teacher_url:
         from fathom.data.teacher import Teacher
 
+        raise_problems(
+            f"--teacher-{name}: must be at least {least}, got {value}"
+            for name, value, least in (
+                ("per-document", args.teacher_per_document, 1),
+                ("pairs", args.teacher_pairs, 1),
+                ("max-tokens", args.teacher_max_tokens, 16),
+                ("concurrency", args.teacher_concurrency, 1),
+            )
+            if value < least
+        )
+
         teacher = Teacher(
             args.teacher_url,
             args.teacher_model,

@@ -83,6 +83,8 @@ def test_an_unreachable_teacher_is_one_line(tmp_path, local_model_dir, synthetic
     (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fathom: error:")]
     assert error.startswith(f"fathom: error: --teacher-url: cannot reach {url}")
     assert main(command) == 2 and "give both" in capsys.readouterr().err
+    assert main([*command, "--teacher-model", "m", "--teacher-pairs", "0"]) == 2
+    assert "fathom: error: --teacher-pairs: must be at least 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "qa.jsonl").exists()
 
 

@@ -122,7 +122,7 @@ class _LiveBytes(TorchDispatchMode):
 
 
 def _stand_in_scalar(tensor: torch.Tensor):
-    """What ``.item()`` of a fake tensor gives: True, the element count, or 1.0 (a finite loss or norm)."""
+    """What ``.item()`` of a fake tensor gives: True, 1, or 1.0 (a finite loss or norm): no memory depends on it."""
     if tensor.dtype == torch.bool:
         return True
     if not tensor.is_floating_point():
