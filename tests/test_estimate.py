@@ -65,7 +65,7 @@ def test_verdicts_for_the_7b_config():
     )
     assert short.fits and short.label == "fits"
     assert not long_.fits and long_.fixed_estimate is not None and long_.fixed_estimate.total <= 24 * 2**30
-    assert "model.load_in_4bit=true" in long_.fix and "model.load_in_8bit=true" not in long_.fix
+    assert long_.fix == ["train.offload_activations=true"]  # 32K in bf16 on 24 GB: no quantization needed
     assert all(judge(shape, config, HARDWARE["a100-80gb"], p).fits for p in phases)
     # memory grows with the length; time per phase follows the phase's tokens and cost per token
     totals = [judge(shape, config, HARDWARE["h100-80gb"], p).estimate.total for p in phases]
@@ -127,7 +127,8 @@ def test_activation_and_loss_estimate_within_30_percent_of_the_measured_cpu_peak
     assert proc.returncode == 0, proc.stderr[-2000:]
     measured = json.loads(proc.stdout.strip().splitlines()[-1])["measured"]
     shape = ModelShape(layers, hidden, inter, 4, 2, hidden // 4, vocab, False, True)
-    opts = Options(compute_bytes=4, gradient_checkpointing=ckpt, lora_dropout=dropout, attention=attn)
+    # the probe trains through PEFT's own LoRA forward, untiled: the formula of that path
+    opts = Options(4, gradient_checkpointing=ckpt, lora_dropout=dropout, attention=attn, lean_lora=False, mlp_tile=0)
     estimate = estimate_memory(shape, opts, seq, gpu_overhead=False).activations_and_loss
     assert 0.7 <= estimate / measured <= 1.3, (
         f"estimate {estimate / 2**20:.0f} MiB, measured {measured / 2**20:.0f} MiB"
@@ -185,3 +186,15 @@ def test_out_of_memory_stops_with_the_planners_advice_and_keeps_checkpoints(
     monkeypatch.setattr(loop, "causal_lm_loss_sum", real_loss)
     assert main(["train", "--config", str(tmp_path / "c.yaml"), "--resume"]) == 0
     assert (tmp_path / "run" / "final_256_model" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    ("seq_len", "offload", "simulated_gib"),
+    [(4096, False, 16.95), (16384, False, 21.65), (32768, False, 26.76), (32768, True, 20.85)],
+)
+def test_the_7b_estimate_is_within_2_percent_of_the_simulated_step(seq_len, offload, simulated_gib):
+    # simulated_gib: python -m fathom plan --config configs/qwen2.5-7b-maritime-32k.yaml --simulate (bf16,
+    # LoRA r16 dropout 0.05, lean forward, MLP tiles of 8,192); tests/train/test_simulate.py checks that
+    # the simulation counts what the same step allocates on real tensors
+    estimate = estimate_memory(model_shape("Qwen/Qwen2.5-7B"), Options(offload_activations=offload), seq_len, False)
+    assert estimate.total / 2**30 == pytest.approx(simulated_gib, rel=0.02)

@@ -8,11 +8,14 @@ compute dtype, H hidden, I MLP width, L layers, V vocabulary, q/kv = query/key-v
                    quantization) + embeddings and output layer in b bytes
     adapter      = LoRA params r x (in + out) per targeted linear x 16 B (fp32 param, grad, Adam m, v)
                    + modules trained whole (embeddings, norms) x 4 copies in their dtype
-    checkpoints  = (L + 2) x T x H x b              (checkpointing keeps one input per layer, 0 with
-                                                     offload_activations; + final hidden states and grad)
-    layer        = T x (12 H + q + 3 kv + 5 I) x b  (one layer's activations, alive while it is
-                   (+ T x (4 H + q + I) x b with LoRA dropout)  recomputed and back-propagated)
-                   x L instead of x 1 without checkpointing
+    checkpoints  = (L + 2) x T x H x b              (checkpointing keeps one input per layer; with
+                                                     offload_activations 4 x T x H x b: final hidden states,
+                                                     their grad, one unpacked layer input and its grad)
+    layer        = (T x (12 H + q + 3 kv + H + q) + Tm x (5 I + H + I)) x b  (one layer's activations
+                   and backward temporaries while it is recomputed; Tm = min(T, train.mlp_tile_tokens);
+                   the dropout terms H + q and H + I only with LoRA dropout; fitted to fathom plan
+                   --simulate. With lora.lean_forward off: PEFT's fp32 copies, T x (4 H + q + I) x b
+                   for dropout instead.) x L instead of x 1 without checkpointing
     attention    = flash: 0 beyond the above;  sdpa without flash-attn (Apple GPUs, CPU): the block
                    mask of a packed row, T x seq x (1 + 4 per layer kept);  eager: + heads x T x seq x (b + 4)
     loss         = chunked/liger: chunk x V x (4 + b);  plain: T x V x (b + 12)
@@ -320,6 +323,8 @@ class Options:
     micro_batch: int = 1
     attention: str = "flash"  # flash | sdpa (explicit block mask) | eager (scores materialized too)
     shards: int = 1  # FSDP: base and adapter split over this many devices
+    lean_lora: bool = True  # lora.lean_forward (with lora.share_dropout): no fp32 copies of layer inputs
+    mlp_tile: int = 8192  # train.mlp_tile_tokens: MLP intermediates for this many tokens at a time (0: all)
 
     @classmethod
     def from_config(cls, config: FathomConfig, hardware: Hardware | None = None) -> Options:
@@ -348,6 +353,8 @@ class Options:
             loss_chunk=t.loss_chunk_size,
             micro_batch=t.micro_batch_size,
             attention=attention,
+            lean_lora=lo.lean_forward and lo.share_dropout,
+            mlp_tile=t.mlp_tile_tokens,
         )
 
 
@@ -406,13 +413,13 @@ def estimate_memory(shape: ModelShape, opts: Options, seq_len: int, gpu_overhead
         adapter = adapter / opts.shards
 
     tokens = opts.micro_batch * seq_len
-    h, i, q, kv = shape.hidden, shape.intermediate, shape.q_width, shape.kv_width
-    layer = tokens * (12 * h + q + 3 * kv + 5 * i) * b
-    if opts.lora_dropout > 0:
-        layer += tokens * (4 * h + q + i) * b
+    layer = _layer_bytes(shape, opts, tokens, b)
+    h = shape.hidden
     checkpoints = 2 * tokens * h * b  # final hidden states and their gradient
-    if opts.gradient_checkpointing:
-        checkpoints += 0.0 if opts.offload_activations else shape.num_layers * tokens * h * b
+    if opts.gradient_checkpointing and opts.offload_activations:
+        checkpoints += 2 * tokens * h * b  # the layer input unpacked for the backward, and its gradient
+    elif opts.gradient_checkpointing:
+        checkpoints += shape.num_layers * tokens * h * b
     else:
         layer = layer * shape.num_layers
 
@@ -438,6 +445,26 @@ def estimate_memory(shape: ModelShape, opts: Options, seq_len: int, gpu_overhead
     return est
 
 
+def _layer_bytes(shape: ModelShape, opts: Options, tokens: int, b: int) -> float:
+    """One layer's activations and backward temporaries while it is recomputed and back-propagated.
+
+    Lean LoRA (the default) was fitted to ``fathom plan --simulate`` on Qwen2.5-7B (4K / 16K / 32K
+    within 1%): attention T x (12 H + q + 3 kv) plus the shared dropout copies of its two inputs
+    T x (H + q); the MLP 5 I for the tokens of one tile, plus dropout copies of its two inputs (H + I).
+    PEFT's path (lean_forward off) keeps its fp32 copies: the older formula, fitted on an fp32 CPU.
+    """
+    h, i, q, kv = shape.hidden, shape.intermediate, shape.q_width, shape.kv_width
+    mlp_tokens = min(tokens, opts.mlp_tile) if opts.mlp_tile and opts.gradient_checkpointing else tokens
+    dropout = opts.lora_dropout > 0
+    if opts.lean_lora:
+        attention = tokens * (12 * h + q + 3 * kv + (h + q) * dropout)
+        return (attention + mlp_tokens * (5 * i + (h + i) * dropout)) * b
+    layer = tokens * (12 * h + q + 3 * kv) + mlp_tokens * 5 * i
+    if dropout:
+        layer += tokens * (4 * h + q) + mlp_tokens * i
+    return layer * b
+
+
 def flops_per_token(shape: ModelShape, seq_len: int, gradient_checkpointing: bool) -> float:
     """Training FLOPs per token with a frozen base and a LoRA adapter (see the module docstring)."""
     n = shape.num_layers * shape.layer_linear_params
@@ -453,9 +480,10 @@ _FIXES = (
     ("train.loss_implementation=auto", {"loss": "chunked"}),
     ("train.micro_batch_size=1", {"micro_batch": 1}),
     ("train.strategy=fsdp", {"shards": "devices"}),  # several devices only; never with a quantized base
+    # lossless before quantizing: host memory for the checkpointed layer inputs costs time, not accuracy
+    ("train.offload_activations=true", {"offload_activations": True, "gradient_checkpointing": True}),
     ("model.load_in_8bit=true", {"quant_bits": 8}),
     ("model.load_in_4bit=true", {"quant_bits": 4}),
-    ("train.offload_activations=true", {"offload_activations": True, "gradient_checkpointing": True}),
     ("lora.dropout=0", {"lora_dropout": 0.0}),
 )
 
