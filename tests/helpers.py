@@ -152,3 +152,15 @@ def small_run_config(model_dir: Path, data_paths: list[Path], output_dir: Path, 
     }
     cfg["train"].update(train)
     return cfg
+
+
+def assert_same_adapters(expected: Path, got: Path, folders: tuple[str, ...], atol: float = 1e-6) -> None:
+    """Every adapter tensor of ``folders`` in ``got`` equals ``expected``'s (a resumed run against a straight one)."""
+    from safetensors.torch import load_file
+
+    for name in folders:
+        a = load_file(str(expected / name / "adapter_model.safetensors"))
+        b = load_file(str(got / name / "adapter_model.safetensors"))
+        assert a.keys() == b.keys(), name
+        for key in a:
+            assert torch.allclose(a[key], b[key], atol=atol), f"{name}/{key} differs from the uninterrupted run"

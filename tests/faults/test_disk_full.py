@@ -10,9 +10,7 @@ import subprocess
 import sys
 
 import pytest
-import torch
-from helpers import hang_guard, small_run_config, write_config
-from safetensors.torch import load_file
+from helpers import assert_same_adapters, hang_guard
 
 from fathom.cli import main
 from fathom.train.checkpoint import RunLayout
@@ -29,16 +27,8 @@ def _capped(limit: int):
 
 
 @pytest.mark.slow
-def test_a_write_that_does_not_fit_is_one_line_and_the_run_resumes_to_the_same_adapter(
-    tmp_path, local_model_dir, synthetic_corpus
-):
-    straight = tmp_path / "straight"
-    cfg = small_run_config(local_model_dir, [synthetic_corpus], straight, save_every_steps=4)
-    assert main(["train", "--config", str(write_config(tmp_path / "s.yaml", cfg))]) == 0
-
-    out = tmp_path / "run"
-    cfg["output_dir"] = str(out)
-    config = str(write_config(tmp_path / "c.yaml", cfg))
+def test_a_write_that_does_not_fit_is_one_line_and_the_run_resumes_to_the_same_adapter(interrupted_and_straight):
+    config, out, straight = interrupted_and_straight
     assert main(["train", "--config", config, "train.max_steps=4"]) == 0  # the token cache and step 4 exist
     step4 = out / "checkpoints" / "step-0000004"
     adapter = (step4 / "adapter_model.safetensors").stat().st_size
@@ -57,7 +47,5 @@ def test_a_write_that_does_not_fit_is_one_line_and_the_run_resumes_to_the_same_a
     assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
 
     assert main(["train", "--config", config, "--resume"]) == 0
-    a = load_file(str(straight / "final_256_model" / "adapter_model.safetensors"))
-    b = load_file(str(out / "final_256_model" / "adapter_model.safetensors"))
-    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert_same_adapters(straight, out, ("final_256_model",))
     assert os.path.getsize(out / "final_256_model" / "adapter_model.safetensors") == adapter

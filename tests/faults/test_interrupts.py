@@ -4,9 +4,7 @@ the half-written checkpoint dropped whole, the one before it intact, and ``--res
 from __future__ import annotations
 
 import pytest
-import torch
-from helpers import small_run_config, write_config
-from safetensors.torch import load_file
+from helpers import assert_same_adapters
 
 import fathom.train.checkpoint as checkpoint
 import fathom.train.loop as loop
@@ -18,15 +16,9 @@ pytestmark = pytest.mark.faults
 
 @pytest.mark.slow
 def test_a_second_ctrl_c_during_the_save_drops_that_checkpoint_and_keeps_the_one_before(
-    tmp_path, local_model_dir, synthetic_corpus, monkeypatch, capsys
+    interrupted_and_straight, monkeypatch, capsys
 ):
-    straight = tmp_path / "straight"
-    cfg = small_run_config(local_model_dir, [synthetic_corpus], straight, save_every_steps=4)
-    assert main(["train", "--config", str(write_config(tmp_path / "s.yaml", cfg))]) == 0
-
-    out = tmp_path / "run"
-    cfg["output_dir"] = str(out)
-    config = str(write_config(tmp_path / "c.yaml", cfg))
+    config, out, straight = interrupted_and_straight
     real_loss, real_save, calls = loop.causal_lm_loss_sum, checkpoint.save_file, {"n": 0, "first": False}
 
     def loss_then_ctrl_c(*args, **kwargs):
@@ -55,6 +47,4 @@ def test_a_second_ctrl_c_during_the_save_drops_that_checkpoint_and_keeps_the_one
     RunLayout.load_checkpoint(out / "checkpoints" / "step-0000004")
     assert not [p for p in out.rglob("*") if p.name.startswith((".tmp-", ".old-"))]
     assert main(["train", "--config", config, "--resume"]) == 0
-    a = load_file(str(straight / "final_256_model" / "adapter_model.safetensors"))
-    b = load_file(str(out / "final_256_model" / "adapter_model.safetensors"))
-    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert_same_adapters(straight, out, ("final_256_model",))

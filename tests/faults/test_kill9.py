@@ -13,9 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from helpers import hang_guard, small_run_config, write_config
-from safetensors.torch import load_file
+from helpers import assert_same_adapters, hang_guard, small_run_config, write_config
 
 from fathom.cli import main
 from fathom.train.checkpoint import RunLayout
@@ -23,7 +21,7 @@ from fathom.train.checkpoint import RunLayout
 pytestmark = pytest.mark.faults
 
 KILLER = Path(__file__).with_name("_kill_at.py")
-FOLDERS = ["Phase_1a_Short", "Phase_1b_Medium", "Phase_1c_Long", "final_256_model"]
+FOLDERS = ("Phase_1a_Short", "Phase_1b_Medium", "Phase_1c_Long", "final_256_model")
 
 
 def _config(folder: Path, model: Path, corpus: Path, out: Path) -> Path:
@@ -57,12 +55,7 @@ def _newest_checkpoint_loads(out: Path) -> None:
 
 
 def _assert_same_as(out: Path, straight: Path) -> None:
-    for name in FOLDERS:
-        a = load_file(str(straight / name / "adapter_model.safetensors"))
-        b = load_file(str(out / name / "adapter_model.safetensors"))
-        assert a.keys() == b.keys()
-        for key in a:
-            assert torch.allclose(a[key], b[key], atol=1e-6), f"{name}/{key} differs after the kills"
+    assert_same_adapters(straight, out, FOLDERS)
     assert not [p for p in out.rglob("*") if p.name.startswith((".tmp-", ".old-"))], "leftovers remain"
 
 
