@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -189,6 +190,11 @@ def test_phase_2_evaluates_qa_at_its_end_and_generate_asks_with_the_chat_templat
     phase_1_events = EventAccumulator(str(out / "Phase_1c_Long" / "logs"))
     phase_1_events.Reload()
     assert "eval/qa/contains" not in phase_1_events.Tags()["scalars"]
+    for phase in ("Phase_1a_Short", "Phase_1b_Medium", "Phase_1c_Long", PHASE_2):  # too short for a needle: none
+        logged = EventAccumulator(str(out / phase / "logs"))
+        logged.Reload()
+        evals = [tag for tag in logged.Tags()["scalars"] if tag.startswith("eval/")]
+        assert evals and all(math.isfinite(e.value) for tag in evals for e in logged.Scalars(tag)), (phase, evals)
 
     capsys.readouterr()
     document = next(synthetic_corpus.glob("*voyage*.md"))

@@ -187,7 +187,7 @@ def evaluate_phase(
     # needles need room for the instruction, the needle and the question; tiny phases get perplexity only
     shortest = {k: shortest_needle_prompt(tokenizer, k) for k in kinds}
     kinds = [k for k in kinds if shortest[k] <= max(lengths)]
-    lengths = [n for n in lengths if all(shortest[k] <= n for k in kinds)]
+    lengths = [n for n in lengths if all(shortest[k] <= n for k in kinds)] if kinds else []  # no kind fits: no needles
     scalars: dict[str, float] = {}
     was_training = model.training
     model.eval()
