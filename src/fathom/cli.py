@@ -12,6 +12,7 @@ config         the resolved config, every field with its help text              
 generate       read a long document, stream the continuation or answer            fathom.eval.generate
 eval           needles, perplexity by position, long-document QA, RULER           fathom.eval.command
 merge          fold an adapter into its base: one transformers folder              fathom.model.merge
+runs           where runs are (phase, step, tokens, ETA), read from status.json    fathom.train.progress
 demo-corpus    write the demo's synthetic documents into a new folder             fathom.demo.corpus
 =============  ===================================================================  ==========================
 
@@ -487,6 +488,22 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from fathom.train.progress import describe, find_runs
+
+    runs = find_runs(args.folders)
+    if not runs:
+        raise ConfigError(
+            f"{', '.join(map(str, args.folders))}: no fathom run here (a run's output_dir holds fathom_config.yaml)"
+        )
+    if args.json:
+        print(json.dumps([r.to_dict() for r in runs], indent=2))
+        return 0
+    for run in runs:
+        print("\n".join(describe(run)))
+    return 0
+
+
 def _cmd_demo_corpus(args: argparse.Namespace) -> int:
     from fathom.demo.corpus import write_corpus
 
@@ -689,6 +706,13 @@ def _add_model_commands(sub) -> None:
 
 def _add_other_commands(sub) -> None:
     _subcommand(sub, "config", "print the resolved config, every field with its help text", _cmd_config)
+
+    runs = _subcommand(
+        sub, "runs", "where runs are: phase, step, tokens, loss, time left, last checkpoint (no model loaded)",
+        _cmd_runs, False,
+    )  # fmt: skip
+    runs.add_argument("folders", nargs="+", type=Path, metavar="OUTPUT_DIR", help="run folders, or folders of runs")
+    runs.add_argument("--json", action="store_true", help="print one JSON object per run")
 
     demo = _subcommand(
         sub, "demo-corpus", "write the demo's SYNTHETIC maritime documents to a new folder", _cmd_demo_corpus, False

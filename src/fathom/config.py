@@ -35,6 +35,7 @@ LR_SCHEDULER_CHOICES = ("cosine", "linear", "constant")
 LOSS_CHOICES = ("auto", "chunked", "liger", "plain")
 STRATEGY_CHOICES = ("auto", "ddp", "fsdp")
 SFT_LORA_INIT_CHOICES = ("continue", "merged")
+REPORT_TO_CHOICES = ("tensorboard", "wandb", "mlflow", "trackio")
 
 
 # Where a document-QA record's document and question go in the user turn (sft.prompt_template's default).
@@ -347,6 +348,18 @@ class TrainConfig:
     )
     save_total_limit: int = _help("Resumable checkpoints kept in <output_dir>/checkpoints.", default=2)
     log_every_steps: int = _help("Log scalars every this many optimizer steps.", default=1)
+    report_to: list[str] = _help(
+        "Where the scalars go: any of tensorboard, wandb, mlflow, trackio (each but tensorboard an extra: "
+        "pip install 'fathom[wandb]'); [] logs nowhere. Offline: WANDB_MODE=offline; MLflow uses "
+        "MLFLOW_TRACKING_URI, else a SQLite store in the output folder; Trackio its local TRACKIO_DIR.",
+        default_factory=lambda: ["tensorboard"],
+    )
+    project: str = _help(
+        "The W&B project, MLflow experiment and Trackio project of the run (empty: WANDB_PROJECT / "
+        "MLFLOW_EXPERIMENT_NAME, else fathom).",
+        default="",
+    )
+    run_name: str = _help("The run's name in the trackers (empty: the output folder's name).", default="")
     max_steps: int = _help(
         "Stop (resumably) after this many optimizer steps in total; 0 means run the whole schedule. "
         "For time-limited jobs: rerun with --resume to continue.",
@@ -403,6 +416,8 @@ class TrainConfig:
             yield from _positive(f"train.{name}", getattr(self, name), allow_zero=True)
         yield from _positive("train.save_total_limit", self.save_total_limit)
         yield from _positive("train.log_every_steps", self.log_every_steps)
+        for name in self.report_to:
+            yield from _choice("train.report_to", name, REPORT_TO_CHOICES)
 
 
 @dataclass

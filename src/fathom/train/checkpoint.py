@@ -366,7 +366,7 @@ def _load_saved_config(layout: RunLayout, loaded: LoadedCheckpoint | None) -> Fa
     return None
 
 
-_FATHOM_FILES = {".fathom.lock", ".fathom.lock.json"}
+_FATHOM_FILES = {".fathom.lock", ".fathom.lock.json", "train.log", "status.json"}  # see train.progress
 
 
 def check_output_dir(root: Path) -> None:

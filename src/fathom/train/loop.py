@@ -54,7 +54,9 @@ from fathom.train.checkpoint import (
     resume_point,
 )
 from fathom.train.optim import build_optimizer, learning_rate_at
-from fathom.train.tracking import NullLogger, PhaseLogger, peak_memory_gb
+from fathom.train.progress import StatusFile, train_log
+from fathom.train.trackers import check_trackers_installed
+from fathom.train.tracking import NullLogger, Tracking, peak_memory_gb
 
 logger = logging.getLogger("fathom")
 
@@ -86,6 +88,8 @@ class _Run:
     instructions: InstructionSet | None = None  # Phase 2's examples (config.sft)
     step_module: torch.nn.Module | None = None  # model + loss, wrapped in DDP / FSDP when there are several ranks
     optimizer: torch.optim.Optimizer | None = None  # over the adapter (its shards under FSDP)
+    tracking: Tracking | None = None  # TensorBoard and train.report_to's trackers (rank 0)
+    status: StatusFile | None = None  # <output_dir>/status.json, for fathom runs (rank 0)
 
     def pretrain_final(self) -> str | None:
         """The Phase-1 final folder's name when Phase 2 follows (it is written when Phase 1 ends)."""
@@ -165,7 +169,7 @@ def _train(config: FathomConfig, resume: bool, world: distributed.World, allow_c
     if not world.is_main:
         return _train_in(layout, config, resume, world, allow_changed)
     check_output_dir(layout.root)
-    with layout.locked():
+    with layout.locked(), train_log(layout.root):
         layout.remove_leftovers()
         return _train_in(layout, config, resume, world, allow_changed)
 
@@ -179,6 +183,7 @@ def _train_in(
         logger.info("--resume: the run in %s is already complete", layout.root)
         return RunResult(layout.root, layout.final_dir(final_dirname), start.state)
     check_strategy_fits_model(world.strategy, config.model)
+    check_trackers_installed(config.train.report_to)
     raise_problems(sft_merge_problems(config, world.strategy))
     distributed.barrier(world)  # every rank has checked the folder before rank 0 writes to it
 
@@ -231,13 +236,35 @@ def _train_in(
             run.state.global_step,
         )
         return run.result
-    # log lines go through tqdm.write, so they never land in the middle of a progress bar
-    with _sigterm_as_interrupt(), logging_redirect_tqdm():
-        for plan in plans[run.state.phase_index :]:
-            if not _run_phase(run, plan):
-                return run.result
-    _finish_run(run, final_dirname)
+    _run_phases(run, final_dirname)
     return run.result
+
+
+def _run_phases(run: _Run, final_dirname: str) -> None:
+    """The phases from where the run stands, then the final folder; trackers and status.json hear how it ended."""
+    plans = [p.to_dict() for p in run.plans]
+    run.status = run.world.on_main(StatusFile, run.layout.root, plans)
+    if run.status is not None:
+        run.status.update(run.state)
+    run.tracking = run.world.on_main(Tracking, run.config, run.layout.root, plans)
+    ending = "failed"
+    try:
+        # log lines go through tqdm.write, so they never land in the middle of a progress bar
+        with _sigterm_as_interrupt(), logging_redirect_tqdm():
+            for plan in run.plans[run.state.phase_index :]:
+                if not _run_phase(run, plan):
+                    ending = "stopped"
+                    return
+        _finish_run(run, final_dirname)
+        ending = "complete"
+    except KeyboardInterrupt:
+        ending = "stopped"
+        raise
+    finally:
+        if run.status is not None:
+            run.status.update(run.state, ending, checkpoint=run.layout.latest_checkpoint())
+        if run.tracking is not None:
+            run.tracking.close(ending)
 
 
 def _wrap_for_training(run: _Run) -> None:
@@ -358,7 +385,7 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
         _phase2_on_merged(run, plan)
         _wrap_for_training(run)
     purge = state.global_step + 1 if resumed_mid_phase else None
-    tb = world.on_main(PhaseLogger, run.layout.phase_logs(plan.name), purge_step=purge) or NullLogger()
+    tb = run.tracking.phase(run.layout.phase_logs(plan.name), purge) if run.tracking else NullLogger()
     if not resumed_mid_phase:
         _announce_phase(run, plan, mix, tb)
     losses = run.result.phase_losses.setdefault(plan.name, [])
@@ -566,6 +593,8 @@ def log_step(run: _Run, plan: PhasePlan, stats: StepStats, tb) -> None:
             "tokens_seen": state.tokens_seen,
         }
     )
+    if run.status is not None:
+        run.status.update(state, loss=stats.loss)
     tb.scalars(
         state.global_step,
         {
@@ -621,7 +650,7 @@ def save(run: _Run, phase: PhasePlan | None = None, final: str | None = None, rn
         _save_phase_folder(run, phase, adapter_state)
     if final is not None:
         layout.save_final(final, run.model, run.tokenizer, config, state, record, adapter_state)
-    return layout.save_checkpoint(
+    checkpoint = layout.save_checkpoint(
         run.model,
         optimizer_state,
         config,
@@ -631,6 +660,9 @@ def save(run: _Run, phase: PhasePlan | None = None, final: str | None = None, rn
         record,
         adapter_state,
     )
+    if run.status is not None:
+        run.status.update(state, checkpoint=checkpoint)
+    return checkpoint
 
 
 def _refuse_non_finite(run: _Run, adapter_state: dict | None) -> None:
@@ -683,6 +715,9 @@ def _finish_run(run: _Run, final_dirname: str) -> None:
     run.result.final_dir = run.layout.final_dir(final_dirname)
     save(run, final=final_dirname)
     run.world.on_main(_log_done, run)
+    if run.tracking is not None:
+        run.tracking.file(run.layout.config_file)
+        run.tracking.file(run.result.final_dir / "README.md")
     distributed.barrier(run.world)
 
 
