@@ -13,6 +13,9 @@ generate       read a long document, stream the continuation or answer          
 eval           needles, perplexity by position, long-document QA, RULER           fathom.eval.command
 merge          fold an adapter into its base: one transformers folder              fathom.model.merge
 runs           where runs are (phase, step, tokens, ETA), read from status.json    fathom.train.progress
+push           an adapter or merged folder to the Hub, with a model card           fathom.export.hub
+serve-args     vLLM / llama.cpp / Ollama commands keeping the RoPE setting         fathom.export.serve
+export         a merged folder as GGUF, its RoPE metadata checked                  fathom.export.gguf
 demo-corpus    write the demo's synthetic documents into a new folder             fathom.demo.corpus
 =============  ===================================================================  ==========================
 
@@ -450,6 +453,55 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     raise_problems([base_problem(args.base)])
     out = merge_adapter(args.base, args.adapter, args.out, args.dtype, args.rope_scaling, args.max_shard_size)
     print(out)
+    _log_serving(out)
+    return 0
+
+
+def _log_serving(folder: Path) -> None:
+    from fathom.export.folder import read_model_folder
+    from fathom.export.serve import vllm_command
+
+    command, notes = vllm_command(read_model_folder(folder))
+    logger.info("serve it with vLLM: %s%s", command, "".join(f"\n  ({n})" for n in notes))
+    logger.info(
+        "llama.cpp / Ollama: fathom export --gguf model.gguf %s; all engines: fathom serve-args %s", folder, folder
+    )
+
+
+def _cmd_serve_args(args: argparse.Namespace) -> int:
+    from fathom.export.folder import read_model_folder
+    from fathom.export.serve import serving_lines
+
+    model = read_model_folder(args.folder, "FOLDER")
+    print("\n".join(serving_lines(model, args.engine, str(args.gguf) if args.gguf else None)))
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from fathom.export.hub import PushRequest, push, tree
+
+    request = PushRequest(
+        folder=args.adapter or args.merged,
+        repo_id=args.repo,
+        private=args.private,
+        revision=args.revision,
+        dry_run=args.dry_run,
+        out=args.out,
+        license_id=args.license,
+        eval_dir=args.eval,
+        base_id=args.base_id,
+    )
+    staged = push(request)
+    if args.dry_run:
+        print("\n".join(tree(staged)))
+        logger.info("dry run: nothing was uploaded; this folder is what fathom push would upload to %s", args.repo)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from fathom.export.gguf import export_gguf
+
+    print(export_gguf(args.merged, args.gguf, args.outtype, args.llama_cpp))
     return 0
 
 
@@ -570,6 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_training_commands(sub)
     _add_model_commands(sub)
+    _add_publishing_commands(sub)
     _add_other_commands(sub)
     return parser
 
@@ -704,6 +757,51 @@ def _add_model_commands(sub) -> None:
     _add_rope_option(merge)
 
 
+def _add_publishing_commands(sub) -> None:
+    """push, serve-args, export: getting a trained model to where it is used, its RoPE setting kept."""
+    push = _subcommand(
+        sub, "push", "upload an adapter or merged folder to the Hugging Face Hub with a model card", _cmd_push, False
+    )
+    source = push.add_mutually_exclusive_group(required=True)
+    source.add_argument("--adapter", type=Path, help="adapter folder written by fathom train")
+    source.add_argument("--merged", type=Path, help="model folder written by fathom merge")
+    push.add_argument("--repo", required=True, help="the Hub repo, ORG/NAME (created when missing)")
+    push.add_argument("--private", action="store_true", help="create the repo private")
+    push.add_argument("--revision", default=None, help="a branch to upload to (created when missing)")
+    push.add_argument(
+        "--dry-run", action="store_true", help="write the folder that would be uploaded and print its tree"
+    )
+    push.add_argument("--out", type=Path, default=None, help="where --dry-run writes (default: ./NAME-upload)")
+    push.add_argument("--license", default=None, help="license id for the card (default: the base's)")
+    push.add_argument(
+        "--eval", type=Path, default=None, help="a fathom eval --out folder: its report and heatmaps go in the card"
+    )
+    push.add_argument("--base-id", default=None, help="the base's Hub id, when training read it from a local folder")
+
+    serve = _subcommand(
+        sub,
+        "serve-args",
+        "vLLM, llama.cpp and Ollama commands that keep the model's RoPE and context",
+        _cmd_serve_args,
+        False,
+    )
+    serve.add_argument("folder", type=Path, metavar="FOLDER", help="adapter or merged folder")
+    serve.add_argument("--engine", choices=["vllm", "llama.cpp", "ollama"], default=None, help="one engine (none: all)")
+    serve.add_argument("--gguf", type=Path, default=None, help="the GGUF file llama.cpp / Ollama load")
+
+    export = _subcommand(
+        sub,
+        "export",
+        "write a merged folder as GGUF (llama.cpp, Ollama), its RoPE metadata checked",
+        _cmd_export,
+        False,
+    )
+    export.add_argument("merged", type=Path, metavar="MERGED", help="model folder written by fathom merge")
+    export.add_argument("--gguf", type=Path, required=True, help="the new .gguf file")
+    export.add_argument("--outtype", default="bf16", choices=["f16", "bf16", "q8_0", "f32"], help="tensor type")
+    export.add_argument("--llama-cpp", type=Path, default=None, help="llama.cpp folder holding convert_hf_to_gguf.py")
+
+
 def _add_other_commands(sub) -> None:
     _subcommand(sub, "config", "print the resolved config, every field with its help text", _cmd_config)
 
@@ -747,13 +845,13 @@ def run_guarded(command, verbose: bool = False) -> int:
     (disk full, permissions, a read-only file system); 130: interrupted. ``verbose`` (-v) adds the
     traceback for a bug report.
     """
-    from fathom.errors import RunExistsError, TrainingStopped
+    from fathom.errors import ExportFailed, RunExistsError, TrainingStopped
 
     try:
         return command()
     except ConfigError as exc:
         failure, code, message = exc, EXIT_INPUT, str(exc)
-    except (RunExistsError, TrainingStopped, FileNotFoundError, FileExistsError, ImportError) as exc:
+    except (RunExistsError, TrainingStopped, ExportFailed, FileNotFoundError, FileExistsError, ImportError) as exc:
         failure, code, message = exc, EXIT_STOPPED, str(exc)
     except KeyboardInterrupt:  # also a second Ctrl-C while the first one's checkpoint is being written
         print("fathom: interrupted", file=sys.stderr)

@@ -21,6 +21,10 @@ class TrainingStopped(RuntimeError):
     """Training cannot go on (non-finite loss, out of memory); the last checkpoint is intact."""
 
 
+class ExportFailed(RuntimeError):
+    """Publishing or exporting stopped (the Hub refused, a converter failed); the user's folders are untouched."""
+
+
 def raise_problems(problems: Iterable[str | None]) -> None:
     """Raise one :class:`ConfigError` listing every problem found (a line each); None entries are fine."""
     found = [p for p in problems if p]

@@ -262,6 +262,31 @@ class CorpusCache:
     def length_histogram(self, which: str = "train") -> dict[str, int]:
         return length_histogram(self.length[self.split == (0 if which == "train" else 1)])
 
+    def summary(self) -> dict:
+        """What a model card may say about the corpus: counts, lengths and formats; never text or file names."""
+        train = self.length[self.split == 0]
+        suffixes = [_format_of(s) for s in self.sources]
+        formats: dict[str, int] = {}
+        for index, count in enumerate(np.bincount(self.source, minlength=len(self.sources))):
+            if count:
+                formats[suffixes[index]] = formats.get(suffixes[index], 0) + int(count)
+        return {
+            "documents": len(self),
+            "tokens": int(self.length.sum()),
+            "training_documents": len(train),
+            "held_out_documents": int((self.split == 1).sum()),
+            "median_tokens": int(np.median(train)) if len(train) else 0,
+            "longest_tokens": int(train.max()) if len(train) else 0,
+            "length_histogram": length_histogram(train),
+            "formats": dict(sorted(formats.items(), key=lambda kv: -kv[1])),
+            "skipped_by_reason": self.meta.get("skipped_by_reason") or {},
+        }
+
+
+def _format_of(source: str) -> str:
+    """``.pdf`` for a file and the records of one; a Hub dataset or a datasets folder: ``dataset``."""
+    return Path(source).suffix.lower() or "dataset"
+
 
 def length_histogram(lengths: np.ndarray) -> dict[str, int]:
     """How many lengths fall in each of the buckets <=4K, 4-16K, 16-32K, >32K tokens."""

@@ -54,7 +54,7 @@ def adapter_problem(folder: str | Path | None, where: str = "--adapter") -> str 
     return None
 
 
-def _run_config(folder: Path) -> dict:
+def read_run_config(folder: Path) -> dict:
     """The run's config as plain data (its fathom_config.yaml), or {} when absent or unreadable."""
     config_file = folder / CONFIG_FILE
     try:
@@ -65,7 +65,7 @@ def _run_config(folder: Path) -> dict:
 
 
 def _trained_length(folder: Path) -> int | None:
-    data = _run_config(folder)
+    data = read_run_config(folder)
     try:
         lengths = [int(p["max_seq_length"]) for p in (data.get("train") or {}).get("schedule") or []]
         if isinstance(data.get("sft"), dict):
@@ -77,7 +77,7 @@ def _trained_length(folder: Path) -> int | None:
 
 def _instruct_template(folder: Path) -> str | None:
     """sft.prompt_template when ``folder`` was written by Phase 2 (its trainer state names the sft phase)."""
-    sft = _run_config(folder).get("sft")
+    sft = read_run_config(folder).get("sft")
     if not isinstance(sft, dict):
         return None
     try:

@@ -3,6 +3,8 @@
 ::
 
     <output_dir>/fathom_config.yaml          the resolved config of the run
+    <output_dir>/data_summary.json           documents, tokens, formats the run reads (counts only)
+    <output_dir>/status.json, train.log      where the run is, and its log (fathom.train.progress)
     <output_dir>/<phase name>/               adapter_model.safetensors, adapter_config.json, tokenizer files,
                                              trainer_state.json, fathom_config.yaml, logs/ (TensorBoard)
     <output_dir>/final_<N>k_model/           adapter_model.safetensors, adapter_config.json, tokenizer files
@@ -46,6 +48,7 @@ TRAINER_STATE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 OPTIMIZER_META = "optimizer.json"
 RNG_FILE = "rng.safetensors"
+DATA_SUMMARY = "data_summary.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -184,9 +187,16 @@ class RunLayout:
         return self.config_file.exists() or bool(self.checkpoints())
 
     # writing -----------------------------------------------------------------------------------
-    def write_run_config(self, config: FathomConfig) -> None:
+    @property
+    def data_summary_file(self) -> Path:
+        return self.root / DATA_SUMMARY
+
+    def write_run_config(self, config: FathomConfig, data_summary: dict | None = None) -> None:
+        """The resolved config, and what the run reads as counts (``data_summary.json``, for model cards)."""
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.config_file, config_to_yaml(config))
+        if data_summary:
+            atomic_write_text(self.data_summary_file, json.dumps(data_summary, indent=1))
 
     @staticmethod
     def _write_adapter(

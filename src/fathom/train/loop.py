@@ -86,6 +86,7 @@ class _Run:
     state: TrainerState
     result: RunResult
     instructions: InstructionSet | None = None  # Phase 2's examples (config.sft)
+    data_summary: dict = field(default_factory=dict)  # counts, lengths, formats: for model cards (no text)
     step_module: torch.nn.Module | None = None  # model + loss, wrapped in DDP / FSDP when there are several ranks
     optimizer: torch.optim.Optimizer | None = None  # over the adapter (its shards under FSDP)
     tracking: Tracking | None = None  # TensorBoard and train.report_to's trackers (rank 0)
@@ -189,10 +190,10 @@ def _train_in(
 
     # The data before the model: a corpus with nothing usable is reported in seconds, not after loading.
     tokenizer = load_configured_tokenizer(config.model)
-    token_docs, held_out, data_key = [], [], ""
+    token_docs, held_out, data_key, corpus = [], [], "", {}
     if config.needs_corpus():
         with distributed.main_first(world):  # rank 0 builds the token cache; the others then read it
-            token_docs, held_out, data_key = _prepare_documents(config, tokenizer)
+            token_docs, held_out, data_key, corpus = _prepare_documents(config, tokenizer)
     instructions = _prepare_instructions(config, tokenizer)
     plans = plan_phases(config, world.size, instructions.rows_per_epoch if instructions else None)
     torch.manual_seed(config.train.seed)
@@ -222,13 +223,14 @@ def _train_in(
         state=state,
         result=RunResult(layout.root, None, state),
         instructions=instructions,
+        data_summary=_data_summary(corpus, instructions),
     )
     optim_state = _restore(run, start, allow_changed)  # into the whole model, before it is wrapped (and sharded)
     logger.info("loss: %s cross-entropy", resolve_loss_implementation(config.train.loss_implementation, loaded.device))
     _wrap_for_training(run)
     if optim_state is not None:
         distributed.load_optimizer_state(run.optimizer, optim_state)
-    world.on_main(layout.write_run_config, config)
+    world.on_main(layout.write_run_config, config, run.data_summary)
     if config.train.max_steps and run.state.global_step >= config.train.max_steps:
         logger.warning(
             "train.max_steps=%d is already reached (step %d); set train.max_steps=0 or higher to continue",
@@ -801,9 +803,23 @@ def _prepare_instructions(config: FathomConfig, tokenizer) -> InstructionSet | N
     return prepare_instructions(config.sft, tokenizer, config.train.seed, len(config.phases()))
 
 
-def _prepare_documents(config: FathomConfig, tokenizer) -> tuple[DocumentView, DocumentView, str]:
-    """Training and held-out documents from the token cache (built on first use, reused after), and the
-    cache's key: it changes with any document's content, the tokenizer or the cleaning settings."""
+def _data_summary(corpus: dict, instructions: InstructionSet | None) -> dict:
+    """What the run trained on, as counts (written to the output folder for model cards; no text)."""
+    summary = {"corpus": corpus} if corpus else {}
+    if instructions is not None:
+        summary["instructions"] = {
+            "examples": len(instructions.examples),
+            "by_format": dict(instructions.report.by_format),
+            "supervised_tokens": int(sum(e.supervised_tokens for e in instructions.examples)),
+            "longest_tokens": int(instructions.lengths().max()) if instructions.examples else 0,
+        }
+    return summary
+
+
+def _prepare_documents(config: FathomConfig, tokenizer) -> tuple[DocumentView, DocumentView, str, dict]:
+    """Training and held-out documents from the token cache (built on first use, reused after), the
+    cache's key (it changes with any document's content, the tokenizer or the cleaning settings) and
+    its summary (counts and formats, for model cards)."""
     eod = resolve_eod_token_id(tokenizer, config.data.eod_token)
     cache = prepare_corpus(config, tokenizer, eod)
     documents = require_training_documents(cache, config.data.paths)
@@ -817,7 +833,7 @@ def _prepare_documents(config: FathomConfig, tokenizer) -> tuple[DocumentView, D
         tokenizer.convert_ids_to_tokens(eod),
         eod,
     )
-    return documents, cache.eval_documents(), cache.folder.name
+    return documents, cache.eval_documents(), cache.folder.name, cache.summary()
 
 
 def _end_of_phase_eval(run: _Run, plan: PhasePlan, tb) -> None:
