@@ -164,9 +164,15 @@ def export_gguf(merged: Path, out: Path, outtype: str = "bf16", llama_cpp: Path 
     finally:
         converted.unlink(missing_ok=True)
         fixed.unlink(missing_ok=True)
-    logger.info(
-        "wrote %s (%s); checked: %s", out, outtype, ", ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in expected.items())
-    )
+    checked = ", ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in expected.items())
+    logger.info("wrote %s (%s); read back with the gguf reader: %s", out, outtype, checked)
+    if model.rope.scaled:
+        logger.info(
+            "llama.cpp and Ollama read that RoPE scaling from the file; transformers' from_pretrained(gguf_file=...) "
+            "drops it, so load the merged folder in transformers (fathom serve-args %s --gguf %s)",
+            merged,
+            out,
+        )
     return out
 
 
