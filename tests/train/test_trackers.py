@@ -66,11 +66,17 @@ def test_every_tracker_reads_back_the_scalars_tensorboard_has(tmp_path, local_mo
     cfg = small_run_config(local_model_dir, [synthetic_corpus], out, total_tokens=3072, max_steps=4)
     cfg["train"]["report_to"] = ["tensorboard", "wandb", "mlflow", "trackio"]
     cfg["train"]["run_name"] = "maritime-test"
+    cfg["eval"] = {"enabled": True, "depths": 2, "samples": 1, "kinds": ["passkey"]}  # a heatmap for the last phase
     config = write_config(tmp_path / "run.yaml", cfg)
     assert main(["train", "--config", str(config)]) == 0  # stops at step 4 (resumable)
     assert main(["train", "--config", str(config), "--resume", "train.max_steps=0"]) == 0
 
     board = _tensorboard_losses(out)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    last_phase = EventAccumulator(str(out / "Phase_1c_Long" / "logs"), size_guidance={"images": 0})
+    last_phase.Reload()
+    assert "eval/needle_heatmap" in last_phase.Tags()["images"]
     steps = sorted(board)
     assert steps == list(range(1, steps[-1] + 1)) and len(steps) > 4
 
@@ -86,11 +92,17 @@ def test_every_tracker_reads_back_the_scalars_tensorboard_has(tmp_path, local_mo
     assert run.info.status == "FINISHED" and run.info.run_name == "maritime-test"
     assert "Phase_1c_Long" in run.data.tags["phase_transition"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"fathom_config.yaml", "README.md", "phase_transition"} <= artifacts
+    assert {"fathom_config.yaml", "README.md", "phase_transition", "eval"} <= artifacts
+    heatmaps = [a.path for a in client.list_artifacts(run.info.run_id, "eval/needle_heatmap")]
+    assert heatmaps and (out / "Phase_1c_Long" / "needle_heatmap.png").is_file()
+    needle = client.get_metric_history(run.info.run_id, "eval/needle_acc/256")
+    assert len(needle) == 1 and 0.0 <= needle[0].value <= 1.0
 
     # W&B offline: the same losses against global_step, in one run id across the resume
-    wandb_rows = [r for r in _wandb_history(out) if "train/loss" in r]
+    history = _wandb_history(out)
+    wandb_rows = [r for r in history if "train/loss" in r]
     assert {r["global_step"]: r["train/loss"] for r in wandb_rows} == pytest.approx(board, rel=1e-6)
+    assert any(r.get("eval/needle_heatmap._type") == "image-file" for r in history)
     assert len({p.name.split("-")[-1] for p in out.glob("wandb/offline-run-*")}) == 1
 
     # Trackio: its local database holds the same series

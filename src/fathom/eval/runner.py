@@ -176,9 +176,11 @@ def evaluate_phase(
     held_out: list[np.ndarray],
     seed: int,
     qa_template: str | None = None,
+    heatmap: Path | None = None,
 ) -> dict[str, float]:
     """The end-of-phase check: TensorBoard scalars eval/needle_acc/<len> and eval/ppl/<bucket>; with
-    ``qa_template`` (Phase 2) also eval/qa/<metric> on questions built from the held-out documents."""
+    ``qa_template`` (Phase 2) also eval/qa/<metric> on questions built from the held-out documents.
+    ``heatmap``: where to draw needle accuracy by length and depth (all kinds pooled), when any ran."""
     from fathom.eval.needle import default_depths, default_lengths, shortest_needle_prompt
 
     lengths = default_lengths(max_seq_length, start=min(1024, max_seq_length))
@@ -211,6 +213,8 @@ def evaluate_phase(
         for length in lengths:
             cells = [v for kind in grid.values() for v in kind[str(length)].values()]
             scalars[f"eval/needle_acc/{length}"] = float(np.mean(cells))
+        if grid and heatmap is not None:
+            _phase_heatmap(grid, lengths, heatmap)
         if held_out:
             docs = sorted(held_out, key=len, reverse=True)
             for label, bucket in loss_by_position(model, docs, max_seq_length, device)["buckets"].items():
@@ -220,6 +224,21 @@ def evaluate_phase(
     finally:
         model.train(was_training)
     return scalars
+
+
+def _phase_heatmap(grid: dict, lengths: list[int], path: Path) -> None:
+    """Needle accuracy by length (columns) and depth (rows), the kinds averaged: the phase's picture."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    depths = list(next(iter(grid.values()))[str(lengths[0])])
+    matrix = np.array([[np.mean([kind[str(n)][d] for kind in grid.values()]) for n in lengths] for d in depths])
+    labels = [f"{float(d):.0%}" for d in depths]
+    _heatmap(
+        plt, matrix, [str(n) for n in lengths], labels, "needle depth", f"{path.parent.name}: needles", "accuracy", path
+    )
 
 
 def _phase_qa(model, tokenizer, device, texts, max_seq_length, samples, seed, template) -> dict[str, float]:

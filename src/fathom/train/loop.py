@@ -840,6 +840,7 @@ def _end_of_phase_eval(run: _Run, plan: PhasePlan, tb) -> None:
     """Needles and perplexity by position at this phase's lengths; a failure is logged, never fatal."""
     from fathom.eval.runner import evaluate_phase
 
+    heatmap = run.layout.phase_dir(plan.name) / "needle_heatmap.png"
     try:
         cfg = run.config.eval
         with torch.no_grad():
@@ -854,8 +855,11 @@ def _end_of_phase_eval(run: _Run, plan: PhasePlan, tb) -> None:
                 list(run.held_out),
                 run.config.train.seed,
                 qa_template=run.config.sft.prompt_template if plan.kind == "sft" else None,
+                heatmap=heatmap,
             )
         tb.scalars(run.state.global_step, scalars)
+        if heatmap.is_file():
+            tb.image("eval/needle_heatmap", heatmap, run.state.global_step)
         logger.info(
             "%s eval: %s", plan.name, ", ".join(f"{k.removeprefix('eval/')} {v:.3g}" for k, v in scalars.items())
         )
