@@ -14,7 +14,7 @@ LAYERS = [
     {"data", "model"},
     {"schedule"},
     {"estimate"},
-    {"reports", "eval"},
+    {"reports", "eval", "export"},
     {"train", "demo"},
     {"cli"},
     {"__main__"},

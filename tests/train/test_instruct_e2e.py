@@ -137,9 +137,13 @@ def test_phase_2_alone_from_a_given_adapter(
     assert sorted(p.name for p in alone.iterdir() if not p.name.startswith(".")) == [
         PHASE_2,
         "checkpoints",
+        "data_summary.json",  # Phase 2's examples only: no corpus was read
         "fathom_config.yaml",
         "final_512_instruct_model",
+        "status.json",
+        "train.log",
     ]
+    assert list(json.loads((alone / "data_summary.json").read_text())) == ["instructions"]
     # with a learning rate of ~0, Phase 2 ends where it started: at the given adapter, not at a fresh LoRA
     given = load_file(str(first / "final_256_model" / "adapter_model.safetensors"))
     ended = load_file(str(alone / "final_512_instruct_model" / "adapter_model.safetensors"))
