@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from helpers import small_run_config, write_config
 
 from fathom.cli import main
 from fathom.config import config_from_dict
 from fathom.schedule import plan_phases
-from fathom.train.simulate import simulate_phase, transformers_config
+from fathom.train.simulate import quantized_bytes, simulate_phase, transformers_config
 
 
 def _config(model_dir, tmp_path, **train):
@@ -66,11 +67,42 @@ def test_plan_simulate_json_reports_a_peak_per_phase_beside_the_planner(local_mo
     assert "simulated step" in table and "Phase_1c_Long" in table and " in " in table  # where: the op and module
 
 
-def test_quantized_bases_are_refused_in_one_line(local_model_dir, tmp_path, capsys):
-    config = write_config(tmp_path / "c.yaml", small_run_config(local_model_dir, [tmp_path], tmp_path / "out"))
-    assert main(["plan", "--config", str(config), "--simulate", "model.load_in_4bit=true"]) == 2
-    assert "8-/4-bit bases are not simulated yet" in capsys.readouterr().err
-    assert torch.get_default_dtype() == torch.float32  # nothing leaked out of the simulation
+@pytest.mark.parametrize("bits", [4, 8])
+def test_a_quantized_base_is_counted_at_the_bytes_bitsandbytes_stores(local_model_dir, tmp_path, bits):
+    """The stand-in layers hold what bitsandbytes' own layers hold; the fake step counts what the real one allocates."""
+    bnb = pytest.importorskip("bitsandbytes", reason="comparing with bitsandbytes' layers needs it (fathom[quant])")
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    quant = (
+        BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True)
+        if bits == 4
+        else BitsAndBytesConfig(load_in_8bit=True)
+    )
+    loaded = AutoModelForCausalLM.from_pretrained(local_model_dir, quantization_config=quant, device_map="cpu")
+    layers = [m for m in loaded.modules() if isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt))]
+    assert len(layers) == 7 * loaded.config.num_hidden_layers  # every decoder linear; embeddings and lm_head not
+    for layer in layers:
+        w = layer.weight
+        if bits == 4:
+            state = w.quant_state
+            parts = (w, state.absmax, state.code, state.offset, state.state2.absmax, state.state2.code)
+        else:
+            parts = (w, w.SCB)
+        assert sum(t.nbytes for t in parts) == quantized_bytes(layer.in_features, layer.out_features, bits)
+
+    config = _config(local_model_dir, tmp_path)
+    setattr(config.model, f"load_in_{bits}bit", True)
+    plan = plan_phases(config, 1)[1]
+    fake = simulate_phase(config, plan, fake=True)
+    if bits == 4:  # the same stand-in layers for both widths; one check of fake against real suffices
+        real = simulate_phase(config, plan, fake=False)
+        assert fake.peak_bytes == real.peak_bytes and fake.at_peak == real.at_peak
+    config.model.load_in_4bit = config.model.load_in_8bit = False
+    full = simulate_phase(config, plan)
+    base = AutoModelForCausalLM.from_config(transformers_config(config))
+    linears = [m for m in base.model.layers.modules() if isinstance(m, torch.nn.Linear)]
+    saved = sum(2 * m.weight.numel() - quantized_bytes(m.in_features, m.out_features, bits) for m in linears)
+    assert abs((full.at_peak["weights"] - fake.at_peak["weights"]) - saved) <= 1024 * len(linears)  # block rounding
 
 
 def test_offloaded_checkpoints_leave_the_device(local_model_dir, tmp_path):

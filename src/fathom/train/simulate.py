@@ -15,10 +15,14 @@ Written by hand (torch's ``MemTracker`` needs every parameter to require a gradi
 the base). The tensors are fake *CPU* tensors (fake CUDA tensors fail on CPU-only builds), so two CUDA
 kernel choices are substituted: dropout keeps CUDA's 1-byte mask (``native_dropout``) instead of the
 CPU's fp32 one, and SDPA takes the flash-style CPU kernel (no T x T scores), as flash attention does.
+An 8-/4-bit base has its decoder layers' linear weights held as bitsandbytes stores them (NF4 with
+double quantization: 0.516 bytes a weight; LLM.int8: 1 byte and an fp32 scale per row) and
+dequantized to the compute dtype for each matmul, forward and backward, as bitsandbytes' training
+matmul does (:class:`QuantizedLinear`; bitsandbytes' own layers cannot be built on fake tensors).
 ``train.offload_activations`` is seen as on a GPU: what torch's ``save_on_cpu`` packs is counted as
 host memory, and unpacked for the backward as a device copy. What it cannot see: the CUDA context
 (~0.5-1 GiB), the allocator's fragmentation and cached blocks, kernel workspaces (cuBLAS, flash
-attention). 8-/4-bit bases and FSDP sharding are not simulated yet.
+attention). FSDP sharding is not simulated yet.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ logger = logging.getLogger("fathom")
 BLOCK = 512  # the CUDA caching allocator rounds every allocation up to this
 CAVEAT = (
     "the simulation counts live tensors only: add the CUDA context (~0.5-1 GiB), the allocator's cached and "
-    "fragmented blocks and kernel workspaces; FSDP sharding and 8-/4-bit bases are not simulated yet"
+    "fragmented blocks and kernel workspaces; FSDP sharding is not simulated yet"
 )
 KINDS = ("weights", "adapter", "gradients", "optimizer", "activations", "backward temporaries")
 HOST = "offloaded to host"  # train.offload_activations: kept in CPU memory, not on the device
@@ -202,8 +206,6 @@ def simulate_phase(config: FathomConfig, plan: PhasePlan, hf_config=None, fake: 
     ``fake=False`` runs the very same on real CPU tensors: how the tests check that the fake run
     counts what a real one allocates (at a tiny shape).
     """
-    if config.model.load_in_4bit or config.model.load_in_8bit:
-        raise ConfigError("--simulate: 8-/4-bit bases are not simulated yet; plan without --simulate")
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     started = time.perf_counter()
@@ -233,6 +235,8 @@ def _build(config: FathomConfig, hf_config):
     m, t = config.model, config.train
     dtype = {"float32": torch.float32, "float16": torch.float16}.get(m.dtype, torch.bfloat16)
     model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype)
+    if m.load_in_4bit or m.load_in_8bit:
+        quantize_layers(model, 4 if m.load_in_4bit else 8)
     model.train()
     if m.gradient_checkpointing:
         enable_activation_checkpointing(model, offload=t.offload_activations)
@@ -292,6 +296,73 @@ def _offload_counted_as_host(live: _LiveBytes):
             super().__init__(pack, lambda packed: packed.clone())
 
     return SaveOnHost
+
+
+# ----------------------------------------------------------------------------------------------------
+# 8-/4-bit bases
+
+def quantized_bytes(in_features: int, out_features: int, bits: int) -> int:
+    """The bytes bitsandbytes stores for a frozen ``out x in`` linear weight.
+
+    NF4 with double quantization: two weights a byte, one absmax byte per block of 64 weights, an fp32
+    absmax per 256 of those, and its small tables (16 + 256 fp32 codes, one fp32 offset). LLM.int8:
+    a byte a weight and an fp32 scale per output row. (tests/train/test_simulate.py checks both
+    against bitsandbytes' own layers.)
+    """
+    n = in_features * out_features
+    if bits == 8:
+        return n + 4 * out_features
+    blocks = -(-n // 64)
+    return -(-n // 2) + blocks + 4 * -(-blocks // 256) + 4 * (16 + 256 + 1)
+
+
+class _DequantizedMatmul(torch.autograd.Function):
+    """bitsandbytes' training matmul over a frozen quantized weight (``MatMul4Bit``): the weight is
+    dequantized to the activation dtype for the forward and again for the backward, a temporary of
+    ``out x in`` each time, and nothing of the input is saved (the weight takes no gradient)."""
+
+    @staticmethod
+    def forward(ctx, x, packed, out_features, bias):
+        ctx.shape = (out_features, x.shape[-1])
+        weight = torch.zeros(ctx.shape, dtype=x.dtype, device=x.device)  # the dequantized copy
+        return torch.nn.functional.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        weight = torch.zeros(ctx.shape, dtype=grad.dtype, device=grad.device)
+        return grad @ weight, None, None, None
+
+
+class QuantizedLinear(torch.nn.Linear):
+    """A frozen linear layer held as bitsandbytes holds it (packed bytes, :func:`quantized_bytes`), for
+    the simulation: bitsandbytes' own layers cannot be built on fake tensors. PEFT wraps it like the
+    ``nn.Linear`` it is."""
+
+    def __init__(self, linear: torch.nn.Linear, bits: int) -> None:
+        torch.nn.Module.__init__(self)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        size = quantized_bytes(self.in_features, self.out_features, bits)
+        self.weight = torch.nn.Parameter(
+            torch.empty(size, dtype=torch.uint8, device=linear.weight.device), requires_grad=False
+        )
+        self.bias = linear.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _DequantizedMatmul.apply(x, self.weight, self.out_features, self.bias)
+
+
+def quantize_layers(model: torch.nn.Module, bits: int) -> int:
+    """Every linear layer inside the decoder layers as bitsandbytes quantizes it (embeddings and the output
+    layer stay in bf16, as transformers' bitsandbytes integration leaves them); returns how many."""
+    count = 0
+    for layer in model.model.layers:
+        for name, module in list(layer.named_modules()):
+            if type(module) is torch.nn.Linear:
+                parent_name, _, child = name.rpartition(".")
+                parent = layer.get_submodule(parent_name) if parent_name else layer
+                setattr(parent, child, QuantizedLinear(module, bits))
+                count += 1
+    return count
 
 
 def _loss(implementation: str) -> str:
