@@ -52,6 +52,9 @@ def test_runs_follows_a_run_in_progress_stopped_resumed_and_complete(
     (record,) = json.loads(capsys.readouterr().out)
     assert record["status"] == "complete" and record["phase_name"] == "Phase_1c_Long"
     assert record["tokens_seen"] == sum(p["trained_tokens"] for p in record["phases"])
+    assert main(["runs", str(out)]) == 0
+    done = capsys.readouterr().out.splitlines()
+    assert done[:2] == [f"{out}: complete", "  all 3 phases done: Phase_1a_Short, Phase_1b_Medium, Phase_1c_Long"]
 
     log = (out / "train.log").read_text(encoding="utf-8")
     assert "stopping after train.max_steps=6 steps" in log  # the first run's lines are kept

@@ -172,7 +172,9 @@ def describe(run: RunStatus, now: float | None = None) -> list[str]:
         lines[0] += " - the process ended without a word (killed?); continue with fathom train --resume"
     phases = r.get("phases") or []
     index = r.get("phase_index", 0)
-    if "phase_name" in r:
+    if run.status == "complete" and phases:
+        lines.append(f"  all {len(phases)} phases done: {', '.join(p['name'] for p in phases)}")
+    elif "phase_name" in r:
         phase = phases[index] if index < len(phases) else None
         of = f"/{phase['steps']:,}" if phase else ""
         length = f", rows of {phase['max_seq_length']:,} tokens" if phase else ""
