@@ -1,7 +1,8 @@
 """Memory cuts of the training step: the same math, less memory (shown by the fake-tensor simulation).
 
 lora.lean_forward: the adapter path in the activations' dtype, with shared dropout masks;
-train.mlp_tile_tokens: each MLP over sequence tiles, each checkpointed.
+train.mlp_tile_tokens: each MLP over sequence tiles, each checkpointed;
+train.lean_norms: RMSNorm saving its input and 1/rms only.
 """
 
 from __future__ import annotations
@@ -17,16 +18,23 @@ from fathom.schedule import plan_phases
 from fathom.train.simulate import simulate_phase, transformers_config
 
 
-def _loss_and_grads(model_dir, lean: bool, dropout: float = 0.0, tile: int = 0, checkpointing: bool = False):
+def _loss_and_grads(
+    model_dir, lean: bool, dropout: float = 0.0, tile: int = 0, checkpointing: bool = False, norms: bool = False,
+    train_norms: bool = False,
+):  # fmt: skip
     from transformers import AutoModelForCausalLM
 
-    from fathom.model.load import enable_activation_checkpointing, tile_mlps
+    from fathom.model.load import enable_activation_checkpointing, lean_norms, tile_mlps
 
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     if checkpointing:
         enable_activation_checkpointing(base)
-    model = apply_lora(base, LoraConfig(r=4, alpha=8, dropout=dropout, lean_forward=lean), seed=3)
+    model = apply_lora(
+        base, LoraConfig(r=4, alpha=8, dropout=dropout, lean_forward=lean, train_norms=train_norms), seed=3
+    )
     assert tile_mlps(model, tile) == (2 if tile else 0)
+    # 2 a layer and the final one; trained norms are there twice (PEFT's frozen original and the trained copy)
+    assert (lean_norms(model) if norms else 0) == (5 * (1 + train_norms) if norms else 0)
     model.train()
     torch.manual_seed(0)
     ids = torch.randint(0, base.config.vocab_size, (2, 48))
@@ -104,3 +112,43 @@ def test_a_tiled_mlp_holds_one_tile_of_intermediates(local_model_dir, tmp_path):
         steps[tile] = simulate_phase(config_from_dict(cfg), plan, shape)
     whole, tiled = (s.at_peak["activations"] + s.at_peak["backward temporaries"] for s in (steps[0], steps[64]))
     assert tiled < 0.8 * whole
+
+
+@pytest.mark.parametrize("train_norms", [False, True])
+def test_lean_norms_give_the_same_loss_and_gradients(local_model_dir, train_norms):
+    loss, grads = _loss_and_grads(local_model_dir, lean=True, checkpointing=True, train_norms=train_norms)
+    lean_loss, lean_grads = _loss_and_grads(
+        local_model_dir, lean=True, checkpointing=True, norms=True, train_norms=train_norms
+    )
+    torch.testing.assert_close(lean_loss, loss, rtol=1e-5, atol=1e-5)
+    assert grads.keys() == lean_grads.keys() and len(grads) == 28 + 5 * train_norms
+    for name in grads:
+        torch.testing.assert_close(lean_grads[name], grads[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_lean_norms_keep_no_fp32_copies(local_model_dir):
+    """What autograd keeps from a bf16 forward: transformers' RMSNorm keeps fp32 copies of its input,
+    the lean one keeps none (the LoRA path, lean too, keeps none either)."""
+    from transformers import AutoModelForCausalLM
+
+    from fathom.model.load import lean_norms
+
+    def fp32_saved(lean: bool) -> int:
+        base = AutoModelForCausalLM.from_pretrained(local_model_dir, dtype=torch.bfloat16)
+        model = apply_lora(base, LoraConfig(r=4, alpha=8, dropout=0.0), seed=3).train()
+        if lean:
+            lean_norms(model)
+        kept = []
+
+        def pack(tensor):
+            if tensor.dtype == torch.float32 and tensor.numel() >= 2 * 64 * 64:  # T x hidden or more
+                kept.append(tensor.numel())
+            return tensor
+
+        ids = torch.randint(0, base.config.vocab_size, (2, 64))
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(input_ids=ids).logits.sum()
+        return len(kept)
+
+    assert fp32_saved(lean=False) >= 2 * 4  # at least the input and normalized copies of the 4 layer norms
+    assert fp32_saved(lean=True) == 0

@@ -36,7 +36,7 @@ from fathom.data.pack import epoch_stream, pack_rows
 from fathom.errors import TrainingStopped, raise_problems
 from fathom.labels import IGNORE_INDEX
 from fathom.model.adapter import ADAPTER_WEIGHTS, loading_code
-from fathom.model.load import load_configured_tokenizer, load_model, tile_mlps
+from fathom.model.load import lean_norms, load_configured_tokenizer, load_model, tile_mlps
 from fathom.model.lora import apply_lora, fresh_lora_on_merged
 from fathom.model.loss import causal_lm_loss_sum, resolve_loss_implementation
 from fathom.model.rope import RopeRecord, RopeSetting, apply_rope, model_rope, nice_factor, phase_ropes
@@ -208,6 +208,8 @@ def _train_in(
     ropes = [RopeRecord(setting, native_rope, loaded.source) for setting in _plan_ropes(config, plans, native_rope)]
     model = apply_lora(loaded.model, config.lora, config.train.seed)
     tile_mlps(model, config.train.mlp_tile_tokens)
+    if config.train.lean_norms:
+        lean_norms(model)
     state = TrainerState(world_size=world.size, data_key=data_key)
     run = _Run(
         config=config,

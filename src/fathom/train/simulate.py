@@ -226,7 +226,7 @@ def _build(config: FathomConfig, hf_config):
     """(model, step module, optimizer) as ``fathom train`` builds them, from a config instead of weights."""
     from transformers import AutoModelForCausalLM
 
-    from fathom.model.load import enable_activation_checkpointing, tile_mlps
+    from fathom.model.load import enable_activation_checkpointing, lean_norms, tile_mlps
     from fathom.model.lora import apply_lora
     from fathom.model.loss import causal_lm_loss_sum
     from fathom.train.distributed import LossModule
@@ -242,6 +242,8 @@ def _build(config: FathomConfig, hf_config):
         enable_activation_checkpointing(model, offload=t.offload_activations)
     model = apply_lora(model, config.lora, t.seed)
     tile_mlps(model, t.mlp_tile_tokens)
+    if t.lean_norms:
+        lean_norms(model)
     step = LossModule(model, causal_lm_loss_sum, t.loss_chunk_size, _loss(t.loss_implementation))
     return model, step, build_optimizer(model, t)
 
@@ -300,6 +302,7 @@ def _offload_counted_as_host(live: _LiveBytes):
 
 # ----------------------------------------------------------------------------------------------------
 # 8-/4-bit bases
+
 
 def quantized_bytes(in_features: int, out_features: int, bits: int) -> int:
     """The bytes bitsandbytes stores for a frozen ``out x in`` linear weight.
