@@ -11,8 +11,9 @@ compute dtype, H hidden, I MLP width, L layers, V vocabulary, q/kv = query/key-v
     checkpoints  = (L + 2) x T x H x b              (checkpointing keeps one input per layer; with
                                                      offload_activations 4 x T x H x b: final hidden states,
                                                      their grad, one unpacked layer input and its grad)
-    layer        = (T x (12 H + q + 3 kv + H + q) + Tm x (5 I + H + I)) x b  (one layer's activations
+    layer        = (T x (10 H + q + 3 kv + H + q) + Tm x (5 I + H + I)) x b  (one layer's activations
                    and backward temporaries while it is recomputed; Tm = min(T, train.mlp_tile_tokens);
+                   12 H with train.lean_norms off, whose RMSNorms keep fp32 copies;
                    the dropout terms H + q and H + I only with LoRA dropout; fitted to fathom plan
                    --simulate. With lora.lean_forward off: PEFT's fp32 copies, T x (4 H + q + I) x b
                    for dropout instead.) x L instead of x 1 without checkpointing
@@ -325,6 +326,7 @@ class Options:
     shards: int = 1  # FSDP: base and adapter split over this many devices
     lean_lora: bool = True  # lora.lean_forward (with lora.share_dropout): no fp32 copies of layer inputs
     mlp_tile: int = 8192  # train.mlp_tile_tokens: MLP intermediates for this many tokens at a time (0: all)
+    lean_norms: bool = True  # train.lean_norms: RMSNorm keeps no fp32 copies for the backward
 
     @classmethod
     def from_config(cls, config: FathomConfig, hardware: Hardware | None = None) -> Options:
@@ -355,6 +357,7 @@ class Options:
             attention=attention,
             lean_lora=lo.lean_forward and lo.share_dropout,
             mlp_tile=t.mlp_tile_tokens,
+            lean_norms=t.lean_norms,
         )
 
 
@@ -415,13 +418,13 @@ def estimate_memory(shape: ModelShape, opts: Options, seq_len: int, gpu_overhead
     tokens = opts.micro_batch * seq_len
     layer = _layer_bytes(shape, opts, tokens, b)
     h = shape.hidden
-    checkpoints = 2 * tokens * h * b  # final hidden states and their gradient
     if opts.gradient_checkpointing and opts.offload_activations:
-        checkpoints += 2 * tokens * h * b  # the layer input unpacked for the backward, and its gradient
+        checkpoints = tokens * h * b  # the input of the layer in progress stays on the device
+        layer += tokens * h * b  # and the one unpacked back from the host for its backward
     elif opts.gradient_checkpointing:
-        checkpoints += shape.num_layers * tokens * h * b
+        checkpoints = shape.num_layers * tokens * h * b  # one input per layer
     else:
-        layer = layer * shape.num_layers
+        checkpoints, layer = 0.0, layer * shape.num_layers
 
     # Without flash-attn, a packed row needs an explicit (seq x seq) block mask: boolean, and an
     # additive float copy inside each attention call; eager also keeps the scores and softmax.
@@ -437,6 +440,7 @@ def estimate_memory(shape: ModelShape, opts: Options, seq_len: int, gpu_overhead
         loss = tokens * shape.vocab * (b + 12)
     else:
         loss = min(opts.loss_chunk, tokens) * shape.vocab * (4 + (b if b < 4 else 0))
+    loss += 3 * tokens * h * b  # the final norm's input and output, and the gradient of its output
     # The plain loss keeps its logits' gradient until backward reaches the last layer.
     recompute = opts.gradient_checkpointing and opts.loss != "plain"
     est = MemoryEstimate(weights, adapter, checkpoints, layer, attention, loss, recompute)
@@ -449,16 +453,19 @@ def _layer_bytes(shape: ModelShape, opts: Options, tokens: int, b: int) -> float
     """One layer's activations and backward temporaries while it is recomputed and back-propagated.
 
     Lean LoRA (the default) was fitted to ``fathom plan --simulate`` on Qwen2.5-7B (4K / 16K / 32K
-    within 1%): attention T x (12 H + q + 3 kv) plus the shared dropout copies of its two inputs
-    T x (H + q); the MLP 5 I for the tokens of one tile, plus dropout copies of its two inputs (H + I).
+    within 1%): attention T x (10 H + q + 3 kv; 12 H without lean norms) plus the shared dropout copies
+    of its two inputs T x (H + q); the MLP 5 I for the tokens of one tile, plus dropout copies of its
+    two inputs (H + I).
     PEFT's path (lean_forward off) keeps its fp32 copies: the older formula, fitted on an fp32 CPU.
     """
     h, i, q, kv = shape.hidden, shape.intermediate, shape.q_width, shape.kv_width
     mlp_tokens = min(tokens, opts.mlp_tile) if opts.mlp_tile and opts.gradient_checkpointing else tokens
     dropout = opts.lora_dropout > 0
     if opts.lean_lora:
-        attention = tokens * (12 * h + q + 3 * kv + (h + q) * dropout)
-        return (attention + mlp_tokens * (5 * i + (h + i) * dropout)) * b
+        norms = 0 if opts.lean_norms else 2 * h  # transformers' RMSNorm keeps fp32 copies of its input
+        dropped = 1.5 * dropout  # a dropped copy of an input (b bytes) and its 1-byte mask
+        attention = tokens * ((4.5 + dropped) * h + norms + (2 + dropped) * q + 3 * kv)
+        return (attention + mlp_tokens * (4.5 + dropped) * i) * b
     layer = tokens * (12 * h + q + 3 * kv) + mlp_tokens * 5 * i
     if dropout:
         layer += tokens * (4 * h + q) + mlp_tokens * i

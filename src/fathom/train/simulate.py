@@ -120,8 +120,8 @@ class _LiveBytes(TorchDispatchMode):
         if total > self.result.peak_bytes:
             self.result.peak_bytes, self.result.at_peak = total, dict(self.live)
             self.result.peak_op = str(func.overloadpacket.__name__)
-            self.result.peak_module = max(self.modules.parents, key=len, default="")
-            self.result.peak_in_backward = bool(self.modules.is_bw)
+            self.result.peak_module = self.modules.current
+            self.result.peak_in_backward = self.modules.in_backward
         return out
 
 
@@ -251,10 +251,9 @@ def _build(config: FathomConfig, hf_config):
 def _count_steps(result: SimulatedStep, model, step, optimizer, batch: dict, micro_batches: int) -> None:
     """Two optimizer steps of ``micro_batches`` forward + backward each, every storage counted by kind."""
     import transformers.modeling_utils as modeling
-    from torch.distributed._tools.mod_tracker import ModTracker
 
     real_offload = modeling.save_on_cpu
-    with ModTracker() as modules, _LiveBytes(result, modules) as live:
+    with _Modules(step) as modules, _LiveBytes(result, modules) as live:
         modeling.save_on_cpu = _offload_counted_as_host(live)
         try:
             for p in model.parameters():
@@ -265,13 +264,53 @@ def _count_steps(result: SimulatedStep, model, step, optimizer, batch: dict, mic
             modeling.save_on_cpu = real_offload
 
 
+class _Modules:
+    """The module running now, by name, from global forward hooks (the recomputations of the backward
+    included); ``in_backward`` is set around ``backward()``.
+
+    Written by hand: torch's ModTracker also tracks backward modules, but its gradient hooks keep
+    every micro-batch's embedding output and its gradient alive, which would count as memory the
+    training step does not hold.
+    """
+
+    def __init__(self, root: torch.nn.Module) -> None:
+        self.names = {id(m): name for name, m in root.named_modules()}
+        self.stack: list[str] = []
+        self.current = ""
+        self.in_backward = False
+
+    def _enter(self, module, args) -> None:
+        name = self.names.get(id(module))
+        if name is not None:
+            self.stack.append(name)
+            self.current = name
+
+    def _leave(self, module, args, output) -> None:
+        if self.names.get(id(module)) is not None and self.stack:
+            self.stack.pop()
+            if self.stack:  # back in the parent; outside every module the last one run stays named
+                self.current = self.stack[-1]
+
+    def __enter__(self) -> _Modules:
+        from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+        self.handles = [register_module_forward_pre_hook(self._enter), register_module_forward_hook(self._leave)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
 def _one_step(live: _LiveBytes, model, step, optimizer, batch: dict, micro_batches: int) -> None:
     trainable = [p for p in model.parameters() if p.requires_grad]
     for _ in range(micro_batches):  # a second micro-batch adds to the gradients held
         live.kind = "activations"
         loss = step(batch)
         live.kind = "backward temporaries"
+        live.modules.in_backward = True
         loss.backward()
+        live.modules.in_backward = False
         del loss
         for p in trainable:
             live.relabel(p.grad, "gradients")
