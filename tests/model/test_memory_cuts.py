@@ -152,3 +152,24 @@ def test_lean_norms_keep_no_fp32_copies(local_model_dir):
 
     assert fp32_saved(lean=False) >= 2 * 4  # at least the input and normalized copies of the 4 layer norms
     assert fp32_saved(lean=True) == 0
+
+
+def test_the_lean_norm_backward_in_pieces_equals_autograd(monkeypatch):
+    """Over several pieces of rows (3-d and Qwen3's 4-d per-head inputs), input and weight gradients match."""
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3RMSNorm
+
+    import fathom.model.load as load
+
+    monkeypatch.setattr(load, "NORM_BACKWARD_ROWS", 16)
+    torch.manual_seed(0)
+    for shape in ((2, 40, 64), (2, 40, 4, 16)):
+        norm = Qwen3RMSNorm(shape[-1], eps=1e-6)
+        torch.nn.init.normal_(norm.weight, 1.0, 0.1)
+        x, grad = torch.randn(shape, requires_grad=True), torch.randn(shape)
+        norm(x).backward(grad)
+        expected = (x.grad.clone(), norm.weight.grad.clone())
+        x.grad, norm.weight.grad = None, None
+        assert load.lean_norms(norm) == 1
+        norm(x).backward(grad)
+        torch.testing.assert_close(x.grad, expected[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(norm.weight.grad, expected[1], rtol=1e-5, atol=1e-5)

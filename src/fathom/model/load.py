@@ -188,6 +188,8 @@ def _tiled(whole, tile: int):
     return forward
 
 
+NORM_BACKWARD_ROWS = 8192  # tokens per piece of the lean RMSNorm's backward
+
 # RMSNorm classes whose forward is exactly Llama's: weight * (x / rms(x) in fp32, cast back). Gemma's
 # (1 + weight) and others are left alone.
 LEAN_NORM_TYPES = ("LlamaRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm", "MistralRMSNorm", "Qwen2MoeRMSNorm")
@@ -230,18 +232,25 @@ class _LeanRMSNorm(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        """d x = rstd * (g - n * mean(g * n)), g the gradient reaching the fp32 normalized n; in place where
-        it can be, so at most three fp32 copies of the input exist at once."""
+        """d x = rstd * (g - n * mean(g * n)), g the gradient reaching the fp32 normalized n, computed over
+        :data:`NORM_BACKWARD_ROWS` tokens at a time, so its fp32 temporaries never span the whole row
+        (three fp32 copies of a 128K-token input would be 5 GiB on a 7B)."""
         x, rstd, weight = ctx.saved_tensors
-        n32 = x.to(torch.float32).mul_(rstd)
-        grad_weight = None
-        if ctx.needs_input_grad[1]:
-            reduce = tuple(range(grad.dim() - weight.dim()))
-            grad_weight = (grad * n32.to(x.dtype)).sum(reduce).to(weight.dtype)
-        grad_n = (grad * weight).to(torch.float32)  # through the cast back to x's dtype
-        dot = (grad_n * n32).mean(-1, keepdim=True)
-        grad_x = grad_n.sub_(n32.mul_(dot)).mul_(rstd)
-        return grad_x.to(x.dtype), grad_weight, None
+        width = x.shape[-1]
+        rows_x, rows_grad, rows_rstd = x.reshape(-1, width), grad.reshape(-1, width), rstd.reshape(-1, 1)
+        grad_x = torch.empty_like(rows_x)
+        want_weight = ctx.needs_input_grad[1]
+        grad_weight = torch.zeros(width, dtype=torch.float32, device=x.device) if want_weight else None
+        for start in range(0, rows_x.shape[0], NORM_BACKWARD_ROWS):
+            part = slice(start, start + NORM_BACKWARD_ROWS)
+            n32 = rows_x[part].to(torch.float32).mul_(rows_rstd[part])
+            if want_weight:
+                grad_weight += (rows_grad[part] * n32.to(x.dtype)).sum(0).to(torch.float32)
+            grad_n = (rows_grad[part] * weight).to(torch.float32)  # through the cast back to x's dtype
+            dot = (grad_n * n32).mean(-1, keepdim=True)
+            grad_x[part] = grad_n.sub_(n32.mul_(dot)).mul_(rows_rstd[part])
+        grad_weight = grad_weight.to(weight.dtype) if want_weight else None
+        return grad_x.view_as(x), grad_weight, None
 
 
 def load_model(
