@@ -190,7 +190,7 @@ def test_out_of_memory_stops_with_the_planners_advice_and_keeps_checkpoints(
 
 @pytest.mark.parametrize(
     ("seq_len", "offload", "simulated_gib"),
-    [(4096, False, 16.68), (16384, False, 20.67), (32768, False, 24.79), (32768, True, 19.10), (65536, True, 21.96)],
+    [(4096, False, 16.68), (16384, False, 20.67), (32768, False, 24.79), (32768, True, 19.10), (65536, True, 21.59)],
 )
 def test_the_7b_estimate_is_within_2_percent_of_the_simulated_step(seq_len, offload, simulated_gib):
     # simulated_gib: python -m fathom plan --config configs/qwen2.5-7b-maritime-32k.yaml --simulate (bf16,
