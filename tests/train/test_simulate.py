@@ -119,8 +119,8 @@ def test_offloaded_checkpoints_leave_the_device(local_model_dir, tmp_path):
     assert offloaded.peak_bytes < kept.peak_bytes
 
 
-# A small Qwen2 (4 layers, hidden 512) at 4,096 tokens: seconds to simulate, and every per-token term of
-# the planner's formula is exercised (MLP tiles of 1,024 tokens, dropout, checkpoints, the chunked loss).
+# A small Qwen2 (4 layers, hidden 512) at 2,048 tokens: seconds to simulate, and every per-token term of
+# the planner's formula is exercised (MLP tiles of 512 tokens, dropout, checkpoints, the chunked loss).
 SMALL_QWEN2 = dict(
     num_hidden_layers=4, hidden_size=512, intermediate_size=1536, num_attention_heads=8, num_key_value_heads=2,
     head_dim=64, vocab_size=32_000, max_position_embeddings=32_768, tie_word_embeddings=False, use_cache=False,
@@ -139,12 +139,12 @@ def test_every_planner_term_is_within_10_percent_of_the_simulated_one(local_mode
     from fathom.estimate import ModelShape, Options, estimate_memory, hardware_by_key
 
     hf = Qwen2Config(**SMALL_QWEN2)
-    config = _config(local_model_dir, tmp_path, micro_batch_size=1, mlp_tile_tokens=1024, offload_activations=offload)
+    config = _config(local_model_dir, tmp_path, micro_batch_size=1, mlp_tile_tokens=512, offload_activations=offload)
     config.model.load_in_4bit = bits == 4
-    plan = dataclasses.replace(plan_phases(config, 1)[2], max_seq_length=4096)
+    plan = dataclasses.replace(plan_phases(config, 1)[2], max_seq_length=2048)
     at = simulate_phase(config, plan, hf).at_peak
     options = Options.from_config(config, hardware_by_key("rtx4090"))  # a GPU with flash attention
-    est = estimate_memory(ModelShape.from_config(hf), options, 4096, gpu_overhead=False)
+    est = estimate_memory(ModelShape.from_config(hf), options, 2048, gpu_overhead=False)
     pairs = {
         "weights": (est.weights, at["weights"]),
         "adapter": (est.adapter, at["adapter"] + at["gradients"] + at["optimizer"]),
