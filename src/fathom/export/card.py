@@ -41,8 +41,8 @@ def stage_upload(
         raise ConfigError(f"--out: {out} already exists and is not empty; choose a new folder (nothing was changed)")
     if model.kind == "adapter" and model.base_hub_id is None:
         logger.warning(
-            "the adapter's base is the local folder %s: the card and adapter_config.json name it as it is, and "
-            "others cannot load it; pass --base-id ORG/NAME (the base's Hub id)",
+            "the adapter's base is the local folder %s: the card and adapter_config.json can only give its folder's "
+            "name, which others cannot load; pass --base-id ORG/NAME (the base's Hub id)",
             model.base_model,
         )
     with atomic_dir(out) as tmp:
