@@ -132,7 +132,10 @@ def llama_cpp_dir(tmp_path_factory) -> Path:
             if "/vendor/llama.cpp/" in m.name
             and ("/convert_hf_to_gguf.py" in m.name or "/conversion/" in m.name or "/gguf-py/" in m.name)
         ]
-        archive.extractall(cache, members=members, filter="data")
+        try:
+            archive.extractall(cache, members=members, filter="data")
+        except TypeError:  # Python before 3.10.12 / 3.11.4 has no extraction filters
+            archive.extractall(cache, members=members)  # PyPI's own sdist, the members chosen above
     return tree
 
 
