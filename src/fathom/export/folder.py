@@ -54,8 +54,8 @@ class ModelFolder:
     @property
     def serving_length(self) -> int:
         """The context to serve with: the trained length, within what the RoPE setting covers."""
-        window = self.rope.max_position_embeddings if self.rope is not None else 0
-        return min(x for x in (self.trained_length, window) if x) if (self.trained_length or window) else 0
+        known = [x for x in (self.trained_length, self.rope and self.rope.max_position_embeddings) if x]
+        return min(known) if known else 0
 
 
 def read_model_folder(folder: str | Path, where: str = "folder") -> ModelFolder:
@@ -108,7 +108,7 @@ def _read_merged_folder(folder: Path) -> ModelFolder:
         folder=folder,
         kind="merged",
         base_model=record.get("base_model") or "",
-        rope=RopeSetting(rope.parameters, rope.max_position_embeddings),
+        rope=rope,
         base_rope=base_rope,
         trained_length=trained,
         run_config=run_config,

@@ -41,7 +41,8 @@ class PushRequest:
 
 
 def push(request: PushRequest) -> Path:
-    """Stage the folder and (unless ``dry_run``) upload it; returns the staged folder."""
+    """Stage the folder and (unless ``dry_run``) upload it; returns the staged folder of a dry run, else
+    the folder that was pushed (its staged copy is temporary)."""
     if not _REPO_ID.match(request.repo_id):
         raise ConfigError(
             f"--repo: {request.repo_id!r} is not a Hub repo id; give ORG/NAME, e.g. acme/qwen-maritime-32k"

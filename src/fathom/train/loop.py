@@ -248,8 +248,8 @@ def _run_phases(run: _Run, final_dirname: str) -> None:
     """The phases from where the run stands, then the final folder; trackers and status.json hear how it ended."""
     plans = [p.to_dict() for p in run.plans]
     run.status = run.world.on_main(StatusFile, run.layout.root, plans)
-    if run.status is not None:
-        run.status.update(run.state)
+    if run.status is not None:  # a resumed run names the checkpoint it resumed from until it writes one
+        run.status.update(run.state, checkpoint=run.layout.latest_checkpoint())
     run.tracking = run.world.on_main(Tracking, run.config, run.layout.root, plans)
     ending = "failed"
     try:
@@ -843,6 +843,7 @@ def _end_of_phase_eval(run: _Run, plan: PhasePlan, tb) -> None:
     from fathom.eval.runner import evaluate_phase
 
     heatmap = run.layout.phase_dir(plan.name) / "needle_heatmap.png"
+    heatmap.unlink(missing_ok=True)  # only this evaluation's picture is logged
     try:
         cfg = run.config.eval
         with torch.no_grad():
