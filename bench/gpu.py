@@ -1,25 +1,39 @@
-"""On an accelerator: peak memory, tokens/s and MFU of LoRA training steps, beside the planner's estimate.
+"""On an accelerator: peak memory, tokens/s and MFU of LoRA training steps, beside the planner and --simulate.
 
 A Qwen2.5-7B-shaped model with random weights is built from its shape (nothing is downloaded),
-saved once to a temporary folder, and loaded through fathom's own path (``fathom.model.load``) in
-bf16 and with a 4-bit NF4 base; each variant trains a few steps at 4K, 16K and 32K tokens with
-fathom's loss and document-masked packed rows. For each it prints the measured peak GPU memory,
-the planner's estimate for the same options, tokens/s and the model FLOPs utilization.
+saved once to a temporary folder (/dev/shm when there is one), and loaded through fathom's own path
+(``fathom.model.load``) for each variant; each variant trains one warm-up step and ``--steps``
+measured optimizer steps per length with fathom's default memory options and loss. Per row it
+prints the measured peak of allocated and reserved GPU memory, the planner's estimate of the same
+tensors (and its total with the overhead term), the ``fathom plan --simulate`` peak when given,
+tokens/s and the model FLOPs utilization; the CUDA context (device memory that no tensor holds)
+is measured once at the start. Each row is also appended to ``--out`` as one JSON line, so a run
+cut short keeps what it measured.
 
-Run on a GPU machine:  python bench/gpu.py [--lengths 4096,16384,32768] [--quant none,4bit]
-                       [--simulated none=bf16.json --simulated 4bit=4bit.json]
-                       (the JSON: fathom plan --config configs/qwen2.5-7b-maritime-32k.yaml --simulate --json,
-                        made on any machine beforehand, so no device time goes to the simulation)
-Smoke test anywhere:   python bench/gpu.py --shape tiny --lengths 256 --steps 1
+A variant is a quantization (none, 8bit, 4bit) with flags: +offload (train.offload_activations),
++liger (Liger's fused loss; else fathom's chunked loss, as the simulation runs), +packed
+(document-packed rows: without flash-attn, transformers' SDPA then takes a block mask; else whole
+rows, on which SDPA runs causal flash kernels with no mask: the flash-equivalent attention the
+simulation assumes).
+
+Run on a GPU machine:
+    python bench/gpu.py --runs "none:4096,16384,32768;none+offload:32768,65536;4bit+offload:131072"
+                        [--simulated none=none.json --simulated none+offload=none_offload.json ...]
+    (each JSON: fathom plan --config configs/qwen2.5-7b-maritime-32k.yaml --simulate --json
+     [model.load_in_4bit=true] [train.offload_activations=true], made on any machine beforehand)
+Smoke test anywhere:   python bench/gpu.py --shape tiny --runs "none:256;none+packed:256" --steps 1
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,12 +41,55 @@ import torch
 from fathom.config import LoraConfig, ModelConfig, TrainConfig
 from fathom.data.loader import PhaseLoader
 from fathom.estimate import HARDWARE, KNOWN_SHAPES, ModelShape, Options, estimate_memory, flops_per_token
-from fathom.model.load import lean_norms, load_model, tile_mlps
+from fathom.model.allocator import prefer_expandable_segments
+from fathom.model.load import flash_attn_available, lean_norms, load_model, tile_mlps
 from fathom.model.lora import apply_lora
 from fathom.model.loss import causal_lm_loss_sum, resolve_loss_implementation
 from fathom.train.optim import build_optimizer
 
 TINY = ModelShape(2, 128, 256, 4, 2, 32, 1024, False, True)
+GIB = 2**30
+QUANT_BITS = {"none": 16, "8bit": 8, "4bit": 4}
+FLAGS = ("offload", "liger", "packed")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of building the step, written ``QUANT[+FLAG...]``, e.g. ``4bit+offload``."""
+
+    name: str
+    quant: str
+    offload: bool
+    liger: bool
+    packed: bool
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        quant, *flags = text.split("+")
+        if quant not in QUANT_BITS or any(flag not in FLAGS for flag in flags):
+            raise SystemExit(
+                f"--runs: {text!r} is not QUANT[+FLAG...] with QUANT in {list(QUANT_BITS)}, FLAG in {FLAGS}"
+            )
+        return cls(text, quant, "offload" in flags, "liger" in flags, "packed" in flags)
+
+    def options(self) -> Options:
+        """The planner's view of this variant (the TrainConfig defaults otherwise, as the step uses)."""
+        attention = "sdpa" if self.packed and not flash_attn_available() else "flash"
+        return Options(
+            quant_bits=QUANT_BITS[self.quant],
+            offload_activations=self.offload,
+            loss="liger" if self.liger else "chunked",
+            attention=attention,
+        )
+
+
+def parse_runs(text: str) -> list[tuple[Variant, list[int]]]:
+    """``"none:4096,32768;4bit+offload:131072"`` -> [(Variant, [lengths]), ...], in the order given."""
+    runs = []
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        name, _, lengths = item.partition(":")
+        runs.append((Variant.parse(name), [int(n) for n in lengths.split(",")]))
+    return runs
 
 
 def build_random_model(shape: ModelShape, folder: Path) -> None:
@@ -63,119 +120,205 @@ def build_random_model(shape: ModelShape, folder: Path) -> None:
     AutoTokenizer.from_pretrained(folder)  # the folder must load as a whole
 
 
-def run_variant(
-    folder: Path, shape: ModelShape, quant: str, lengths: list[int], steps: int, hw_key: str, simulated: dict
-) -> list[dict]:
-    """Optimizer steps built as ``fathom train`` builds them (the default memory options: lean LoRA,
-    tiled MLPs, lean norms, chunked or Liger loss, AdamW), measured beside the planner and ``--simulate``."""
-    cfg = ModelConfig(name_or_path=str(folder), load_in_4bit=quant == "4bit", load_in_8bit=quant == "8bit")
-    train = TrainConfig()
+def batches(vocab: int, seq_len: int, packed: bool, device: torch.device):
+    """Endless micro-batches of one row: documents of seq/8 to seq tokens packed by fathom's own
+    packer, or one document filling the row (position ids 0..T-1, so no mask is built)."""
+    generator = torch.Generator().manual_seed(seq_len)
+    if packed:
+        docs = [
+            torch.randint(1, vocab - 1, (int(n),), generator=generator).numpy().astype("int32")
+            for n in torch.randint(seq_len // 8, seq_len, (32,), generator=generator)
+        ]
+        loader = PhaseLoader(docs, seq_len, seed=0, phase_index=0)
+        while True:
+            yield {k: v.to(device) for k, v in loader.next_micro_batch().items()}
+    while True:
+        ids = torch.randint(1, vocab - 1, (1, seq_len), generator=generator)
+        yield {
+            "input_ids": ids.to(device),
+            "labels": ids.to(device),
+            "position_ids": torch.arange(seq_len)[None].to(device),
+        }
+
+
+def cuda_context_gib() -> float:
+    """Device memory in use that PyTorch's allocator does not hold: the CUDA context and libraries."""
+    torch.zeros(1, device="cuda")
+    free, total = torch.cuda.mem_get_info()
+    return (total - free - torch.cuda.memory_reserved()) / GIB
+
+
+def time_steps(model, optimizer, batch_iter, steps: int, loss_impl: str, cuda: bool) -> tuple[list[float], float]:
+    """One warm-up optimizer step (AdamW's state appears at its end), then ``steps`` timed ones.
+
+    Returns the timed steps' seconds and the warm-up step's loss: LoRA starts as the identity and
+    the first batch depends only on the length, so variants that compute the same function (with
+    and without offload, Liger or chunked loss) must agree on it.
+    """
+    times, first_loss = [], float("nan")
+    for step in range(steps + 1):
+        batch = next(batch_iter)
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        loss_sum, n = causal_lm_loss_sum(model, batch, TrainConfig().loss_chunk_size, loss_impl)
+        loss = loss_sum / n
+        loss.backward()
+        if step == 0:
+            first_loss = loss.item()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if cuda:
+            torch.cuda.synchronize()
+        if step > 0:
+            times.append(time.perf_counter() - start)
+    return times, first_loss
+
+
+def restart(model: torch.nn.Module, optimizer: torch.optim.Optimizer, fresh: dict[str, torch.Tensor]) -> None:
+    """Every length starts from the fresh adapter with no AdamW state, so its warm-up loss can be
+    compared across variants and its peak includes AdamW's state being created, as a run's first step."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in fresh:
+                p.copy_(fresh[name])
+    optimizer.state.clear()
+
+
+def run_variant(folder: Path, shape: ModelShape, variant: Variant, lengths: list[int], args, simulated: dict):
+    """Yield one row per length for ``variant``, the step built as ``fathom train`` builds it."""
+    train = TrainConfig(offload_activations=variant.offload)
+    cfg = ModelConfig(
+        name_or_path=str(folder), load_in_4bit=variant.quant == "4bit", load_in_8bit=variant.quant == "8bit"
+    )
     loaded = load_model(cfg, offload_activations=train.offload_activations)
-    model = apply_lora(loaded.model, LoraConfig(r=16, alpha=32, dropout=0.05), seed=0)
+    model = apply_lora(loaded.model, LoraConfig(), seed=0)
     tile_mlps(model, train.mlp_tile_tokens)
     if train.lean_norms:
         lean_norms(model)
     optimizer = build_optimizer(model, train)
-    loss_impl = resolve_loss_implementation("auto", loaded.device)
+    loss_impl = resolve_loss_implementation("liger" if variant.liger else "chunked", loaded.device)
     cuda = loaded.device.type == "cuda"
-    rows = []
+    fresh = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
     for seq_len in lengths:
-        generator = torch.Generator().manual_seed(seq_len)
-        docs = [
-            torch.randint(1, shape.vocab - 1, (int(n),), generator=generator).numpy().astype("int32")
-            for n in torch.randint(seq_len // 8, seq_len, (32,), generator=generator)
-        ]
-        loader = PhaseLoader(docs, seq_len, seed=0, phase_index=0)
-        times = []
+        row = {"variant": variant.name, "seq_len": seq_len}
+        restart(model, optimizer, fresh)
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         try:
-            for step in range(steps + 1):
-                batch = {k: v.to(loaded.device) for k, v in loader.next_micro_batch().items()}
-                if cuda:
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                loss_sum, n = causal_lm_loss_sum(model, batch, train.loss_chunk_size, loss_impl)
-                (loss_sum / n).backward()
-                optimizer.step()  # the second step on holds AdamW's state, as training does
-                optimizer.zero_grad(set_to_none=True)
-                if cuda:
-                    torch.cuda.synchronize()
-                if step > 0:
-                    times.append(time.perf_counter() - start)
+            times, first_loss = time_steps(
+                model,
+                optimizer,
+                batches(shape.vocab, seq_len, variant.packed, loaded.device),
+                args.steps,
+                loss_impl,
+                cuda,
+            )
         except torch.cuda.OutOfMemoryError:
-            rows.append({"quant": quant, "seq_len": seq_len, "error": "out of memory"})
+            optimizer.zero_grad(set_to_none=True)
+            yield row | {"error": "out of memory"}
             continue
-        peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
-        opts = Options(quant_bits={"none": 16, "8bit": 8, "4bit": 4}[quant], loss="chunked")
-        estimate = estimate_memory(shape, opts, seq_len).total / 2**30
-        sim = simulated.get((quant, seq_len))
+        estimate = estimate_memory(shape, variant.options(), seq_len, gpu_overhead=False)
         tokens_per_s = seq_len / (sum(times) / len(times))
-        mfu = tokens_per_s * flops_per_token(shape, seq_len, True) / (HARDWARE[hw_key].bf16_tflops * 1e12)
-        rows.append(
-            {
-                "quant": quant,
-                "seq_len": seq_len,
-                "peak_gib": peak and round(peak, 2),
-                "planner_gib": round(estimate, 2),
-                "simulated_gib": sim,
-                "tokens_per_s": round(tokens_per_s, 1),
-                "mfu": round(mfu, 4),
-                "loss": loss_impl,
-            }
-        )
-        measured = f"{peak:6.2f} GiB" if peak is not None else "  (no GPU)"
-        simulated_text = f"{sim:6.2f} GiB" if sim is not None else "     -    "
-        print(
-            f"{quant:>5} {seq_len:>6}  peak {measured}  simulated {simulated_text}  planner {estimate:6.2f} GiB  "
-            f"{tokens_per_s:8.1f} tok/s  MFU {mfu:.1%}",
-            flush=True,
-        )
-    del model, loaded
+        mfu = tokens_per_s * flops_per_token(shape, seq_len, True) / (HARDWARE[args.hardware].bf16_tflops * 1e12)
+        yield row | {
+            "peak_gib": round(torch.cuda.max_memory_allocated() / GIB, 2) if cuda else None,
+            "reserved_gib": round(torch.cuda.max_memory_reserved() / GIB, 2) if cuda else None,
+            "simulated_gib": simulated.get((variant.name, seq_len)),
+            "planner_tensors_gib": round(estimate.total / GIB, 2),
+            "planner_total_gib": round(estimate_memory(shape, variant.options(), seq_len).total / GIB, 2),
+            "tokens_per_s": round(tokens_per_s, 1),
+            "mfu": round(mfu, 4),
+            "first_loss": round(first_loss, 5),
+            "loss": loss_impl,
+            "attention": loaded.attn_implementation,
+        }
+    del model, loaded, optimizer
+    gc.collect()
     if cuda:
         torch.cuda.empty_cache()
-    return rows
+
+
+def format_row(row: dict) -> str:
+    head = f"{row['variant']:>18} {row['seq_len']:>7}"
+    if "error" in row:
+        return f"{head}  {row['error']}"
+    gib = lambda v: f"{v:6.2f}" if v is not None else "     -"  # noqa: E731
+    return (
+        f"{head}  peak {gib(row['peak_gib'])}  reserved {gib(row['reserved_gib'])}  "
+        f"simulated {gib(row['simulated_gib'])}  planner {gib(row['planner_tensors_gib'])} "
+        f"(+overhead {gib(row['planner_total_gib'])}) GiB  {row['tokens_per_s']:8.1f} tok/s  MFU {row['mfu']:.1%}  "
+        f"loss {row['first_loss']:.5f}"
+    )
+
+
+def memory_scratch(shape: ModelShape) -> str | None:
+    """/dev/shm when it can hold the bf16 weights twice over (loading is then not disk-bound), else
+    the default temporary folder."""
+    import shutil
+
+    needed = 4 * shape.parameters
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) and shutil.disk_usage("/dev/shm").free > needed:
+        return "/dev/shm"
+    return None
+
+
+def read_simulated(items: list[str]) -> dict:
+    """``VARIANT=FILE`` pairs of ``fathom plan --simulate --json`` output -> {(variant, seq_len): GiB}."""
+    simulated = {}
+    for item in items:
+        name, _, path = item.partition("=")
+        for phase in json.loads(Path(path).read_text())["phases"]:
+            simulated[(name, phase["max_seq_length"])] = phase.get("simulated_peak_gib")
+    return simulated
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="Qwen/Qwen2.5-7B", help="a model of fathom.estimate.KNOWN_SHAPES, or tiny")
-    parser.add_argument("--lengths", default="4096,16384,32768")
-    parser.add_argument("--quant", default="none,4bit")
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument(
+        "--runs",
+        default="none:4096,16384,32768;none+offload:32768,65536;4bit+offload:65536,131072",
+        help="VARIANT:LENGTH,...;... in the order to run (see the module docstring)",
+    )
+    parser.add_argument("--steps", type=int, default=2, help="measured optimizer steps per length, after one warm-up")
     parser.add_argument("--hardware", default="h200-141gb", help="peak FLOPs for the MFU (fathom.estimate.HARDWARE)")
     parser.add_argument(
         "--simulated",
         action="append",
         default=[],
-        metavar="QUANT=FILE",
-        help="fathom plan --simulate --json output for that quantization (none or 4bit), made beforehand on any "
-        "machine, e.g. none=sim.json; its peaks are printed beside the measured ones",
+        metavar="VARIANT=FILE",
+        help="fathom plan --simulate --json output for that variant, made beforehand on any machine",
     )
+    parser.add_argument("--out", type=Path, help="append each row here as one JSON line")
     args = parser.parse_args()
-    simulated = {}
-    for item in args.simulated:
-        quant, _, path = item.partition("=")
-        for phase in json.loads(Path(path).read_text())["phases"]:
-            simulated[(quant, phase["max_seq_length"])] = phase.get("simulated_peak_gib")
+    prefer_expandable_segments()  # as fathom's CLI does, before CUDA is touched
+    runs = parse_runs(args.runs)
+    simulated = read_simulated(args.simulated)
     shape = TINY if args.shape == "tiny" else KNOWN_SHAPES[args.shape]
-    lengths = [int(x) for x in args.lengths.split(",")]
+    cuda = torch.cuda.is_available()
+    header = {
+        "benchmark": "gpu",
+        "shape": args.shape,
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""),
+        "cuda_context_gib": round(cuda_context_gib(), 2) if cuda else None,
+    }
+    print(json.dumps(header), flush=True)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="fathom-bench-gpu-") as tmp:
+    scratch = memory_scratch(shape)
+    with tempfile.TemporaryDirectory(prefix="fathom-bench-gpu-", dir=scratch) as tmp:
         build_random_model(shape, Path(tmp))
-        for quant in args.quant.split(","):
-            rows += run_variant(Path(tmp), shape, quant, lengths, args.steps, args.hardware, simulated)
-    print(
-        json.dumps(
-            {
-                "benchmark": "gpu",
-                "shape": args.shape,
-                "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-                "rows": rows,
-            }
-        )
-    )
+        for variant, lengths in runs:
+            for row in run_variant(Path(tmp), shape, variant, lengths, args, simulated):
+                rows.append(row)
+                print(format_row(row), flush=True)
+                if args.out:
+                    with args.out.open("a") as f:
+                        f.write(json.dumps(header | row) + "\n")
+    print(json.dumps(header | {"rows": rows}))
     return 0
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from fathom.config import DEFAULT_PROMPT_TEMPLATE, ConfigError, FathomConfig, config_to_yaml, load_config
 from fathom.errors import raise_problems
 from fathom.eval.command import RULER_TASKS
+from fathom.model.allocator import prefer_expandable_segments
 
 logger = logging.getLogger("fathom")
 
@@ -831,6 +832,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     setup_logging(args.verbose)
+    prefer_expandable_segments()  # before anything touches CUDA; a user's own setting is kept
     return run_guarded(lambda: args.func(args), args.verbose)
 
 

@@ -20,7 +20,9 @@ compute dtype, H hidden, I MLP width, L layers, V vocabulary, q/kv = query/key-v
     attention    = flash: 0 beyond the above;  sdpa without flash-attn (Apple GPUs, CPU): the block
                    mask of a packed row, T x seq x (1 + 4 per layer kept);  eager: + heads x T x seq x (b + 4)
     loss         = chunked/liger: chunk x V x (4 + b);  plain: T x V x (b + 12)
-    overhead     = 1 GiB (CUDA context, allocator) + 10% of the rest, on GPUs
+    overhead     = 1 GiB (CUDA context, allocator) + 10% of the rest, on GPUs (measured on an H200 with
+                   bench/gpu.py: context 0.6 GiB; the allocator with expandable segments, which fathom
+                   sets, held 2-7% above the tensor peak from 4K to 128K)
 
     peak = weights + adapter + checkpoints + max(loss, layer + attention) + overhead
     (with checkpointing the loss's buffers are freed before backward recomputes the layers;
@@ -200,7 +202,9 @@ class Hardware:
     memory_gib: float  # usable by one process on one device
     bf16_tflops: float  # dense peak per device
     devices: int = 1
-    mfu: float = 0.40  # model FLOPs utilization assumed for the time estimate
+    # Model FLOPs utilization assumed for the time estimate: measured 34-39% of the datasheet peak for
+    # Qwen2.5-7B LoRA from 4K to 128K on an H200 (bench/gpu.py, PyTorch's SDPA flash kernels).
+    mfu: float = 0.35
     kind: str = "cuda"  # cuda | mps | cpu
     flash: bool = True  # FlashAttention-2 available
     rate_note: str = ""  # where bf16_tflops came from, when it was measured here
@@ -227,8 +231,8 @@ THIS_MACHINE = "this-machine"
 # Training throughput as a share of the matmul rate measured by this_machine(). Measured on the
 # 2-core x86 CPU of this project: the demo (SmolLM2-135M-Instruct, fp32, no checkpointing) trains at
 # ~240 tokens/s at 256-token rows and ~200 at 1024, i.e. 133 and 122 GFLOP/s by flops_per_token,
-# against an idle fp32 1024x1024 matmul rate of 242-262 GFLOP/s: about half. GPUs reach about half of
-# their measured bf16 matmul rate in long-context LoRA training (stated, not measured here).
+# against an idle fp32 1024x1024 matmul rate of 242-262 GFLOP/s: about half. GPUs too: Qwen2.5-7B LoRA
+# trained at 43-49% of an H200's measured 8192^3 bf16 matmul rate (788 TFLOP/s) from 4K to 128K.
 _TRAINING_SHARE = {"cpu": 0.5, "mps": 0.5, "cuda": 0.5}
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from fathom.config import ConfigError, ModelConfig
+from fathom.model.allocator import allocator_settings
 from fathom.model.sources import resolve_model_source
 
 logger = logging.getLogger("fathom")
@@ -295,6 +296,8 @@ def load_model(
         str(dtype).replace("torch.", ""),
         " (8-bit base)" if cfg.load_in_8bit else " (4-bit NF4 base)" if cfg.load_in_4bit else "",
     )
+    if device.type == "cuda":
+        logger.info("CUDA allocator: %s", allocator_settings())
     model.config.use_cache = False
     for param in model.parameters():
         param.requires_grad_(False)

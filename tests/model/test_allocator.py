@@ -1,0 +1,32 @@
+"""fathom gives CUDA's caching allocator expandable segments unless the user chose its settings."""
+
+import os
+
+from fathom.cli import main
+from fathom.model.allocator import (
+    ALLOCATOR_VARIABLES,
+    EXPANDABLE_SEGMENTS,
+    allocator_settings,
+    prefer_expandable_segments,
+)
+
+
+def test_expandable_segments_are_set_only_where_the_user_set_nothing():
+    environ = {}
+    assert prefer_expandable_segments(environ)
+    assert environ == {"PYTORCH_CUDA_ALLOC_CONF": EXPANDABLE_SEGMENTS}
+    for name in ALLOCATOR_VARIABLES:
+        mine = {name: "max_split_size_mb:512"}
+        assert not prefer_expandable_segments(mine)
+        assert mine == {name: "max_split_size_mb:512"}
+
+
+def test_every_fathom_command_sets_it_before_cuda_is_touched(monkeypatch, capsys):
+    for name in ALLOCATOR_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert allocator_settings() == "default"
+    assert main(["plan", "--json"]) == 0
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == EXPANDABLE_SEGMENTS
+    assert allocator_settings() == f"PYTORCH_CUDA_ALLOC_CONF={EXPANDABLE_SEGMENTS}"
+
+    capsys.readouterr()

@@ -1,0 +1,37 @@
+"""bench/gpu.py, the script that checks the planner and the simulation on real hardware, runs end to
+end on a tiny shape (on the CPU here), so it works when a GPU is lent."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_bench_runs_each_variant_from_a_fresh_adapter(tmp_path):
+    out = tmp_path / "rows.jsonl"
+    runs = "none:128,64;none+offload:64;none+packed:64"
+    cmd = [sys.executable, str(REPO / "bench" / "gpu.py"), "--shape", "tiny", "--runs", runs, "--steps", "1"]
+    done = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["variant"], r["seq_len"]) for r in rows] == [
+        ("none", 128),
+        ("none", 64),
+        ("none+offload", 64),
+        ("none+packed", 64),
+    ]
+    assert all(r["tokens_per_s"] > 0 and r["planner_total_gib"] >= 1.0 for r in rows)
+    by = {(r["variant"], r["seq_len"]): r for r in rows}
+    # every length starts from the fresh adapter: the same batch gives the same first loss whatever ran before
+    assert by[("none", 64)]["first_loss"] == by[("none+offload", 64)]["first_loss"]
+    assert by[("none+packed", 64)]["first_loss"] != by[("none", 64)]["first_loss"]  # other rows, other loss
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["benchmark"] == "gpu" and len(summary["rows"]) == 4
+
+
+def test_gpu_bench_refuses_an_unknown_variant():
+    cmd = [sys.executable, str(REPO / "bench" / "gpu.py"), "--shape", "tiny", "--runs", "none+fast:64"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "--runs: 'none+fast'" in done.stderr
