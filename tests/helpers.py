@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,13 @@ def hang_guard(seconds: float = 1800) -> float:
     """A subprocess timeout that only catches hangs, never a slow machine: generous, and scaled by
     ``FATHOM_TEST_TIMEOUT_SCALE`` (e.g. 3 on a heavily shared CI runner)."""
     return seconds * float(os.environ.get("FATHOM_TEST_TIMEOUT_SCALE", "1"))
+
+
+def free_port() -> int:
+    """A TCP port free now, for a torchrun rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)

@@ -90,13 +90,14 @@ def test_options_that_save_memory_lower_the_estimate():
 def test_fsdp_shards_the_weights_and_is_the_first_fix_for_a_base_too_big_for_one_gpu():
     shape = model_shape("Qwen/Qwen2.5-14B")
     one, two = estimate_memory(shape, Options(), 4096), estimate_memory(shape, Options(shards=2), 4096)
-    assert two.weights < 0.6 * one.weights and two.adapter == one.adapter / 2
+    assert two.weights < 0.7 * one.weights and two.adapter == one.adapter / 2  # the root stays gathered
     config = load_config(SHIPPED_7B, ["model.name_or_path=Qwen/Qwen2.5-14B"], check_paths=False)
     verdict = judge(shape, config, HARDWARE["2x3090-ddp"], plan_phases(config, world_size=2)[0])
-    assert not verdict.fits and verdict.fix[-1] == "train.strategy=fsdp", verdict.fix  # lossless before quantizing
+    assert not verdict.fits and verdict.fix[0] == "train.strategy=fsdp", verdict.fix  # lossless before quantizing
+    assert not any("load_in" in fix for fix in verdict.fix)  # sharding and offload suffice: no quantization
     single = judge(shape, config, HARDWARE["rtx4090"], plan_phases(config)[0])
     assert "train.strategy=fsdp" not in single.fix  # nothing to shard over on one GPU
-    sharded = load_config(SHIPPED_7B, ["model.name_or_path=Qwen/Qwen2.5-14B", "train.strategy=fsdp"], check_paths=False)
+    sharded = load_config(SHIPPED_7B, ["model.name_or_path=Qwen/Qwen2.5-14B", *verdict.fix], check_paths=False)
     assert judge(shape, sharded, HARDWARE["2x3090-ddp"], plan_phases(sharded, world_size=2)[0]).fits
 
 

@@ -161,22 +161,22 @@ def _add_simulation(config, summary: dict, world_size: int) -> None:
     """``plan --simulate``: each phase's step run on fake tensors at the real shape (fathom.train.simulate)."""
     from fathom.reports import sft_rows_per_epoch
     from fathom.schedule import plan_phases
+    from fathom.train.distributed import resolve_strategy
     from fathom.train.simulate import CAVEAT, simulate_plan
 
     plans = plan_phases(config, world_size, sft_rows_per_epoch(config)[0])
-    for phase, simulated in zip(summary["phases"], simulate_plan(config, plans), strict=True):
+    shards = world_size if resolve_strategy(config.train.strategy, world_size) == "fsdp" else 1
+    for phase, simulated in zip(summary["phases"], simulate_plan(config, plans, shards), strict=True):
         phase.update(simulated.as_dict())
-    summary["simulation_note"] = CAVEAT
+    summary["simulation_note"] = CAVEAT + (f"; one rank of FSDP over {shards} processes" if shards > 1 else "")
 
 
 def _print_simulation(console, summary: dict) -> None:
     from rich.table import Table
 
-    hardware = (summary.get("hardware") or [None])[0]
-    planned = {p["phase"]: p["estimated_gib"] for p in hardware["phases"]} if hardware else {}
     table = Table(title="simulated step (fake tensors at the real shape): live tensor bytes at the peak, GiB")
     columns = ["phase", "peak", "weights", "adapter + grads + optimizer", "activations", "backward temporaries"]
-    for column in [*columns, "where", f"planner ({hardware['key']})" if hardware else "planner"]:
+    for column in [*columns, "where", "planner (tensors)"]:
         table.add_column(column, no_wrap=column != "where")
     for p in summary["phases"]:
         at = p["simulated_at_peak_gib"]
@@ -190,7 +190,7 @@ def _print_simulation(console, summary: dict) -> None:
             f"{at['activations']:.1f}",
             f"{at['backward temporaries']:.1f}",
             where + (" (backward)" if p["simulated_peak_in_backward"] else ""),
-            f"{planned[p['name']]:.1f}" if p["name"] in planned else "-",
+            f"{p['planner_tensors_gib']:.1f}",
         )
     console.print(table)
     console.print(summary["simulation_note"])

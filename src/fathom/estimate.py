@@ -415,8 +415,12 @@ def estimate_memory(shape: ModelShape, opts: Options, seq_len: int, gpu_overhead
     if opts.train_norms:
         adapter += (2 * shape.num_layers + 1) * shape.hidden * b * 4
     if opts.shards > 1:
-        # FSDP keeps 1/N of everything, plus the layer being computed and the next one, gathered whole
-        weights = weights / opts.shards + 2 * shape.layer_linear_params * per_param
+        # FSDP2 keeps 1/N of everything; the root (embeddings, output layer, final norm) stays gathered
+        # from its forward to the end of the backward, beside its shard; and the layer being computed
+        # is gathered whole, with the next one where CUDA's all-gather stream prefetches it (the
+        # simulation, with no CUDA streams, holds one: within a layer of this)
+        root = shape.embedding_params * b + shape.hidden * b
+        weights = weights / opts.shards + root + 2 * shape.layer_linear_params * per_param
         adapter = adapter / opts.shards
 
     tokens = opts.micro_batch * seq_len

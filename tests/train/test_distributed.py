@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, hang_guard, small_run_config, write_config
+from helpers import REPO, free_port, hang_guard, small_run_config, write_config
 from safetensors.torch import load_file
 
 PHASE_DIRS = ["Phase_1a_Short", "Phase_1b_Medium", "Phase_1c_Long", "final_256_model"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _launch(config: Path, nproc: int, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -29,7 +22,7 @@ def _launch(config: Path, nproc: int, *extra: str, env: dict | None = None) -> s
     cmd = [sys.executable, "-m", "fathom", "train", "--config", str(config), *extra]
     if nproc > 1:
         torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
-        cmd = [*torchrun, f"--master_port={_free_port()}", *cmd[1:]]
+        cmd = [*torchrun, f"--master_port={free_port()}", *cmd[1:]]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=hang_guard())
 
 
@@ -37,7 +30,7 @@ def _accelerate_launch(config: Path, *launcher_args: str) -> subprocess.Complete
     """``accelerate launch <launcher_args> -m fathom train --config <config>``; skips where accelerate cannot launch."""
     if subprocess.run([sys.executable, "-c", "import accelerate.commands.launch"], capture_output=True).returncode:
         pytest.skip("accelerate's launcher is not importable")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launcher_args, "--main_process_port", str(_free_port())]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launcher_args, "--main_process_port", str(free_port())]
     cmd += ["-m", "fathom", "train", "--config", str(config)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=hang_guard())

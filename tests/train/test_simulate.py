@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
-from helpers import small_run_config, write_config
+from helpers import REPO, free_port, hang_guard, small_run_config, write_config
 
 from fathom.cli import main
 from fathom.config import config_from_dict
@@ -14,10 +17,14 @@ from fathom.schedule import plan_phases
 from fathom.train.simulate import quantized_bytes, simulate_phase, transformers_config
 
 
-def _config(model_dir, tmp_path, **train):
+def _config_dict(model_dir, tmp_path, **train) -> dict:
     cfg = small_run_config(model_dir, [tmp_path], tmp_path / "out", **train)
     cfg["lora"]["dropout"] = 0.05
-    return config_from_dict(cfg)
+    return cfg
+
+
+def _config(model_dir, tmp_path, **train):
+    return config_from_dict(_config_dict(model_dir, tmp_path, **train))
 
 
 def test_the_fake_step_counts_the_bytes_the_real_step_allocates(local_model_dir, tmp_path):
@@ -65,6 +72,19 @@ def test_plan_simulate_json_reports_a_peak_per_phase_beside_the_planner(local_mo
     _print_simulation(console, summary)  # the table `fathom plan --simulate` prints (without a second run)
     table = console.file.getvalue()
     assert "simulated step" in table and "Phase_1c_Long" in table and " in " in table  # where: the op and module
+    assert "planner (tensors)" in table and all(p["planner_tensors_gib"] >= 0 for p in summary["phases"])
+    assert all(p["simulated_shards"] == 1 for p in summary["phases"])
+
+    # --world-size with FSDP: one rank's step, sharded over that many
+    assert (
+        main(["plan", "--config", str(config), "--simulate", "--json", "--world-size", "2", "train.strategy=fsdp"]) == 0
+    )
+    sharded = json.loads(capsys.readouterr().out)
+    assert all(p["simulated_shards"] == 2 for p in sharded["phases"])
+    assert "one rank of FSDP over 2" in sharded["simulation_note"]
+    optimizer = [(p["simulated_at_peak_gib"]["optimizer"], q["simulated_at_peak_gib"]["optimizer"])
+                 for p, q in zip(sharded["phases"], summary["phases"], strict=True)]  # fmt: skip
+    assert all(half <= whole for half, whole in optimizer)
 
 
 @pytest.mark.parametrize("bits", [4, 8])
@@ -154,3 +174,61 @@ def test_every_planner_term_is_within_10_percent_of_the_simulated_one(local_mode
         assert planned == pytest.approx(simulated, rel=0.10), (
             f"{term}: planner {planned:,.0f}, simulated {simulated:,.0f}"
         )
+
+
+def test_one_fsdp_rank_is_counted_as_a_real_gloo_run_counts_it(local_model_dir, tmp_path):
+    """The simulation's fake process group (collectives that move nothing) against two real processes
+    with gloo's collectives on real tensors: rank 0 holds the same bytes at the same peak."""
+    cfg = _config_dict(local_model_dir, tmp_path, strategy="fsdp")
+    config = config_from_dict(cfg)
+    plan = plan_phases(config, 2)[1]
+    fake = simulate_phase(config, plan, shards=2)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
+    probe = [str(REPO / "tests" / "_fsdp_probe.py"), json.dumps(cfg), "1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run([*torchrun, *probe], capture_output=True, text=True, env=env, timeout=hang_guard())
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == fake.as_dict()
+
+    whole = simulate_phase(config, plan)  # one process, nothing sharded
+    assert fake.as_dict()["simulated_shards"] == 2 and whole.shards == 1
+    assert fake.at_peak["optimizer"] < 0.7 * whole.at_peak["optimizer"]  # AdamW state: half a rank, + 512-B blocks
+    assert fake.at_peak["adapter"] < 0.6 * whole.at_peak["adapter"]
+
+
+def test_fsdp_cpu_offload_keeps_shards_gradients_and_optimizer_in_host_memory(local_model_dir, tmp_path):
+    config = _config(local_model_dir, tmp_path, strategy="fsdp")
+    plan = plan_phases(config, 2)[1]
+    on_device = simulate_phase(config, plan, shards=2)
+    config.train.fsdp_cpu_offload = True
+    offloaded = simulate_phase(config, plan, shards=2)
+    at = offloaded.at_peak
+    assert at["offloaded to host"] > on_device.at_peak["optimizer"] and at["optimizer"] == at["gradients"] == 0
+    assert offloaded.peak_bytes < on_device.peak_bytes
+
+
+@pytest.mark.parametrize("shards", [2, 4])
+def test_fsdp_planner_terms_match_one_simulated_rank(local_model_dir, tmp_path, shards):
+    """Per rank: the adapter with its gradients and AdamW state within 10%; the weights as the simulation
+    holds them (1/N shards, the root gathered whole) plus at most the two layers the planner allows for
+    the layer being computed and the one CUDA's all-gather stream prefetches (the simulation runs FSDP2
+    without CUDA streams, so it holds one at most)."""
+    import dataclasses
+
+    from transformers import Qwen2Config
+
+    from fathom.estimate import ModelShape, Options, estimate_memory
+
+    hf = Qwen2Config(**SMALL_QWEN2)
+    shape = ModelShape.from_config(hf)
+    config = _config(local_model_dir, tmp_path, micro_batch_size=1, mlp_tile_tokens=512, strategy="fsdp")
+    plan = dataclasses.replace(plan_phases(config, shards)[2], max_seq_length=2048)
+    at = simulate_phase(config, plan, hf, shards=shards).at_peak
+    options = dataclasses.replace(Options.from_config(config), attention="flash", shards=shards)
+    est = estimate_memory(shape, options, 2048, gpu_overhead=False)
+    adapter = at["adapter"] + at["gradients"] + at["optimizer"]
+    assert est.adapter == pytest.approx(adapter, rel=0.10), (
+        f"adapter: planner {est.adapter:,.0f}, simulated {adapter:,.0f}"
+    )
+    gathered_layer = shape.layer_linear_params * 2  # bf16
+    assert 0 <= est.weights - at["weights"] <= 2 * gathered_layer + 64 * 1024, (est.weights, at["weights"])

@@ -146,11 +146,16 @@ def wrap(world: World, module: LossModule, device: torch.device, cpu_offload: bo
         if not cpu_offload and os.environ.get("FSDP_OFFLOAD_PARAMS", "false").lower() == "true":
             logger.info("FSDP: parameter offload to CPU on (fsdp_offload_params of the accelerate config)")
             cpu_offload = True
-        return _fully_shard(module, device, cpu_offload)
+        return shard_step(module, device, cpu_offload)
     return module
 
 
-def _fully_shard(module: LossModule, device: torch.device, cpu_offload: bool) -> torch.nn.Module:
+def shard_step(module: LossModule, device: torch.device, cpu_offload: bool, mesh=None) -> torch.nn.Module:
+    """FSDP2 over the process group: every decoder layer its own unit, then the root.
+
+    ``mesh`` defaults to a 1-d mesh over the whole group; ``fathom plan --simulate`` passes one it
+    made before entering fake-tensor mode (a mesh cannot be built from fake tensors).
+    """
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
 
@@ -165,7 +170,7 @@ def _fully_shard(module: LossModule, device: torch.device, cpu_offload: bool) ->
     if cpu_offload and device.type != "cuda":
         logger.info("train.fsdp_cpu_offload: nothing to do on %s, the shards already live in host memory", device)
         cpu_offload = False
-    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    mesh = mesh or init_device_mesh(device.type, (dist.get_world_size(),))
     offload = CPUOffloadPolicy() if cpu_offload else OffloadPolicy()
     for block in blocks:
         fully_shard(block, mesh=mesh, offload_policy=offload)

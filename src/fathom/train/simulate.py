@@ -20,14 +20,20 @@ double quantization: 0.516 bytes a weight; LLM.int8: 1 byte and an fp32 scale pe
 dequantized to the compute dtype for each matmul, forward and backward, as bitsandbytes' training
 matmul does (:class:`QuantizedLinear`; bitsandbytes' own layers cannot be built on fake tensors).
 ``train.offload_activations`` is seen as on a GPU: what torch's ``save_on_cpu`` packs is counted as
-host memory, and unpacked for the backward as a device copy. What it cannot see: the CUDA context
-(~0.5-1 GiB), the allocator's fragmentation and cached blocks, kernel workspaces (cuBLAS, flash
-attention). FSDP sharding is not simulated yet.
+host memory, and unpacked for the backward as a device copy. ``train.strategy: fsdp`` over N
+processes is simulated for one rank: fathom's own FSDP2 wrapping over a fake process group of N
+ranks (torch's test backend, whose collectives move nothing), so the rank holds its shards, the
+layers it has gathered, and its sharded gradients and AdamW state; FSDP2 frees and refills the
+gathered weights' storages in place, which the count follows. With ``train.fsdp_cpu_offload`` the
+shards, their gradients and the optimizer step are counted as host memory. What it cannot see: the
+CUDA context (0.6 GiB on an H200), the allocator's fragmentation and cached blocks (2-7% of the peak
+with expandable segments on an H200), kernel workspaces (cuBLAS, flash attention), NCCL's buffers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import time
 import weakref
@@ -44,8 +50,8 @@ logger = logging.getLogger("fathom")
 
 BLOCK = 512  # the CUDA caching allocator rounds every allocation up to this
 CAVEAT = (
-    "the simulation counts live tensors only: add the CUDA context (~0.5-1 GiB), the allocator's cached and "
-    "fragmented blocks and kernel workspaces; FSDP sharding is not simulated yet"
+    "the simulation counts live tensors only: add the CUDA context (0.6 GiB on an H200), the allocator's cached "
+    "and fragmented blocks (2-7% of the peak with expandable segments on an H200), kernel workspaces and NCCL's buffers"
 )
 KINDS = ("weights", "adapter", "gradients", "optimizer", "activations", "backward temporaries")
 HOST = "offloaded to host"  # train.offload_activations: kept in CPU memory, not on the device
@@ -62,6 +68,8 @@ class SimulatedStep:
     peak_op: str = ""  # the operation whose output set the peak
     peak_module: str = ""  # the innermost module it ran in
     peak_in_backward: bool = False
+    shards: int = 1  # FSDP ranks the model is sharded over (1: not sharded); the peak is one rank's
+    planner_bytes: float = 0.0  # estimate_memory for the same step, tensors only (0: not asked)
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
@@ -73,6 +81,8 @@ class SimulatedStep:
             "simulated_peak_op": self.peak_op,
             "simulated_peak_module": self.peak_module,
             "simulated_peak_in_backward": self.peak_in_backward,
+            "simulated_shards": self.shards,
+            "planner_tensors_gib": round(self.planner_bytes / gib, 2),
         }
 
 
@@ -87,7 +97,7 @@ class _LiveBytes(TorchDispatchMode):
         self._entries: dict[int, tuple[str, int]] = {}  # id of a live storage -> (kind, bytes)
 
     def add(self, tensor: torch.Tensor, kind: str) -> None:
-        storage = tensor.untyped_storage()
+        storage = _storage(tensor)
         key = id(storage)
         if key in self._entries:
             return
@@ -98,12 +108,27 @@ class _LiveBytes(TorchDispatchMode):
 
     def relabel(self, tensor: torch.Tensor, kind: str) -> None:
         """A storage counted as one kind is another (the gradients a backward leaves behind)."""
-        key = id(tensor.untyped_storage())
+        key = id(_storage(tensor))
         if key in self._entries:
             old, size = self._entries[key]
             self.live[old] -= size
             self.live[kind] += size
             self._entries[key] = (kind, size)
+
+    def resized(self, tensor: torch.Tensor, kind: str) -> None:
+        """A storage was resized in place (FSDP2 frees a gathered weight's storage to 0 bytes after use
+        and refills it for the next all-gather): count its new size, as ``kind`` when it grew."""
+        storage = _storage(tensor)
+        key, size = id(storage), -(-storage.nbytes() // BLOCK) * BLOCK
+        if key not in self._entries:
+            if size:
+                self.add(tensor, kind)
+            return
+        old_kind, old_size = self._entries[key]
+        new_kind = kind if size else old_kind
+        self.live[old_kind] -= old_size
+        self.live[new_kind] += size
+        self._entries[key] = (new_kind, size)
 
     def _free(self, key: int) -> None:
         kind, size = self._entries.pop(key)
@@ -125,6 +150,11 @@ class _LiveBytes(TorchDispatchMode):
         return out
 
 
+def _storage(tensor: torch.Tensor):
+    """The storage that holds ``tensor``'s bytes on this rank (a DTensor's local shard)."""
+    return getattr(tensor, "_local_tensor", tensor).untyped_storage()
+
+
 def _stand_in_scalar(tensor: torch.Tensor):
     """What ``.item()`` of a fake tensor gives: True, 1, or 1.0 (a finite loss or norm): no memory depends on it."""
     if tensor.dtype == torch.bool:
@@ -142,8 +172,8 @@ def transformers_config(config: FathomConfig):
     m = config.model
     shape, rope = known_entry(KNOWN_SHAPES, m.name_or_path), known_entry(KNOWN_ROPE, m.name_or_path)
     if shape is None or rope is None:
-        try:
-            return read_model_config(m.name_or_path, m.revision, m.trust_remote_code)
+        try:  # a copy: the simulation sets its attention kernel, and the read is cached for the process
+            return copy.deepcopy(read_model_config(m.name_or_path, m.revision, m.trust_remote_code))
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     parameters, window, model_type = rope
@@ -200,36 +230,75 @@ def _cuda_like_kernels():
         masking.is_tracing = real_tracing
 
 
-def simulate_phase(config: FathomConfig, plan: PhasePlan, hf_config=None, fake: bool = True) -> SimulatedStep:
+def simulate_phase(
+    config: FathomConfig, plan: PhasePlan, hf_config=None, fake: bool = True, shards: int = 1
+) -> SimulatedStep:
     """Two optimizer steps of ``plan`` (micro-batches of ``micro_batch_size`` rows of its length), counted.
 
-    ``fake=False`` runs the very same on real CPU tensors: how the tests check that the fake run
-    counts what a real one allocates (at a tiny shape).
+    ``shards`` > 1 simulates one rank of an FSDP run over that many processes. ``fake=False`` runs
+    the very same on real CPU tensors: how the tests check that the fake run counts what a real one
+    allocates (at a tiny shape).
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     started = time.perf_counter()
-    result = SimulatedStep(plan.name, plan.max_seq_length)
+    result = SimulatedStep(plan.name, plan.max_seq_length, shards=shards)
     hf_config = hf_config or transformers_config(config)
     hf_config._attn_implementation = "sdpa"  # on (fake) CPU tensors: the flash-style kernel
     t = config.train
-    with _cuda_like_kernels(), FakeTensorMode() if fake else contextlib.nullcontext():
-        model, step, optimizer = _build(config, hf_config)
+    with _fake_world(shards) as mesh, _cuda_like_kernels(), FakeTensorMode() if fake else contextlib.nullcontext():
+        model, step, optimizer = _build(config, hf_config, mesh)
         ids = torch.zeros(t.micro_batch_size, plan.max_seq_length, dtype=torch.long)
         batch = {"input_ids": ids, "labels": ids.clone(), "position_ids": torch.arange(plan.max_seq_length)[None]}
-        _count_steps(result, model, step, optimizer, batch, min(t.gradient_accumulation_steps, 2))
+        host_shards = mesh is not None and t.fsdp_cpu_offload
+        _count_steps(result, model, step, optimizer, batch, min(t.gradient_accumulation_steps, 2), host_shards)
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _build(config: FathomConfig, hf_config):
-    """(model, step module, optimizer) as ``fathom train`` builds them, from a config instead of weights."""
+@contextlib.contextmanager
+def _fake_world(shards: int):
+    """A process group of ``shards`` ranks whose collectives move nothing (torch's ``fake`` test
+    backend), this process rank 0, and a 1-d device mesh over it, made before fake-tensor mode starts
+    (a mesh cannot be built from fake tensors); None for one rank. Inside a launch of ``shards``
+    processes the launch's own group is used instead (how the tests check the fake group against
+    gloo's real collectives)."""
+    if shards <= 1:
+        yield None
+        return
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    if dist.is_initialized():
+        if dist.get_world_size() != shards:
+            raise ConfigError(
+                f"fathom plan --simulate: {shards} FSDP ranks asked for inside a launch of {dist.get_world_size()}"
+            )
+        yield init_device_mesh("cpu", (shards,))
+        return
+    try:
+        from torch.testing._internal.distributed.fake_pg import FakeStore
+    except ImportError as exc:
+        raise ConfigError(
+            f"fathom plan --simulate: simulating FSDP needs torch's fake process group, which this torch lacks ({exc})"
+        ) from exc
+
+    dist.init_process_group("fake", rank=0, world_size=shards, store=FakeStore())
+    try:
+        yield init_device_mesh("cpu", (shards,))
+    finally:
+        dist.destroy_process_group()
+
+
+def _build(config: FathomConfig, hf_config, mesh=None):
+    """(model, step module, optimizer) as ``fathom train`` builds them, from a config instead of weights;
+    with ``mesh``, the step module sharded by fathom's own FSDP2 wrapping before the optimizer is built."""
     from transformers import AutoModelForCausalLM
 
     from fathom.model.load import enable_activation_checkpointing, lean_norms, tile_mlps
     from fathom.model.lora import apply_lora
     from fathom.model.loss import causal_lm_loss_sum
-    from fathom.train.distributed import LossModule
+    from fathom.train.distributed import LossModule, shard_step
     from fathom.train.optim import build_optimizer
 
     m, t = config.model, config.train
@@ -245,23 +314,59 @@ def _build(config: FathomConfig, hf_config):
     if t.lean_norms:
         lean_norms(model)
     step = LossModule(model, causal_lm_loss_sum, t.loss_chunk_size, _loss(t.loss_implementation))
+    if mesh is not None:
+        step = shard_step(step, torch.device("cpu"), cpu_offload=False, mesh=mesh)
     return model, step, build_optimizer(model, t)
 
 
-def _count_steps(result: SimulatedStep, model, step, optimizer, batch: dict, micro_batches: int) -> None:
-    """Two optimizer steps of ``micro_batches`` forward + backward each, every storage counted by kind."""
+def _count_steps(
+    result: SimulatedStep, model, step, optimizer, batch: dict, micro_batches: int, host_shards: bool = False
+) -> None:
+    """Two optimizer steps of ``micro_batches`` forward + backward each, every storage counted by kind;
+    with ``host_shards`` (FSDP's CPU offload) the shards, their gradients and the optimizer in host memory."""
     import transformers.modeling_utils as modeling
 
     real_offload = modeling.save_on_cpu
-    with _Modules(step) as modules, _LiveBytes(result, modules) as live:
+    with _Modules(step) as modules, _LiveBytes(result, modules) as live, _fsdp_storage_counted(live):
         modeling.save_on_cpu = _offload_counted_as_host(live)
         try:
             for p in model.parameters():
-                live.add(p, "adapter" if p.requires_grad else "weights")
+                live.add(p, HOST if host_shards else "adapter" if p.requires_grad else "weights")
             for _ in range(2):  # the second step holds the optimizer's state
-                _one_step(live, model, step, optimizer, batch, micro_batches)
+                _one_step(live, model, step, optimizer, batch, micro_batches, host_shards)
         finally:
             modeling.save_on_cpu = real_offload
+
+
+@contextlib.contextmanager
+def _fsdp_storage_counted(live: _LiveBytes):
+    """FSDP2 frees a gathered layer's weights by resizing their storages to 0 bytes, and refills them
+    for the next all-gather, outside any tensor operation the dispatch mode sees: follow both."""
+    try:
+        from torch.distributed.fsdp._fully_shard import _fsdp_param, _fsdp_param_group
+    except ImportError:  # a torch without FSDP2: nothing is sharded
+        yield
+        return
+    real_alloc, real_free = _fsdp_param.alloc_storage, _fsdp_param.free_storage
+
+    def alloc(tensor: torch.Tensor) -> None:
+        real_alloc(tensor)
+        live.resized(tensor, "weights")
+
+    def free(tensor: torch.Tensor) -> None:
+        real_free(tensor)
+        live.resized(tensor, "weights")
+
+    patched = [(_fsdp_param, "alloc_storage", alloc), (_fsdp_param, "free_storage", free)]
+    patched.append((_fsdp_param_group, "alloc_storage", alloc))
+    originals = [(module, name, getattr(module, name)) for module, name, _ in patched]
+    for module, name, fn in patched:
+        setattr(module, name, fn)
+    try:
+        yield
+    finally:
+        for module, name, fn in originals:
+            setattr(module, name, fn)
 
 
 class _Modules:
@@ -302,7 +407,9 @@ class _Modules:
             handle.remove()
 
 
-def _one_step(live: _LiveBytes, model, step, optimizer, batch: dict, micro_batches: int) -> None:
+def _one_step(
+    live: _LiveBytes, model, step, optimizer, batch: dict, micro_batches: int, host_shards: bool = False
+) -> None:
     trainable = [p for p in model.parameters() if p.requires_grad]
     for _ in range(micro_batches):  # a second micro-batch adds to the gradients held
         live.kind = "activations"
@@ -313,10 +420,10 @@ def _one_step(live: _LiveBytes, model, step, optimizer, batch: dict, micro_batch
         live.modules.in_backward = False
         del loss
         for p in trainable:
-            live.relabel(p.grad, "gradients")
+            live.relabel(p.grad, HOST if host_shards else "gradients")
     live.kind = "backward temporaries"
     torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-    live.kind = "optimizer"
+    live.kind = HOST if host_shards else "optimizer"
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
@@ -411,10 +518,22 @@ def _loss(implementation: str) -> str:
     return "chunked" if implementation in ("auto", "liger") else implementation
 
 
-def simulate_plan(config: FathomConfig, plans: list[PhasePlan]) -> list[SimulatedStep]:
+def simulate_plan(config: FathomConfig, plans: list[PhasePlan], shards: int = 1) -> list[SimulatedStep]:
+    """Every phase simulated, each beside the planner's tensor estimate for the same step (a CUDA GPU
+    with flash attention, no allowance for the context); ``shards`` > 1: one rank of FSDP over that many."""
+    import dataclasses
+
+    from fathom.estimate import ModelShape, Options, estimate_memory, hardware_by_key
+
     hf_config = transformers_config(config)
+    shape = ModelShape.from_config(hf_config)
+    options = dataclasses.replace(Options.from_config(config, hardware_by_key("h100-80gb")), attention="flash")
+    options = dataclasses.replace(options, shards=shards)
     out = []
     for plan in plans:
-        logger.info("simulating %s at %s tokens on fake tensors...", plan.name, f"{plan.max_seq_length:,}")
-        out.append(simulate_phase(config, plan, hf_config))
+        ranks = f", one rank of FSDP over {shards}" if shards > 1 else ""
+        logger.info("simulating %s at %s tokens on fake tensors%s...", plan.name, f"{plan.max_seq_length:,}", ranks)
+        step = simulate_phase(config, plan, hf_config, shards=shards)
+        step.planner_bytes = estimate_memory(shape, options, plan.max_seq_length, gpu_overhead=False).total
+        out.append(step)
     return out
