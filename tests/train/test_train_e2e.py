@@ -221,6 +221,14 @@ def test_quantized_base_trains_on_cpu(tmp_path, local_model_dir, synthetic_corpu
     first = load_file(str(out / "Phase_1a_Short" / "adapter_model.safetensors"))
     final = load_file(str(out / "final_256_model" / "adapter_model.safetensors"))
     assert any(not torch.equal(first[k], final[k]) for k in first)
+    # the log counts the quantized base's weights whole (4-bit packs two in a byte)
+    import re
+
+    from transformers import AutoModelForCausalLM
+
+    trainable, total = re.search(r"([\d,]+) trainable of ([\d,]+) parameters", (out / "train.log").read_text()).groups()
+    base = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(local_model_dir).parameters())
+    assert int(total.replace(",", "")) == base + int(trainable.replace(",", ""))
 
 
 @pytest.mark.slow

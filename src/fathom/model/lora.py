@@ -63,8 +63,7 @@ def apply_lora(model: torch.nn.Module, cfg: LoraConfig, seed: int):
     peft_model = get_peft_model(model, peft_config)
     if cfg.lean_forward:
         lean_lora_forward(peft_model, cfg.share_dropout)
-    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in peft_model.parameters())
+    trainable, total = peft_model.get_nb_trainable_parameters()  # counts a 4-bit base's packed weights whole
     logger.info(
         "LoRA r=%d alpha=%d on %s%s: %s trainable of %s parameters (%.2f%%)",
         cfg.r,
