@@ -1,6 +1,7 @@
 """fathom gives CUDA's caching allocator expandable segments unless the user chose its settings."""
 
 import os
+from pathlib import Path
 
 from fathom.cli import main
 from fathom.model.allocator import (
@@ -9,6 +10,8 @@ from fathom.model.allocator import (
     allocator_settings,
     prefer_expandable_segments,
 )
+
+SHIPPED_7B = Path(__file__).resolve().parents[2] / "configs" / "qwen2.5-7b-maritime-32k.yaml"
 
 
 def test_expandable_segments_are_set_only_where_the_user_set_nothing():
@@ -25,7 +28,7 @@ def test_every_fathom_command_sets_it_before_cuda_is_touched(monkeypatch, capsys
     for name in ALLOCATOR_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     assert allocator_settings() == "default"
-    assert main(["plan", "--json"]) == 0
+    assert main(["plan", "--config", str(SHIPPED_7B), "--json", "--gpu", "rtx4090"]) == 0
     assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == EXPANDABLE_SEGMENTS
     assert allocator_settings() == f"PYTORCH_CUDA_ALLOC_CONF={EXPANDABLE_SEGMENTS}"
 
