@@ -41,6 +41,21 @@ def test_plan_table_and_world_size(capsys):
     assert "world size 2" in out
 
 
+def test_plan_sizes_each_gpu_for_the_world_size(capsys):
+    """--world-size N: each GPU of the table as N of them; FSDP's shards and the time over N."""
+
+    def a100(*extra):
+        assert main(["plan", "--config", str(SHIPPED_7B), "--json", "--gpu", "a100-40gb", *extra]) == 0
+        return json.loads(capsys.readouterr().out)["hardware"][0]
+
+    one, ddp, fsdp = a100(), a100("--world-size", "4"), a100("--world-size", "4", "train.strategy=fsdp")
+    assert (one["label"], ddp["label"]) == ("A100 40 GB", "4x A100 40 GB")
+    for single, replicated, sharded in zip(one["phases"], ddp["phases"], fsdp["phases"], strict=True):
+        assert replicated["estimated_gib"] == single["estimated_gib"]  # DDP: every GPU holds the whole model
+        assert sharded["estimated_gib"] < single["estimated_gib"] - 5  # FSDP over 4: a quarter of 14 GiB of weights
+        assert replicated["hours"] == pytest.approx(single["hours"] / (4 * 0.9), rel=0.01)
+
+
 def test_plan_of_a_16k_schedule_names_final_16k_model(capsys):
     schedule = (
         "train.schedule=[{name: Phase_1a_Short, max_seq_length: 4096, token_fraction: 0.67}, "

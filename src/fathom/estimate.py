@@ -558,12 +558,24 @@ def judge(shape: ModelShape, config: FathomConfig, hardware: Hardware, phase: Ph
     return Verdict(hardware, phase, est, est.total <= limit, fixes if fixed else [], fixed, hours)
 
 
-def plan_hardware(config: FathomConfig, keys: list[str] | None = None, sft_rows_per_epoch: int | None = None) -> dict:
-    """Verdicts of every phase on the chosen hardware (this machine, then the whole table, by default), JSON-ready."""
+def on_devices(hardware: Hardware, world_size: int) -> Hardware:
+    """``hardware`` as a machine of ``world_size`` such GPUs (``fathom plan --world-size N``): the same
+    memory per device, with FSDP's shards and the speed over N. Entries that already name several
+    devices, Apple GPUs and the CPU stay as they are."""
+    if world_size <= 1 or hardware.devices > 1 or hardware.kind != "cuda":
+        return hardware
+    return dataclasses.replace(hardware, label=f"{world_size}x {hardware.label}", devices=world_size)
+
+
+def plan_hardware(
+    config: FathomConfig, keys: list[str] | None = None, sft_rows_per_epoch: int | None = None, world_size: int = 1
+) -> dict:
+    """Verdicts of every phase on the chosen hardware (this machine, then the whole table, by default),
+    each GPU as ``world_size`` of them; JSON-ready."""
     shape = model_shape(config.model.name_or_path, config.model.revision, config.model.trust_remote_code)
     out = {"model_shape": shape.__dict__ | {"parameters": shape.parameters}, "hardware": []}
     for key in keys or hardware_choices():
-        hw = hardware_by_key(key)
+        hw = on_devices(hardware_by_key(key), world_size)
         phases = plan_phases(config, hw.devices, sft_rows_per_epoch)
         rows = []
         for phase in phases:

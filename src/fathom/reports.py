@@ -33,7 +33,7 @@ def plan_report(config: FathomConfig, world_size: int = 1, hardware_keys: list[s
     if sft_note:
         summary["sft_note"] = sft_note
     try:
-        hardware = plan_hardware(config, hardware_keys, sft_rows)
+        hardware = plan_hardware(config, hardware_keys, sft_rows, world_size)
         summary["hardware"], summary["model_shape"] = hardware["hardware"], hardware["model_shape"]
     except ValueError as exc:  # the model's config cannot be read (offline, unknown id)
         summary["hardware_note"] = str(exc)
