@@ -33,3 +33,25 @@ def test_every_fathom_command_sets_it_before_cuda_is_touched(monkeypatch, capsys
     assert allocator_settings() == f"PYTORCH_CUDA_ALLOC_CONF={EXPANDABLE_SEGMENTS}"
 
     capsys.readouterr()
+
+
+def test_train_sets_it_for_callers_other_than_the_cli(monkeypatch):
+    """The guide's script and notebooks call fathom.train.loop.train without the CLI."""
+    import pytest
+
+    import fathom.train.loop as loop
+    from fathom.config import config_from_dict
+
+    for name in ALLOCATOR_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+    class Started(Exception):
+        pass
+
+    def started(*args, **kwargs):
+        raise Started  # the first thing train does after choosing the allocator: stop there
+
+    monkeypatch.setattr(loop.distributed, "setup", started)
+    with pytest.raises(Started):
+        loop.train(config_from_dict({}))
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == EXPANDABLE_SEGMENTS

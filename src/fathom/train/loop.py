@@ -36,6 +36,7 @@ from fathom.data.pack import epoch_stream, pack_rows
 from fathom.errors import TrainingStopped, raise_problems
 from fathom.labels import IGNORE_INDEX
 from fathom.model.adapter import ADAPTER_WEIGHTS, loading_code
+from fathom.model.allocator import prefer_expandable_segments
 from fathom.model.load import lean_norms, load_configured_tokenizer, load_model, tile_mlps
 from fathom.model.lora import apply_lora, fresh_lora_on_merged
 from fathom.model.loss import causal_lm_loss_sum, resolve_loss_implementation
@@ -157,6 +158,7 @@ def train(config: FathomConfig, resume: bool = False, allow_changed: tuple[str, 
     Launched by torchrun / accelerate with several processes, every rank runs this; see
     :mod:`fathom.train.distributed`.
     """
+    prefer_expandable_segments()  # for callers other than the CLI (the guide's script, notebooks)
     world = distributed.setup(config.train.strategy)
     try:
         return _train(config, resume, world, allow_changed)
