@@ -447,6 +447,83 @@ def _entry_lock(folder: Path) -> Iterator[None]:
         lock.release()
 
 
+class _DocumentSink:
+    """Extracted documents, in input order, to the token shards: exact and near duplicates dropped,
+    text tokenized in batches of ``TOKENIZE_BATCH_CHARS``, each document ended by ``eod_id`` and
+    assigned to training or held out by its content hash."""
+
+    def __init__(self, writer: _Writer, settings: CleaningSettings, tokenizer, eod_id: int, bar) -> None:
+        self.writer, self.settings, self.eod_id, self.bar = writer, settings, eod_id, bar
+        self.encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+        self.report = IngestReport()
+        self.seen: set[bytes] = set()
+        self.near = NearDuplicateIndex(settings.near_dedup_threshold) if settings.near_dedup else None
+        self.removed = {"exact": 0, "near": 0}
+        self.held_out = self.skips_logged = 0
+        self.batch: list[tuple[Document, bytes]] = []
+        self.batch_chars = 0
+
+    def consume(self, docs: list[Document], unit_report: IngestReport, unit: tuple[str, object]) -> None:
+        self.report.merge(unit_report)
+        self.skips_logged = log_skips(self.report.skipped[self.skips_logged :], self.skips_logged)
+        for doc in docs:
+            digest = content_hash(doc.text)
+            if self.settings.dedup and digest in self.seen:
+                self.removed["exact"] += 1
+                continue
+            self.seen.add(digest)
+            if self.near is not None and self.near.seen_similar(minhash(doc.text)):
+                self.removed["near"] += 1
+                continue
+            self.batch.append((doc, digest))
+            self.batch_chars += len(doc.text)
+            if self.batch_chars >= TOKENIZE_BATCH_CHARS:
+                self.flush()
+        if unit[0] == "file":
+            self.bar.update(1)
+
+    def flush(self) -> None:
+        if not self.batch:
+            return
+        texts = [doc.text for doc, _ in self.batch]
+        for (doc, digest), encoding in zip(self.batch, self.encode(texts, add_special_tokens=False), strict=True):
+            ids = encoding.ids
+            tokens = np.empty(len(ids) + 1, dtype=np.uint32)
+            tokens[:-1] = ids
+            tokens[-1] = self.eod_id
+            split = int(_held_out(digest, self.settings.seed, self.settings.eval_fraction))
+            self.held_out += split
+            self.writer.add(tokens, doc.source, split)
+        self.batch, self.batch_chars = [], 0
+        self.bar.set_postfix(tokens=f"{sum(self.writer.shard_tokens):,}", refresh=False)
+
+
+def _extracted_in_order(sources: list[str], settings: CleaningSettings, report: IngestReport, num_proc: int):
+    """``(documents, unit report, unit)`` for every unit of ``sources``, in input order; PDF and HTML
+    files are extracted in ``num_proc`` worker processes, at most ``2 x num_proc`` of them ahead."""
+    pool = None
+    if num_proc > 1 and any(Path(s).suffix.lower() in HEAVY_SUFFIXES for s in sources):
+        # fork on Linux: workers start at once and callers need no `if __name__ == "__main__"` guard
+        # (workers use no torch); elsewhere (macOS, Windows) spawn, the safe default there.
+        method = "fork" if sys.platform.startswith("linux") else "spawn"
+        pool = multiprocessing.get_context(method).Pool(num_proc, initializer=_init_worker, initargs=(settings,))
+    try:
+        pending: deque = deque()
+        for unit in _units(sources, settings, report):
+            heavy = unit[0] == "file" and Path(str(unit[1])).suffix.lower() in HEAVY_SUFFIXES
+            pending.append((pool.apply_async(_extract, (unit,)) if pool is not None and heavy else None, unit))
+            while len(pending) > 2 * num_proc or (pending and pending[0][0] is None):
+                future, done = pending.popleft()
+                yield (*(future.get() if future is not None else _extract(done, settings)), done)
+        while pending:
+            future, done = pending.popleft()
+            yield (*(future.get() if future is not None else _extract(done, settings)), done)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+
+
 def _tokenize_into(
     folder: Path,
     sources: list[str],
@@ -462,107 +539,47 @@ def _tokenize_into(
     from tqdm.auto import tqdm
 
     num_proc = num_proc or min(8, os.cpu_count() or 1)
-    tokenizer = _main_tokenizer(tokenizer_json)
-    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
-    report = IngestReport()
     writer = _Writer(folder)
-    seen: set[bytes] = set()
-    near = NearDuplicateIndex(settings.near_dedup_threshold) if settings.near_dedup else None
-    removed = {"exact": 0, "near": 0}
-    counts = {"held_out": 0, "logged": 0}
-    batch: list[tuple[Document, bytes]] = []
-    batch_chars = 0
     start = time.perf_counter()
     bar = tqdm(total=len(sources), unit="src", desc="prepare", disable=not progress, dynamic_ncols=True)
-
-    def flush() -> None:
-        nonlocal batch, batch_chars
-        if not batch:
-            return
-        for (doc, digest), encoding in zip(
-            batch, encode([d.text for d, _ in batch], add_special_tokens=False), strict=True
-        ):
-            ids = encoding.ids
-            tokens = np.empty(len(ids) + 1, dtype=np.uint32)
-            tokens[:-1] = ids
-            tokens[-1] = eod_id
-            split = int(_held_out(digest, settings.seed, settings.eval_fraction))
-            counts["held_out"] += split
-            writer.add(tokens, doc.source, split)
-        batch, batch_chars = [], 0
-        bar.set_postfix(tokens=f"{sum(writer.shard_tokens):,}", refresh=False)
-
-    def consume(docs: list[Document], unit_report: IngestReport, unit) -> None:
-        nonlocal batch_chars
-        report.merge(unit_report)
-        counts["logged"] = log_skips(report.skipped[counts["logged"] :], counts["logged"])
-        for doc in docs:
-            digest = content_hash(doc.text)
-            if settings.dedup and digest in seen:
-                removed["exact"] += 1
-                continue
-            seen.add(digest)
-            if near is not None and near.seen_similar(minhash(doc.text)):
-                removed["near"] += 1
-                continue
-            batch.append((doc, digest))
-            batch_chars += len(doc.text)
-            if batch_chars >= TOKENIZE_BATCH_CHARS:
-                flush()
-        if unit[0] == "file":
-            bar.update(1)
-
-    pool = None
-    if num_proc > 1 and any(Path(s).suffix.lower() in HEAVY_SUFFIXES for s in sources):
-        # fork on Linux: workers start at once and callers need no `if __name__ == "__main__"` guard
-        # (workers use no torch); elsewhere (macOS, Windows) spawn, the safe default there.
-        method = "fork" if sys.platform.startswith("linux") else "spawn"
-        pool = multiprocessing.get_context(method).Pool(num_proc, initializer=_init_worker, initargs=(settings,))
-    try:
-        pending: deque = deque()
-        for unit in _units(sources, settings, report):
-            heavy = unit[0] == "file" and Path(str(unit[1])).suffix.lower() in HEAVY_SUFFIXES
-            pending.append((pool.apply_async(_extract, (unit,)) if pool is not None and heavy else None, unit))
-            while len(pending) > 2 * num_proc or (pending and pending[0][0] is None):
-                future, done = pending.popleft()
-                consume(*(future.get() if future is not None else _extract(done, settings)), done)
-        while pending:
-            future, done = pending.popleft()
-            consume(*(future.get() if future is not None else _extract(done, settings)), done)
-        flush()
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
+    sink = _DocumentSink(writer, settings, _main_tokenizer(tokenizer_json), eod_id, bar)
+    with contextlib.closing(_extracted_in_order(sources, settings, sink.report, num_proc)) as extracted:
+        for docs, unit_report, unit in extracted:
+            sink.consume(docs, unit_report, unit)
+    sink.flush()
     bar.update(len(sources) - bar.n)  # record sources are counted here, once streamed
     bar.close()
     writer.close()
-    documents = len(writer.length)
-    tokens = int(sum(writer.shard_tokens))
-    seconds = time.perf_counter() - start
+    return _build_summary(sink, len(sources), time.perf_counter() - start)
+
+
+def _build_summary(sink: _DocumentSink, sources: int, seconds: float) -> dict:
+    """What one build made and skipped: logged in one line, returned for the cache's manifest."""
+    report, writer = sink.report, sink.writer
+    documents, tokens = len(writer.length), int(sum(writer.shard_tokens))
     logger.info(
         "data: %s documents, %s tokens from %d sources in %.1f s (%s tokens/s); skipped %d (%s); "
         "removed %d exact and %d near duplicates; %d documents held out for evaluation",
         f"{documents:,}",
         f"{tokens:,}",
-        len(sources),
+        sources,
         seconds,
         f"{tokens / max(seconds, 1e-9):,.0f}",
         len(report.skipped),
         ", ".join(f"{n} {r}" for r, n in report.reasons().items()) or "none",
-        removed["exact"],
-        removed["near"],
-        counts["held_out"],
+        sink.removed["exact"],
+        sink.removed["near"],
+        sink.held_out,
     )
     return {
         "documents": documents,
         "tokens": tokens,
-        "held_out_documents": counts["held_out"],
-        "sources": len(sources),
+        "held_out_documents": sink.held_out,
+        "sources": sources,
         "files_read": report.files_read,
         "skipped": report.skipped,
         "skipped_by_reason": report.reasons(),
-        "duplicates_removed": removed,
+        "duplicates_removed": sink.removed,
         "shard_tokens": writer.shard_tokens,
         "seconds": round(seconds, 3),
     }
