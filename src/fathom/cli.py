@@ -181,7 +181,8 @@ def _print_simulation(console, summary: dict) -> None:
     for p in summary["phases"]:
         at = p["simulated_at_peak_gib"]
         module = p["simulated_peak_module"].removesuffix(".default")
-        where = f"{p['simulated_peak_op']} in {module[module.find('layers.') :] if 'layers.' in module else module}"
+        module = module[module.find("layers.") :] if "layers." in module else module
+        where = f"{p['simulated_peak_op']} in {module or 'the loss'}"  # the step module's own code: the loss
         table.add_row(
             p["name"],
             f"{p['simulated_peak_gib']:.1f}",
@@ -222,8 +223,12 @@ def _print_hardware_table(console, rows: list[dict], phases: list[str]) -> None:
             cells.append(f"{p['estimated_gib']:.1f} GiB, {verdict}, {format_hours(p['hours'])}")
         table.add_row(f"{hw['label']} ({hw['key']})", *cells)
     console.print(table)
+    from fathom.estimate import HARDWARE
+
+    share = {hw.kind: f"{hw.mfu:.0%}" for hw in HARDWARE.values()}
     console.print(
-        "time at the stated utilization of each device's dense bf16 peak (40% GPUs, 30% Apple); see fathom.estimate"
+        f"time at the stated utilization of each device's dense bf16 peak ({share['cuda']} NVIDIA GPUs, as measured "
+        f"on an H200; {share['mps']} Apple); see fathom.estimate"
     )
     if rows and rows[0]["rate_note"]:
         console.print(f"this machine: {rows[0]['rate_note']}, training at {rows[0]['mfu']:.0%} of it")
