@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import hang_guard
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -13,7 +15,7 @@ def test_gpu_bench_runs_each_variant_from_a_fresh_adapter(tmp_path):
     out = tmp_path / "rows.jsonl"
     runs = "none:128,64;none+offload:64;none+packed:64"
     cmd = [sys.executable, str(REPO / "bench" / "gpu.py"), "--shape", "tiny", "--runs", runs, "--steps", "1"]
-    done = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, timeout=600)
+    done = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, timeout=hang_guard())
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["variant"], r["seq_len"]) for r in rows] == [
