@@ -26,8 +26,11 @@ from dataclasses import dataclass
 _KEY_VALUE = re.compile(r"^[ \t]*(?:[-*][ \t]+)?([A-Z][\w ()'./-]{1,48}?):[ \t]+(\S[^\n]{0,160})$", re.M)
 _PARAGRAPH = re.compile(r"^[ \t]*(\([a-z]{1,4}\)|\d{1,2}\.)[ \t]+(\S[^\n]{20,})$", re.M)
 _TITLE = re.compile(r"^(?:title:[ \t]*|#[ \t]+)(\S[^\n]{2,100})$", re.M)
+_HEADING = re.compile(r"^(#{1,6})[ \t]+(\S[^\n]{1,160}?)[ \t]*$", re.M)
+_LABELLED_HEADING = re.compile(r"^(\([a-z0-9]{1,4}\)|\d{1,2}\.)[ \t]+")
 _SKIP_KEYS = {"http", "https", "source_pdf", "verified", "regime", "part", "number", "note"}
 DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
+ANSWER_CHARS = 100  # longer first sentences are cut at the last word boundary before this
 
 
 def normalize_answer(text: str) -> str:
@@ -43,42 +46,119 @@ class Fact:
     answer: str
     key: str  # the text that locates the fact; it must appear once in a context
     start: int  # character offset of the key in the document
-    kind: str  # key_value | paragraph | teacher
+    kind: str  # key_value | paragraph | section | teacher
     evidence: str | None = None  # what a context must hold for the answer to be found there (default: the answer)
+    anchor: str | None = None  # the heading or title the question names; once in a context, before the key
+    anchor_start: int | None = None  # its character offset in the document
 
     @property
     def needs(self) -> str:
         return self.evidence if self.evidence is not None else self.answer
 
 
-def _first_sentence(text: str, limit: int = 200) -> str:
+def _first_sentence(text: str, limit: int = ANSWER_CHARS) -> str:
+    """The first sentence of ``text``; past ``limit`` characters cut at a word boundary, never inside a word."""
     match = re.match(r"(.{10,}?[.;:])(?:\s|$)", text)
     sentence = match.group(1) if match else text
-    return sentence[:limit].rstrip(" .;:")
+    if len(sentence) > limit:
+        cut = sentence.rfind(" ", 0, limit + 1)
+        sentence = sentence[: cut if cut > limit // 2 else limit]
+    return sentence.rstrip(" .;:,")
+
+
+def _is_prose(line: str) -> bool:
+    """A sentence of running text (a section's body), not a list item, a record line or a label."""
+    return len(line) >= 20 and line[0].isalpha() and not _KEY_VALUE.match(line) and not _PARAGRAPH.match(line)
+
+
+def _headings(text: str) -> list[tuple[int, int, str, str]]:
+    """Markdown headings as (offset, level, heading line, name), in order."""
+    return [(m.start(), len(m.group(1)), m.group(0).strip(), m.group(2).strip()) for m in _HEADING.finditer(text)]
+
+
+def _enclosing(headings, at: int, title) -> tuple[str, str, int] | None:
+    """(name, anchor line, anchor offset) of the nearest heading above ``at`` that is not itself a labelled
+    paragraph; the document's title when no such heading precedes it; None when there is neither."""
+    for start, _, line, name in reversed([h for h in headings if h[0] < at]):
+        if not _LABELLED_HEADING.match(name):
+            return name.rstrip(" ."), line, start
+    if title is not None:
+        return title.group(1).strip().strip("'\""), title.group(0).strip(), title.start()
+    return None
+
+
+def _body_after(text: str, end: int) -> tuple[str, int] | None:
+    """The first non-blank line after ``end`` and its offset, unless that line is another heading."""
+    match = re.compile(r"\n[ \t]*\n?[ \t]*(\S[^\n]*)").match(text, end)
+    if match is None or match.group(1).startswith("#"):
+        return None
+    return match.group(1).strip(), match.start(1)
 
 
 def extract_facts(text: str) -> list[Fact]:
-    """The askable facts of a document, in order of appearance."""
-    facts = []
-    seen: set[str] = set()
+    """The askable facts of a document, in order of appearance.
+
+    Paragraph and section questions name the heading they sit under (a long document holds many
+    paragraphs "(a)"), and a label that occurs twice under one heading is not asked at all: every
+    question has one answer in its document.
+    """
+    facts = _key_value_facts(text)
+    title = _TITLE.search(text)
+    headings = _headings(text)
+    candidates = _paragraph_candidates(text, headings, title) + _section_candidates(text, headings)
+    counts: dict[tuple[str, str], int] = {}
+    for name, label, *_ in candidates:
+        counts[(name, label)] = counts.get((name, label), 0) + 1
+    for name, label, answer, key, start, anchor, anchor_start in sorted(candidates, key=lambda c: c[4]):
+        if counts[(name, label)] != 1 or len(answer) < 10:
+            continue
+        if label:
+            question, kind = f'What does paragraph {label} of "{name}" say?', "paragraph"
+        else:
+            question, kind = f'What does the section "{name}" say?', "section"
+        facts.append(Fact(question, answer, key, start, kind, None, anchor, anchor_start))
+    return facts
+
+
+def _key_value_facts(text: str) -> list[Fact]:
+    facts, seen = [], set()
     for match in _KEY_VALUE.finditer(text):
         key, value = match.group(1).strip(), _first_sentence(match.group(2).strip())
         if key.lower() in _SKIP_KEYS or ". " in key or len(value) < 2 or key in seen:
             continue
         seen.add(key)
         facts.append(Fact(f'What does the document give for "{key}"?', value, f"{key}:", match.start(1), "key_value"))
-    title = _TITLE.search(text)
-    if title:
-        name = title.group(1).strip().strip("'\"")
-        for match in _PARAGRAPH.finditer(text):
-            label = match.group(1)
-            if label in seen:
-                continue
-            seen.add(label)
-            answer = _first_sentence(match.group(2).strip())
-            question = f'What does paragraph {label} of "{name}" say?'
-            facts.append(Fact(question, answer, match.group(0).strip()[:60], match.start(1), "paragraph"))
     return facts
+
+
+def _paragraph_candidates(text: str, headings, title) -> list[tuple]:
+    """(name, label, answer, key, key offset, anchor, anchor offset) of lettered / numbered paragraphs,
+    written inline ("(a) Any vessel ...") or as a heading with the text below ("###### (a) In General")."""
+    out = []
+    for match in _PARAGRAPH.finditer(text):
+        where = _enclosing(headings, match.start(), title)
+        if where is not None:
+            answer = _first_sentence(match.group(2).strip())
+            out.append((where[0], match.group(1), answer, match.group(0).strip()[:60], match.start(1), *where[1:]))
+    for start, _, line, name in headings:
+        label = _LABELLED_HEADING.match(name)
+        body = _body_after(text, start + len(line))
+        where = _enclosing(headings, start, title)
+        if label and body and _is_prose(body[0]) and where is not None:
+            key = f"{line}\n"  # the heading line, whole: "(a)" alone recurs under every section
+            out.append((where[0], label.group(1), _first_sentence(body[0]), key, start, *where[1:]))
+    return out
+
+
+def _section_candidates(text: str, headings) -> list[tuple]:
+    """Sections (a heading below the title, not a labelled paragraph) whose text opens with a sentence."""
+    out = []
+    for start, level, line, name in headings:
+        body = _body_after(text, start + len(line))
+        if level == 1 or _LABELLED_HEADING.match(name) or body is None or not _is_prose(body[0]):
+            continue
+        out.append((name.rstrip(" ."), "", _first_sentence(body[0]), f"{line}\n", start, None, None))
+    return out
 
 
 def build_records(
@@ -118,15 +198,23 @@ def _token_at(offsets, char: int) -> int:
 
 
 def _context(index, fact: Fact, texts, encoded, tokenizer, length: int, depth: float, rng) -> dict | None:
-    """The record for ``fact`` of document ``index`` in a context of ``length`` tokens, fact at ``depth``."""
-    ids = encoded[index]["input_ids"]
-    at = _token_at(encoded[index]["offset_mapping"], fact.start)
-    span = _token_at(encoded[index]["offset_mapping"], fact.start + len(fact.key)) - at  # the key fits whole
+    """The record for ``fact`` of document ``index`` in a context of ``length`` tokens, fact at ``depth``.
+
+    The window holds the fact's anchor (the heading its question names) through its key; documents
+    placed beside a short one state neither the key nor the anchor, so the question keeps one answer.
+    """
+    ids, offsets = encoded[index]["input_ids"], encoded[index]["offset_mapping"]
+    first = fact.anchor_start if fact.anchor_start is not None else fact.start
+    at = _token_at(offsets, first)
+    span = _token_at(offsets, fact.start + len(fact.key)) - at  # the anchor and the key fit whole
+    if span >= length:
+        return None
     if len(ids) >= length:
         start = min(max(at - round(depth * max(length - span, 0)), 0), len(ids) - length)
         context_ids, fact_token = ids[start : start + length], at - start
-    else:  # the document between others that do not state the same key
-        pool = iter(i for i in rng.sample(range(len(texts)), len(texts)) if i != index and fact.key not in texts[i])
+    else:  # the document between others that do not state the same key or heading
+        marks = [m for m in (fact.key, fact.anchor) if m]
+        pool = iter(i for i in rng.sample(range(len(texts)), len(texts)) if i != index and not _states(texts[i], marks))
         want_before = min(max(round(depth * length) - at, 0), length - len(ids))
         before: list[int] = []
         while len(before) < want_before and (i := next(pool, None)) is not None:
@@ -139,6 +227,8 @@ def _context(index, fact: Fact, texts, encoded, tokenizer, length: int, depth: f
     context = tokenizer.decode(context_ids)
     if context.count(fact.key) != 1 or fact.needs not in context:
         return None  # cut away by the window, or stated twice: the question would not have one answer
+    if fact.anchor is not None and not 0 <= context.find(fact.anchor) < context.find(fact.key):
+        return None  # the heading the question names is not in the window
     return {
         "document": context,
         "question": fact.question,
@@ -148,3 +238,7 @@ def _context(index, fact: Fact, texts, encoded, tokenizer, length: int, depth: f
         "kind": fact.kind,
         "source_document": index,
     }
+
+
+def _states(text: str, marks: list[str]) -> bool:
+    return any(mark in text for mark in marks)

