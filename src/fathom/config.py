@@ -204,10 +204,16 @@ class DataConfig:
     cache_dir: str | None = _help(
         "Folder of the token caches; default $FATHOM_CACHE/data (~/.cache/fathom/data).", default=None
     )
+    follow_symlinks: str = _help(
+        "Symlinks met inside a data folder or glob: inside (read those that stay inside the folder being read), "
+        "none (read no link), all (follow every link). A file named in data.paths itself is always read.",
+        default="inside",
+    )
 
     def problems(self, check_paths: bool = True) -> Iterator[str]:
         if not self.paths:
             yield "data.paths: give at least one file or folder of documents"
+        yield from _choice("data.follow_symlinks", self.follow_symlinks, ("inside", "all", "none"))
         yield from _choice("data.unicode_normalization", self.unicode_normalization, ("NFC", "NFKC", "none"))
         if not 0 <= self.eval_fraction < 1:
             yield f"data.eval_fraction: must be in [0, 1), got {self.eval_fraction}"
@@ -483,6 +489,11 @@ class SftConfig:
         "Start Phase 2 from this adapter folder instead of continuing the Phase-1 LoRA (e.g. with an empty "
         "train.schedule: Phase 2 only).",
         default=None,
+    )
+    allow_outside_paths: bool = _help(
+        "Read a document-QA record's document_path outside the folder of its data file and the sft.paths "
+        "folders (never for hf: datasets, whose records are not trusted to name local files).",
+        default=False,
     )
     lora_init: str = _help(
         "continue: Phase 2 trains the Phase-1 LoRA on; merged: the Phase-1 LoRA is folded into the weights, "

@@ -29,8 +29,10 @@ def test_devices_and_fifos_are_never_opened(tmp_path):
     assert [d.text[:7] for d in docs] == ["Rule 5."]
     reasons = dict(report.skipped)
     assert reasons[str(folder / "pipe.txt")] == "not a regular file (a FIFO)"
-    assert reasons[str(folder / "zero.txt")] == "not a regular file (a character device)"
+    assert reasons[str(folder / "zero.txt")].startswith("symlink to a file outside")  # data.follow_symlinks: inside
     assert reasons["/dev/null"] == "not a regular file (a character device)"
+    docs, report = read_documents([str(folder)], follow_symlinks="all")  # followed: still never opened
+    assert dict(report.skipped)[str(folder / "zero.txt")] == "not a regular file (a character device)"
 
 
 def test_prepare_on_a_device_ends_with_one_line_instead_of_hanging(tmp_path, local_model_dir):
@@ -131,6 +133,13 @@ def test_a_document_path_to_a_device_or_fifo_is_skipped_not_read(tmp_path, real_
     ]
     (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps(r) for r in records), encoding="utf-8")
     examples, report = read_examples([str(tmp_path / "qa.jsonl")], real_tokenizer.load(), 512)
+    assert len(examples) == 1
+    assert set(report.skipped_by_reason) == {
+        f"document_path /dev/zero is outside {tmp_path} (the folder of the file naming it); "
+        "sft.allow_outside_paths: true reads it",
+        f"document_path {tmp_path / 'pipe.txt'} is not a regular file (a FIFO)",
+    }
+    examples, report = read_examples([str(tmp_path / "qa.jsonl")], real_tokenizer.load(), 512, allow_outside_paths=True)
     assert len(examples) == 1
     assert set(report.skipped_by_reason) == {
         "document_path /dev/zero is not a regular file (a character device)",

@@ -368,15 +368,17 @@ class _Entry:
     settings: CleaningSettings
     tokenizer_json: str
     tokenizer_hash: str
+    refused: list[tuple[str, str]]  # links data.follow_symlinks leaves out: skips of the build's report
 
     @classmethod
     def locate(cls, config, tokenizer, eod_id: int) -> _Entry:
         settings = CleaningSettings.from_config(config)
-        sources = expand_paths(config.data.paths)
+        refused: list[tuple[str, str]] = []
+        sources = expand_paths(config.data.paths, config.data.follow_symlinks, refused)
         tokenizer_json, tokenizer_hash = tokenizer_fingerprint(tokenizer)
         root = Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir()
         folder = root / cache_key(sources, tokenizer_hash, eod_id, settings)
-        return cls(folder, sources, settings, tokenizer_json, tokenizer_hash)
+        return cls(folder, sources, settings, tokenizer_json, tokenizer_hash, refused)
 
 
 def find_corpus(config, tokenizer, eod_id: int) -> CorpusCache | None:
@@ -407,7 +409,7 @@ def prepare_corpus(config, tokenizer, eod_id: int, progress: bool = True) -> Cor
         if not (folder / "meta.json").is_file():  # another process may have built it while we waited
             with atomic_dir(folder, replace=False) as tmp:
                 meta = _tokenize_into(
-                    tmp, sources, settings, entry.tokenizer_json, eod_id, config.data.num_proc, progress
+                    tmp, sources, settings, entry.tokenizer_json, eod_id, config.data.num_proc, progress, entry.refused
                 )
                 meta |= {
                     "key": key,
@@ -532,6 +534,7 @@ def _tokenize_into(
     eod_id: int,
     num_proc: int,
     progress: bool,
+    refused: list[tuple[str, str]] = (),
 ) -> dict:
     """Walk the sources in order: extract and clean (PDF/HTML files in worker processes), drop duplicates,
     tokenize in batches, write. Everything is consumed in input order, so the result does not depend on
@@ -543,6 +546,8 @@ def _tokenize_into(
     start = time.perf_counter()
     bar = tqdm(total=len(sources), unit="src", desc="prepare", disable=not progress, dynamic_ncols=True)
     sink = _DocumentSink(writer, settings, _main_tokenizer(tokenizer_json), eod_id, bar)
+    sink.report.skipped.extend(refused)
+    sink.skips_logged = log_skips(sink.report.skipped)
     with contextlib.closing(_extracted_in_order(sources, settings, sink.report, num_proc)) as extracted:
         for docs, unit_report, unit in extracted:
             sink.consume(docs, unit_report, unit)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import os
 import stat
 from collections import Counter
 from collections.abc import Iterator
@@ -88,11 +89,20 @@ def _is_dataset_folder(path: Path) -> bool:
     )
 
 
-def expand_paths(paths: list[str]) -> list[str]:
+FOLLOW_SYMLINKS_CHOICES = ("inside", "all", "none")
+
+
+def expand_paths(
+    paths: list[str], follow_symlinks: str = "inside", refused: list[tuple[str, str]] | None = None
+) -> list[str]:
     """Files, dataset folders and ``hf:`` ids named by ``paths``, in a stable order.
 
     A folder is searched recursively for supported files (a ``datasets`` folder is one source);
     a glob pattern is expanded; a path that does not exist raises FileNotFoundError naming it.
+    Links met inside a folder or a glob follow ``follow_symlinks``: ``inside`` keeps those that stay
+    in the folder being read (a link to ``/etc/passwd`` in a data folder is not read), ``none`` keeps
+    no link, ``all`` every one; a path named itself is always read. The links left out go to
+    ``refused`` as (path, reason), for the caller's report.
     """
     out: list[str] = []
     for raw in paths:
@@ -103,26 +113,68 @@ def expand_paths(paths: list[str]) -> list[str]:
             matches = sorted(glob.glob(raw, recursive=True))
             if not matches:
                 raise FileNotFoundError(f"data.paths: the pattern {raw} matches nothing")
-            out.extend(expand_paths(matches))
+            root = _glob_root(raw)
+            kept = [m for m in matches if _link_allowed(Path(m), root, follow_symlinks, refused)]
+            out.extend(expand_paths(kept, follow_symlinks, refused))
             continue
         path = Path(raw)
         if path.is_dir():
-            if _is_dataset_folder(path):
-                out.append(str(path))
-                continue
-            for child in sorted(path.rglob("*")):
-                if child.suffix.lower() in SUPPORTED_SUFFIXES and (
-                    child.is_file() or child.is_symlink() or special_file(child)  # the last two: a skip reason
-                ):
-                    if not any(_is_dataset_folder(parent) for parent in child.parents if parent != path.parent):
-                        out.append(str(child))
-                elif child.is_dir() and _is_dataset_folder(child):
-                    out.append(str(child))
+            out.extend(_folder_sources(path, follow_symlinks, refused))
         elif path.exists() or path.is_symlink():
             out.append(str(path))
         else:
             raise FileNotFoundError(f"data.paths: {raw} does not exist")
     return list(dict.fromkeys(out))
+
+
+def _folder_sources(folder: Path, follow_symlinks: str, refused: list | None) -> list[str]:
+    """The supported files and dataset folders under ``folder`` (itself, when it is a dataset folder)."""
+    if _is_dataset_folder(folder):
+        return [str(folder)]
+    out = []
+    for child in sorted(folder.rglob("*")):
+        if child.suffix.lower() in SUPPORTED_SUFFIXES and (
+            child.is_file() or child.is_symlink() or special_file(child)  # the last two: a skip reason
+        ):
+            if any(_is_dataset_folder(parent) for parent in child.parents if parent != folder.parent):
+                continue  # read as part of its dataset folder
+        elif not (child.is_dir() and _is_dataset_folder(child)):
+            continue
+        if _link_allowed(child, folder, follow_symlinks, refused):
+            out.append(str(child))
+    return out
+
+
+def _glob_root(pattern: str) -> Path:
+    """The folder a glob pattern reads: its path up to the first part with a wildcard."""
+    parts = Path(pattern).parts
+    fixed = [p for p in parts[: next(i for i, p in enumerate(parts) if any(c in p for c in "*?["))]]
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _link_allowed(path: Path, root: Path, policy: str, refused: list | None) -> bool:
+    """Whether ``path``, found under ``root``, may be read under the symlink policy (a refusal is recorded).
+
+    It is a link when it, or a folder between it and ``root``, is a symlink; broken links stay in
+    (the readers skip them as broken).
+    """
+    if policy == "all" or not _links_between(path, root) or (path.is_symlink() and not path.exists()):
+        return True
+    if policy == "inside" and Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root)):
+        return True
+    where = "any folder" if policy == "none" else str(root)
+    reason = f"symlink to a file outside {where} (data.follow_symlinks: {policy}; 'all' follows it)"
+    if refused is not None:
+        refused.append((str(path), reason))
+    return False
+
+
+def _links_between(path: Path, root: Path) -> bool:
+    while path != root and path != path.parent:
+        if path.is_symlink():
+            return True
+        path = path.parent
+    return False
 
 
 def _read_bytes(path: Path, report: IngestReport) -> bytes | None:
@@ -550,12 +602,12 @@ def _documents_of(source: str, text_field: str, report: IngestReport, max_chars:
 
 
 def read_documents(
-    paths: list[str], text_field: str = "text", min_chars: int = 1
+    paths: list[str], text_field: str = "text", min_chars: int = 1, follow_symlinks: str = "inside"
 ) -> tuple[list[Document], IngestReport]:
     """Every document under ``paths`` in memory (small corpora, tests); the cache streams instead."""
     report = IngestReport()
     documents = []
-    for source in expand_paths(paths):
+    for source in expand_paths(paths, follow_symlinks, report.skipped):
         for doc in documents_of(source, text_field, report):
             if len(doc.text.strip()) >= min_chars:
                 documents.append(doc)

@@ -27,13 +27,22 @@ and only the tokens of ``Hamburg<|im_end|>`` carry labels.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from fathom.config import DEFAULT_PROMPT_TEMPLATE
-from fathom.data.ingest import BYTES_PER_CHAR, MAX_DOCUMENT_CHARS, IngestReport, expand_paths, records_of, special_file
+from fathom.data.ingest import (
+    BYTES_PER_CHAR,
+    HUB_PREFIX,
+    MAX_DOCUMENT_CHARS,
+    IngestReport,
+    expand_paths,
+    records_of,
+    special_file,
+)
 from fathom.labels import IGNORE_INDEX
 
 logger = logging.getLogger("fathom")
@@ -78,13 +87,46 @@ def _text(value) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _read_document(record: dict, base_dir: Path) -> tuple[str | None, str | None]:
+@dataclass(frozen=True)
+class DocumentAccess:
+    """Where a document-QA record's ``document_path`` may point: the trust boundary of instruction data.
+
+    A path resolves against the folder of the data file naming it and must stay inside that folder or
+    one of ``roots`` (the folders given in ``sft.paths``), symlinks resolved; ``anywhere``
+    (``sft.allow_outside_paths``) lifts that for local files. Records of a Hub dataset (``hf:``) never
+    read a file: a downloaded dataset could otherwise put any file of the machine into the training data.
+    """
+
+    roots: tuple[Path, ...] = ()
+    anywhere: bool = False
+
+    def refusal(self, path: Path, source: str) -> str | None:
+        if source.startswith(HUB_PREFIX):
+            return "document_path in a Hub dataset record is not read (only inline document text is)"
+        if self.anywhere:
+            return None
+        real = Path(os.path.realpath(path))
+        folders = (Path(source).parent, *self.roots)
+        if any(real.is_relative_to(os.path.realpath(folder)) for folder in folders):
+            return None
+        return (
+            f"document_path {path} is outside {Path(source).parent} (the folder of the file naming it); "
+            "sft.allow_outside_paths: true reads it"
+        )
+
+
+def _read_document(record: dict, source: str, access: DocumentAccess) -> tuple[str | None, str | None]:
     """(document text, skip reason) of a document-QA record: inline, or a file beside the data file."""
     if "document" in record:
         text = _text(record["document"])
         return (text, None) if text and text.strip() else (None, "empty document")
-    path = Path(str(record["document_path"]))
-    path = path if path.is_absolute() else base_dir / path
+    if not isinstance(record["document_path"], str) or not record["document_path"].strip():
+        return None, "document_path is not a file name"
+    path = Path(record["document_path"])
+    path = path if path.is_absolute() else Path(source).parent / path
+    refusal = access.refusal(path, source)
+    if refusal:
+        return None, refusal
     special = special_file(path)  # /dev/zero or a FIFO would never end or block
     if special:
         return None, f"document_path {path} is not a regular file ({special})"
@@ -100,13 +142,16 @@ def _read_document(record: dict, base_dir: Path) -> tuple[str | None, str | None
 
 
 def to_conversation(
-    record, source: str, prompt_template: str = DEFAULT_PROMPT_TEMPLATE, system: str | None = None
+    record,
+    source: str,
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
+    system: str | None = None,
+    access: DocumentAccess = DocumentAccess(),
 ) -> Conversation | str:
     """The record as a :class:`Conversation`, or the reason it is skipped (one short phrase)."""
     if not isinstance(record, dict):
         return "not a JSON object"
     meta = {k: record[k] for k in ("depth", "context_tokens", "kind", "answer_depth") if k in record}
-    base_dir = Path(source).parent
     if "messages" in record or "conversations" in record:
         return _chat(record, source, system)
     if "instruction" in record and "output" in record:
@@ -123,7 +168,7 @@ def to_conversation(
             return "empty question"
         if not answer or not answer.strip():
             return "empty answer"
-        document, reason = _read_document(record, base_dir)
+        document, reason = _read_document(record, source, access)
         if reason:
             return reason
         user = prompt_template.format(document=document, question=question)
@@ -270,14 +315,23 @@ def read_examples(
     max_length: int,
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
     system: str | None = None,
+    allow_outside_paths: bool = False,
 ) -> tuple[list[Example], InstructReport]:
-    """Every usable record of ``paths`` rendered into an :class:`Example`; bad ones counted by reason."""
+    """Every usable record of ``paths`` rendered into an :class:`Example`; bad ones counted by reason.
+
+    A record's ``document_path`` is read only inside the folders ``paths`` name or the data file's own
+    (see :class:`DocumentAccess`), unless ``allow_outside_paths``."""
     ensure_chat_template(tokenizer)
     report = InstructReport()
     examples = []
-    for source in expand_paths(paths):
+    access = DocumentAccess(tuple(Path(p) for p in paths if Path(p).is_dir()), allow_outside_paths)
+    refused: list[tuple[str, str]] = []
+    sources = expand_paths(paths, refused=refused)
+    for _path, reason in refused:
+        report.skip(reason)
+    for source in sources:
         for _where, record in records_of(source, report.ingest):
-            conversation = to_conversation(record, source, prompt_template, system)
+            conversation = to_conversation(record, source, prompt_template, system, access)
             if isinstance(conversation, str):
                 report.skip(conversation)
                 continue
@@ -319,7 +373,9 @@ def prepare_instructions(sft, tokenizer, seed: int, phase_index: int) -> Instruc
     from fathom.errors import ConfigError
 
     paths = [*sft.paths, *sft.short_instruction_paths]
-    examples, report = read_examples(paths, tokenizer, sft.max_seq_length, sft.prompt_template, sft.system)
+    examples, report = read_examples(
+        paths, tokenizer, sft.max_seq_length, sft.prompt_template, sft.system, sft.allow_outside_paths
+    )
     if not examples:
         skipped = report.skipped_by_reason | report.ingest.reasons()
         detail = f" (skipped: {', '.join(f'{n} {r}' for r, n in skipped.items())})" if skipped else ""
