@@ -294,7 +294,7 @@ def train_and_report(config: FathomConfig, resume: bool, resume_hint: str = "", 
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from fathom.reports import prepare_configured_corpus
 
-    cache = prepare_configured_corpus(_resolve_config(args))
+    cache = prepare_configured_corpus(_resolve_config(args), verify=args.verify)
     logger.info("token cache ready: %s", cache.folder)
     return 0
 
@@ -658,7 +658,12 @@ def _add_training_commands(sub) -> None:
         "the peak of live tensor bytes (no weights read; ~1 min a phase for a 7B)",
     )
 
-    _subcommand(sub, "prepare", "read, clean and tokenize the corpus into the token cache (once)", _cmd_prepare)
+    prepare = _subcommand(
+        sub, "prepare", "read, clean and tokenize the corpus into the token cache (once)", _cmd_prepare
+    )
+    prepare.add_argument(
+        "--verify", action="store_true", help="check a reused cache's checksums too (sizes are always checked)"
+    )
     data = sub.add_parser("data", help="corpus tools (data stats)", description="corpus tools")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     stats = _subcommand(

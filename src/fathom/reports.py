@@ -119,14 +119,15 @@ def prepared_lengths(config: FathomConfig):
     return None if cache is None else cache.train_documents().lengths
 
 
-def prepare_configured_corpus(config: FathomConfig):
-    """The token cache of ``config``'s documents (built on first use) with its model's tokenizer (no weights)."""
+def prepare_configured_corpus(config: FathomConfig, verify: bool = False):
+    """The token cache of ``config``'s documents (built on first use) with its model's tokenizer (no weights);
+    ``verify`` checks the checksums of a reused one."""
     from fathom.data.cache import prepare_corpus, require_training_documents
     from fathom.data.eod import resolve_eod_token_id
     from fathom.model.load import load_configured_tokenizer
 
     tokenizer = load_configured_tokenizer(config.model)
-    cache = prepare_corpus(config, tokenizer, resolve_eod_token_id(tokenizer, config.data.eod_token))
+    cache = prepare_corpus(config, tokenizer, resolve_eod_token_id(tokenizer, config.data.eod_token), verify=verify)
     require_training_documents(cache, config.data.paths)  # a corpus with nothing usable fails as train does
     return cache
 

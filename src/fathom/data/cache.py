@@ -382,13 +382,24 @@ class _Entry:
 
 
 def find_corpus(config, tokenizer, eod_id: int) -> CorpusCache | None:
-    """The existing cache for ``config``'s data and ``tokenizer``, or None (nothing is built)."""
+    """The existing cache for ``config``'s data and ``tokenizer``, or None (nothing is built; a damaged
+    entry counts as none)."""
     folder = _Entry.locate(config, tokenizer, eod_id).folder
-    return CorpusCache(folder) if (folder / "meta.json").is_file() else None
+    if not (folder / "meta.json").is_file():
+        return None
+    problem = entry_problem(folder, checksums=False)
+    if problem:
+        logger.warning("data: the token cache %s is damaged (%s); `fathom prepare` rebuilds it", folder, problem)
+        return None
+    return CorpusCache(folder)
 
 
-def prepare_corpus(config, tokenizer, eod_id: int, progress: bool = True) -> CorpusCache:
-    """The cache for ``config``'s data and ``tokenizer``: reused when it exists, else built now."""
+def prepare_corpus(config, tokenizer, eod_id: int, progress: bool = True, verify: bool = False) -> CorpusCache:
+    """The cache for ``config``'s data and ``tokenizer``: reused when it exists and is whole, else built now.
+
+    Reuse checks every file's size, and with ``verify`` (a training run, once) its checksum: an entry
+    that does not match what its build wrote is removed and built again, with one line saying why.
+    """
     if config.data.near_dedup and importlib.util.find_spec("datasketch") is None:
         from fathom.config import ConfigError
 
@@ -396,16 +407,12 @@ def prepare_corpus(config, tokenizer, eod_id: int, progress: bool = True) -> Cor
     entry = _Entry.locate(config, tokenizer, eod_id)
     folder, settings, sources = entry.folder, entry.settings, entry.sources
     key = folder.name
-    if (folder / "meta.json").is_file():
-        cache = CorpusCache(folder)
-        logger.info(
-            "data: reusing the token cache %s (%s documents, %s tokens)",
-            folder,
-            f"{len(cache):,}",
-            f"{int(cache.length.sum()):,}",
-        )
+    cache = _reusable(folder, verify)
+    if cache is not None:
         return cache
     with _entry_lock(folder):
+        if (folder / "meta.json").is_file() and entry_problem(folder, checksums=verify):  # damaged: build anew
+            shutil.rmtree(folder)
         if not (folder / "meta.json").is_file():  # another process may have built it while we waited
             with atomic_dir(folder, replace=False) as tmp:
                 meta = _tokenize_into(
@@ -418,9 +425,98 @@ def prepare_corpus(config, tokenizer, eod_id: int, progress: bool = True) -> Cor
                     "eod_id": eod_id,
                     "settings": settings.__dict__,
                     "version": CACHE_VERSION,
+                    "files": _file_manifest(tmp),
                 }
                 (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return CorpusCache(folder)
+
+
+def _reusable(folder: Path, verify: bool) -> CorpusCache | None:
+    """The entry at ``folder`` when it exists and passes :func:`entry_problem`; None (and one line) otherwise."""
+    if not (folder / "meta.json").is_file():
+        return None
+    problem = entry_problem(folder, checksums=verify)
+    if problem:
+        logger.warning("data: the token cache %s is damaged (%s); building it again", folder, problem)
+        return None
+    cache = CorpusCache(folder)
+    logger.info(
+        "data: reusing the token cache %s (%s documents, %s tokens%s)",
+        folder,
+        f"{len(cache):,}",
+        f"{int(cache.length.sum()):,}",
+        ", checksums verified" if verify and "files" in cache.meta else "",
+    )
+    return cache
+
+
+def _file_manifest(folder: Path) -> dict[str, dict]:
+    """Size and SHA-256 of every file of an entry but meta.json (which holds this manifest)."""
+    return {
+        p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != "meta.json"
+    }
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def entry_problem(folder: Path, checksums: bool = False) -> str | None:
+    """What is wrong with the cache entry at ``folder`` (a short phrase), or None when it is whole.
+
+    Always: meta.json parses, every file its build recorded is there with its size, the index arrays
+    load without pickle and agree with each other and with the shards' sizes. With ``checksums``: every
+    file's SHA-256 too (the one check that catches same-size damage; it reads the whole entry).
+    """
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        shard_tokens = [int(n) for n in meta["shard_tokens"]]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return "meta.json is not a cache manifest"
+    for name, want in (meta.get("files") or {}).items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != want.get("bytes"):
+            return f"{name} holds {path.stat().st_size:,} bytes, its build wrote {want.get('bytes'):,}"
+        if checksums and _sha256(path) != want.get("sha256"):
+            return f"{name} does not match its checksum"
+    return _index_problem(folder, shard_tokens)
+
+
+def _index_problem(folder: Path, shard_tokens: list[int]) -> str | None:
+    """The index arrays against each other and the shards (also for entries built before manifests)."""
+    arrays = {}
+    for name in ("shard", "offset", "length", "source", "split"):
+        try:
+            arrays[name] = np.load(folder / f"{name}.npy", allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            return f"{name}.npy cannot be read"
+    if len({len(a) for a in arrays.values()}) != 1:
+        return "the index arrays differ in length"
+    for i, tokens in enumerate(shard_tokens):
+        path = folder / f"tokens-{i:05d}.bin"
+        size = path.stat().st_size if path.is_file() else -1
+        if tokens and size != 4 * tokens:
+            return f"{path.name} holds {max(size, 0):,} bytes, {4 * tokens:,} expected"
+    shard, ends = arrays["shard"], arrays["offset"] + arrays["length"]
+    if len(shard) and (shard.min() < 0 or shard.max() >= len(shard_tokens)):
+        return "the index names a shard that does not exist"
+    if len(shard) and (ends > np.asarray(shard_tokens, dtype=np.int64)[shard]).any():
+        return "the index points past the end of a shard"
+    try:
+        sources = json.loads((folder / "sources.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return "sources.json cannot be read"
+    if len(shard) and (arrays["source"].min() < 0 or arrays["source"].max() >= len(sources)):
+        return "the index names a source that does not exist"
+    return None
 
 
 @contextlib.contextmanager

@@ -825,7 +825,7 @@ def _prepare_documents(config: FathomConfig, tokenizer) -> tuple[DocumentView, D
     cache's key (it changes with any document's content, the tokenizer or the cleaning settings) and
     its summary (counts and formats, for model cards)."""
     eod = resolve_eod_token_id(tokenizer, config.data.eod_token)
-    cache = prepare_corpus(config, tokenizer, eod)
+    cache = prepare_corpus(config, tokenizer, eod, verify=True)  # checksums once per run
     documents = require_training_documents(cache, config.data.paths)
     lengths = documents.lengths
     logger.info(
