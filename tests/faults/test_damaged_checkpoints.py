@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -51,6 +52,18 @@ def _drop_one(path: Path) -> None:
     save_file(tensors, str(path))
 
 
+def _edit_state(path: Path, **fields) -> None:
+    state = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps(state | fields), encoding="utf-8")
+
+
+def _edit_tensors(path: Path, edit) -> None:
+    tensors = load_file(str(path))
+    first = sorted(tensors)[0]
+    tensors[first] = edit(tensors[first])
+    save_file(tensors, str(path))
+
+
 DAMAGE = {
     "truncated adapter": lambda c: _truncate(c / "adapter_model.safetensors"),
     "garbage trainer state": lambda c: (c / "trainer_state.json").write_text("{not json", encoding="utf-8"),
@@ -59,6 +72,15 @@ DAMAGE = {
     "missing rng": lambda c: (c / "rng.safetensors").unlink(),
     "adapter tensor of the wrong shape": lambda c: _reshape(c / "adapter_model.safetensors"),
     "adapter tensor missing": lambda c: _drop_one(c / "adapter_model.safetensors"),
+    # parseable but wrong
+    "phase 7 of 3": lambda c: _edit_state(c / "trainer_state.json", phase_index=6, phase_complete=True),
+    "more rows than the phase has": lambda c: _edit_state(c / "trainer_state.json", phase_rows_consumed=10**6),
+    "negative counter": lambda c: _edit_state(c / "trainer_state.json", tokens_seen=-5),
+    "step of another folder": lambda c: _edit_state(c / "trainer_state.json", global_step=4),
+    "optimizer tensor of the wrong shape": lambda c: _edit_tensors(c / "optimizer.safetensors", lambda t: t[:1]),
+    "rng of the wrong type": lambda c: _edit_tensors(c / "rng.safetensors", lambda t: t.float()),
+    "garbage optimizer.json": lambda c: (c / "optimizer.json").write_text('{"param_groups": 3}', encoding="utf-8"),
+    "adapter scaled by 1e30": lambda c: _edit_tensors(c / "adapter_model.safetensors", lambda t: t * 1e30 + 1e30),
 }
 
 

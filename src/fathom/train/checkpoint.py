@@ -297,14 +297,95 @@ class RunLayout:
         except Exception as exc:  # safetensors, json, OSError, KeyError: any unreadable part is damage
             reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
             raise DamagedCheckpoint(f"{folder.name}: {reason}") from None
-        bad = [
-            name
-            for name, t in (adapter | optim_tensors).items()
-            if t.is_floating_point() and not torch.isfinite(t).all()
-        ]
-        if bad:
-            raise DamagedCheckpoint(f"{folder.name}: non-finite values in {', '.join(sorted(bad)[:3])}")
+        problem = _nonfinite(adapter | optim_tensors) or checkpoint_problem(folder.name, state, adapter, optimizer, rng)
+        if problem:
+            raise DamagedCheckpoint(f"{folder.name}: {problem}")
         return LoadedCheckpoint(folder, state, adapter, optimizer, rng)
+
+
+# A LoRA weight past this is no trained adapter: AdamW moves each weight by about the learning rate per
+# step, so reaching it would take millions of steps at lr 1e-3 (a finite 1e30 is poison, not training).
+MAX_ADAPTER_MAGNITUDE = 1.0e4
+
+
+def _nonfinite(tensors: dict[str, torch.Tensor]) -> str | None:
+    bad = [name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    return f"non-finite values in {', '.join(sorted(bad)[:3])}" if bad else None
+
+
+def adapter_magnitude_problem(adapter: dict[str, torch.Tensor]) -> str | None:
+    """Why ``adapter``'s values cannot come from training (above :data:`MAX_ADAPTER_MAGNITUDE`), or None."""
+    for name, tensor in adapter.items():
+        if tensor.is_floating_point() and tensor.numel() and tensor.abs().max() > MAX_ADAPTER_MAGNITUDE:
+            return f"{name} holds values of {float(tensor.abs().max()):.3g}, beyond any trained LoRA"
+    return None
+
+
+def checkpoint_problem(name: str, state: TrainerState, adapter: dict, optimizer: dict, rng: dict) -> str | None:
+    """What makes a checkpoint that parses still wrong (a short phrase), or None.
+
+    The trainer state's counters must be whole, non-negative and agree with each other and the
+    folder's step; the RNG state must be torch's byte tensors; every AdamW state must have the shape of
+    an adapter tensor; the adapter's values must be ones training can reach.
+    """
+    return (
+        _state_problem(name, state)
+        or _rng_problem(rng)
+        or _optimizer_problem(optimizer, adapter)
+        or adapter_magnitude_problem(adapter)
+    )
+
+
+def _state_problem(name: str, state: TrainerState) -> str | None:
+    counters = ("global_step", "tokens_seen", "phase_index", "phase_step", "phase_tokens_seen", "phase_rows_consumed")
+    for field_name in (*counters, "supervised_tokens_seen", "skipped_steps", "world_size"):
+        value = getattr(state, field_name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return f"trainer_state.json: {field_name} is {value!r}, not a count"
+    if not isinstance(state.phase_name, str) or not isinstance(state.log_history, list):
+        return "trainer_state.json: phase_name or log_history has the wrong type"
+    match = _STEP_DIR.match(name)
+    if match and int(match.group(1)) != state.global_step:
+        return f"trainer_state.json: global_step {state.global_step} in the folder of step {int(match.group(1))}"
+    if state.phase_step > state.global_step or state.phase_tokens_seen > state.tokens_seen or state.world_size < 1:
+        return "trainer_state.json: the phase's counters exceed the run's"
+    return None
+
+
+def _rng_problem(rng: dict) -> str | None:
+    if "cpu" not in rng:
+        return "rng.safetensors has no CPU generator state"
+    for key, value in rng.items():
+        if value.dtype != torch.uint8 or value.dim() != 1 or not (key == "cpu" or key.startswith("cuda.")):
+            return f"rng.safetensors: {key} is not a generator state ({value.dtype}, {tuple(value.shape)})"
+    return None
+
+
+def _optimizer_problem(optimizer: dict, adapter: dict[str, torch.Tensor]) -> str | None:
+    groups = optimizer.get("param_groups")
+    if not isinstance(groups, list) or not all(
+        isinstance(g, dict) and isinstance(g.get("params"), list) and isinstance(g.get("lr"), int | float)
+        for g in groups
+    ):
+        return "optimizer.json: param_groups are not AdamW's"
+    ids = [p for g in groups for p in g["params"]]
+    shapes = sorted(tuple(t.shape) for t in adapter.values())
+    if len(ids) != len(shapes) or set(optimizer["state"]) - set(ids):
+        return f"optimizer state for {len(ids)} parameters, the adapter has {len(shapes)}"
+    moments = []
+    for pid, entry in optimizer["state"].items():
+        avg, sq = entry.get("exp_avg"), entry.get("exp_avg_sq")
+        if not isinstance(avg, torch.Tensor) or not isinstance(sq, torch.Tensor) or avg.shape != sq.shape:
+            return f"optimizer state {pid} is not AdamW's (exp_avg and exp_avg_sq of one shape)"
+        if (sq < 0).any():
+            return f"optimizer state {pid}: negative second moments"
+        moments.append(tuple(avg.shape))
+    remaining = list(shapes)
+    for shape in moments:
+        if shape not in remaining:
+            return f"optimizer state of shape {shape}, which no adapter tensor has"
+        remaining.remove(shape)
+    return None
 
 
 class DamagedCheckpoint(ValueError):
@@ -422,20 +503,24 @@ def resume_point(layout: RunLayout, config: FathomConfig, resume: bool) -> Resum
 
 
 def newest_intact(
-    layout: RunLayout, fits: Callable[[dict], str | None] | None = None, older_than: Path | None = None
+    layout: RunLayout,
+    fits: Callable[[LoadedCheckpoint], str | None] | None = None,
+    older_than: Path | None = None,
+    why_older: str = "does not fit this model and LoRA",
 ) -> LoadedCheckpoint | None:
     """The newest checkpoint that loads whole; each damaged newer one is reported and passed over.
 
-    ``fits(adapter)`` says why an adapter does not fit the model (None when it does), so a
-    checkpoint whose tensors have the wrong shapes counts as damaged too; ``older_than`` starts
-    the search below a checkpoint already found wanting. All damaged: one line, no traceback.
+    ``fits(checkpoint)`` says why a checkpoint does not fit the run (tensors of the wrong shapes, a
+    phase the plan does not have; None when it fits), so such a checkpoint counts as damaged too;
+    ``older_than`` starts the search below a checkpoint already found wanting (``why_older``). All
+    damaged: one line, no traceback.
     """
     found = [f for f in layout.checkpoints() if older_than is None or f.name < older_than.name]
-    damaged = [f"{older_than.name}: does not fit this model and LoRA"] if older_than is not None else []
+    damaged = [f"{older_than.name}: {why_older}"] if older_than is not None else []
     for folder in reversed(found):
         try:
             loaded = RunLayout.load_checkpoint(folder)
-            misfit = fits(loaded.adapter) if fits is not None else None
+            misfit = fits(loaded) if fits is not None else None
             if misfit:
                 raise DamagedCheckpoint(f"{folder.name}: {misfit}")
         except DamagedCheckpoint as exc:

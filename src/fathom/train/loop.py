@@ -305,6 +305,24 @@ def _phase2_on_merged(run: _Run, plan: PhasePlan) -> None:
     logger.info("%s: a fresh LoRA over the Phase-1-merged weights in %s", plan.name, merged_dir)
 
 
+def _misfit(run: _Run, loaded) -> str | None:
+    """Why a checkpoint that loads whole cannot be this run's: outside its plan, or an adapter of other shapes.
+
+    The adapter is loaded into the model on the way (the caller wants it there when it fits).
+    """
+    state, plans = loaded.state, run.plans
+    if state.phase_index >= len(plans):
+        return f"phase {state.phase_index + 1} of a plan of {len(plans)}"
+    plan = plans[state.phase_index]
+    # rows, not steps: steps change with the world size a run resumes on; rows round to one micro-batch of it
+    if state.phase_rows_consumed > plan.rows + run.config.train.micro_batch_size * max(state.world_size, 1):
+        return f"row {state.phase_rows_consumed:,} of {plan.name}, which has {plan.rows:,}"
+    if state.phase_name and state.phase_name != plan.name:
+        return f"phase {state.phase_name!r} where the plan has {plan.name!r}"
+    misfit = _load_adapter(run.model, loaded.adapter)
+    return f"does not fit this model and LoRA ({misfit})" if misfit else None
+
+
 def _restore(run: _Run, start: ResumePoint, allow_changed=()) -> dict | None:
     """Load the checkpoint ``start`` names into the run (adapter, RNG, state); its optimizer state is returned."""
     if start.checkpoint is None:
@@ -317,15 +335,11 @@ def _restore(run: _Run, start: ResumePoint, allow_changed=()) -> dict | None:
         if misfit:
             raise ConfigError(f"--resume: {pretrain_final} does not fit this model and LoRA ({misfit})")
         _phase2_on_merged(run, run.plans[-1])
-    misfit = _load_adapter(run.model, loaded.adapter)
-    if misfit:  # tensors of the wrong shape or missing: damaged like a truncated file
-        logger.warning(
-            "--resume: checkpoint %s: does not fit this model and LoRA (%s); trying the one before it",
-            loaded.folder.name,
-            misfit,
-        )
-        fits = lambda adapter: _load_adapter(run.model, adapter)  # noqa: E731
-        loaded = newest_intact(run.layout, fits=fits, older_than=loaded.folder)
+    misfit = _misfit(run, loaded)
+    if misfit:  # tensors of the wrong shape, a phase the plan does not have: damaged like a truncated file
+        logger.warning("--resume: checkpoint %s: %s; trying the one before it", loaded.folder.name, misfit)
+        fits = lambda candidate: _misfit(run, candidate)  # noqa: E731
+        loaded = newest_intact(run.layout, fits=fits, older_than=loaded.folder, why_older=misfit)
         if _resumes_on_merged(run, loaded.state) != on_merged:
             raise ConfigError(
                 f"--resume: the newest intact checkpoint, {loaded.folder.name}, is from before Phase 2's merge; "
