@@ -128,3 +128,44 @@ def test_the_cache_build_reports_a_refused_link(layout, real_tokenizer):
     assert CANARY not in decoded and "Look-out" in decoded
     meta = json.loads((cache.folder / "meta.json").read_text())
     assert any(path.endswith("secret.txt") and "outside" in reason for path, reason in meta["skipped"])
+
+
+def test_a_model_folder_without_a_tokenizer_is_refused_before_any_work(
+    tmp_path, local_model_dir, synthetic_corpus, capsys
+):
+    import shutil
+
+    from helpers import small_run_config, write_config
+
+    from fathom.cli import main
+
+    model = tmp_path / "model"
+    shutil.copytree(local_model_dir, model)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (model / name).unlink(missing_ok=True)
+    config = write_config(tmp_path / "c.yaml", small_run_config(model, [synthetic_corpus], tmp_path / "out"))
+    assert main(["train", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"fathom: error: model.name_or_path: {model} has no usable tokenizer" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("final_*"))
+
+
+def test_an_adapter_folder_without_weights_is_one_line_everywhere(tmp_path, capsys):
+    from fathom.cli import main
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "x", "r": 4}))
+    (adapter / "adapter_model.bin").write_bytes(b"\x80\x04pickle")  # never unpickled
+    commands = [
+        ["generate", "--base", "x", "--adapter", str(adapter), "--file", str(adapter / "adapter_config.json")],
+        ["eval", "--base", "x", "--adapter", str(adapter), "--haystack", str(adapter / "adapter_config.json")],
+        ["merge", "--base", "x", "--adapter", str(adapter), "--out", str(tmp_path / "merged")],
+        ["push", "--adapter", str(adapter), "--repo", "acme/x", "--dry-run", "--out", str(tmp_path / "staged")],
+    ]
+    for command in commands:
+        assert main(command) == 2, command
+        err = capsys.readouterr().err
+        assert "has no adapter weights (adapter_model.safetensors)" in err and "a pickle" in err, command
+        assert "Traceback" not in err
+    assert not (tmp_path / "staged").exists() and not (tmp_path / "merged").exists()

@@ -51,6 +51,14 @@ def adapter_problem(folder: str | Path | None, where: str = "--adapter") -> str 
             f"{where}: {folder} has no {ADAPTER_CONFIG} (give a phase folder or final_<N>k_model written by "
             "fathom train)"
         )
+    weights = folder / ADAPTER_WEIGHTS
+    if not weights.is_file() or weights.stat().st_size < 16:
+        pickled = (
+            " (only adapter_model.bin, a pickle, which fathom never loads)"
+            if (folder / "adapter_model.bin").exists()
+            else ""
+        )
+        return f"{where}: {folder} has no adapter weights ({ADAPTER_WEIGHTS}){pickled}; give a complete adapter folder"
     return None
 
 

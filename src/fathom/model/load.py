@@ -116,13 +116,22 @@ def load_tokenizer(source: str, cfg: ModelConfig):
     kwargs = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
     if cfg.gguf_file:
         kwargs["gguf_file"] = cfg.gguf_file
-    return AutoTokenizer.from_pretrained(source, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    probe = tokenizer("Rule 5. Look-out.", add_special_tokens=False)["input_ids"]
+    if len(tokenizer) < 32 or len(probe) < 2:  # transformers builds an empty tokenizer from a folder without one
+        raise ConfigError(
+            f"model.name_or_path: {cfg.name_or_path} has no usable tokenizer ({len(tokenizer)} tokens; "
+            "tokenizer.json / tokenizer_config.json missing?); copy the base model's tokenizer files into it"
+        )
+    return tokenizer
 
 
 def load_configured_tokenizer(cfg: ModelConfig):
     """The tokenizer of ``model.name_or_path`` (seconds, no weights); a failure is one line naming the field."""
     try:
         return load_tokenizer(resolve_model_source(cfg.name_or_path), cfg)
+    except ConfigError:
+        raise
     except (OSError, ValueError) as exc:
         raise _explain_load_failure(cfg.name_or_path, exc) from exc
 

@@ -297,7 +297,9 @@ class RunLayout:
         except Exception as exc:  # safetensors, json, OSError, KeyError: any unreadable part is damage
             reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
             raise DamagedCheckpoint(f"{folder.name}: {reason}") from None
-        problem = _nonfinite(adapter | optim_tensors) or checkpoint_problem(folder.name, state, adapter, optimizer, rng)
+        problem = nonfinite_problem(adapter | optim_tensors) or checkpoint_problem(
+            folder.name, state, adapter, optimizer, rng
+        )
         if problem:
             raise DamagedCheckpoint(f"{folder.name}: {problem}")
         return LoadedCheckpoint(folder, state, adapter, optimizer, rng)
@@ -308,7 +310,7 @@ class RunLayout:
 MAX_ADAPTER_MAGNITUDE = 1.0e4
 
 
-def _nonfinite(tensors: dict[str, torch.Tensor]) -> str | None:
+def nonfinite_problem(tensors: dict[str, torch.Tensor]) -> str | None:
     bad = [name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
     return f"non-finite values in {', '.join(sorted(bad)[:3])}" if bad else None
 

@@ -48,9 +48,11 @@ from fathom.train.checkpoint import (
     ResumePoint,
     RunLayout,
     TrainerState,
+    adapter_magnitude_problem,
     capture_rng_state,
     check_output_dir,
     newest_intact,
+    nonfinite_problem,
     restore_rng_state,
     resume_point,
 )
@@ -502,8 +504,14 @@ def _load_init_adapter(run: _Run, folder: str) -> None:
 
     info = read_adapter(folder, "sft.init_adapter")
     try:
-        result = set_peft_model_state_dict(run.model, load_file(str(info.folder / ADAPTER_WEIGHTS)))
+        weights = load_file(str(info.folder / ADAPTER_WEIGHTS))
+        problem = adapter_magnitude_problem(weights) or nonfinite_problem(weights)
+        if problem:
+            raise ConfigError(f"sft.init_adapter: {folder}: {problem}; give an adapter fathom train wrote")
+        result = set_peft_model_state_dict(run.model, weights)
     except (OSError, RuntimeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
         raise ConfigError(f"sft.init_adapter: {folder} does not fit this LoRA ({str(exc).splitlines()[0]})") from None
     if getattr(result, "unexpected_keys", None):
         raise ConfigError(
