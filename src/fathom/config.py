@@ -751,6 +751,10 @@ def load_config(
             raise ConfigError(f"--config: file {path} does not exist")
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"--config: {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+        except RecursionError:
+            raise ConfigError(f"--config: {path} is nested too deeply to be a fathom config") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = f" line {mark.line + 1}" if mark else ""

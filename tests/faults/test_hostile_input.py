@@ -153,3 +153,38 @@ def test_the_size_cap_is_validated(value):
 
     with pytest.raises(ConfigError, match=r"data\.max_document_chars: must be > 0"):
         load_config(None, [f"data.max_document_chars={value}"], check_paths=False)
+
+
+def test_hostile_files_are_skipped_with_a_reason(tmp_path):
+    """Deep JSON, random bytes as parquet, a number column, another encoding: skips, never tracebacks."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    deep = "[" * 50_000 + "]" * 50_000
+    (folder / "deep.jsonl").write_text(json.dumps({"text": "Rule 7."}) + "\n" + '{"text": ' + deep + "}\n")
+    (folder / "deep.json").write_text(deep)
+    (folder / "random.parquet").write_bytes(os.urandom(4096))
+    pq.write_table(pa.table({"text": [1, 2, 3]}), folder / "numbers.parquet")
+    (folder / "latin1.txt").write_bytes("Règle 5 : veille. Navire à moteur, éclairé, près du côté.".encode("latin-1"))
+    stray = "Rule 6. Safe speed at all times. " * 200
+    (folder / "stray.txt").write_bytes(stray.encode() + b"\xff" + stray.encode())
+    docs, report = read_documents([str(folder)])
+    assert sorted(d.text[:7] for d in docs) == ["Rule 6.", "Rule 7."]  # the stray byte is replaced, the rest read
+    reasons = dict(report.skipped)
+    assert reasons[f"{folder / 'deep.jsonl'} line 2"] == "JSON nested too deeply to parse"
+    assert reasons[str(folder / "deep.json")] == "JSON nested too deeply to parse"
+    assert reasons[str(folder / "random.parquet")].startswith("unreadable parquet")
+    assert reasons[str(folder / "numbers.parquet")] == (
+        "column 'text' holds int64, not text; set data.text_field to a text column"
+    )
+    assert reasons[str(folder / "latin1.txt")].startswith("not UTF-8 text (")
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    from fathom.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_bytes(b"output_dir: caf\xe9-run\n")
+    assert main(["plan", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"fathom: error: --config: {config} is not UTF-8 text (byte 15); save it as UTF-8" in err
+    assert "Traceback" not in err

@@ -205,15 +205,31 @@ def _readable(path: Path, report: IngestReport) -> bool:
     return True
 
 
+# Text that is not UTF-8 is read with replacement characters only while they stay this rare (a stray byte);
+# more means another encoding (Latin-1, UTF-16), and training on replacement characters teaches nothing.
+MAX_REPLACED_SHARE = 0.001
+
+
+def _utf8(raw: bytes) -> tuple[str, float]:
+    """``raw`` decoded as UTF-8 (a BOM dropped) and the share of its characters that had to be replaced."""
+    try:
+        return raw.decode("utf-8-sig"), 0.0
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8", errors="replace").removeprefix("\ufeff")
+        return text, text.count("\ufffd") / max(len(text), 1)
+
+
 def decode_text(raw: bytes, path: Path | str, report: IngestReport) -> str | None:
     if b"\x00" in raw[:8192]:
         report.skip(path, "binary (NUL bytes), not text")
         return None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        logger.warning("%s is not valid UTF-8 (byte %d); decoding with replacement characters", path, exc.start)
-        return raw.decode("utf-8", errors="replace")
+    text, replaced = _utf8(raw)
+    if replaced > MAX_REPLACED_SHARE:
+        report.skip(path, f"not UTF-8 text ({replaced:.1%} of it undecodable); convert it, e.g. iconv -t utf-8")
+        return None
+    if replaced:
+        logger.warning("%s holds a few bytes that are not UTF-8 (%.2f%%); they are replaced", path, 100 * replaced)
+    return text
 
 
 def _html_text(raw: bytes, path: Path, report: IngestReport) -> str | None:
@@ -291,17 +307,19 @@ def _jsonl_records(path: Path, report: IngestReport, max_bytes: int) -> Iterator
                 continue
             if not raw.strip():
                 continue
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                if not warned:
-                    logger.warning("%s line %d is not valid UTF-8; decoding with replacement characters", path, lineno)
-                    warned = True
-                line = raw.decode("utf-8", errors="replace")
+            line, replaced = _utf8(raw)
+            if replaced > MAX_REPLACED_SHARE:
+                report.skip(f"{path} line {lineno}", f"not UTF-8 text ({replaced:.1%} of it undecodable)")
+                continue
+            if replaced and not warned:
+                logger.warning("%s line %d holds a few bytes that are not UTF-8; they are replaced", path, lineno)
+                warned = True
             try:
                 yield str(lineno), json.loads(line)
             except json.JSONDecodeError:
                 yield str(lineno), None
+            except RecursionError:
+                report.skip(f"{path} line {lineno}", "JSON nested too deeply to parse")
 
 
 # A file read whole, a JSONL line or a parquet row may hold at most this many bytes per allowed
@@ -347,6 +365,9 @@ def _json_records(path: Path, report: IngestReport, max_bytes: int) -> Iterator[
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         report.skip(path, f"invalid JSON (line {exc.lineno}: {exc.msg})")
+        return
+    except RecursionError:
+        report.skip(path, "JSON nested too deeply to parse")
         return
     records = data if isinstance(data, list) else [data]
     yield from ((str(i), r) for i, r in enumerate(records))
@@ -406,8 +427,8 @@ def _parquet_rows(
                     else:
                         yield row + i, records[i] if records is not None else batch.slice(i, 1).to_pylist()[0]
                 row += batch.num_rows
-    except OSError as exc:
-        report.skip(path, f"unreadable parquet ({str(exc)[:120]})")
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        report.skip(path, f"unreadable parquet ({str(exc).splitlines()[0][:120]})")
     if oversize:
         report.skip(f"{path} ({oversize} rows)", f"longer than {max_bytes:,} bytes ({_RAISE_CAP})")
 
@@ -457,12 +478,16 @@ def _parquet_documents(path: Path, text_field: str, report: IngestReport, max_by
     import pyarrow.parquet as pq
 
     try:
-        names = pq.read_schema(str(path)).names
-    except OSError as exc:
-        report.skip(path, f"unreadable parquet ({str(exc)[:120]})")
+        schema = pq.read_schema(str(path))
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        report.skip(path, f"unreadable parquet ({str(exc).splitlines()[0][:120]})")
         return
-    if text_field not in names:
-        report.skip(path, f"no column '{text_field}' (columns: {', '.join(names)})")
+    if text_field not in schema.names:
+        report.skip(path, f"no column '{text_field}' (columns: {', '.join(schema.names)})")
+        return
+    kind = schema.field(text_field).type
+    if not _is_text(kind):
+        report.skip(path, f"column '{text_field}' holds {kind}, not text; set data.text_field to a text column")
         return
     for row, record in _parquet_rows(path, [text_field], report, max_bytes):
         if isinstance(record[text_field], str):

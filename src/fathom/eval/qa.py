@@ -64,12 +64,16 @@ def read_qa_records(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise ConfigError(f"--qa: {path} does not exist")
     records = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--qa: {path} is not UTF-8 text (byte {exc.start})") from None
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise ConfigError(f"--qa: {path} line {lineno} is not valid JSON") from None
         if not isinstance(record, dict) or not all(
             isinstance(record.get(k), str) for k in ("document", "question", "answer")
