@@ -211,3 +211,39 @@ def test_serve_args_on_a_folder_that_is_no_model_is_one_line(tmp_path, capsys):
     tmp_path.mkdir()
     assert main(["serve-args", str(tmp_path)]) == 2
     assert "FOLDER: " in capsys.readouterr().err
+
+
+def test_no_local_path_reaches_a_staged_folder(scaled_run, tmp_path, capsys):
+    """Every file type staged (card, configs, tokenizer files, the eval's results) is scanned for the
+    machine's paths; they are replaced, and a binary file holding one stops the push."""
+    tmp, base, adapter, _ = scaled_run
+    copy = tmp_path / "run" / "final_256_model"
+    shutil.copytree(adapter, copy)
+    config = yaml.safe_load((copy / "fathom_config.yaml").read_text())
+    sft = {"name": "Phase_2_Instruct", "max_seq_length": 256, "paths": [str(tmp / "qa.jsonl")]}
+    config["sft"] = sft | {"init_adapter": str(tmp / "run" / "Phase_1a_Short")}
+    (copy / "fathom_config.yaml").write_text(yaml.safe_dump(config))
+    tokenizer_config = json.loads((copy / "tokenizer_config.json").read_text())
+    (copy / "tokenizer_config.json").write_text(json.dumps(tokenizer_config | {"name_or_path": str(base)}))
+    eval_dir = _eval_folder(tmp_path)
+    results = json.loads((eval_dir / "results.json").read_text())
+    results["models"][0]["path"] = str(copy)
+    (eval_dir / "results.json").write_text(json.dumps(results))
+    out = tmp_path / "staged"
+    args = ["push", "--adapter", str(copy), "--repo", "acme/x", "--dry-run", "--out", str(out), "--eval", str(eval_dir)]
+    assert main(args) == 0  # no --base-id: the card may only name the base folder's name
+    private = [str(tmp), str(tmp_path), str(base), str(Path.home()), str(Path.cwd())]
+    for path in out.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert not [p for p in private if p.encode() in data], path.name
+    card = (out / "README.md").read_text()
+    assert "vllm serve base --enable-lora" in card  # the base folder's name, not its path
+    assert yaml.safe_load((out / "fathom_config.yaml").read_text())["sft"]["init_adapter"].startswith("<a local")
+
+    (copy / "extra.safetensors").write_bytes(b"\x00\x01" + str(base).encode() + b"\x00")
+    capsys.readouterr()
+    assert main([*args[:-4], "--out", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err
+    assert "fathom: error: push: extra.safetensors holds a local path of this machine" in err
+    assert not (tmp_path / "refused").exists()

@@ -22,6 +22,7 @@ import yaml
 
 from fathom.config import ConfigError
 from fathom.export.folder import ModelFolder, read_json
+from fathom.export.scrub import private_paths, scrub_folder
 from fathom.export.serve import vllm_command
 from fathom.fsutil import atomic_dir, is_empty_dir
 from fathom.model.adapter import ADAPTER_CONFIG, CONFIG_FILE, MERGE_RECORD
@@ -51,6 +52,8 @@ def stage_upload(
         figures = _copy_eval(eval_dir, tmp) if eval_dir is not None else []
         card = model_card(model, repo_id, license_id, _eval_report(eval_dir, figures))
         (tmp / "README.md").write_text(card, encoding="utf-8")
+        base_forms = private_paths([model.base_model])
+        scrub_folder(tmp, private_paths(_local_paths(model, eval_dir)), dict.fromkeys(base_forms, _public_base(model)))
     if skipped:
         logger.info("not uploaded: %s (training state, or formats that unpickle)", ", ".join(skipped))
     return out
@@ -88,6 +91,26 @@ def _write_sanitized(model: ModelFolder, target: Path) -> None:
         (target / CONFIG_FILE).write_text(yaml.safe_dump(_public_config(model), sort_keys=False), encoding="utf-8")
 
 
+def _local_paths(model: ModelFolder, eval_dir: Path | None) -> list:
+    """Every path of this machine the staged files might name: the folders read, the run's, home."""
+    config = model.run_config or {}
+    data, sft = config.get("data") or {}, config.get("sft") or {}
+    return [
+        model.folder,
+        model.folder.parent,
+        model.base_model,
+        eval_dir,
+        config.get("output_dir"),
+        data.get("cache_dir"),
+        *(data.get("paths") or []),
+        *(sft.get("paths") or []),
+        *(sft.get("short_instruction_paths") or []),
+        sft.get("init_adapter"),
+        Path.cwd(),
+        Path.home(),
+    ]
+
+
 def _public_base(model: ModelFolder) -> str:
     """The base as the uploaded files name it: its Hub id, else only its folder's name (never a local path)."""
     return model.base_hub_id or Path(model.base_model).name
@@ -108,6 +131,8 @@ def _public_config(model: ModelFolder) -> dict:
             section[key] = [f"<{len(section[key])} local path(s), not published>"]
     if data.get("cache_dir"):
         data["cache_dir"] = None
+    if (config.get("sft") or {}).get("init_adapter"):
+        config["sft"]["init_adapter"] = "<a local adapter folder, not published>"
     return config
 
 
@@ -299,7 +324,8 @@ def _adapter_code(base: str, repo_id: str, kwargs: dict, dtype_arg: str) -> str:
 
 
 def _serve_section(model: ModelFolder, repo_id: str) -> list[str]:
-    command, notes = vllm_command(model, served=repo_id if model.kind == "merged" else None)
+    served = repo_id if model.kind == "merged" else _public_base(model)  # never the local base folder
+    command, notes = vllm_command(model, served=served)
     if model.kind == "adapter":
         command = command.replace(f"fathom={model.folder}", f"fathom={repo_id}")
     return ["## Serve it", "vLLM:", f"```bash\n{command}\n```", *notes]
