@@ -75,3 +75,16 @@ def fathom_cache_dir() -> Path:
     if os.environ.get("FATHOM_CACHE"):
         return Path(os.environ["FATHOM_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fathom"
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]} | {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
+
+
+def printable(text: object) -> str:
+    """``text`` with control characters escaped (``\\n``, ``\\x1b``): a file name in a log line stays one
+    line, and cannot move the cursor or forge a line of its own.
+
+    >>> printable("a\\nfathom INFO: done\\x1b[2K.txt")
+    'a\\\\nfathom INFO: done\\\\x1b[2K.txt'
+    """
+    return str(text).translate(_CONTROL)

@@ -169,3 +169,52 @@ def test_an_adapter_folder_without_weights_is_one_line_everywhere(tmp_path, caps
         assert "has no adapter weights (adapter_model.safetensors)" in err and "a pickle" in err, command
         assert "Traceback" not in err
     assert not (tmp_path / "staged").exists() and not (tmp_path / "merged").exists()
+
+
+def test_eval_refuses_lengths_no_model_can_read_before_loading(local_model_dir, tmp_path, capsys):
+    from fathom.cli import main
+
+    haystack = tmp_path / "h.txt"
+    haystack.write_text("Rule 5. Look-out. " * 50)
+    args = ["eval", "--base", str(local_model_dir), "--haystack", str(haystack), "--out", str(tmp_path / "e")]
+    assert main([*args, "--lengths", "10000000"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "fathom: error: --lengths: 10,000,000 tokens is past every model's window (at most 4,096: the base reads "
+        "4,096); give shorter --lengths, or --rope-scaling yarn:2442 to stretch the base that far"
+    ) in err
+    assert "evaluating" not in err and not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {"status": "running", "phase_name": "Phase_1a_Short"},  # fields missing
+        {"status": "stopped", "phase_index": 9, "phases": [{"name": "a"}], "loss": "low", "updated": "yesterday"},
+        ["not", "an", "object"],
+        {"status": "complete", "phases": "all", "pid": -1, "tokens_seen": True},
+    ],
+)
+def test_runs_reads_a_status_file_with_missing_or_wrong_fields(tmp_path, capsys, status):
+    from fathom.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "fathom_config.yaml").write_text("output_dir: run\n")
+    (run / "status.json").write_text(json.dumps(status))
+    assert main(["runs", str(run)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{run}: ") and "Traceback" not in err
+
+
+def test_file_names_cannot_forge_log_lines(tmp_path, caplog):
+    import logging
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "x\n[12:00:00] fathom INFO: training done\x1b[2K.txt").write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="fathom"):
+        read_documents([str(folder)])
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "x\\n[12:00:00] fathom INFO: training done\\x1b[2K.txt: empty" in logged
+    assert "\n[12:00:00]" not in logged and "\x1b" not in logged

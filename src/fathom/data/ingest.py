@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fathom.fsutil import printable
+
 logger = logging.getLogger("fathom")
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
@@ -74,7 +76,7 @@ def log_skips(skipped: list[tuple[str, str]], already_logged: int = 0, limit: in
     """Warn about skipped inputs, one line each up to ``limit`` in all; returns the new count logged."""
     for source, reason in skipped:
         if already_logged < limit:
-            logger.warning("skipping %s: %s", source, reason)
+            logger.warning("skipping %s: %s", printable(source), printable(reason))
         elif already_logged == limit:
             logger.warning("more inputs skipped; `fathom data stats` lists them all")
         already_logged += 1
@@ -228,7 +230,9 @@ def decode_text(raw: bytes, path: Path | str, report: IngestReport) -> str | Non
         report.skip(path, f"not UTF-8 text ({replaced:.1%} of it undecodable); convert it, e.g. iconv -t utf-8")
         return None
     if replaced:
-        logger.warning("%s holds a few bytes that are not UTF-8 (%.2f%%); they are replaced", path, 100 * replaced)
+        logger.warning(
+            "%s holds a few bytes that are not UTF-8 (%.2f%%); they are replaced", printable(path), 100 * replaced
+        )
     return text
 
 
@@ -312,7 +316,7 @@ def _jsonl_records(path: Path, report: IngestReport, max_bytes: int) -> Iterator
                 report.skip(f"{path} line {lineno}", f"not UTF-8 text ({replaced:.1%} of it undecodable)")
                 continue
             if replaced and not warned:
-                logger.warning("%s line %d holds a few bytes that are not UTF-8; they are replaced", path, lineno)
+                logger.warning("%s line %d holds a few bytes that are not UTF-8; replaced", printable(path), lineno)
                 warned = True
             try:
                 yield str(lineno), json.loads(line)

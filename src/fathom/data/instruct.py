@@ -43,6 +43,7 @@ from fathom.data.ingest import (
     records_of,
     special_file,
 )
+from fathom.fsutil import printable
 from fathom.labels import IGNORE_INDEX
 
 logger = logging.getLogger("fathom")
@@ -343,7 +344,7 @@ def read_examples(
             report.truncated += example.truncated_tokens > 0
             examples.append(example)
     for reason, count in report.skipped_by_reason.items():
-        logger.warning("instruction data: %d record(s) skipped: %s", count, reason)
+        logger.warning("instruction data: %d record(s) skipped: %s", count, printable(reason))
     if report.truncated:
         logger.info("instruction data: %d example(s) shortened inside their document to fit", report.truncated)
     return examples, report

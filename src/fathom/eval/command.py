@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fathom.config import DEFAULT_PROMPT_TEMPLATE
-from fathom.errors import raise_problems
+from fathom.errors import ConfigError, raise_problems
 
 logger = logging.getLogger("fathom")
 
@@ -130,6 +130,7 @@ def run_eval(request: EvalRequest) -> dict:
             skipped.append(f"maritime needles: {NO_HAYSTACK}")
         skipped.append(f"perplexity by position: {NO_HAYSTACK}")
     lengths = _parse_lengths(request.lengths) if request.lengths else default_eval_lengths(request.adapters)
+    check_lengths(request, lengths)
     qa_records = None
     if request.qa is not None:
         from fathom.eval.qa import read_qa_records
@@ -161,6 +162,43 @@ def run_eval(request: EvalRequest) -> dict:
             skipped.append(f"RULER: {reason}")
     results["skipped"] = skipped
     return results
+
+
+def check_lengths(request: EvalRequest, lengths: list[int]) -> None:
+    """Refuse lengths no model can read (one line with the window and the RoPE factor that would reach it),
+    and warn about those past a model's window or the adapters' training, before any weights load."""
+    import math
+    from types import SimpleNamespace
+
+    from transformers import AutoConfig
+
+    from fathom.model.adapter import inference_rope, trained_length
+    from fathom.model.rope import model_rope
+    from fathom.model.sources import resolve_model_source
+
+    try:
+        holder = SimpleNamespace(config=AutoConfig.from_pretrained(resolve_model_source(request.base)))
+    except (OSError, ValueError):
+        return  # loading the base reports it, in one line
+    base = model_rope(holder.config)
+    settings = {"base": inference_rope(holder, None, request.rope) or base}
+    settings |= {Path(a).name: inference_rope(holder, a, request.rope) or base for a in request.adapters}
+    if any(s.rope_type == "dynamic" or not s.window for s in settings.values()):
+        return  # dynamic scaling rescales itself: no fixed window to hold lengths to
+    reach = max(s.window for s in settings.values())
+    if max(lengths) > reach:
+        factor = math.ceil(max(lengths) / base.window)
+        raise ConfigError(
+            f"--lengths: {max(lengths):,} tokens is past every model's window (at most {reach:,}: the base reads "
+            f"{base.window:,}); give shorter --lengths, or --rope-scaling yarn:{factor} to stretch the base that far"
+        )
+    for name, setting in settings.items():
+        past = [n for n in lengths if n > setting.window]
+        if past:
+            logger.warning("%s reads %s positions: expect scores near 0 at %s", name, f"{setting.window:,}", past)
+    trained = max((trained_length(a) or 0 for a in request.adapters), default=0)
+    if trained and max(lengths) > trained:
+        logger.warning("--lengths: %s is past the longest row the adapters trained on (%s)", max(lengths), trained)
 
 
 def _run_ruler(request: EvalRequest, results: dict, lengths: list[int]) -> str | None:

@@ -120,10 +120,37 @@ def read_status(folder: Path) -> RunStatus | None:
         record = {k: getattr(state, k) for k in keys}
         record |= {"last_checkpoint": newest.name, "updated": newest.stat().st_mtime}
         return RunStatus(folder, "complete" if state.run_complete else "stopped", record)
+    record = _well_typed(record)
     status = record.get("status", "unknown")
     if status == "running" and _holder_is_gone(folder, record):
         status = "killed"
     return RunStatus(folder, status, record)
+
+
+_STATUS_TYPES = {
+    "status": str, "host": str, "phase_name": str, "last_checkpoint": str, "pid": int, "phase_index": int,
+    "phase_step": int, "global_step": int, "tokens_seen": int, "phase_tokens_seen": int,
+    "loss": float, "tokens_per_second": float, "updated": float, "phases": list,
+}  # fmt: skip
+_PHASE_TYPES = {"name": str, "steps": int, "max_seq_length": int, "trained_tokens": int}
+
+
+def _well_typed(record) -> dict:
+    """The fields of a status.json that have the types ``describe`` expects (another tool, an old fathom or
+    a damaged write may have left others); a field missing or of another type is left out, not guessed."""
+    if not isinstance(record, dict):
+        return {}
+    out = {}
+    for key, kind in _STATUS_TYPES.items():
+        value = record.get(key)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, kind) and not isinstance(value, bool) and (kind is not int or value >= 0):
+            out[key] = value
+    phases = out.get("phases", [])
+    if not all(isinstance(p, dict) and all(isinstance(p.get(k), t) for k, t in _PHASE_TYPES.items()) for p in phases):
+        out["phases"] = []
+    return {**{k: v for k, v in record.items() if k not in _STATUS_TYPES}, **out}
 
 
 def _holder_is_gone(folder: Path, record: dict) -> bool:
