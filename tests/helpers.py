@@ -141,7 +141,7 @@ def small_run_config(model_dir: Path, data_paths: list[Path], output_dir: Path, 
             "gradient_checkpointing": True,
         },
         "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
-        "data": {"paths": [str(p) for p in data_paths]},
+        "data": {"paths": [str(p) for p in data_paths], "eval_fraction": 0.0},  # tiny corpora: train on all
         "train": {
             "total_tokens": 6144,
             "schedule": [

@@ -262,3 +262,27 @@ def test_phase_2_as_a_fresh_lora_over_the_merged_phase_1_resumes_and_loads_with_
     run(resumed, "--resume")
     b = load_file(str(resumed / "final_512_instruct_model" / "adapter_model.safetensors"))
     assert all(torch.allclose(fresh[k], b[k], atol=1e-6) for k in fresh)
+
+
+@pytest.mark.slow
+def test_phase_2_added_to_a_finished_phase_1_run_with_resume(
+    tmp_path, straight_run, local_model_dir, synthetic_corpus, qa_folder, capsys
+):
+    """The README's path: Phase 1 alone, then the same config with an sft section and --resume continues the
+    run into Phase 2 (before, the hints went in a circle: 'pass --resume', then 'sft differs')."""
+    _, straight = straight_run
+    out = tmp_path / "added"
+    config = str(_config(tmp_path, local_model_dir, synthetic_corpus, qa_folder, out))
+    phase_1_only = [f"--config={config}", "sft=null"]
+    assert main(["train", *phase_1_only]) == 0
+    assert (out / "final_256_model").is_dir() and not (out / "final_512_instruct_model").exists()
+    capsys.readouterr()
+    assert main(["train", "--config", config]) == 1  # without --resume: refused, and the hint says --resume
+    assert "pass --resume to continue it (also to add Phase 2" in capsys.readouterr().err
+    assert main(["train", "--config", config, "--resume"]) == 0
+    assert "the run's Phase 1 is complete; it continues with Phase 2" in capsys.readouterr().err
+    a = load_file(str(straight / "final_512_instruct_model" / "adapter_model.safetensors"))
+    b = load_file(str(out / "final_512_instruct_model" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert main(["train", "--config", config, "--resume"]) == 0  # and now the whole run is complete
+    assert "is already complete" in capsys.readouterr().err

@@ -430,9 +430,14 @@ class ResumePoint:
         return self.state is not None and self.state.run_complete
 
 
-def _check_resume_compatible(saved: FathomConfig, current: FathomConfig) -> None:
+def _check_resume_compatible(saved: FathomConfig, current: FathomConfig, state: TrainerState | None = None) -> None:
+    """Refuse a config that changes what the checkpoint means; Phase 2 (``sft``) may be added or changed
+    while the run has not begun it (a finished Phase-1 run continues into Phase 2 with --resume)."""
     a, b = saved.to_dict(), current.to_dict()
+    phase2_not_begun = state is not None and state.phase_index < len(saved.phases())
     for section, key in _RESUME_MUST_MATCH:
+        if section == "sft" and phase2_not_begun:
+            continue
         left = a[section] if key is None else a[section][key]
         right = b[section] if key is None else b[section][key]
         if left != right:
@@ -491,13 +496,13 @@ def resume_point(layout: RunLayout, config: FathomConfig, resume: bool) -> Resum
         return ResumePoint()
     if not resume:
         raise RunExistsError(
-            f"output_dir: {layout.root} already holds a run; pass --resume to continue it, "
-            "or choose another output_dir (nothing was changed)"
+            f"output_dir: {layout.root} already holds a run; pass --resume to continue it (also to add Phase 2, "
+            "sft, to a finished run), or choose another output_dir (nothing was changed)"
         )
     loaded = newest_intact(layout)
     saved = _load_saved_config(layout, loaded)
     if saved is not None:
-        _check_resume_compatible(saved, config)
+        _check_resume_compatible(saved, config, loaded.state if loaded else None)
     if loaded is None:
         logger.warning("--resume: %s has no complete checkpoint yet; starting from the beginning", layout.root)
         return ResumePoint(saved_config=saved)

@@ -184,6 +184,10 @@ def _train_in(
 ) -> RunResult:
     final_dirname = _final_dirname(config)
     start = resume_point(layout, config, resume)
+    if start.run_complete and config.sft is not None and start.state.phase_index < len(config.phases()):
+        logger.info("--resume: the run's Phase 1 is complete; it continues with Phase 2 (%s)", config.sft.name)
+        start.state.run_complete = False
+        start.state.phase_complete = True  # its last phase is done: resume moves on to the next one
     if start.run_complete:
         logger.info("--resume: the run in %s is already complete", layout.root)
         return RunResult(layout.root, layout.final_dir(final_dirname), start.state)
