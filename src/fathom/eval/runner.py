@@ -160,7 +160,7 @@ def _document_scores(model, tokenizer, device, ppl_documents, length, qa_records
     if qa_records:
         from fathom.eval.qa import answer_questions, score_answers
 
-        answers = answer_questions(model, tokenizer, device, qa_records, qa_template)
+        answers = answer_questions(model, tokenizer, device, qa_records, qa_template, progress=True)
         out["qa"] = score_answers(qa_records, answers, tokenizer)
     return out
 
