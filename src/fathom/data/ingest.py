@@ -10,7 +10,8 @@ File formats: .txt .md .markdown .rst (plain text), .html .htm (main text by tra
 
 A bad file (empty, binary, unreadable, a broken symlink, a corrupt or encrypted PDF, a JSON line
 without the text field) is recorded in the :class:`IngestReport` with its reason and logged once;
-it never stops the run. Text that is not UTF-8 is decoded with replacement characters and a warning.
+it never stops the run. Text that is not UTF-8 is read as Windows-1252 (Latin-1) when it decodes so,
+with a warning; a stray invalid byte in UTF-8 text is replaced; anything else is skipped.
 """
 
 from __future__ import annotations
@@ -227,8 +228,13 @@ def decode_text(raw: bytes, path: Path | str, report: IngestReport) -> str | Non
         return None
     text, replaced = _utf8(raw)
     if replaced > MAX_REPLACED_SHARE:
-        report.skip(path, f"not UTF-8 text ({replaced:.1%} of it undecodable); convert it, e.g. iconv -t utf-8")
-        return None
+        try:  # older Western documents: Windows-1252, a superset of Latin-1's printable characters
+            text = raw.decode("cp1252")
+        except UnicodeDecodeError:
+            report.skip(path, f"not UTF-8 text ({replaced:.1%} of it undecodable); convert it, e.g. iconv -t utf-8")
+            return None
+        logger.warning("%s is not UTF-8; read as Windows-1252 (Latin-1)", printable(path))
+        return text
     if replaced:
         logger.warning(
             "%s holds a few bytes that are not UTF-8 (%.2f%%); they are replaced", printable(path), 100 * replaced
