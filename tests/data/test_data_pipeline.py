@@ -149,7 +149,7 @@ def test_every_format_is_read_and_every_bad_file_skipped_with_its_reason(tmp_pat
     assert reasons["dangling.md"].startswith("broken symlink")
     assert reasons["records.jsonl"].startswith("records without a string field 'text'")
     assert cache.meta["duplicates_removed"]["exact"] == 1
-    assert "latin1.txt is not valid UTF-8" in caplog.text
+    assert "latin1.txt is not UTF-8; read as Windows-1252" in caplog.text
     assert "skipping" in caplog.text and "locked.pdf" in caplog.text
     # every token of the cache is an ended document
     assert all(int(cache.document(i)[-1]) == tokenizer.eos_token_id for i in range(len(cache)))

@@ -48,11 +48,11 @@ def test_reader_handles_formats_and_skips_bad_files(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="fathom"):
         docs, report = read_documents([str(tmp_path)])
     texts = sorted(d.text for d in docs)
-    assert texts == sorted(["Rule 1. Application.", "# Rule 2\nResponsibility.", "Rule 3.", "Caf\ufffd du port"])
+    assert texts == sorted(["Rule 1. Application.", "# Rule 2\nResponsibility.", "Rule 3.", "Café du port"])
     reasons = dict(report.skipped)
     assert reasons[str(tmp_path / "empty.txt")] == "empty"
     assert "binary" in reasons[str(tmp_path / "binary.txt")]
     assert "broken symlink" in reasons[str(tmp_path / "broken.md")]
     assert any("2 records" in path for path in reasons)
-    assert "latin1.txt is not valid UTF-8" in caplog.text
+    assert "latin1.txt is not UTF-8; read as Windows-1252" in caplog.text
     assert not any("image.png" in path for path in reasons)  # unsupported suffixes in folders are not documents
