@@ -38,9 +38,13 @@ def test_packed_row_losses_equal_documents_alone(attn):
     model = _tiny_qwen2(attn)
     if attn == "flex_attention":
         try:
-            _per_token_losses(model, torch.ones(1, 8, dtype=torch.long), None)
+            probe = torch.arange(1, 41, dtype=torch.long)[None]
+            first, second = (_per_token_losses(model, probe, None) for _ in range(2))
         except Exception as exc:  # the torch build or device cannot compile flex attention
             pytest.skip(f"flex_attention unavailable here: {type(exc).__name__}: {str(exc)[:120]}")
+        if not (torch.isfinite(first).all() and torch.equal(first, second)):
+            # seen with torch 2.13's CPU code generation on some x86 machines; fathom never picks flex on a CPU
+            pytest.skip("flex_attention's compiled CPU kernel gives different results for the same input here")
     rng = np.random.default_rng(0)
     docs = [rng.integers(1, 512, n).astype(np.int32) for n in (23, 9, 40)]
     (row,) = list(pack_rows(docs, 72))

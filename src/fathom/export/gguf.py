@@ -135,8 +135,9 @@ def export_gguf(merged: Path, out: Path, outtype: str = "bf16", llama_cpp: Path 
     """Convert the merged folder ``merged`` to ``out`` (a new file), checked against its config; returns ``out``."""
     if outtype not in OUTTYPES:
         raise ConfigError(f"--outtype: {outtype!r} is not one of {', '.join(OUTTYPES)}")
-    model = read_model_folder(merged, "MERGED")
-    if model.kind != "merged":
+    is_adapter = (Path(merged) / "adapter_config.json").is_file()  # said first: an adapter cannot be exported at all
+    model = None if is_adapter else read_model_folder(merged, "MERGED")
+    if model is None or model.kind != "merged":
         raise ConfigError(
             f"MERGED: {merged} is an adapter; merge it first (fathom merge --base BASE --adapter {merged} --out M), "
             "then export M"
