@@ -22,6 +22,7 @@ from fathom.errors import ConfigError
 
 logger = logging.getLogger("fathom")
 
+ANSWER_ROOM = 32  # tokens a generated answer may spend beyond its reference's length
 DEPTH_BUCKETS = ((0.2, "0-20%"), (0.4, "20-40%"), (0.6, "40-60%"), (0.8, "60-80%"), (1.01, "80-100%"))
 
 
@@ -100,8 +101,9 @@ def answer_questions(
 
     Prompts of similar length are generated together (left-padded, at most ``token_budget`` prompt
     tokens per batch), which on a CPU costs about one prompt's decoding time per batch. Each batch
-    stops at ``max_new_tokens``, or by default 8 tokens past its longest reference: enough for an
-    answer that contains the reference, which is all the scores look for.
+    stops at ``max_new_tokens``, or by default :data:`ANSWER_ROOM` tokens past its longest reference:
+    room for a sentence of preamble ("The paragraph (b) of ... states:") before an answer that
+    contains the reference, which is all the scores look for.
     """
     from fathom.data.instruct import ensure_chat_template
 
@@ -125,7 +127,7 @@ def answer_questions(
         for row, i in enumerate(group):
             ids[row, longest - len(prompts[i]) :] = torch.tensor(prompts[i])
             mask[row, longest - len(prompts[i]) :] = 1
-        new = max_new_tokens or 8 + max(
+        new = max_new_tokens or ANSWER_ROOM + max(
             len(tokenizer(records[i]["answer"], add_special_tokens=False)["input_ids"]) for i in group
         )
         output = model.generate(
