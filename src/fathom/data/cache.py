@@ -385,13 +385,7 @@ def find_corpus(config, tokenizer, eod_id: int) -> CorpusCache | None:
     """The existing cache for ``config``'s data and ``tokenizer``, or None (nothing is built; a damaged
     entry counts as none)."""
     folder = _Entry.locate(config, tokenizer, eod_id).folder
-    if not (folder / "meta.json").is_file():
-        return None
-    problem = entry_problem(folder, checksums=False)
-    if problem:
-        logger.warning("data: the token cache %s is damaged (%s); `fathom prepare` rebuilds it", folder, problem)
-        return None
-    return CorpusCache(folder)
+    return CorpusCache(folder) if _whole(folder, False, "`fathom prepare` rebuilds it") else None
 
 
 def prepare_corpus(config, tokenizer, eod_id: int, progress: bool = True, verify: bool = False) -> CorpusCache:
@@ -433,11 +427,7 @@ def prepare_corpus(config, tokenizer, eod_id: int, progress: bool = True, verify
 
 def _reusable(folder: Path, verify: bool) -> CorpusCache | None:
     """The entry at ``folder`` when it exists and passes :func:`entry_problem`; None (and one line) otherwise."""
-    if not (folder / "meta.json").is_file():
-        return None
-    problem = entry_problem(folder, checksums=verify)
-    if problem:
-        logger.warning("data: the token cache %s is damaged (%s); building it again", folder, problem)
+    if not _whole(folder, verify, "building it again"):
         return None
     cache = CorpusCache(folder)
     logger.info(
@@ -448,6 +438,16 @@ def _reusable(folder: Path, verify: bool) -> CorpusCache | None:
         ", checksums verified" if verify and "files" in cache.meta else "",
     )
     return cache
+
+
+def _whole(folder: Path, checksums: bool, then: str) -> bool:
+    """Whether an entry exists at ``folder`` and passes :func:`entry_problem`; a damaged one is said in one line."""
+    if not (folder / "meta.json").is_file():
+        return False
+    problem = entry_problem(folder, checksums)
+    if problem:
+        logger.warning("data: the token cache %s is damaged (%s); %s", folder, problem, then)
+    return problem is None
 
 
 def _file_manifest(folder: Path) -> dict[str, dict]:
