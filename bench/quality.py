@@ -66,6 +66,7 @@ class Scale:
     phase2_learning_rate: float
     rope: dict | None = None  # model.rope_scaling, where the longest length passes the base's 8K window
     needle_samples: int = 2
+    qa_token_budget: int = 16384  # prompt tokens answered together (a GPU takes far more than a CPU gains from)
 
 
 SCALES = {
@@ -109,6 +110,7 @@ SCALES = {
         learning_rate=1.0e-3,
         phase2_learning_rate=5.0e-4,
         rope={"type": "yarn", "factor": 2.0},
+        qa_token_budget=262_144,
     ),
 }
 
@@ -359,6 +361,7 @@ def evaluate_arm(scale: Scale, arm: Arm, out: Path, questions: list[dict], hayst
         qa_records=questions if arm.qa else None,
         qa_template=DEFAULT_PROMPT_TEMPLATE,
         include_base=folder is None,
+        qa_token_budget=scale.qa_token_budget,
     )
     return results["models"][-1]
 

@@ -84,11 +84,13 @@ def evaluate_models(
     qa_records: list[dict] | None = None,
     qa_template: str | None = None,
     include_base: bool = True,
+    qa_token_budget: int = 16384,
 ) -> dict:
     """Every model (the base, then each adapter) on the same prompts and documents.
 
     ``haystack`` texts hide the maritime needles and are the documents of perplexity by position.
-    ``qa_records`` (document-QA) are asked of every model with the chat template and scored.
+    ``qa_records`` (document-QA) are asked of every model with the chat template and scored, prompts of
+    similar length batched up to ``qa_token_budget`` tokens (more is faster where memory allows).
     Each adapter runs with the RoPE setting it was trained with (its record), the base with its own;
     ``rope`` (e.g. 'yarn:2') overrides both.
     """
@@ -129,7 +131,8 @@ def evaluate_models(
         with context:
             entry = {"name": label, "path": path, "rope": setting.to_dict()}
             entry["needle"] = needle_accuracy(model, tokenizer, device, lengths, depths, samples, kinds, haystack, seed)
-            entry |= _document_scores(model, tokenizer, device, ppl_documents, max(lengths), qa_records, qa_template)
+            qa = (qa_records, qa_template, qa_token_budget)
+            entry |= _document_scores(model, tokenizer, device, ppl_documents, max(lengths), *qa)
         results.append(entry)
     return {"base": base, "lengths": lengths, "depths": depths, "samples": samples, "kinds": kinds, "models": results}
 
@@ -151,7 +154,7 @@ def _load_adapters(model, adapters: list[str]):
     return model.eval(), names
 
 
-def _document_scores(model, tokenizer, device, ppl_documents, length, qa_records, qa_template) -> dict:
+def _document_scores(model, tokenizer, device, ppl_documents, length, qa_records, qa_template, budget) -> dict:
     """Perplexity by position and short-context perplexity (with documents); QA scores (with records)."""
     out = {}
     if ppl_documents:
@@ -160,7 +163,9 @@ def _document_scores(model, tokenizer, device, ppl_documents, length, qa_records
     if qa_records:
         from fathom.eval.qa import answer_questions, score_answers
 
-        answers = answer_questions(model, tokenizer, device, qa_records, qa_template, progress=True)
+        answers = answer_questions(
+            model, tokenizer, device, qa_records, qa_template, token_budget=budget, progress=True
+        )
         out["qa"] = score_answers(qa_records, answers, tokenizer)
     return out
 
