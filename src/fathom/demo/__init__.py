@@ -47,6 +47,9 @@ def demo_config(overrides: list[str], reads_documents: bool):
     config = load_config(DEMO_CONFIG, overrides, check_paths=False)
     if own_documents and not any(key.startswith("sft") for key in keys):
         config = dataclasses.replace(config, sft=None)
+    if not own_documents and "data.eval_fraction" not in keys:
+        # the synthetic corpus trains whole: the demo's held-out questions are about other synthetic documents
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, eval_fraction=0.0))
     if reads_documents:
         if own_documents:
             validate(config, check_paths=True)
