@@ -95,6 +95,17 @@ def test_config_command_prints_every_field_with_help(capsys):
     assert "Phase_1c_Long" in out
 
 
+def test_a_config_for_your_documents_holds_some_out_for_phase_2(tmp_path, capsys):
+    """`fathom config data.paths=[...]` (the README's start) holds 5% out, so `qa build --held-out` has
+    documents no phase trained on; the demo's own synthetic corpus trains whole."""
+    import yaml
+
+    assert main(["config", f"data.paths=[{tmp_path}]"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["data"]["eval_fraction"] == 0.05
+    assert main(["config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["data"]["eval_fraction"] == 0.0
+
+
 def _guide_module():
     spec = importlib.util.spec_from_file_location("guide_script", REPO / "continual_pretraining_longcontext.py")
     module = importlib.util.module_from_spec(spec)
