@@ -425,8 +425,6 @@ def load_results(results: Path) -> dict[str, dict]:
 
 def report(scale: Scale, results: Path, figure: Path | None) -> str:
     """The markdown table (QA per length with intervals, by group, needles, perplexity) and paired differences."""
-    from fathom.eval.stats import wilson_interval
-
     found = load_results(results)
     order = [name for name in arms(scale) if name in found]
     lengths = [str(n) for n in _buckets(scale)]
@@ -434,37 +432,39 @@ def report(scale: Scale, results: Path, figure: Path | None) -> str:
     header.append("short ppl")
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     base_short = found.get("base", {}).get("model", {}).get("short_perplexity", {}).get("perplexity")
-    for name in order:
-        model = found[name]["model"]
-        cells = [name]
-        qa = model.get("qa")
-        for n in lengths:
-            if qa and n in qa["contains_by_length"]:
-                low, high = qa["contains_interval_by_length"][n]
-                cells.append(f"{qa['contains_by_length'][n]:.0%} [{low:.0%}, {high:.0%}]")
-            else:
-                cells.append("-")
-        if qa:
-            groups = []
-            for group in ("like", "unseen"):
-                hits = [i["contains"] for i in qa["items"] if i["group"] == group and str(i["length"]) == lengths[-1]]
-                low, high = wilson_interval(sum(hits), len(hits))
-                groups.append(f"{sum(hits) / max(len(hits), 1):.0%} (n={len(hits)})")
-            cells.append(" / ".join(groups))
-        else:
-            cells.append("-")
-        needles = [v for kind in model["needle"].values() for cell in kind.values() for v in cell.values()]
-        cells.append(f"{sum(needles) / max(len(needles), 1):.0%}")
-        buckets = model.get("perplexity_by_position", {}).get("buckets", {})
-        cells.append(f"{list(buckets.values())[-1]['perplexity']:.2f}" if buckets else "-")
-        short = model.get("short_perplexity", {}).get("perplexity")
-        change = f" ({short / base_short - 1:+.1%})" if short and base_short else ""
-        cells.append(f"{short:.2f}{change}" if short else "-")
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(_row(name, found[name]["model"], lengths, base_short)) + " |" for name in order]
     lines += ["", *_paired_lines(found, lengths[-1])]
     if figure is not None and order:
         _figure(found, order, lengths, figure)
     return "\n".join(lines)
+
+
+def _row(name: str, model: dict, lengths: list[str], base_short: float | None) -> list[str]:
+    """One arm's cells: QA per length with its interval, like / unseen at the longest, needles, perplexities."""
+    cells = [name]
+    qa = model.get("qa")
+    for n in lengths:
+        if qa and n in qa["contains_by_length"]:
+            low, high = qa["contains_interval_by_length"][n]
+            cells.append(f"{qa['contains_by_length'][n]:.0%} [{low:.0%}, {high:.0%}]")
+        else:
+            cells.append("-")
+    if qa:
+        groups = []
+        for group in ("like", "unseen"):
+            hits = [i["contains"] for i in qa["items"] if i["group"] == group and str(i["length"]) == lengths[-1]]
+            groups.append(f"{sum(hits) / max(len(hits), 1):.0%} (n={len(hits)})")
+        cells.append(" / ".join(groups))
+    else:
+        cells.append("-")
+    needles = [v for kind in model["needle"].values() for cell in kind.values() for v in cell.values()]
+    cells.append(f"{sum(needles) / max(len(needles), 1):.0%}")
+    buckets = model.get("perplexity_by_position", {}).get("buckets", {})
+    cells.append(f"{list(buckets.values())[-1]['perplexity']:.2f}" if buckets else "-")
+    short = model.get("short_perplexity", {}).get("perplexity")
+    change = f" ({short / base_short - 1:+.1%})" if short and base_short else ""
+    cells.append(f"{short:.2f}{change}" if short else "-")
+    return cells
 
 
 def _buckets(scale: Scale) -> list[int]:
