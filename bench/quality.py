@@ -69,46 +69,41 @@ class Scale:
     qa_token_budget: int = 16384  # prompt tokens answered together (a GPU takes far more than a CPU gains from)
 
 
+_CPU = Scale(
+    name="cpu",
+    lengths=(512, 1024, 2048),
+    phase1_tokens=196_608,
+    phase2_tokens=131_072,
+    qa_contexts=(448, 960, 1984),
+    eval_per_length=108,
+    unseen_share=1 / 3,
+    micro_batch=1,
+    grad_accum=1,
+    learning_rate=1.0e-3,
+    phase2_learning_rate=5.0e-4,
+)
 SCALES = {
-    "cpu": Scale(
-        name="cpu",
-        lengths=(512, 1024, 2048),
-        phase1_tokens=196_608,
-        phase2_tokens=131_072,
-        qa_contexts=(448, 960, 1984),
-        eval_per_length=108,
-        unseen_share=1 / 3,
-        micro_batch=1,
-        grad_accum=1,
-        learning_rate=1.0e-3,
-        phase2_learning_rate=5.0e-4,
-    ),
-    "smoke": Scale(  # a minute or two per arm: checks that the pipeline runs, measures nothing
+    "cpu": _CPU,
+    # a minute or two per arm: checks that the pipeline runs, measures nothing
+    "smoke": dataclasses.replace(
+        _CPU,
         name="smoke",
         lengths=(128, 256, 512),
         phase1_tokens=4096,
         phase2_tokens=2048,
         qa_contexts=(96, 224, 448),
         eval_per_length=6,
-        unseen_share=1 / 3,
-        micro_batch=1,
-        grad_accum=1,
-        learning_rate=1.0e-3,
-        phase2_learning_rate=5.0e-4,
         needle_samples=1,
     ),
-    "gpu": Scale(
+    "gpu": dataclasses.replace(
+        _CPU,
         name="gpu",
         lengths=(4096, 8192, 16384),
         phase1_tokens=20_971_520,
         phase2_tokens=4_194_304,
         qa_contexts=(3968, 8064, 16256),
-        eval_per_length=108,
-        unseen_share=1 / 3,
         micro_batch=4,
         grad_accum=2,
-        learning_rate=1.0e-3,
-        phase2_learning_rate=5.0e-4,
         rope={"type": "yarn", "factor": 2.0},
         qa_token_budget=262_144,
     ),
