@@ -28,7 +28,7 @@ def _help(text: str, **kwargs: Any) -> Any:
     return field(metadata={"help": text}, **kwargs)
 
 
-ATTN_CHOICES = ("auto", "flash_attention_2", "sdpa", "eager")
+ATTN_CHOICES = ("auto", "flash_attention_2", "varlen", "sdpa_packed", "sdpa", "eager")
 DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32")
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 LR_SCHEDULER_CHOICES = ("cosine", "linear", "constant")
@@ -84,8 +84,9 @@ class ModelConfig:
         "Name of a GGUF file inside name_or_path to load (dequantized) instead of safetensors.", default=None
     )
     attn_implementation: str = _help(
-        "Attention kernel: auto picks flash_attention_2 when flash-attn imports and the device is CUDA, "
-        "else sdpa, else eager.",
+        "Attention kernel: auto picks flash_attention_2 when flash-attn imports on CUDA, else varlen (torch's "
+        "varlen kernel, CUDA compute 8.0+), else sdpa_packed (one SDPA call per packed document, any device). "
+        "sdpa and eager keep packed documents apart with a T x T mask (slower, more memory).",
         default="auto",
     )
     dtype: str = _help("Weight dtype: auto is bfloat16 where the device supports it, float32 on CPU.", default="auto")

@@ -17,8 +17,9 @@ compute dtype, H hidden, I MLP width, L layers, V vocabulary, q/kv = query/key-v
                    the dropout terms H + q and H + I only with LoRA dropout; fitted to fathom plan
                    --simulate. With lora.lean_forward off: PEFT's fp32 copies, T x (4 H + q + I) x b
                    for dropout instead.) x L instead of x 1 without checkpointing
-    attention    = flash: 0 beyond the above;  sdpa without flash-attn (Apple GPUs, CPU): the block
-                   mask of a packed row, T x seq x (1 + 4 per layer kept);  eager: + heads x T x seq x (b + 4)
+    attention    = auto / flash / varlen / sdpa_packed: 0 beyond the above (per-document kernels);
+                   an explicit sdpa: the block mask of a packed row, T x seq x (1 + 4 per layer kept);
+                   eager: + heads x T x seq x (b + 4)
     loss         = chunked/liger: chunk x V x (4 + b);  plain: T x V x (b + 12)
     overhead     = 1 GiB (CUDA context, allocator) + 10% of the rest, on GPUs (measured on an H200 with
                    bench/gpu.py: context 0.6 GiB; the allocator with expandable segments, which fathom
@@ -326,7 +327,7 @@ class Options:
     loss: str = "chunked"  # chunked | liger | plain
     loss_chunk: int = 1024
     micro_batch: int = 1
-    attention: str = "flash"  # flash | sdpa (explicit block mask) | eager (scores materialized too)
+    attention: str = "flash"  # flash (no mask: any per-document path) | sdpa (explicit block mask) | eager
     shards: int = 1  # FSDP: base and adapter split over this many devices
     lean_lora: bool = True  # lora.lean_forward (with lora.share_dropout): no fp32 copies of layer inputs
     mlp_tile: int = 8192  # train.mlp_tile_tokens: MLP intermediates for this many tokens at a time (0: all)
@@ -338,9 +339,9 @@ class Options:
         compute = {"float32": 4}.get(m.dtype, 2)
         if hardware is not None and hardware.kind == "cpu" and m.dtype == "auto":
             compute = 4  # fathom trains in fp32 on the CPU
+        # auto / varlen / sdpa_packed / flash_attention_2 attend per document with no mask anywhere
+        # (fathom.model.attention); only an explicit sdpa or eager builds the packed row's T x T mask
         attention = {"eager": "eager", "sdpa": "sdpa"}.get(m.attn_implementation, "flash")
-        if attention == "flash" and (hardware is None or not hardware.flash):
-            attention = "sdpa"  # no flash-attn there (Apple GPUs, the CPU): packed rows need a mask
         targets = (lo.target_modules,) if isinstance(lo.target_modules, str) else tuple(lo.target_modules)
         loss = t.loss_implementation if t.loss_implementation in ("plain", "liger") else "chunked"
         shards = hardware.devices if hardware is not None and t.strategy == "fsdp" else 1

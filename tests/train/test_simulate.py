@@ -231,3 +231,25 @@ def test_fsdp_planner_terms_match_one_simulated_rank(local_model_dir, tmp_path, 
     )
     gathered_layer = shape.layer_linear_params * 2  # bf16
     assert 0 <= est.weights - at["weights"] <= 2 * gathered_layer + 64 * 1024, (est.weights, at["weights"])
+
+
+def test_packed_rows_build_no_t_by_t_tensor_with_fathoms_attention_and_one_with_plain_sdpa(local_model_dir, tmp_path):
+    """The simulation of packed rows of short documents: per-document attention holds nothing of T x T size
+    and peaks no higher than whole rows; plain SDPA builds the block mask, and peaks higher."""
+    config = _config(local_model_dir, tmp_path)
+    config.model.attn_implementation = "auto"
+    plan = plan_phases(config, 1)[2]
+    t = plan.max_seq_length  # 256
+    whole = simulate_phase(config, plan)
+    packed = simulate_phase(config, plan, documents=[37, 90, 12, 61])
+    real = simulate_phase(config, plan, fake=False, documents=[37, 90, 12, 61])
+    assert abs(packed.peak_bytes - real.peak_bytes) <= 0.01 * real.peak_bytes  # fake counts what real allocates
+    assert packed.square_bytes == 0 and whole.square_bytes == 0
+    # no higher but for the allocator's 512-byte rounding of each document's attention output and statistics
+    assert packed.peak_bytes <= whole.peak_bytes + 512 * 2 * 2 * 6  # blocks x (output, logsumexp) x rows x parts
+    config.model.attn_implementation = "sdpa"
+    masked = simulate_phase(config, plan, documents=[37, 90, 12, 61])
+    assert masked.square_bytes >= t * t  # the block-diagonal mask
+    real_masked = simulate_phase(config, plan, fake=False, documents=[37, 90, 12, 61])
+    assert abs(masked.peak_bytes - real_masked.peak_bytes) <= 0.01 * real_masked.peak_bytes
+    assert masked.peak_bytes > packed.peak_bytes

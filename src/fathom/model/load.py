@@ -63,30 +63,43 @@ def flash_attn_available() -> bool:
 
 
 def pick_attn_implementation(requested: str, device: torch.device) -> str:
-    """flash_attention_2 when flash-attn is installed and the device is CUDA, else sdpa, else eager."""
+    """What transformers is told: for ``auto``, the fastest exact path for packed rows that this machine has.
+
+    flash-attn's varlen kernel where it is installed (CUDA); torch's own varlen kernel on a CUDA GPU
+    of compute capability 8.0+; else one SDPA call per packed document (any device). None of them
+    builds the T x T block mask that plain ``sdpa`` needs for packed rows (see
+    :mod:`fathom.model.attention`). Every choice is logged with its reason.
+    """
+    from fathom.model.attention import IMPLEMENTATIONS, SDPA_PACKED, register, varlen_available
+
+    register()
     if requested == "auto":
+        varlen, why_not = varlen_available(device)
         if device.type == "cuda" and flash_attn_available():
             choice, why = "flash_attention_2", "flash-attn is installed and the device is CUDA"
-        elif hasattr(torch.nn.functional, "scaled_dot_product_attention"):
-            why = "no CUDA device" if device.type != "cuda" else "flash-attn is not installed"
-            choice, why = "sdpa", f"{why}; using PyTorch's scaled_dot_product_attention"
+        elif varlen:
+            choice, why = IMPLEMENTATIONS["varlen"], "flash-attn is not installed; torch.nn.attention.varlen instead"
         else:
-            choice, why = "eager", "this torch has no scaled_dot_product_attention"
+            choice, why = SDPA_PACKED, f"{why_not}; one SDPA call per packed document"
         logger.info("attention: %s (%s)", choice, why)
         return choice
     if requested == "flash_attention_2":
         if device.type != "cuda":
             raise ConfigError(
                 "model.attn_implementation: flash_attention_2 needs a CUDA device, "
-                f"this run is on {device.type}; use auto or sdpa"
+                f"this run is on {device.type}; use auto or sdpa_packed"
             )
         if not flash_attn_available():
             raise ConfigError(
                 "model.attn_implementation: flash_attention_2 needs flash-attn: "
-                "pip install flash-attn --no-build-isolation (or set attn_implementation: auto to fall back to sdpa)"
+                "pip install flash-attn --no-build-isolation (or set attn_implementation: auto)"
             )
+    if requested == "varlen":
+        usable, why_not = varlen_available(device)
+        if not usable:
+            raise ConfigError(f"model.attn_implementation: varlen cannot run here: {why_not}; use auto or sdpa_packed")
     logger.info("attention: %s (as configured)", requested)
-    return requested
+    return IMPLEMENTATIONS.get(requested, requested)
 
 
 def quantization_config(cfg: ModelConfig, compute_dtype: torch.dtype):

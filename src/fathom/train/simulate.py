@@ -71,6 +71,8 @@ class SimulatedStep:
     shards: int = 1  # FSDP ranks the model is sharded over (1: not sharded); the peak is one rank's
     planner_bytes: float = 0.0  # estimate_memory for the same step, tensors only (0: not asked)
     seconds: float = 0.0
+    square_bytes: int = 0  # the largest tensor of shape (..., T, T) any operation produced (a mask, scores)
+    square_op: str = ""
 
     def as_dict(self) -> dict:
         gib = 2**30
@@ -83,6 +85,7 @@ class SimulatedStep:
             "simulated_peak_in_backward": self.peak_in_backward,
             "simulated_shards": self.shards,
             "planner_tensors_gib": round(self.planner_bytes / gib, 2),
+            "simulated_t_by_t_bytes": self.square_bytes,
         }
 
 
@@ -134,13 +137,22 @@ class _LiveBytes(TorchDispatchMode):
         kind, size = self._entries.pop(key)
         self.live[kind] -= size
 
+    def _note_square(self, tensor: torch.Tensor, func) -> None:
+        """Remember the largest (..., T, T) tensor: what a packed row must never need."""
+        t = self.result.max_seq_length
+        if tensor.dim() >= 2 and tuple(tensor.shape[-2:]) == (t, t):
+            size = _storage(tensor).nbytes()
+            if size > self.result.square_bytes:
+                self.result.square_bytes, self.result.square_op = size, str(func.overloadpacket.__name__)
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten._local_scalar_dense.default:  # a fake tensor has no value to read:
-            return _stand_in_scalar(args[0])  # a count, a flag or a loss, whose value moves no memory
+        if func is torch.ops.aten._local_scalar_dense.default:
+            return _scalar(func, args[0])
         out = func(*args, **(kwargs or {}))
         for tensor in torch.utils._pytree.tree_leaves(out):
             if isinstance(tensor, torch.Tensor):
                 self.add(tensor, self.kind)
+                self._note_square(tensor, func)
         total = sum(self.live.values()) - self.live[HOST]
         if total > self.result.peak_bytes:
             self.result.peak_bytes, self.result.at_peak = total, dict(self.live)
@@ -153,6 +165,18 @@ class _LiveBytes(TorchDispatchMode):
 def _storage(tensor: torch.Tensor):
     """The storage that holds ``tensor``'s bytes on this rank (a DTensor's local shard)."""
     return getattr(tensor, "_local_tensor", tensor).untyped_storage()
+
+
+def _scalar(func, tensor: torch.Tensor):
+    """``.item()``: a real tensor's value; a fake one has none, and gets a stand-in."""
+    from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensor
+
+    if isinstance(tensor, FakeTensor):
+        return _stand_in_scalar(tensor)
+    try:
+        return func(tensor)
+    except DataDependentOutputException:  # a real tensor made fake on its way in (allow_non_fake_inputs)
+        return _stand_in_scalar(tensor)
 
 
 def _stand_in_scalar(tensor: torch.Tensor):
@@ -231,29 +255,104 @@ def _cuda_like_kernels():
 
 
 def simulate_phase(
-    config: FathomConfig, plan: PhasePlan, hf_config=None, fake: bool = True, shards: int = 1
+    config: FathomConfig,
+    plan: PhasePlan,
+    hf_config=None,
+    fake: bool = True,
+    shards: int = 1,
+    documents: list[int] | None = None,
 ) -> SimulatedStep:
     """Two optimizer steps of ``plan`` (micro-batches of ``micro_batch_size`` rows of its length), counted.
 
     ``shards`` > 1 simulates one rank of an FSDP run over that many processes. ``fake=False`` runs
     the very same on real CPU tensors: how the tests check that the fake run counts what a real one
-    allocates (at a tiny shape).
+    allocates (at a tiny shape). ``documents``: every row packed from documents of these token
+    counts (positions restarting), run through the attention the config picks for a CUDA GPU without
+    flash-attn (see :func:`packed_positions`); None: whole rows, one document each.
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from fathom.model.attention import document_bounds
 
     started = time.perf_counter()
     result = SimulatedStep(plan.name, plan.max_seq_length, shards=shards)
     hf_config = hf_config or transformers_config(config)
     hf_config._attn_implementation = "sdpa"  # on (fake) CPU tensors: the flash-style kernel
     t = config.train
-    with _fake_world(shards) as mesh, _cuda_like_kernels(), FakeTensorMode() if fake else contextlib.nullcontext():
+    packed = None
+    if documents is not None:
+        hf_config._attn_implementation = _packed_attention(config.model.attn_implementation)
+        packed = packed_positions(documents, plan.max_seq_length, t.micro_batch_size)
+        bounds = document_bounds(packed, t.micro_batch_size)  # on the host, before any tensor is fake
+    # transformers' sdpa / eager find packed documents by reading the position ids' values: they get real ones
+    masked = packed is not None and hf_config._attn_implementation in ("sdpa", "eager")
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=masked) if fake else contextlib.nullcontext()
+    seen = _packing_seen(packed) if masked and fake else contextlib.nullcontext()
+    with seen, _fake_world(shards) as mesh, _cuda_like_kernels(), fake_mode:
         model, step, optimizer = _build(config, hf_config, mesh)
         ids = torch.zeros(t.micro_batch_size, plan.max_seq_length, dtype=torch.long)
-        batch = {"input_ids": ids, "labels": ids.clone(), "position_ids": torch.arange(plan.max_seq_length)[None]}
+        positions = torch.arange(plan.max_seq_length).repeat(t.micro_batch_size, 1)  # (B, T), as the loader gives
+        if packed is not None:
+            positions = _with_bounds_of(packed, bounds) if fake and not masked else packed
+        batch = {"input_ids": ids, "labels": ids.clone(), "position_ids": positions}
         host_shards = mesh is not None and t.fsdp_cpu_offload
         _count_steps(result, model, step, optimizer, batch, min(t.gradient_accumulation_steps, 2), host_shards)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def packed_positions(documents: list[int], seq_len: int, rows: int) -> torch.Tensor:
+    """(rows, seq_len) position ids of rows filled with documents of ``documents`` token counts in turn
+    (positions restarting per document, as fathom's packer lays them); the last one is cut at the row's end.
+
+    A real tensor: the packed attention paths read the bounds on the host, which a fake tensor cannot
+    give, so the fake run is handed them beside a fake stand-in (:func:`_with_bounds_of`).
+    """
+    out, queue = [], [n for n in documents if n > 0] or [seq_len]
+    i = 0
+    for _ in range(rows):
+        row: list[torch.Tensor] = []
+        filled = 0
+        while filled < seq_len:
+            take = min(queue[i % len(queue)], seq_len - filled)
+            row.append(torch.arange(take))
+            filled += take
+            i += 1
+        out.append(torch.cat(row))
+    return torch.stack(out)
+
+
+@contextlib.contextmanager
+def _packing_seen(packed: torch.Tensor):
+    """transformers decides whether rows are packed from the position ids' values (``.all()`` of a fake
+    tensor has none): inside, it gets the answer computed from the real ones, so it builds its mask."""
+    import transformers.masking_utils as masking
+
+    real = masking.find_packed_sequence_indices
+    answer = real(packed)
+    masking.find_packed_sequence_indices = lambda position_ids: answer
+    try:
+        yield
+    finally:
+        masking.find_packed_sequence_indices = real
+
+
+def _with_bounds_of(packed: torch.Tensor, bounds: list[list[int]]) -> torch.Tensor:
+    """A fake tensor of ``packed``'s shape that carries its document bounds (a fake tensor has no values)."""
+    from fathom.model.attention import remember_bounds
+
+    positions = torch.zeros(packed.shape, dtype=packed.dtype)
+    remember_bounds(positions, bounds)
+    return positions
+
+
+def _packed_attention(requested: str) -> str:
+    """What a packed row runs through on a CUDA GPU without flash-attn: ``auto`` is fathom's varlen
+    path, simulated by per-document SDPA (the same tensors: no mask, flash-style kernels per document)."""
+    from fathom.model.attention import SDPA_PACKED, register
+
+    register()
+    return requested if requested in ("sdpa", "eager") else SDPA_PACKED
 
 
 @contextlib.contextmanager
