@@ -92,7 +92,7 @@ def fathom_step(model, batch) -> float:
 
     loss_sum, n = causal_lm_loss_sum(model, batch, chunk_size=1024, implementation="chunked")
     (loss_sum / n).backward()
-    return float(loss_sum) / n
+    return float(loss_sum.detach()) / n
 
 
 def _status_kib(field: str) -> int:
@@ -137,3 +137,84 @@ def measure_peak(which: str, seq_len: int) -> dict:
     if proc.returncode != 0:
         return {"which": which, "seq_len": seq_len, "error": proc.stderr.strip().splitlines()[-1][:300]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --- packed rows of a real corpus's document lengths (bench/throughput.py --packed, bench/gpu.py) ---
+
+SHARED = Path(os.environ.get("FATHOM_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+
+
+def corpus_lengths(cache: Path | None = None, shared: Path = SHARED) -> tuple[list[int], str]:
+    """Token counts of the documents rows are packed from, and what they are.
+
+    A fathom token cache (``cache``): its training documents, so the benchmark sees the user's corpus.
+    Else the maritime corpus of bench/quality.py (US Code Title 46 chapters and the COLREGs rules from
+    ``shared``, or its synthetic stand-in), counted in Qwen2.5 tokens where that tokenizer is in
+    ``shared``, else at 4 characters a token.
+    """
+    if cache is not None:
+        from fathom.data.cache import CorpusCache
+
+        lengths = [int(n) for n in CorpusCache(Path(cache)).train_documents().lengths]
+        return lengths, f"the training documents of the token cache {cache}"
+    from quality import corpus_texts
+
+    texts = [text for split in corpus_texts(shared).values() for _, text in split]
+    qwen = shared / "tokenizers" / "qwen2.5" / "tokenizer.json"
+    if qwen.is_file():
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(qwen))
+        lengths = [len(e.ids) + 1 for e in tokenizer.encode_batch(texts, add_special_tokens=False)]  # + end token
+        return lengths, f"{len(texts)} maritime documents from {shared / 'corpus'}, Qwen2.5 tokens"
+    return [len(text) // 4 + 1 for text in texts], f"{len(texts)} documents at 4 characters a token"
+
+
+def rows_from_lengths(lengths: list[int], vocab: int, seq_len: int, seed: int = 0):
+    """Endless micro-batches of one row packed by fathom's packer (``fathom.data.loader``) from documents
+    of these lengths in a shuffled order, random token ids; or, ``lengths`` empty, one document filling
+    the row (position ids 0..T-1: whole rows)."""
+    from fathom.data.loader import PhaseLoader
+
+    rng = np.random.default_rng(seed)
+    if not lengths:
+        while True:
+            ids = torch.from_numpy(rng.integers(1, vocab - 1, (1, seq_len)))
+            yield {"input_ids": ids, "labels": ids.clone(), "position_ids": torch.arange(seq_len)[None]}
+    docs = [rng.integers(1, vocab - 1, n).astype(np.int32) for n in lengths]
+    loader = PhaseLoader(docs, seq_len, seed=seed, phase_index=0)
+    while True:
+        yield loader.next_micro_batch()
+
+
+def shaped_model_with_lora(shape, attn: str, gradient_checkpointing: bool = True, seed: int = 0):
+    """A model of ``shape`` (a fathom.estimate.ModelShape) with random fp32 weights, LoRA r=16 on every
+    linear layer through fathom's own ``apply_lora``, ``attn`` as its attention (fathom's registered)."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    from fathom.config import LoraConfig
+    from fathom.model.attention import register
+    from fathom.model.load import enable_activation_checkpointing
+    from fathom.model.lora import apply_lora
+
+    register()
+    config = (Qwen2Config if shape.qkv_bias else LlamaConfig)(
+        vocab_size=shape.vocab,
+        hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.num_layers,
+        num_attention_heads=shape.num_heads,
+        num_key_value_heads=shape.num_kv_heads,
+        head_dim=shape.head_dim,
+        max_position_embeddings=32768,
+        tie_word_embeddings=shape.tied_embeddings,
+        attn_implementation=attn,
+        use_cache=False,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    if gradient_checkpointing:
+        enable_activation_checkpointing(model)
+    model = apply_lora(model, LoraConfig(r=16, alpha=32, dropout=0.0), seed=seed)
+    model.train()
+    return model

@@ -332,9 +332,8 @@ def train_arm(scale: Scale, arm: Arm, out: Path) -> float:
     config_path = out / "arms" / arm.name / "arm.yaml"
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(yaml.safe_dump(arm_config(scale, arm, out), sort_keys=False), encoding="utf-8")
-    resume = ["--resume"] if (out / "arms" / arm.name / "run" / "checkpoints").is_dir() else []
-    started = time.time()
-    subprocess.run([sys.executable, "-m", "fathom", "train", "--config", str(config_path), *resume], check=True)
+    started = time.time()  # --resume: a killed run continues (from its start when it left no checkpoint)
+    subprocess.run([sys.executable, "-m", "fathom", "train", "--config", str(config_path), "--resume"], check=True)
     return (time.time() - started) / 60
 
 

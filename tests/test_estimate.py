@@ -12,7 +12,19 @@ from helpers import REPO, hang_guard, small_run_config, write_config
 
 from fathom.cli import main
 from fathom.config import load_config
-from fathom.estimate import HARDWARE, KNOWN_SHAPES, ModelShape, Options, estimate_memory, judge, model_shape
+from fathom.estimate import (
+    GIB,
+    HARDWARE,
+    KNOWN_SHAPES,
+    ModelShape,
+    Options,
+    estimate_memory,
+    judge,
+    memory_candidates,
+    memory_setup,
+    model_shape,
+    with_memory,
+)
 from fathom.schedule import plan_phases
 
 SHIPPED_7B = REPO / "configs" / "qwen2.5-7b-maritime-32k.yaml"
@@ -64,11 +76,15 @@ def test_verdicts_for_the_7b_config():
         judge(shape, config, HARDWARE["rtx4090"], phases[2]),
     )
     assert short.fits and short.label == "fits"
+    # train.memory auto (the default) offloads 32K on 24 GB by itself, in bf16: no quantization needed
+    assert long_.fits and long_.memory.offload and long_.memory.chosen and long_.estimate.total <= 24 * 2**30
+    manual = load_config(SHIPPED_7B, ["train.memory=manual"], check_paths=False)
+    long_ = judge(shape, manual, HARDWARE["rtx4090"], phases[2])
     assert not long_.fits and long_.fixed_estimate is not None and long_.fixed_estimate.total <= 24 * 2**30
-    assert long_.fix == ["train.offload_activations=true"]  # 32K in bf16 on 24 GB: no quantization needed
+    assert long_.fix == ["train.offload_activations=true"]
     assert all(judge(shape, config, HARDWARE["a100-80gb"], p).fits for p in phases)
     # memory grows with the length; time per phase follows the phase's tokens and cost per token
-    totals = [judge(shape, config, HARDWARE["h100-80gb"], p).estimate.total for p in phases]
+    totals = [judge(shape, manual, HARDWARE["h100-80gb"], p).estimate.total for p in phases]  # one setup
     assert totals == sorted(totals)
     assert (
         judge(shape, config, HARDWARE["h100-80gb"], phases[0]).hours
@@ -146,7 +162,9 @@ def test_plan_json_carries_hardware_estimates(capsys):
         "Phase_1c_Long",
     ]
     assert hw["phases"][0]["verdict"] == "fits"
-    assert hw["phases"][2]["verdict"].startswith("fits with")
+    assert hw["phases"][2]["verdict"] == "fits"  # train.memory auto offloads by itself
+    assert hw["phases"][2]["memory"]["offload_activations"] and hw["phases"][2]["memory"]["chosen"]
+    assert hw["phases"][2]["memory"]["short"] == "recompute all + offload (1.00x)"
     assert out["model_shape"]["parameters"] > 7e9
 
 
@@ -201,3 +219,42 @@ def test_the_7b_estimate_is_within_2_percent_of_the_simulated_step(seq_len, offl
     # the simulation counts what the same step allocates on real tensors
     estimate = estimate_memory(model_shape("Qwen/Qwen2.5-7B"), Options(offload_activations=offload), seq_len, False)
     assert estimate.total / 2**30 == pytest.approx(simulated_gib, rel=0.02)
+
+
+def test_memory_auto_takes_the_fastest_setup_that_fits_and_an_explicit_flag_wins():
+    """On an H200 the shipped config's 4K phase needs no checkpointing; every faster candidate than the one
+    chosen does not fit; auto is faster than all-on; a flag set in the config is never overridden."""
+    config = load_config(SHIPPED_7B, check_paths=False)
+    shape, h200 = model_shape("Qwen/Qwen2.5-7B"), HARDWARE["h200-141gb"]
+    phases = plan_phases(config)
+    verdicts = [judge(shape, config, h200, p) for p in phases]
+    assert verdicts[0].memory.checkpoint_every == 0 and verdicts[0].memory.speed_vs_all_on > 1.4
+    for verdict, phase in zip(verdicts, phases, strict=True):
+        assert verdict.fits and verdict.memory.estimated_bytes <= 141 * GIB
+        candidates = memory_candidates(shape.num_layers, None, None)
+        chosen = candidates.index((verdict.memory.checkpoint_every, verdict.memory.offload))
+        opts = Options.from_config(config, h200)
+        for every, offload in candidates[:chosen]:
+            assert not memory_setup(shape, opts, phase.max_seq_length, 141 * GIB, True, every, offload, True).fits
+    manual = load_config(SHIPPED_7B, ["train.memory=manual"], check_paths=False)
+    all_on = [judge(shape, manual, h200, p) for p in phases]
+    assert all(v.memory.checkpoint_every == 1 and not v.memory.chosen for v in all_on)
+    assert sum(v.hours for v in verdicts) < 0.8 * sum(v.hours for v in all_on)
+    forced = load_config(SHIPPED_7B, ["model.gradient_checkpointing=true"], check_paths=False)
+    assert all(judge(shape, forced, h200, p).memory.checkpoint_every == 1 for p in phases)
+    off = load_config(SHIPPED_7B, ["model.gradient_checkpointing=false"], check_paths=False)
+    assert judge(shape, off, HARDWARE["rtx4090"], phases[2]).memory.checkpoint_every == 0  # even where it does not fit
+
+
+def test_memory_candidates_run_from_fastest_to_most_frugal():
+    # every 4th layer recomputes 1 of 4, every 3rd and every 2nd both 2 (layers 0 and 2 / 0 and 3): one kept
+    assert memory_candidates(4, None, None) == [(0, False), (4, False), (3, False), (1, False), (1, True)]
+    assert memory_candidates(4, True, None) == [(1, False), (1, True)]
+    assert memory_candidates(4, None, False) == [(0, False), (4, False), (3, False), (1, False)]
+    assert memory_candidates(4, None, True) == [(1, True)]
+    assert memory_candidates(4, False, True) == [(0, False)]
+    # fewer recomputed layers keep more activations: the estimate grows as checkpointing thins out
+    shape, opts = KNOWN_SHAPES["Qwen/Qwen2.5-7B"], Options()
+    candidates = memory_candidates(28, None, None)
+    totals = [estimate_memory(shape, with_memory(opts, e, o), 16384).total for e, o in candidates]
+    assert totals == sorted(totals, reverse=True)

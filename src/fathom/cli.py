@@ -91,7 +91,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     config = _resolve_config(args)
     summary = plan_report(config, args.world_size, [args.gpu] if args.gpu else None)
     if args.simulate:
-        _add_simulation(config, summary, args.world_size)
+        _add_simulation(config, summary, args.world_size, args.gpu)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -157,7 +157,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_simulation(config, summary: dict, world_size: int) -> None:
+def _add_simulation(config, summary: dict, world_size: int, gpu: str | None) -> None:
     """``plan --simulate``: each phase's step run on fake tensors at the real shape (fathom.train.simulate)."""
     from fathom.reports import sft_rows_per_epoch
     from fathom.schedule import plan_phases
@@ -166,7 +166,8 @@ def _add_simulation(config, summary: dict, world_size: int) -> None:
 
     plans = plan_phases(config, world_size, sft_rows_per_epoch(config)[0])
     shards = world_size if resolve_strategy(config.train.strategy, world_size) == "fsdp" else 1
-    for phase, simulated in zip(summary["phases"], simulate_plan(config, plans, shards), strict=True):
+    steps = simulate_plan(config, plans, shards, gpu or "h100-80gb")
+    for phase, simulated in zip(summary["phases"], steps, strict=True):
         phase.update(simulated.as_dict())
     summary["simulation_note"] = CAVEAT + (f"; one rank of FSDP over {shards} processes" if shards > 1 else "")
 
@@ -176,7 +177,7 @@ def _print_simulation(console, summary: dict) -> None:
 
     table = Table(title="simulated step (fake tensors at the real shape): live tensor bytes at the peak, GiB")
     columns = ["phase", "peak", "weights", "adapter + grads + optimizer", "activations", "backward temporaries"]
-    for column in [*columns, "where", "planner (tensors)"]:
+    for column in [*columns, "where", "planner (tensors)", "train.memory"]:
         table.add_column(column, no_wrap=column != "where")
     for p in summary["phases"]:
         at = p["simulated_at_peak_gib"]
@@ -192,6 +193,7 @@ def _print_simulation(console, summary: dict) -> None:
             f"{at['backward temporaries']:.1f}",
             where + (" (backward)" if p["simulated_peak_in_backward"] else ""),
             f"{p['planner_tensors_gib']:.1f}",
+            (p.get("simulated_memory_setup") or {}).get("short", ""),
         )
     console.print(table)
     console.print(summary["simulation_note"])
@@ -220,7 +222,8 @@ def _print_hardware_table(console, rows: list[dict], phases: list[str]) -> None:
         cells = []
         for p in hw["phases"]:
             verdict = p["verdict"].replace("model.", "").replace("train.", "")
-            cells.append(f"{p['estimated_gib']:.1f} GiB, {verdict}, {format_hours(p['hours'])}")
+            memory = f", {p['memory']['short']}" if p.get("memory") and p["memory"]["chosen"] else ""
+            cells.append(f"{p['estimated_gib']:.1f} GiB, {verdict}{memory}, {format_hours(p['hours'])}")
         table.add_row(f"{hw['label']} ({hw['key']})", *cells)
     console.print(table)
     from fathom.estimate import HARDWARE
@@ -240,19 +243,21 @@ def _print_hardware_detail(console, hw: dict) -> None:
     from fathom.estimate import MEMORY_PARTS
 
     table = Table(title=f"{hw['label']}: {hw['memory_gib']:.0f} GiB, time at {hw['mfu']:.0%} of the bf16 peak")
-    for column in ("phase", *MEMORY_PARTS, "total", "verdict", "time"):
-        table.add_column(column, no_wrap=column != "verdict")
+    for column in ("phase", *MEMORY_PARTS, "total", "verdict", "train.memory", "time"):
+        table.add_column(column, no_wrap=column not in ("verdict", "train.memory"))
     for p in hw["phases"]:
         table.add_row(
             p["phase"],
             *(f"{p['parts_gib'][k]:.1f}" for k in MEMORY_PARTS),
             f"{p['estimated_gib']:.1f}",
             p["verdict"] + (f" ({p['estimated_gib_with_fix']:.1f} GiB)" if p["fix"] else ""),
+            p["memory"]["short"] + ("" if p["memory"]["chosen"] else ", as configured"),
             format_hours(p["hours"]),
         )
     console.print(table)
     console.print(
-        "GiB; the total is the peak (checkpointed runs never hold the loss and a layer's activations together)"
+        "GiB; the total is the peak (checkpointed runs never hold the loss and a layer's activations together); "
+        "train.memory: the layers recomputed in the backward and the speed against recomputing all of them"
     )
 
 

@@ -95,8 +95,11 @@ class ModelConfig:
         "Load the frozen base in 8-bit through bitsandbytes (LoRA stays in higher precision).", default=False
     )
     load_in_4bit: bool = _help("Load the frozen base in 4-bit NF4 with double quantization (QLoRA).", default=False)
-    gradient_checkpointing: bool = _help(
-        "Recompute layer activations in backward instead of storing them (needed for 16K-32K).", default=True
+    gradient_checkpointing: bool | None = _help(
+        "Recompute layer activations in backward instead of storing them (needed for 16K-32K on most cards). "
+        "null: train.memory decides per phase (auto: only where the activations would not fit); true / false "
+        "always win.",
+        default=None,
     )
     trust_remote_code: bool = _help(
         "Allow model code from the Hub to run. Off unless you trust the repository.", default=False
@@ -339,10 +342,19 @@ class TrainConfig:
         "chunked (fathom's, any device), liger, or plain (full logits; the reference, needs far more memory).",
         default="auto",
     )
-    offload_activations: bool = _help(
+    offload_activations: bool | None = _help(
         "Keep the activations saved by gradient checkpointing in CPU memory instead of on the GPU "
-        "(PyTorch's save_on_cpu): frees layers x seq x hidden bytes of GPU memory at some speed cost.",
-        default=False,
+        "(PyTorch's save_on_cpu): frees layers x seq x hidden bytes of GPU memory at some speed cost. "
+        "null: train.memory decides (auto: only where nothing else fits); true / false always win.",
+        default=None,
+    )
+    memory: str = _help(
+        "How each phase keeps its activations: auto picks, per phase and for the device in use, the fastest "
+        "setup the planner says fits (no gradient checkpointing where the activations fit; else checkpointing "
+        "only as many layers as needed; offload last; never quantization), logs it at the phase start and "
+        "records it in the run; manual uses model.gradient_checkpointing and train.offload_activations as set "
+        "(unset: checkpointing on, no offload). An explicit flag wins in both.",
+        default="auto",
     )
     strategy: str = _help(
         "How several processes (torchrun / accelerate launch) share the work: ddp (each GPU holds the whole "
@@ -420,6 +432,7 @@ class TrainConfig:
         yield from _choice("train.lr_scheduler", self.lr_scheduler, LR_SCHEDULER_CHOICES)
         yield from _choice("train.loss_implementation", self.loss_implementation, LOSS_CHOICES)
         yield from _choice("train.strategy", self.strategy, STRATEGY_CHOICES)
+        yield from _choice("train.memory", self.memory, ("auto", "manual"))
         if self.fsdp_cpu_offload and self.strategy == "ddp":
             yield "train.fsdp_cpu_offload: only applies to train.strategy fsdp (or auto), not ddp"
         if not 0 <= self.warmup_ratio < 1:
@@ -909,7 +922,7 @@ def validate(config: FathomConfig, check_paths: bool = True) -> None:
                     "train.offload_activations: offloads the activations that gradient checkpointing keeps; "
                     "set model.gradient_checkpointing=true too"
                 ]
-                if t.offload_activations and not m.gradient_checkpointing
+                if t.offload_activations and m.gradient_checkpointing is False
                 else []
             ),
             *([] if config.output_dir else ["output_dir: must name a folder"]),

@@ -30,10 +30,11 @@ compute dtype, H hidden, I MLP width, L layers, V vocabulary, q/kv = query/key-v
     without it, or with the plain loss, everything is summed)
 
 Time: FLOPs per trained token = 2 N (forward) + 2 N (backward through the frozen base to the
-adapter) + 2 N more with checkpointing (the recompute), + attention 6 x L x seq x q (causal) and
-the output layer (4 V H); at a stated model FLOPs utilization (MFU) of the hardware's dense bf16
-peak. The CPU test in tests/test_estimate.py keeps the activation + loss part within 30% of a
-measured peak.
+adapter) + 2 N x the share of layers checkpointing recomputes, + attention 6 x L x seq x q (causal,
+the same share again) and the output layer (4 V H); at a stated hardware FLOPs utilization (HFU:
+recompute counted) of the hardware's dense bf16 peak. train.memory: auto (MemorySetup) picks per phase
+the setup with the least recompute whose estimate fits. The CPU test in tests/test_estimate.py keeps
+the activation + loss part within 30% of a measured peak.
 """
 
 from __future__ import annotations
@@ -203,8 +204,10 @@ class Hardware:
     memory_gib: float  # usable by one process on one device
     bf16_tflops: float  # dense peak per device
     devices: int = 1
-    # Model FLOPs utilization assumed for the time estimate: measured 34-39% of the datasheet peak for
-    # Qwen2.5-7B LoRA from 4K to 128K on an H200 (bench/gpu.py, PyTorch's SDPA flash kernels).
+    # FLOPs utilization assumed for the time estimate, counting the FLOPs the device runs (the recompute
+    # of checkpointed layers included: hardware FLOPs, HFU): measured 34-39% of the datasheet peak for
+    # Qwen2.5-7B LoRA from 4K to 128K on an H200 with every layer checkpointed (bench/gpu.py, PyTorch's
+    # SDPA flash kernels). Model FLOPs utilization (MFU) leaves the recompute out: there, 2/3 of it.
     mfu: float = 0.35
     kind: str = "cuda"  # cuda | mps | cpu
     flash: bool = True  # FlashAttention-2 available
@@ -323,6 +326,7 @@ class Options:
     train_embeddings: bool = False
     train_norms: bool = False
     gradient_checkpointing: bool = True
+    checkpoint_every: int = 1  # with checkpointing: layers i % k == 0 recomputed, the rest keep their activations
     offload_activations: bool = False
     loss: str = "chunked"  # chunked | liger | plain
     loss_chunk: int = 1024
@@ -354,8 +358,8 @@ class Options:
             lora_dropout=lo.dropout,
             train_embeddings=lo.train_embeddings,
             train_norms=lo.train_norms,
-            gradient_checkpointing=m.gradient_checkpointing,
-            offload_activations=t.offload_activations,
+            gradient_checkpointing=m.gradient_checkpointing is not False,  # None: all-on until chosen
+            offload_activations=bool(t.offload_activations),
             loss=loss,
             loss_chunk=t.loss_chunk_size,
             micro_batch=t.micro_batch_size,
@@ -372,7 +376,7 @@ class MemoryEstimate:
 
     weights: float
     adapter: float
-    checkpoints: float  # layer inputs kept by checkpointing, the final hidden states and their grad
+    checkpoints: float  # layer inputs kept by checkpointing (and the kept layers' activations), final hidden states
     layer: float  # activations alive while a layer is recomputed and back-propagated (all layers without ckpt)
     attention: float  # block mask (and scores for eager)
     loss: float
@@ -431,7 +435,9 @@ def estimate_memory(shape: ModelShape, opts: Options, seq_len: int, gpu_overhead
         checkpoints = tokens * h * b  # the input of the layer in progress stays on the device
         layer += tokens * h * b  # and the one unpacked back from the host for its backward
     elif opts.gradient_checkpointing:
-        checkpoints = shape.num_layers * tokens * h * b  # one input per layer
+        recomputed = checkpointed_layers(shape.num_layers, opts.checkpoint_every)
+        checkpoints = recomputed * tokens * h * b  # one input per recomputed layer
+        checkpoints += (shape.num_layers - recomputed) * layer  # the others keep theirs to the backward
     else:
         checkpoints, layer = 0.0, layer * shape.num_layers
 
@@ -481,13 +487,130 @@ def _layer_bytes(shape: ModelShape, opts: Options, tokens: int, b: int) -> float
     return layer * b
 
 
-def flops_per_token(shape: ModelShape, seq_len: int, gradient_checkpointing: bool) -> float:
-    """Training FLOPs per token with a frozen base and a LoRA adapter (see the module docstring)."""
+def checkpointed_layers(num_layers: int, every: int) -> int:
+    """Layers recomputed when every ``every``-th is (transformers' ``every_n_layers``: index % every == 0)."""
+    return -(-num_layers // max(1, every))
+
+
+def flops_per_token(shape: ModelShape, seq_len: int, recomputed: float) -> float:
+    """Training FLOPs per token with a frozen base and a LoRA adapter (see the module docstring).
+
+    ``recomputed``: the share of layers gradient checkpointing runs twice (True / 1.0 all, 0 none). With
+    0 this counts model FLOPs (what MFU divides); with the run's share, hardware FLOPs (HFU).
+    """
     n = shape.num_layers * shape.layer_linear_params
-    passes = 3 if gradient_checkpointing else 2  # forward, backward to inputs, (recompute)
+    passes = 2 + float(recomputed)  # forward, backward to inputs, the recompute
     attention = 2 * shape.num_layers * seq_len * shape.q_width  # causal: half of 4 x seq x q per layer
     head = 2 * shape.vocab * shape.hidden
     return 2 * n * passes + attention * passes + head * 2
+
+
+@dataclass(frozen=True)
+class MemorySetup:
+    """How one phase keeps its activations: what ``train.memory: auto`` chose for it, or the flags as set.
+
+    ``checkpoint_every``: 0 no gradient checkpointing; k: the layers whose index % k == 0 are
+    recomputed in the backward and the others keep their activations (1: every layer).
+    """
+
+    checkpoint_every: int
+    offload: bool
+    recomputed_layers: int
+    num_layers: int
+    estimated_bytes: float
+    fits: bool
+    speed_vs_all_on: float  # tokens/s against every layer checkpointed (the FLOPs of the recompute)
+    chosen: bool = True  # False: the flags as the config sets them (train.memory: manual, or both set)
+
+    def describe(self) -> str:
+        if not self.checkpoint_every:
+            what = "no gradient checkpointing"
+        elif self.recomputed_layers == self.num_layers:
+            what = "gradient checkpointing on every layer"
+        else:
+            what = (
+                f"gradient checkpointing on {self.recomputed_layers} of {self.num_layers} layers "
+                f"(every {self.checkpoint_every})"
+            )
+        return what + (", its activations offloaded to host memory" if self.offload else "")
+
+    def short(self) -> str:
+        """For a table cell: which layers are recomputed, and the speed against all of them."""
+        layers = {0: "none", self.num_layers: "all"}.get(
+            self.recomputed_layers, f"{self.recomputed_layers}/{self.num_layers}"
+        )
+        return f"recompute {layers}{' + offload' if self.offload else ''} ({self.speed_vs_all_on:.2f}x)"
+
+    def to_dict(self) -> dict:
+        return {
+            "short": self.short(),
+            "checkpoint_every": self.checkpoint_every,
+            "offload_activations": self.offload,
+            "recomputed_layers": self.recomputed_layers,
+            "estimated_gib": round(self.estimated_bytes / GIB, 2),
+            "fits": self.fits,
+            "speed_vs_all_on": round(self.speed_vs_all_on, 3),
+            "chosen": self.chosen,
+            "describe": self.describe(),
+        }
+
+
+def memory_candidates(num_layers: int, checkpointing: bool | None, offload: bool | None) -> list[tuple[int, bool]]:
+    """(checkpoint_every, offload) from the fastest to the most frugal, within what the config fixes
+    (``None``: free to choose; ``True``: every layer, as the flag always meant): none; then fewer
+    recomputed layers before more (one setting per count); then every layer with its activations
+    offloaded. Never a quantized base: that costs accuracy."""
+    if checkpointing is False:
+        return [(0, False)]
+    out = []
+    if offload is not True:
+        everies = [1] if checkpointing else range(num_layers, 0, -1)
+        counts: set[int] = set()
+        out = [] if checkpointing else [(0, False)]
+        for every in everies:
+            if checkpointed_layers(num_layers, every) not in counts:
+                counts.add(checkpointed_layers(num_layers, every))
+                out.append((every, False))
+    if offload is not False:
+        out.append((1, True))
+    return out
+
+
+def choose_memory(
+    shape: ModelShape, opts: Options, seq_len: int, limit_bytes: float, gpu: bool, config: FathomConfig
+) -> MemorySetup:
+    """The fastest setup of :func:`memory_candidates` whose planner estimate fits ``limit_bytes`` (else the
+    most frugal, marked as not fitting). ``train.memory: manual`` keeps the flags (unset: all-on)."""
+    m, t = config.model, config.train
+    if t.memory == "manual" or (m.gradient_checkpointing is not None and t.offload_activations is not None):
+        every = opts.checkpoint_every if opts.gradient_checkpointing else 0
+        return memory_setup(shape, opts, seq_len, limit_bytes, gpu, every, opts.offload_activations, chosen=False)
+    setup = None
+    for every, offload in memory_candidates(shape.num_layers, m.gradient_checkpointing, t.offload_activations):
+        setup = memory_setup(shape, opts, seq_len, limit_bytes, gpu, every, offload, chosen=True)
+        if setup.fits:
+            break
+    assert setup is not None
+    return setup
+
+
+def memory_setup(
+    shape: ModelShape, opts: Options, seq_len: int, limit: float, gpu: bool, every: int, offload: bool, chosen: bool
+) -> MemorySetup:
+    """``opts`` with checkpointing every ``every``-th layer (0: none) and ``offload``, as the planner sees it."""
+    options = with_memory(opts, every, offload)
+    recomputed = checkpointed_layers(shape.num_layers, every) if every else 0
+    total = estimate_memory(shape, options, seq_len, gpu_overhead=gpu).total
+    speed = flops_per_token(shape, seq_len, 1.0) / flops_per_token(shape, seq_len, recomputed / shape.num_layers)
+    return MemorySetup(every, offload, recomputed, shape.num_layers, total, total <= limit, speed, chosen)
+
+
+def with_memory(opts: Options, every: int, offload: bool) -> Options:
+    """``opts`` with checkpointing every ``every``-th layer (0: none) and the offload as given."""
+    on = every > 0
+    return dataclasses.replace(
+        opts, gradient_checkpointing=on, checkpoint_every=max(1, every), offload_activations=offload and on
+    )
 
 
 # Fixes tried in this order when a phase does not fit; each is a config override.
@@ -513,6 +636,7 @@ class Verdict:
     fix: list[str]  # overrides that make it fit (empty when it fits as configured)
     fixed_estimate: MemoryEstimate | None
     hours: float
+    memory: MemorySetup | None = None  # how the phase keeps its activations (train.memory)
 
     @property
     def label(self) -> str:
@@ -525,9 +649,10 @@ class Verdict:
 
 def judge(shape: ModelShape, config: FathomConfig, hardware: Hardware, phase: PhasePlan) -> Verdict:
     """Does ``phase`` fit on ``hardware``, and if not, which overrides (cumulative) make it fit?"""
-    opts = Options.from_config(config, hardware)
     limit = hardware.memory_gib * GIB
     gpu = hardware.kind != "cpu"
+    memory = choose_memory(shape, Options.from_config(config, hardware), phase.max_seq_length, limit, gpu, config)
+    opts = with_memory(Options.from_config(config, hardware), memory.checkpoint_every, memory.offload)
     est = estimate_memory(shape, opts, phase.max_seq_length, gpu_overhead=gpu)
     fixes: list[str] = []
     fixed = None
@@ -551,12 +676,18 @@ def judge(shape: ModelShape, config: FathomConfig, hardware: Hardware, phase: Ph
             if candidate.total <= limit:
                 fixed = candidate
                 break
-    flops = flops_per_token(shape, phase.max_seq_length, opts.gradient_checkpointing)
+    hours = phase_hours(shape, hardware, phase, memory.recomputed_layers / shape.num_layers)
+    return Verdict(hardware, phase, est, est.total <= limit, fixes if fixed else [], fixed, hours, memory)
+
+
+def phase_hours(shape: ModelShape, hardware: Hardware, phase: PhasePlan, recomputed: float) -> float:
+    """Hours of ``phase`` at the hardware's stated utilization, counting the FLOPs the device really runs
+    (the recompute of ``recomputed`` of the layers included)."""
+    flops = flops_per_token(shape, phase.max_seq_length, recomputed)
     tokens_per_s = hardware.devices * hardware.bf16_tflops * 1e12 * hardware.mfu / flops
     if hardware.devices > 1:
         tokens_per_s *= 0.9  # gradient all-reduce and stragglers
-    hours = phase.trained_tokens / tokens_per_s / 3600
-    return Verdict(hardware, phase, est, est.total <= limit, fixes if fixed else [], fixed, hours)
+    return phase.trained_tokens / tokens_per_s / 3600
 
 
 def on_devices(hardware: Hardware, world_size: int) -> Hardware:
@@ -590,6 +721,7 @@ def plan_hardware(
                     "fix": v.fix,
                     "estimated_gib_with_fix": round(v.fixed_estimate.total / GIB, 1) if v.fixed_estimate else None,
                     "hours": round(v.hours, 3),
+                    "memory": v.memory.to_dict() if v.memory else None,
                     "parts_gib": {k: round(getattr(v.estimate, k) / GIB, 2) for k in MEMORY_PARTS},
                 }
             )

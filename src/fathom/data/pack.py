@@ -4,8 +4,8 @@ Documents are laid end to end; a document longer than the room left in a row is 
 chunk opens the following row. Every chunk gets position ids that restart at 0, which is what
 tells the attention backends where one document stops: fathom's own paths (fathom.model.attention:
 varlen, sdpa_packed) and flash_attention_2 attend per document from the restarts, with no mask;
-transformers' sdpa / eager build a block-diagonal causal T x T mask from them instead. The first token of every chunk gets the label -100, so no label is predicted
-across a boundary.
+transformers' sdpa / eager build a block-diagonal causal T x T mask from them instead. The first
+token of every chunk gets the label -100, so no label is predicted across a boundary.
 
 Worked example, ``seq_len=4``, documents ``[1, 2, 0]`` and ``[3, 4, 5, 6, 0]`` (0 = end of document)::
 

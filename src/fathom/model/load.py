@@ -177,6 +177,29 @@ def enable_activation_checkpointing(model: torch.nn.Module, offload: bool = Fals
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
+def set_checkpointing(model: torch.nn.Module, every: int, offload: bool) -> int:
+    """Recompute the decoder layers whose index % ``every`` == 0 (0: none), the rest keep their activations;
+    ``offload``: the recomputed layers' saved inputs wait in host memory. Returns how many are recomputed.
+
+    For ``train.memory: auto``, which picks this per phase. transformers' ``every_n_layers`` sets the same
+    layers, but only when checkpointing is first enabled (a second enable stacks another input-gradient
+    hook); here the per-layer switches are set directly, and the checkpoint function (which carries the
+    offload) is rebuilt only when the offload changes.
+    """
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers = [m for m in base.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if every and getattr(base, "_fathom_offload", None) != offload:
+        if getattr(base, "_require_grads_hooks", None):
+            base.disable_input_require_grads()
+        enable_activation_checkpointing(base, offload)
+        base._fathom_offload = offload
+    for index, layer in enumerate(layers):
+        layer.gradient_checkpointing = bool(every) and index % every == 0
+    return sum(layer.gradient_checkpointing for layer in layers)
+
+
 def tile_mlps(model: torch.nn.Module, tile_tokens: int) -> int:
     """Run every decoder MLP over sequence tiles of ``tile_tokens`` in training; returns how many.
 
@@ -328,7 +351,8 @@ def load_model(
     if offload_activations and device.type == "cpu":
         logger.info("train.offload_activations: nothing to do on the CPU, activations already live in host memory")
         offload_activations = False
-    if cfg.gradient_checkpointing:
+    if cfg.gradient_checkpointing is not False:  # None: train.memory decides per phase, layer by layer
         enable_activation_checkpointing(model, offload_activations)
+        model._fathom_offload = offload_activations
     model.train()
     return LoadedModel(model, tokenizer, source, device, dtype, attn)

@@ -70,6 +70,7 @@ class TrainerState:
     phase_complete: bool = False
     run_complete: bool = False
     world_size: int = 1
+    memory: dict[str, dict[str, Any]] = field(default_factory=dict)  # per phase: what train.memory chose
     log_history: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> str:

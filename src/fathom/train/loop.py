@@ -56,6 +56,7 @@ from fathom.train.checkpoint import (
     restore_rng_state,
     resume_point,
 )
+from fathom.train.memory import apply_for_phase
 from fathom.train.optim import build_optimizer, learning_rate_at
 from fathom.train.progress import StatusFile, train_log
 from fathom.train.trackers import check_trackers_installed
@@ -410,6 +411,8 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
     if plan.kind == "sft" and not resumed_mid_phase and run.config.sft.lora_init == "merged":
         _phase2_on_merged(run, plan)
         _wrap_for_training(run)
+    shards = world.size if world.strategy == "fsdp" else 1
+    state.memory[plan.name] = apply_for_phase(run.model, run.config, plan, run.device, state.memory, shards)
     purge = state.global_step + 1 if resumed_mid_phase else None
     tb = run.tracking.phase(run.layout.phase_logs(plan.name), purge) if run.tracking else NullLogger()
     if not resumed_mid_phase:
@@ -987,7 +990,7 @@ def _oom_advice(plan: PhasePlan, config: FathomConfig, device: torch.device) -> 
         tips = []
         if not (config.model.load_in_8bit or config.model.load_in_4bit):
             tips.append("model.load_in_8bit=true (or load_in_4bit=true)")
-        if not config.model.gradient_checkpointing:
+        if config.model.gradient_checkpointing is False:
             tips.append("model.gradient_checkpointing=true")
         if config.train.micro_batch_size > 1:
             accumulation = config.train.gradient_accumulation_steps * config.train.micro_batch_size

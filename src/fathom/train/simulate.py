@@ -73,6 +73,7 @@ class SimulatedStep:
     seconds: float = 0.0
     square_bytes: int = 0  # the largest tensor of shape (..., T, T) any operation produced (a mask, scores)
     square_op: str = ""
+    memory: dict | None = None  # the train.memory setup simulated (fathom.estimate.MemorySetup.to_dict)
 
     def as_dict(self) -> dict:
         gib = 2**30
@@ -86,6 +87,7 @@ class SimulatedStep:
             "simulated_shards": self.shards,
             "planner_tensors_gib": round(self.planner_bytes / gib, 2),
             "simulated_t_by_t_bytes": self.square_bytes,
+            "simulated_memory_setup": self.memory,
         }
 
 
@@ -261,6 +263,7 @@ def simulate_phase(
     fake: bool = True,
     shards: int = 1,
     documents: list[int] | None = None,
+    memory: tuple[int, bool] | None = None,
 ) -> SimulatedStep:
     """Two optimizer steps of ``plan`` (micro-batches of ``micro_batch_size`` rows of its length), counted.
 
@@ -268,7 +271,9 @@ def simulate_phase(
     the very same on real CPU tensors: how the tests check that the fake run counts what a real one
     allocates (at a tiny shape). ``documents``: every row packed from documents of these token
     counts (positions restarting), run through the attention the config picks for a CUDA GPU without
-    flash-attn (see :func:`packed_positions`); None: whole rows, one document each.
+    flash-attn (see :func:`packed_positions`); None: whole rows, one document each. ``memory``: the
+    (checkpoint_every, offload) train.memory chose (see fathom.estimate.MemorySetup); None: the flags
+    as set (unset: checkpointing every layer).
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -289,7 +294,7 @@ def simulate_phase(
     fake_mode = FakeTensorMode(allow_non_fake_inputs=masked) if fake else contextlib.nullcontext()
     seen = _packing_seen(packed) if masked and fake else contextlib.nullcontext()
     with seen, _fake_world(shards) as mesh, _cuda_like_kernels(), fake_mode:
-        model, step, optimizer = _build(config, hf_config, mesh)
+        model, step, optimizer = _build(config, hf_config, mesh, memory)
         ids = torch.zeros(t.micro_batch_size, plan.max_seq_length, dtype=torch.long)
         positions = torch.arange(plan.max_seq_length).repeat(t.micro_batch_size, 1)  # (B, T), as the loader gives
         if packed is not None:
@@ -389,12 +394,12 @@ def _fake_world(shards: int):
         dist.destroy_process_group()
 
 
-def _build(config: FathomConfig, hf_config, mesh=None):
+def _build(config: FathomConfig, hf_config, mesh=None, memory: tuple[int, bool] | None = None):
     """(model, step module, optimizer) as ``fathom train`` builds them, from a config instead of weights;
     with ``mesh``, the step module sharded by fathom's own FSDP2 wrapping before the optimizer is built."""
     from transformers import AutoModelForCausalLM
 
-    from fathom.model.load import enable_activation_checkpointing, lean_norms, tile_mlps
+    from fathom.model.load import lean_norms, set_checkpointing, tile_mlps
     from fathom.model.lora import apply_lora
     from fathom.model.loss import causal_lm_loss_sum
     from fathom.train.distributed import LossModule, shard_step
@@ -406,8 +411,9 @@ def _build(config: FathomConfig, hf_config, mesh=None):
     if m.load_in_4bit or m.load_in_8bit:
         quantize_layers(model, 4 if m.load_in_4bit else 8)
     model.train()
-    if m.gradient_checkpointing:
-        enable_activation_checkpointing(model, offload=t.offload_activations)
+    every, offload = memory or (0 if m.gradient_checkpointing is False else 1, bool(t.offload_activations))
+    if every:
+        set_checkpointing(model, every, offload)
     model = apply_lora(model, config.lora, t.seed)
     tile_mlps(model, t.mlp_tile_tokens)
     if t.lean_norms:
@@ -617,22 +623,34 @@ def _loss(implementation: str) -> str:
     return "chunked" if implementation in ("auto", "liger") else implementation
 
 
-def simulate_plan(config: FathomConfig, plans: list[PhasePlan], shards: int = 1) -> list[SimulatedStep]:
-    """Every phase simulated, each beside the planner's tensor estimate for the same step (a CUDA GPU
-    with flash attention, no allowance for the context); ``shards`` > 1: one rank of FSDP over that many."""
+def simulate_plan(
+    config: FathomConfig, plans: list[PhasePlan], shards: int = 1, hardware_key: str = "h100-80gb"
+) -> list[SimulatedStep]:
+    """Every phase simulated with the memory setup the planner picks for it on ``hardware_key`` (a CUDA GPU
+    with flash attention; train.memory), beside the planner's tensor estimate for the same step (no
+    allowance for the context); ``shards`` > 1: one rank of FSDP over that many."""
     import dataclasses
 
-    from fathom.estimate import ModelShape, Options, estimate_memory, hardware_by_key
+    from fathom.estimate import ModelShape, Options, estimate_memory, hardware_by_key, judge, with_memory
 
     hf_config = transformers_config(config)
     shape = ModelShape.from_config(hf_config)
-    options = dataclasses.replace(Options.from_config(config, hardware_by_key("h100-80gb")), attention="flash")
-    options = dataclasses.replace(options, shards=shards)
+    hardware = hardware_by_key(hardware_key)
+    options = dataclasses.replace(Options.from_config(config, hardware), attention="flash", shards=shards)
     out = []
     for plan in plans:
+        setup = judge(shape, config, hardware, plan).memory
         ranks = f", one rank of FSDP over {shards}" if shards > 1 else ""
-        logger.info("simulating %s at %s tokens on fake tensors%s...", plan.name, f"{plan.max_seq_length:,}", ranks)
-        step = simulate_phase(config, plan, hf_config, shards=shards)
-        step.planner_bytes = estimate_memory(shape, options, plan.max_seq_length, gpu_overhead=False).total
+        logger.info(
+            "simulating %s at %s tokens on fake tensors (%s)%s...",
+            plan.name,
+            f"{plan.max_seq_length:,}",
+            setup.describe(),
+            ranks,
+        )
+        step = simulate_phase(config, plan, hf_config, shards=shards, memory=(setup.checkpoint_every, setup.offload))
+        step.memory = setup.to_dict()
+        planned = with_memory(options, setup.checkpoint_every, setup.offload)
+        step.planner_bytes = estimate_memory(shape, planned, plan.max_seq_length, gpu_overhead=False).total
         out.append(step)
     return out

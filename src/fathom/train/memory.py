@@ -1,0 +1,97 @@
+"""``train.memory``: how each phase keeps its activations on the device it runs on, chosen at its start.
+
+The planner (:func:`fathom.estimate.choose_memory`) ranks the setups from fastest to most frugal (no
+gradient checkpointing; checkpointing fewer layers before more; every layer with the activations
+offloaded) and takes the first whose estimate fits the device; this module reads the device, applies
+the setup to the model (:func:`fathom.model.load.set_checkpointing`), says what it chose and why, and
+keeps the choice in the run's state so that ``--resume`` trains the phase the same way even where the
+device or its free memory changed. Checkpointing changes no value the step computes (non-reentrant
+recompute with the RNG state kept), only its time and memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+import torch
+
+from fathom.config import FathomConfig
+from fathom.estimate import GIB, Hardware, MemorySetup, ModelShape, Options, choose_memory, memory_setup
+from fathom.model.load import set_checkpointing
+from fathom.schedule import PhasePlan
+
+logger = logging.getLogger("fathom")
+
+
+def device_memory_gib(device: torch.device) -> float:
+    """Memory one training process may use on ``device``: a GPU's total; on Apple GPUs and the CPU, the
+    share of system memory :func:`fathom.estimate.this_machine` counts (2/3 shared with the OS; 80%)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory / GIB
+    system = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
+    return system * (2 / 3 if device.type == "mps" else 0.8)
+
+
+def choose_for_phase(
+    config: FathomConfig,
+    plan: PhasePlan,
+    model_config,
+    device: torch.device,
+    shards: int = 1,
+    kept: tuple[int, bool] | None = None,
+) -> MemorySetup:
+    """The setup ``plan`` trains with on ``device`` (``shards``: ranks of FSDP sharing the base); ``kept``:
+    the (checkpoint_every, offload) to use instead of choosing, as the planner sees it."""
+    kind = {"cuda": "cuda", "mps": "mps"}.get(device.type, "cpu")
+    hardware = Hardware("this-device", str(device), device_memory_gib(device), 1.0, kind=kind)
+    opts = dataclasses.replace(Options.from_config(config, hardware), shards=shards)
+    if kind == "cpu":  # activations already live in host memory: there is nothing to offload to
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, offload_activations=False))
+        opts = dataclasses.replace(opts, offload_activations=False)
+    shape, limit, gpu = ModelShape.from_config(model_config), hardware.memory_gib * GIB, kind != "cpu"
+    if kept is not None:
+        return memory_setup(shape, opts, plan.max_seq_length, limit, gpu, kept[0], kept[1], chosen=False)
+    return choose_memory(shape, opts, plan.max_seq_length, limit, gpu, config)
+
+
+def recorded(state_memory: dict, plan: PhasePlan) -> tuple[int, bool] | None:
+    """The (checkpoint_every, offload) a run recorded for ``plan``, when it holds a valid one."""
+    entry = state_memory.get(plan.name)
+    if not isinstance(entry, dict):
+        return None
+    every, offload = entry.get("checkpoint_every"), entry.get("offload_activations")
+    if isinstance(every, int) and not isinstance(every, bool) and every >= 0 and isinstance(offload, bool):
+        return every, offload
+    logger.warning("%s: the run's recorded memory setup %r is not valid; choosing again", plan.name, entry)
+    return None
+
+
+def apply_for_phase(run_model, config: FathomConfig, plan: PhasePlan, device, state_memory: dict, shards=1) -> dict:
+    """Choose (or, resuming, take the recorded) setup for ``plan``, apply it, log it; the record to keep."""
+    kept = recorded(state_memory, plan)
+    setup = choose_for_phase(config, plan, _base_config(run_model), device, shards, kept)
+    recomputed = set_checkpointing(run_model, setup.checkpoint_every, setup.offload)
+    setup = dataclasses.replace(setup, recomputed_layers=recomputed)
+    if kept is not None:
+        logger.info("%s: memory: %s (as the run recorded it when the phase began)", plan.name, setup.describe())
+    elif setup.chosen:
+        logger.info(
+            "%s: memory: %s (train.memory: auto; planner: %.1f of %.0f GiB%s; "
+            "about %.2fx the speed of checkpointing every layer)",
+            plan.name,
+            setup.describe(),
+            setup.estimated_bytes / GIB,
+            device_memory_gib(device),
+            "" if setup.fits else ", does NOT fit: see fathom plan",
+            setup.speed_vs_all_on,
+        )
+    else:
+        logger.info("%s: memory: %s (as configured)", plan.name, setup.describe())
+    return setup.to_dict()
+
+
+def _base_config(model):
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.config
