@@ -116,6 +116,8 @@ class Arm:
     schedule: tuple[tuple[int, float], ...]  # (row length, token fraction) of Phase 1; () for none
     phase2_from: str | None = None  # None: no Phase 2; "base": from the base; else the Phase-1 arm it continues
     qa: bool = True  # asked the held-out questions (the Phase-1-only short and direct arms are not: no answer format)
+    overrides: tuple[tuple[str, object], ...] = ()  # probes: dotted config keys changed from the arm they vary
+    longest_only: bool = False  # probes: asked only the questions at the longest context
 
 
 def arms(scale: Scale) -> dict[str, Arm]:
@@ -132,6 +134,36 @@ def arms(scale: Scale) -> dict[str, Arm]:
         Arm("short+qa", (), "short"),
     ]
     return {arm.name: arm for arm in out}
+
+
+def probes(scale: Scale) -> dict[str, Arm]:
+    """Controlled variations of one arm, one setting each, to find out why Phase 2 gains what it gains: each
+    is compared with the arm it varies on the same held-out questions at the longest context."""
+    out = [
+        ("lr-x4", "sft.learning_rate", scale.phase2_learning_rate * 4),
+        ("tokens-x4", "sft.total_tokens", scale.phase2_tokens * 4),
+        ("rank-64", "lora.r", 64),
+        ("no-replay", "sft.replay_fraction", 0.0),
+        ("norms", "lora.train_norms", True),
+    ]
+    varied = arms(scale)["qa-only"]
+    return {
+        f"qa-only--{name}": dataclasses.replace(
+            varied, name=f"qa-only--{name}", overrides=((key, value),), longest_only=True
+        )
+        for name, key, value in out
+    }
+
+
+def _set_dotted(config: dict, key: str, value) -> None:
+    section, _, field = key.partition(".")
+    config.setdefault(section, {})[field] = value
+    if key == "lora.r":  # alpha / r kept: the adapter's scale does not change with its rank
+        config["lora"]["alpha"] = 2 * value
+
+
+def all_arms(scale: Scale) -> dict[str, Arm]:
+    return arms(scale) | probes(scale)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -306,6 +338,8 @@ def arm_config(scale: Scale, arm: Arm, out: Path) -> dict:
         }
         if arm.phase2_from != "base":
             config["sft"]["init_adapter"] = str(adapter_dir(scale, arms(scale)[arm.phase2_from], out))
+    for key, value in arm.overrides:
+        _set_dotted(config, key, value)
     return config
 
 
@@ -343,6 +377,8 @@ def evaluate_arm(scale: Scale, arm: Arm, out: Path, questions: list[dict], hayst
     from fathom.eval.runner import evaluate_models
 
     folder = adapter_dir(scale, arm, out)
+    if arm.longest_only:
+        questions = [q for q in questions if q["context_tokens"] == scale.qa_contexts[-1]]
     results = evaluate_models(
         BASE,
         [str(folder)] if folder else [],
@@ -361,7 +397,7 @@ def evaluate_arm(scale: Scale, arm: Arm, out: Path, questions: list[dict], hayst
 
 
 def run_arm(scale: Scale, name: str, out: Path, results: Path) -> dict:
-    arm = arms(scale)[name]
+    arm = all_arms(scale)[name]
     texts = corpus_texts()
     if overlapping(texts):
         raise SystemExit(f"held-out documents overlap the training ones: {overlapping(texts)[:3]}")
@@ -428,6 +464,7 @@ def report(scale: Scale, results: Path, figure: Path | None) -> str:
     base_short = found.get("base", {}).get("model", {}).get("short_perplexity", {}).get("perplexity")
     lines += ["| " + " | ".join(_row(name, found[name]["model"], lengths, base_short)) + " |" for name in order]
     lines += ["", *_paired_lines(found, lengths[-1])]
+    lines += _probe_lines(scale, found, lengths[-1])
     if figure is not None and order:
         _figure(found, order, lengths, figure)
     return "\n".join(lines)
@@ -496,6 +533,34 @@ def _paired_lines(found: dict, longest: str) -> list[str]:
     return lines
 
 
+def _probe_lines(scale: Scale, found: dict, longest: str) -> list[str]:
+    """The probes' table: each one setting changed from the arm it varies, at the longest context."""
+    from fathom.eval.stats import paired_difference, wilson_interval
+
+    done = [arm for name, arm in probes(scale).items() if name in found]
+    if not done:
+        return []
+    lines = [
+        "",
+        "| probe | changed | QA at the longest | minus the arm it varies (paired) | short ppl |",
+        "|---" * 5 + "|",
+    ]
+    for arm in done:
+        varied = arm.name.split("--")[0]
+        hits = [
+            [i["contains"] for i in found[n]["model"]["qa"]["items"] if str(i["length"]) == longest]
+            for n in (arm.name, varied)
+        ]
+        low, high = wilson_interval(sum(hits[0]), len(hits[0]))
+        d = paired_difference(*hits) if varied in found else None
+        diff = f"{d['difference']:+.1%} [{d['low']:+.1%}, {d['high']:+.1%}]" if d else "-"
+        changed = ", ".join(f"{k}={v}" for k, v in arm.overrides)
+        short = found[arm.name]["model"].get("short_perplexity", {}).get("perplexity")
+        score = f"{sum(hits[0]) / len(hits[0]):.0%} [{low:.0%}, {high:.0%}]"
+        lines.append(f"| {arm.name} | {changed} | {score} | {diff} | {short:.2f} |")
+    return lines
+
+
 def _figure(found: dict, order: list[str], lengths: list[str], path: Path) -> None:
     """QA accuracy against context length, one line per arm, its 95% interval shaded."""
     import matplotlib
@@ -530,7 +595,11 @@ def _figure(found: dict, order: list[str], lengths: list[str], path: Path) -> No
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
-    parser.add_argument("--arm", help=f"an arm ({', '.join(arms(SCALES['cpu']))}) or 'all' (each missing one)")
+    parser.add_argument(
+        "--arm",
+        help=f"an arm ({', '.join(arms(SCALES['cpu']))}), 'all' (each missing one), a probe "
+        f"({', '.join(probes(SCALES['cpu']))}) or 'probes' (each missing one)",
+    )
     parser.add_argument("--report", action="store_true", help="print the table and draw the figure from the results")
     parser.add_argument("--out", type=Path, default=None, help="adapters and data (default bench/out/quality-SCALE)")
     args = parser.parse_args()
@@ -542,15 +611,15 @@ def main() -> int:
     if args.report:
         print(report(scale, results, ROOT / "docs" / f"quality_{scale.name}.png"))
         return 0
-    if args.arm == "all":
-        for name in arms(scale):
+    if args.arm in ("all", "probes"):
+        for name in arms(scale) if args.arm == "all" else probes(scale):
             if not (results / f"{name}.json").is_file():
                 command = [sys.executable, __file__, "--scale", scale.name, "--arm", name, "--out", str(out)]
                 subprocess.run(command, check=True)
         print(report(scale, results, ROOT / "docs" / f"quality_{scale.name}.png"))
         return 0
-    if args.arm not in arms(scale):
-        parser.error(f"--arm: one of {', '.join(arms(scale))} or all")
+    if args.arm not in all_arms(scale):
+        parser.error(f"--arm: one of {', '.join(all_arms(scale))}, all or probes")
     from fathom.cli import setup_logging
 
     setup_logging()

@@ -76,6 +76,29 @@ def test_every_arm_trains_the_same_tokens(quality, scale_name, tmp_path):
         assert phase2[f"{name}+qa"] == str(quality.adapter_dir(scale, arms[name], tmp_path))
 
 
+def _flat(config: dict) -> dict:
+    return {
+        f"{section}.{key}": value
+        for section, fields in config.items()
+        if isinstance(fields, dict)
+        for key, value in fields.items()
+    }
+
+
+def test_each_probe_changes_one_setting_of_the_arm_it_varies_and_loads_as_a_config(quality, tmp_path):
+    scale = quality.SCALES["cpu"]
+    varied = _flat(quality.arm_config(scale, quality.arms(scale)["qa-only"], tmp_path))
+    probes = quality.probes(scale)
+    assert len(probes) >= 4 and all(p.longest_only and p.phase2_from == "base" for p in probes.values())
+    for name, probe in probes.items():
+        config = quality.arm_config(scale, probe, tmp_path)
+        changed = {k: v for k, v in _flat(config).items() if varied.get(k) != v and k != "output_dir"}
+        ((key, value),) = probe.overrides
+        expected = {key: value} | ({"lora.alpha": 2 * value} if key == "lora.r" else {})
+        assert changed == expected, name
+        load_config(_write_yaml(tmp_path / f"{name}.yaml", config), [], check_paths=False)  # a valid config
+
+
 def test_held_out_documents_never_overlap_the_training_ones(quality, real_tokenizer, tmp_path):
     texts = quality.corpus_texts()  # the real corpus from ../shared, else the synthetic one
     assert quality.overlapping(texts) == []
