@@ -6,18 +6,22 @@ saved once to a temporary folder (/dev/shm when there is one), and loaded throug
 measured optimizer steps per length with fathom's default memory options and loss. Per row it
 prints the measured peak of allocated and reserved GPU memory, the planner's estimate of the same
 tensors (and its total with the overhead term), the ``fathom plan --simulate`` peak when given,
-tokens/s and the model FLOPs utilization; the CUDA context (device memory that no tensor holds)
-is measured once at the start. Each row is also appended to ``--out`` as one JSON line, so a run
-cut short keeps what it measured.
+tokens/s, the model FLOPs utilization (MFU: forward and backward through the frozen base, no
+recompute) and the hardware FLOPs utilization (HFU: the recompute of the checkpointed layers counted
+too); the CUDA context (device memory that no tensor holds) is measured once at the start. Each
+row is also appended to ``--out`` as one JSON line, so a run cut short keeps what it measured.
 
 A variant is a quantization (none, 8bit, 4bit) with flags: +offload (train.offload_activations),
-+liger (Liger's fused loss; else fathom's chunked loss, as the simulation runs), +packed
-(document-packed rows: without flash-attn, transformers' SDPA then takes a block mask; else whole
-rows, on which SDPA runs causal flash kernels with no mask: the flash-equivalent attention the
-simulation assumes).
++liger (Liger's fused loss; else fathom's chunked loss, as the simulation runs), +packed (rows packed
+by fathom's packer from a real corpus's document lengths: the maritime corpus in ../shared, or
+``--cache``, a fathom token cache; else whole rows of one document), +mask (transformers' SDPA with
+the packed row's T x T block mask, the path before fathom's own; else ``attn_implementation: auto``:
+flash-attn, torch's varlen, per-document SDPA), +auto (train.memory auto: the fastest activation
+setup the planner fits on this device, per length; else every layer checkpointed, as before).
 
 Run on a GPU machine:
     python bench/gpu.py --runs "none:4096,16384,32768;none+offload:32768,65536;4bit+offload:131072"
+    python bench/gpu.py --runs "none:4096;none+packed:4096;none+packed+mask:4096;none+auto:4096,32768"
                         [--simulated none=none.json --simulated none+offload=none_offload.json ...]
     (each JSON: fathom plan --config configs/qwen2.5-7b-maritime-32k.yaml --simulate --json
      [model.load_in_4bit=true] [train.offload_activations=true], made on any machine beforehand)
@@ -38,19 +42,32 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import corpus_lengths, rows_from_lengths
+
 from fathom.config import LoraConfig, ModelConfig, TrainConfig
-from fathom.data.loader import PhaseLoader
-from fathom.estimate import HARDWARE, KNOWN_SHAPES, ModelShape, Options, estimate_memory, flops_per_token
+from fathom.estimate import (
+    GIB,
+    HARDWARE,
+    KNOWN_SHAPES,
+    MemorySetup,
+    ModelShape,
+    Options,
+    choose_memory,
+    estimate_memory,
+    flops_per_token,
+    memory_setup,
+    with_memory,
+)
 from fathom.model.allocator import prefer_expandable_segments
-from fathom.model.load import flash_attn_available, lean_norms, load_model, tile_mlps
+from fathom.model.load import lean_norms, load_model, set_checkpointing, tile_mlps
 from fathom.model.lora import apply_lora
 from fathom.model.loss import causal_lm_loss_sum, resolve_loss_implementation
 from fathom.train.optim import build_optimizer
 
 TINY = ModelShape(2, 128, 256, 4, 2, 32, 1024, False, True)
-GIB = 2**30
 QUANT_BITS = {"none": 16, "8bit": 8, "4bit": 4}
-FLAGS = ("offload", "liger", "packed")
+FLAGS = ("offload", "liger", "packed", "mask", "auto")
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,8 @@ class Variant:
     offload: bool
     liger: bool
     packed: bool
+    mask: bool = False
+    auto: bool = False
 
     @classmethod
     def parse(cls, text: str) -> Variant:
@@ -70,17 +89,30 @@ class Variant:
             raise SystemExit(
                 f"--runs: {text!r} is not QUANT[+FLAG...] with QUANT in {list(QUANT_BITS)}, FLAG in {FLAGS}"
             )
-        return cls(text, quant, "offload" in flags, "liger" in flags, "packed" in flags)
+        on = {flag: flag in flags for flag in FLAGS}
+        return cls(text, quant, on["offload"], on["liger"], on["packed"], on["mask"], on["auto"])
 
     def options(self) -> Options:
         """The planner's view of this variant (the TrainConfig defaults otherwise, as the step uses)."""
-        attention = "sdpa" if self.packed and not flash_attn_available() else "flash"
         return Options(
             quant_bits=QUANT_BITS[self.quant],
             offload_activations=self.offload,
             loss="liger" if self.liger else "chunked",
-            attention=attention,
+            attention="sdpa" if self.mask else "flash",
         )
+
+    def memory(self, shape: ModelShape, seq_len: int, device: torch.device) -> MemorySetup:
+        """The activation setup at ``seq_len``: the planner's fastest that fits this device (+auto), or every
+        layer checkpointed (with the offload as the variant says)."""
+        from fathom.config import FathomConfig
+        from fathom.train.memory import device_memory_gib
+
+        gpu, limit = device.type != "cpu", device_memory_gib(device) * GIB
+        if not self.auto:
+            return memory_setup(shape, self.options(), seq_len, limit, gpu, 1, self.offload, chosen=False)
+        config = FathomConfig()
+        config.train.offload_activations = True if self.offload else None
+        return choose_memory(shape, self.options(), seq_len, limit, gpu, config)
 
 
 def parse_runs(text: str) -> list[tuple[Variant, list[int]]]:
@@ -120,25 +152,11 @@ def build_random_model(shape: ModelShape, folder: Path) -> None:
     AutoTokenizer.from_pretrained(folder)  # the folder must load as a whole
 
 
-def batches(vocab: int, seq_len: int, packed: bool, device: torch.device):
-    """Endless micro-batches of one row: documents of seq/8 to seq tokens packed by fathom's own
-    packer, or one document filling the row (position ids 0..T-1, so no mask is built)."""
-    generator = torch.Generator().manual_seed(seq_len)
-    if packed:
-        docs = [
-            torch.randint(1, vocab - 1, (int(n),), generator=generator).numpy().astype("int32")
-            for n in torch.randint(seq_len // 8, seq_len, (32,), generator=generator)
-        ]
-        loader = PhaseLoader(docs, seq_len, seed=0, phase_index=0)
-        while True:
-            yield {k: v.to(device) for k, v in loader.next_micro_batch().items()}
-    while True:
-        ids = torch.randint(1, vocab - 1, (1, seq_len), generator=generator)
-        yield {
-            "input_ids": ids.to(device),
-            "labels": ids.to(device),
-            "position_ids": torch.arange(seq_len)[None].to(device),
-        }
+def batches(vocab: int, seq_len: int, lengths: list[int], device: torch.device):
+    """Endless micro-batches of one row on ``device``: packed from documents of ``lengths`` tokens by
+    fathom's own packer, or (``lengths`` empty) one document filling the row (position ids 0..T-1)."""
+    for batch in rows_from_lengths(lengths, vocab, seq_len, seed=seq_len):
+        yield {k: v.to(device) for k, v in batch.items()}
 
 
 def cuda_context_gib() -> float:
@@ -189,7 +207,11 @@ def run_variant(folder: Path, shape: ModelShape, variant: Variant, lengths: list
     """Yield one row per length for ``variant``, the step built as ``fathom train`` builds it."""
     train = TrainConfig(offload_activations=variant.offload)
     cfg = ModelConfig(
-        name_or_path=str(folder), load_in_4bit=variant.quant == "4bit", load_in_8bit=variant.quant == "8bit"
+        name_or_path=str(folder),
+        load_in_4bit=variant.quant == "4bit",
+        load_in_8bit=variant.quant == "8bit",
+        attn_implementation="sdpa" if variant.mask else "auto",
+        gradient_checkpointing=True,
     )
     loaded = load_model(cfg, offload_activations=train.offload_activations)
     model = apply_lora(loaded.model, LoraConfig(), seed=0)
@@ -203,6 +225,8 @@ def run_variant(folder: Path, shape: ModelShape, variant: Variant, lengths: list
     for seq_len in lengths:
         row = {"variant": variant.name, "seq_len": seq_len}
         restart(model, optimizer, fresh)
+        setup = variant.memory(shape, seq_len, loaded.device)
+        set_checkpointing(model, setup.checkpoint_every, setup.offload and cuda)
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
@@ -210,7 +234,7 @@ def run_variant(folder: Path, shape: ModelShape, variant: Variant, lengths: list
             times, first_loss = time_steps(
                 model,
                 optimizer,
-                batches(shape.vocab, seq_len, variant.packed, loaded.device),
+                batches(shape.vocab, seq_len, args.lengths if variant.packed else [], loaded.device),
                 args.steps,
                 loss_impl,
                 cuda,
@@ -219,17 +243,22 @@ def run_variant(folder: Path, shape: ModelShape, variant: Variant, lengths: list
             optimizer.zero_grad(set_to_none=True)
             yield row | {"error": "out of memory"}
             continue
-        estimate = estimate_memory(shape, variant.options(), seq_len, gpu_overhead=False)
+        options = with_memory(variant.options(), setup.checkpoint_every, setup.offload)
+        estimate = estimate_memory(shape, options, seq_len, gpu_overhead=False)
         tokens_per_s = seq_len / (sum(times) / len(times))
-        mfu = tokens_per_s * flops_per_token(shape, seq_len, True) / (HARDWARE[args.hardware].bf16_tflops * 1e12)
+        peak_flops = HARDWARE[args.hardware].bf16_tflops * 1e12
+        mfu = tokens_per_s * flops_per_token(shape, seq_len, 0.0) / peak_flops
+        hfu = tokens_per_s * flops_per_token(shape, seq_len, setup.recomputed_layers / shape.num_layers) / peak_flops
         yield row | {
             "peak_gib": round(torch.cuda.max_memory_allocated() / GIB, 2) if cuda else None,
             "reserved_gib": round(torch.cuda.max_memory_reserved() / GIB, 2) if cuda else None,
             "simulated_gib": simulated.get((variant.name, seq_len)),
             "planner_tensors_gib": round(estimate.total / GIB, 2),
-            "planner_total_gib": round(estimate_memory(shape, variant.options(), seq_len).total / GIB, 2),
+            "planner_total_gib": round(estimate_memory(shape, options, seq_len).total / GIB, 2),
             "tokens_per_s": round(tokens_per_s, 1),
-            "mfu": round(mfu, 4),
+            "mfu": float(f"{mfu:.4g}"),
+            "hfu": float(f"{hfu:.4g}"),
+            "memory": setup.short(),
             "first_loss": round(first_loss, 5),
             "loss": loss_impl,
             "attention": loaded.attn_implementation,
@@ -249,7 +278,7 @@ def format_row(row: dict) -> str:
         f"{head}  peak {gib(row['peak_gib'])}  reserved {gib(row['reserved_gib'])}  "
         f"simulated {gib(row['simulated_gib'])}  planner {gib(row['planner_tensors_gib'])} "
         f"(+overhead {gib(row['planner_total_gib'])}) GiB  {row['tokens_per_s']:8.1f} tok/s  MFU {row['mfu']:.1%}  "
-        f"loss {row['first_loss']:.5f}"
+        f"HFU {row['hfu']:.1%}  loss {row['first_loss']:.5f}  {row['attention']}, {row['memory']}"
     )
 
 
@@ -292,7 +321,9 @@ def main() -> int:
         help="fathom plan --simulate --json output for that variant, made beforehand on any machine",
     )
     parser.add_argument("--out", type=Path, help="append each row here as one JSON line")
+    parser.add_argument("--cache", type=Path, help="+packed: a fathom token cache whose document lengths to pack")
     args = parser.parse_args()
+    args.lengths, source = corpus_lengths(args.cache)
     prefer_expandable_segments()  # as fathom's CLI does, before CUDA is touched
     runs = parse_runs(args.runs)
     simulated = read_simulated(args.simulated)
@@ -305,6 +336,7 @@ def main() -> int:
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
         "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""),
         "cuda_context_gib": round(cuda_context_gib(), 2) if cuda else None,
+        "packed_from": source,
     }
     print(json.dumps(header), flush=True)
     rows = []

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_gpu_bench_runs_each_variant_from_a_fresh_adapter(tmp_path):
     out = tmp_path / "rows.jsonl"
-    runs = "none:128,64;none+offload:64;none+packed:64"
+    runs = "none:128,64;none+offload:64;none+packed:64;none+packed+mask:64;none+auto:64"
     cmd = [sys.executable, str(REPO / "bench" / "gpu.py"), "--shape", "tiny", "--runs", runs, "--steps", "1"]
     done = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, timeout=hang_guard())
     assert done.returncode == 0, done.stderr[-2000:]
@@ -23,14 +23,23 @@ def test_gpu_bench_runs_each_variant_from_a_fresh_adapter(tmp_path):
         ("none", 64),
         ("none+offload", 64),
         ("none+packed", 64),
+        ("none+packed+mask", 64),
+        ("none+auto", 64),
     ]
     assert all(r["tokens_per_s"] > 0 and r["planner_total_gib"] >= 1.0 for r in rows)
     by = {(r["variant"], r["seq_len"]): r for r in rows}
     # every length starts from the fresh adapter: the same batch gives the same first loss whatever ran before
     assert by[("none", 64)]["first_loss"] == by[("none+offload", 64)]["first_loss"]
     assert by[("none+packed", 64)]["first_loss"] != by[("none", 64)]["first_loss"]  # other rows, other loss
+    # the masked path and fathom's per-document one train the same function on the same packed rows
+    assert abs(by[("none+packed+mask", 64)]["first_loss"] - by[("none+packed", 64)]["first_loss"]) < 1e-4
+    assert by[("none+packed+mask", 64)]["attention"] == "sdpa" and by[("none+packed", 64)]["attention"] != "sdpa"
+    # train.memory auto: nothing recomputed where everything fits; MFU leaves the recompute out, HFU counts it
+    assert by[("none+auto", 64)]["memory"].startswith("recompute none")
+    assert by[("none+auto", 64)]["mfu"] == by[("none+auto", 64)]["hfu"]
+    assert by[("none", 64)]["memory"].startswith("recompute all") and by[("none", 64)]["hfu"] > by[("none", 64)]["mfu"]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert summary["benchmark"] == "gpu" and len(summary["rows"]) == 4
+    assert summary["benchmark"] == "gpu" and len(summary["rows"]) == 6 and summary["packed_from"]
 
 
 def test_gpu_bench_refuses_an_unknown_variant(monkeypatch):

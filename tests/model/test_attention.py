@@ -129,11 +129,24 @@ def _reference_varlen_attn(calls):
     return varlen_attn
 
 
-def test_varlen_path_lays_the_batch_end_to_end_and_equals_documents_alone(monkeypatch):
+def _torch_2_10_varlen_attn(calls):
+    """torch 2.10's signature: causal by a flag, the default 1/sqrt(D) scale, as many key heads as query heads."""
+    reference = _reference_varlen_attn(calls)
+
+    def varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, is_causal=False, return_aux=None):
+        assert is_causal and key.shape[1] == query.shape[1]  # the heads were repeated for it
+        return reference(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, window_size=(-1, 0))
+
+    return varlen_attn
+
+
+@pytest.mark.parametrize("signature", ["2.12+", "2.10"])
+def test_varlen_path_lays_the_batch_end_to_end_and_equals_documents_alone(monkeypatch, signature):
     import torch.nn.attention.varlen as varlen
 
     calls = []
-    monkeypatch.setattr(varlen, "varlen_attn", _reference_varlen_attn(calls))
+    stand_in = _reference_varlen_attn(calls) if signature == "2.12+" else _torch_2_10_varlen_attn(calls)
+    monkeypatch.setattr(varlen, "varlen_attn", stand_in)
     batch = _packed_batch()
     got = _loss_and_grads(_model(VARLEN), batch)
     # one call per layer, forward only (the reference's backward is autograd's), over all three rows

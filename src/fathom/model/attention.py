@@ -41,7 +41,7 @@ def varlen_available(device: torch.device) -> tuple[bool, str]:
     if device.type != "cuda":
         return False, f"no CUDA device (this run is on {device.type})"
     if importlib.util.find_spec("torch.nn.attention.varlen") is None:
-        return False, f"torch {torch.__version__} has no torch.nn.attention.varlen (2.12 or newer has it)"
+        return False, f"torch {torch.__version__} has no torch.nn.attention.varlen (2.10 or newer has it)"
     if torch.cuda.get_device_capability(device) < (8, 0):
         return False, "the GPU is older than compute capability 8.0 (flash kernels need Ampere or newer)"
     return True, "torch.nn.attention.varlen over the packed documents"
@@ -135,19 +135,30 @@ def varlen_attention(module, query, key, value, attention_mask, dropout=0.0, sca
     def flat(x: torch.Tensor) -> torch.Tensor:
         return x.transpose(1, 2).reshape(batch * length, x.shape[1], dim)
 
-    out = varlen_attn(
-        flat(query),
-        flat(key),
-        flat(value),
-        cu_seqlens,
-        cu_seqlens,
-        longest,
-        longest,
-        scale=scaling,
-        window_size=(-1, 0),
-        enable_gqa=heads != key.shape[1],
-    )
+    query, key, value, options = _varlen_options(varlen_attn, query, key, value, scaling)
+    out = varlen_attn(flat(query), flat(key), flat(value), cu_seqlens, cu_seqlens, longest, longest, **options)
     return out.view(batch, length, heads, dim), None
+
+
+def _varlen_options(varlen_attn, query, key, value, scaling):
+    """(query, key, value, keyword arguments) for the installed torch's ``varlen_attn``, whose signature grew:
+    2.10 takes ``is_causal`` only; 2.11 ``scale`` and ``window_size``; 2.12 ``enable_gqa``. Where an option
+    is missing its effect is made on the inputs: the query pre-scaled (the kernel scales by 1/sqrt(D)),
+    and the key/value heads repeated for grouped-query attention (their memory, per layer, once)."""
+    import inspect
+
+    params = inspect.signature(varlen_attn).parameters
+    options: dict = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+    if scaling is not None and "scale" in params:
+        options["scale"] = scaling
+    elif scaling is not None:
+        query = query * (scaling * query.shape[-1] ** 0.5)
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1 and "enable_gqa" in params:
+        options["enable_gqa"] = True
+    elif groups > 1:
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    return query, key, value, options
 
 
 def _mask(*args, attention_mask=None, q_length=None, kv_length=None, q_offset=0, kv_offset=0, **kwargs):
