@@ -258,3 +258,39 @@ def test_memory_candidates_run_from_fastest_to_most_frugal():
     candidates = memory_candidates(28, None, None)
     totals = [estimate_memory(shape, with_memory(opts, e, o), 16384).total for e, o in candidates]
     assert totals == sorted(totals, reverse=True)
+
+
+def test_attention_span_of_packed_rows():
+    from fathom.estimate import attention_span
+
+    assert attention_span([1000, 3000], 4096) == 2500.0  # (1000^2 + 3000^2) / 4000
+    assert attention_span([4096], 4096) == 4096.0  # one document fills the row
+    assert attention_span([10_000], 4096) == pytest.approx((2 * 4096**2 + 1808**2) / 10_000)  # cut into rows
+    assert attention_span([1000, 3000], 4096, weights=[3, 1]) == pytest.approx((3e6 + 9e6) / 6000)
+
+
+def test_plan_with_a_token_cache_counts_its_packed_rows_attention(local_model_dir, synthetic_corpus, tmp_path, capsys):
+    """fathom plan --cache: the corpus's document lengths set each phase's attention span; short documents
+    make long phases cheaper than whole rows; a folder that is no cache is one clear line."""
+    cfg = small_run_config(local_model_dir, [synthetic_corpus], tmp_path / "run")
+    cfg["data"]["cache_dir"] = str(tmp_path / "cache")
+    cfg["train"]["schedule"][-1]["max_seq_length"] = 8192  # longer than any synthetic document
+    config = write_config(tmp_path / "run.yaml", cfg)
+
+    def phases(*extra):
+        command = ["plan", "--config", str(config), "--json", "--gpu", "h200-141gb", "train.total_tokens=1e11"]
+        assert main([*command, *extra]) == 0  # tokens enough for hours to show
+        return json.loads(capsys.readouterr().out)["hardware"][0]["phases"]
+
+    whole = phases()  # before fathom prepare: whole rows
+    assert [p["attention_span"] for p in whole] == [None, None, None]
+    assert main(["prepare", "--config", str(config)]) == 0
+    (cache,) = (p.parent for p in (tmp_path / "cache").rglob("meta.json"))
+    capsys.readouterr()
+    packed = phases("--cache", str(cache))
+    assert packed == phases()  # the config's own prepared corpus is found by itself
+    spans = [p["attention_span"] for p in packed]
+    assert all(0 < span <= p["max_seq_length"] for span, p in zip(spans, packed, strict=True))
+    assert spans[-1] < 8192 and packed[-1]["hours"] < whole[-1]["hours"]
+    assert main(["plan", "--config", str(config), "--cache", str(tmp_path)]) == 2
+    assert f"--cache: {tmp_path} is not a fathom token cache" in capsys.readouterr().err

@@ -89,7 +89,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from fathom.reports import plan_report
 
     config = _resolve_config(args)
-    summary = plan_report(config, args.world_size, [args.gpu] if args.gpu else None)
+    summary = plan_report(config, args.world_size, [args.gpu] if args.gpu else None, args.cache)
     if args.simulate:
         _add_simulation(config, summary, args.world_size, args.gpu)
     if args.json:
@@ -146,6 +146,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         )
     if summary.get("sft_note"):
         console.print(summary["sft_note"])
+    spans = [(p["phase"], p["attention_span"]) for p in (summary.get("hardware") or [{}])[0].get("phases", [])]
+    if any(span for _, span in spans):
+        console.print(
+            "attention on the corpus's packed rows costs, per document, what a row of this many tokens does "
+            "(the time counts it): " + ", ".join(f"{name} {span:,}" for name, span in spans if span)
+        )
     if args.simulate:
         _print_simulation(console, summary)
     if "hardware" not in summary:
@@ -655,6 +661,13 @@ def _add_training_commands(sub) -> None:
     plan.add_argument("--world-size", type=int, default=1, help="number of training processes (GPUs)")
     plan.add_argument(
         "--gpu", default=None, help="memory breakdown on this hardware, e.g. rtx4090 (none: a table of all)"
+    )
+    plan.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="a token cache folder (fathom prepare's) whose document lengths set the length mix and the time "
+        "(default: the config's own corpus, once prepared)",
     )
     plan.add_argument(
         "--simulate",

@@ -429,7 +429,14 @@ def estimate_memory(shape: ModelShape, opts: Options, seq_len: int, gpu_overhead
         adapter = adapter / opts.shards
 
     tokens = opts.micro_batch * seq_len
-    layer = _layer_bytes(shape, opts, tokens, b)
+    # The MLP runs in checkpointed tiles wherever the row is longer than a tile, whatever the layers do:
+    # a layer kept whole then holds its attention's activations and only one tile's MLP intermediates,
+    # while that tile is recomputed in the backward.
+    tiled = bool(opts.mlp_tile) and tokens > opts.mlp_tile
+    mlp_tile_tokens = min(tokens, opts.mlp_tile) if opts.mlp_tile else tokens
+    layer = _layer_bytes(shape, opts, tokens, b, mlp_tile_tokens)  # a layer recomputed and back-propagated
+    kept = _layer_bytes(shape, opts, tokens, b, 0 if tiled else tokens)  # a layer's, kept to its backward
+    one_tile = _layer_bytes(shape, opts, 0, b, mlp_tile_tokens) if tiled else 0.0
     h = shape.hidden
     if opts.gradient_checkpointing and opts.offload_activations:
         checkpoints = tokens * h * b  # the input of the layer in progress stays on the device
@@ -437,9 +444,9 @@ def estimate_memory(shape: ModelShape, opts: Options, seq_len: int, gpu_overhead
     elif opts.gradient_checkpointing:
         recomputed = checkpointed_layers(shape.num_layers, opts.checkpoint_every)
         checkpoints = recomputed * tokens * h * b  # one input per recomputed layer
-        checkpoints += (shape.num_layers - recomputed) * layer  # the others keep theirs to the backward
+        checkpoints += (shape.num_layers - recomputed) * kept  # the others keep theirs to the backward
     else:
-        checkpoints, layer = 0.0, layer * shape.num_layers
+        checkpoints, layer = 0.0, kept * shape.num_layers + one_tile
 
     # Without flash-attn, a packed row needs an explicit (seq x seq) block mask: boolean, and an
     # additive float copy inside each attention call; eager also keeps the scores and softmax.
@@ -464,7 +471,7 @@ def estimate_memory(shape: ModelShape, opts: Options, seq_len: int, gpu_overhead
     return est
 
 
-def _layer_bytes(shape: ModelShape, opts: Options, tokens: int, b: int) -> float:
+def _layer_bytes(shape: ModelShape, opts: Options, tokens: int, b: int, mlp_tokens: int) -> float:
     """One layer's activations and backward temporaries while it is recomputed and back-propagated.
 
     Lean LoRA (the default) was fitted to ``fathom plan --simulate`` on Qwen2.5-7B (4K / 16K / 32K
@@ -474,7 +481,6 @@ def _layer_bytes(shape: ModelShape, opts: Options, tokens: int, b: int) -> float
     PEFT's path (lean_forward off) keeps its fp32 copies: the older formula, fitted on an fp32 CPU.
     """
     h, i, q, kv = shape.hidden, shape.intermediate, shape.q_width, shape.kv_width
-    mlp_tokens = min(tokens, opts.mlp_tile) if opts.mlp_tile and opts.gradient_checkpointing else tokens
     dropout = opts.lora_dropout > 0
     if opts.lean_lora:
         norms = 0 if opts.lean_norms else 2 * h  # transformers' RMSNorm keeps fp32 copies of its input
@@ -487,20 +493,41 @@ def _layer_bytes(shape: ModelShape, opts: Options, tokens: int, b: int) -> float
     return layer * b
 
 
+def attention_span(lengths, seq_len: int, weights=None) -> float:
+    """The row length whose causal attention costs what a row packed from documents of ``lengths`` tokens
+    costs (document-masked kernels attend within a document only): sum of chunk^2 / sum of chunk, a
+    document cut into chunks of at most ``seq_len``; ``weights``: each document's draws per pass.
+
+    >>> attention_span([1000, 3000], 4096)
+    2500.0
+
+    A row of one document spans the row; packing's cuts at row ends are not counted (they only shorten it).
+    """
+    import numpy as np
+
+    lengths = np.asarray(lengths, dtype=np.float64)
+    weights = np.ones_like(lengths) if weights is None else np.asarray(weights, dtype=np.float64)
+    whole, rest = np.floor_divide(lengths, seq_len), np.mod(lengths, seq_len)
+    squares = whole * float(seq_len) ** 2 + rest**2
+    total = float((weights * lengths).sum())
+    return float((weights * squares).sum()) / total if total else float(seq_len)
+
+
 def checkpointed_layers(num_layers: int, every: int) -> int:
     """Layers recomputed when every ``every``-th is (transformers' ``every_n_layers``: index % every == 0)."""
     return -(-num_layers // max(1, every))
 
 
-def flops_per_token(shape: ModelShape, seq_len: int, recomputed: float) -> float:
+def flops_per_token(shape: ModelShape, seq_len: int, recomputed: float, span: float | None = None) -> float:
     """Training FLOPs per token with a frozen base and a LoRA adapter (see the module docstring).
 
     ``recomputed``: the share of layers gradient checkpointing runs twice (True / 1.0 all, 0 none). With
-    0 this counts model FLOPs (what MFU divides); with the run's share, hardware FLOPs (HFU).
+    0 this counts model FLOPs (what MFU divides); with the run's share, hardware FLOPs (HFU). ``span``:
+    the attention's effective row length on packed rows (:func:`attention_span`); None: whole rows.
     """
     n = shape.num_layers * shape.layer_linear_params
     passes = 2 + float(recomputed)  # forward, backward to inputs, the recompute
-    attention = 2 * shape.num_layers * seq_len * shape.q_width  # causal: half of 4 x seq x q per layer
+    attention = 2 * shape.num_layers * (span or seq_len) * shape.q_width  # causal: half of 4 x seq x q per layer
     head = 2 * shape.vocab * shape.hidden
     return 2 * n * passes + attention * passes + head * 2
 
@@ -647,8 +674,11 @@ class Verdict:
         return "does not fit"
 
 
-def judge(shape: ModelShape, config: FathomConfig, hardware: Hardware, phase: PhasePlan) -> Verdict:
-    """Does ``phase`` fit on ``hardware``, and if not, which overrides (cumulative) make it fit?"""
+def judge(
+    shape: ModelShape, config: FathomConfig, hardware: Hardware, phase: PhasePlan, span: float | None = None
+) -> Verdict:
+    """Does ``phase`` fit on ``hardware``, and if not, which overrides (cumulative) make it fit? ``span``:
+    the attention's effective length on the corpus's packed rows (:func:`attention_span`), for the time."""
     limit = hardware.memory_gib * GIB
     gpu = hardware.kind != "cpu"
     memory = choose_memory(shape, Options.from_config(config, hardware), phase.max_seq_length, limit, gpu, config)
@@ -676,14 +706,16 @@ def judge(shape: ModelShape, config: FathomConfig, hardware: Hardware, phase: Ph
             if candidate.total <= limit:
                 fixed = candidate
                 break
-    hours = phase_hours(shape, hardware, phase, memory.recomputed_layers / shape.num_layers)
+    hours = phase_hours(shape, hardware, phase, memory.recomputed_layers / shape.num_layers, span)
     return Verdict(hardware, phase, est, est.total <= limit, fixes if fixed else [], fixed, hours, memory)
 
 
-def phase_hours(shape: ModelShape, hardware: Hardware, phase: PhasePlan, recomputed: float) -> float:
+def phase_hours(
+    shape: ModelShape, hardware: Hardware, phase: PhasePlan, recomputed: float, span: float | None = None
+) -> float:
     """Hours of ``phase`` at the hardware's stated utilization, counting the FLOPs the device really runs
-    (the recompute of ``recomputed`` of the layers included)."""
-    flops = flops_per_token(shape, phase.max_seq_length, recomputed)
+    (the recompute of ``recomputed`` of the layers included; the attention over ``span`` tokens)."""
+    flops = flops_per_token(shape, phase.max_seq_length, recomputed, span)
     tokens_per_s = hardware.devices * hardware.bf16_tflops * 1e12 * hardware.mfu / flops
     if hardware.devices > 1:
         tokens_per_s *= 0.9  # gradient all-reduce and stragglers
@@ -699,19 +731,39 @@ def on_devices(hardware: Hardware, world_size: int) -> Hardware:
     return dataclasses.replace(hardware, label=f"{world_size}x {hardware.label}", devices=world_size)
 
 
+def phase_spans(config: FathomConfig, lengths) -> dict[str, float]:
+    """Per Phase-1 phase, the attention span of its packed rows (:func:`attention_span`), documents drawn
+    as the phase's length mix draws them; empty without the corpus's lengths."""
+    from fathom.data.mix import document_weights, mix_for
+
+    if lengths is None or not len(lengths):
+        return {}
+    spans = {}
+    for phase in config.phases():
+        weights = document_weights(lengths, mix_for(phase, lengths))
+        spans[phase.name] = attention_span(lengths, phase.max_seq_length, weights)
+    return spans
+
+
 def plan_hardware(
-    config: FathomConfig, keys: list[str] | None = None, sft_rows_per_epoch: int | None = None, world_size: int = 1
+    config: FathomConfig,
+    keys: list[str] | None = None,
+    sft_rows_per_epoch: int | None = None,
+    world_size: int = 1,
+    lengths=None,
 ) -> dict:
     """Verdicts of every phase on the chosen hardware (this machine, then the whole table, by default),
-    each GPU as ``world_size`` of them; JSON-ready."""
+    each GPU as ``world_size`` of them; ``lengths``: the corpus's document lengths, whose packed rows
+    set each phase's attention cost (else whole rows); JSON-ready."""
     shape = model_shape(config.model.name_or_path, config.model.revision, config.model.trust_remote_code)
+    spans = phase_spans(config, lengths)
     out = {"model_shape": shape.__dict__ | {"parameters": shape.parameters}, "hardware": []}
     for key in keys or hardware_choices():
         hw = on_devices(hardware_by_key(key), world_size)
         phases = plan_phases(config, hw.devices, sft_rows_per_epoch)
         rows = []
         for phase in phases:
-            v = judge(shape, config, hw, phase)
+            v = judge(shape, config, hw, phase, spans.get(phase.name))
             rows.append(
                 {
                     "phase": phase.name,
@@ -722,6 +774,7 @@ def plan_hardware(
                     "estimated_gib_with_fix": round(v.fixed_estimate.total / GIB, 1) if v.fixed_estimate else None,
                     "hours": round(v.hours, 3),
                     "memory": v.memory.to_dict() if v.memory else None,
+                    "attention_span": round(spans[phase.name]) if phase.name in spans else None,
                     "parts_gib": {k: round(getattr(v.estimate, k) / GIB, 2) for k in MEMORY_PARTS},
                 }
             )

@@ -16,9 +16,12 @@ from fathom.schedule import PhasePlan, plan_phases, plan_summary
 MIX_HINT = "length mix per phase: shown once the corpus is prepared (fathom prepare --config ...)"
 
 
-def plan_report(config: FathomConfig, world_size: int = 1, hardware_keys: list[str] | None = None) -> dict:
+def plan_report(
+    config: FathomConfig, world_size: int = 1, hardware_keys: list[str] | None = None, cache: Path | None = None
+) -> dict:
     """``plan_summary`` plus ``hardware`` / ``model_shape`` (or ``hardware_note``), per-phase ``rope`` and
-    ``length_mix`` (or ``length_mix_note``)."""
+    ``length_mix`` (or ``length_mix_note``). The document lengths come from ``cache`` (a token cache folder
+    ``fathom prepare`` wrote) or from the config's own prepared corpus; they set the mix and the time."""
     from fathom.estimate import hardware_choices, plan_hardware
 
     unknown = [k for k in hardware_keys or [] if k not in hardware_choices()]
@@ -32,8 +35,9 @@ def plan_report(config: FathomConfig, world_size: int = 1, hardware_keys: list[s
     summary = plan_summary(config, world_size, sft_rows)
     if sft_note:
         summary["sft_note"] = sft_note
+    lengths = cache_lengths(cache) if cache is not None else prepared_lengths(config)
     try:
-        hardware = plan_hardware(config, hardware_keys, sft_rows, world_size)
+        hardware = plan_hardware(config, hardware_keys, sft_rows, world_size, lengths)
         summary["hardware"], summary["model_shape"] = hardware["hardware"], hardware["model_shape"]
     except ValueError as exc:  # the model's config cannot be read (offline, unknown id)
         summary["hardware_note"] = str(exc)
@@ -41,7 +45,6 @@ def plan_report(config: FathomConfig, world_size: int = 1, hardware_keys: list[s
     for phase, rope in zip(summary["phases"], phase_rope_report(config, plans) or [None] * len(plans), strict=True):
         if rope is not None:
             phase["rope"] = rope
-    lengths = prepared_lengths(config)
     if lengths is None:
         summary["length_mix_note"] = MIX_HINT
     else:
@@ -99,6 +102,17 @@ def phase_rope_report(config: FathomConfig, plans: list[PhasePlan]) -> list[dict
             rope["description"] += f" (! {plan.max_seq_length:,} > trained window {setting.window:,})"
         out.append(rope)
     return out
+
+
+def cache_lengths(folder: Path):
+    """Token counts of the training documents of the token cache in ``folder`` (``fathom prepare``'s)."""
+    from fathom.data.cache import CorpusCache
+
+    if not (Path(folder) / "meta.json").is_file():
+        raise ConfigError(
+            f"--cache: {folder} is not a fathom token cache (no meta.json); give a folder fathom prepare wrote"
+        )
+    return CorpusCache(Path(folder)).train_documents().lengths
 
 
 def prepared_lengths(config: FathomConfig):

@@ -100,6 +100,17 @@ def test_a_tiled_mlp_gives_the_same_loss_and_gradients(local_model_dir, checkpoi
         torch.testing.assert_close(tiled_grads[name], grads[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_a_tiled_mlp_with_shared_dropout_trains_without_layer_checkpointing(local_model_dir):
+    """train.memory auto keeps most layers whole at long lengths, where the MLP is still tiled: each tile's
+    recompute must draw its dropout again (not reuse the shared copy of its first forward), and give what
+    the fully checkpointed layer gives (same RNG order, same masks)."""
+    kept, kept_grads = _loss_and_grads(local_model_dir, lean=True, dropout=0.1, tile=16, checkpointing=False)
+    recomputed, grads = _loss_and_grads(local_model_dir, lean=True, dropout=0.1, tile=16, checkpointing=True)
+    torch.testing.assert_close(kept, recomputed, rtol=1e-5, atol=1e-5)
+    for name in grads:
+        torch.testing.assert_close(kept_grads[name], grads[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_a_tiled_mlp_holds_one_tile_of_intermediates(local_model_dir, tmp_path):
     cfg = small_run_config(local_model_dir, [tmp_path], tmp_path / "out")
     plan = plan_phases(config_from_dict(cfg), 1)[2]  # 256 tokens

@@ -146,23 +146,25 @@ SMALL_QWEN2 = dict(
 )  # fmt: skip
 
 
-@pytest.mark.parametrize(("bits", "offload"), [(16, False), (4, True)])
-def test_every_planner_term_is_within_10_percent_of_the_simulated_one(local_model_dir, tmp_path, bits, offload):
+@pytest.mark.parametrize(("bits", "offload", "every"), [(16, False, 1), (4, True, 1), (16, False, 2), (16, False, 0)])
+def test_every_planner_term_is_within_10_percent_of_the_simulated_one(local_model_dir, tmp_path, bits, offload, every):
     """The planner's terms against the simulated step's live bytes at its peak, by kind: the weights; the
     adapter with its gradients and AdamW state; checkpoints + the recomputed layer (or the loss), which
-    the simulation sees as forward activations and backward temporaries."""
+    the simulation sees as forward activations and backward temporaries. ``every``: train.memory's
+    setups: every layer recomputed (1), every other one (2), none (0); the MLP tiled in all."""
     import dataclasses
 
     from transformers import Qwen2Config
 
-    from fathom.estimate import ModelShape, Options, estimate_memory, hardware_by_key
+    from fathom.estimate import ModelShape, Options, estimate_memory, hardware_by_key, with_memory
 
     hf = Qwen2Config(**SMALL_QWEN2)
     config = _config(local_model_dir, tmp_path, micro_batch_size=1, mlp_tile_tokens=512, offload_activations=offload)
     config.model.load_in_4bit = bits == 4
     plan = dataclasses.replace(plan_phases(config, 1)[2], max_seq_length=2048)
-    at = simulate_phase(config, plan, hf).at_peak
-    options = Options.from_config(config, hardware_by_key("rtx4090"))  # a GPU with flash attention
+    at = simulate_phase(config, plan, hf, memory=(every, offload)).at_peak
+    options = Options.from_config(config, hardware_by_key("rtx4090"))
+    options = with_memory(dataclasses.replace(options, attention="flash"), every, offload)  # whole rows: no mask
     est = estimate_memory(ModelShape.from_config(hf), options, 2048, gpu_overhead=False)
     pairs = {
         "weights": (est.weights, at["weights"]),

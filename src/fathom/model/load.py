@@ -224,11 +224,18 @@ def _tiled(whole, tile: int):
     """``whole`` (an MLP's forward over (B, T, H)) run over tiles of ``tile`` tokens, each checkpointed."""
     from torch.utils.checkpoint import checkpoint
 
+    def fresh(part: torch.Tensor) -> torch.Tensor:
+        # A new view per (re)computation: the checkpoint hands its recompute the very tensor the forward got,
+        # and lora.share_dropout caches a dropped copy per input tensor, so the recompute would reuse it,
+        # draw no mask, and save fewer tensors than the forward did (torch's CheckpointError). Under layer
+        # checkpointing the layer's recompute made fresh inputs anyway; train.memory auto may keep layers whole.
+        return whole(part.view_as(part))
+
     def forward(x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 3 or x.shape[1] <= tile or not torch.is_grad_enabled():
             return whole(x)
         starts = range(0, x.shape[1], tile)
-        return torch.cat([checkpoint(whole, x[:, s : s + tile], use_reentrant=False) for s in starts], dim=1)
+        return torch.cat([checkpoint(fresh, x[:, s : s + tile], use_reentrant=False) for s in starts], dim=1)
 
     return forward
 
