@@ -706,6 +706,8 @@ def judge(
             if candidate.total <= limit:
                 fixed = candidate
                 break
+    if opts.attention != "flash":
+        span = None  # a T x T mask: the kernel computes every block of the row, masked or not
     hours = phase_hours(shape, hardware, phase, memory.recomputed_layers / shape.num_layers, span)
     return Verdict(hardware, phase, est, est.total <= limit, fixes if fixed else [], fixed, hours, memory)
 

@@ -104,3 +104,38 @@ def test_an_explicit_flag_wins_over_auto(local_model_dir, synthetic_corpus, tmp_
     log = (out / "train.log").read_text(encoding="utf-8")
     assert "Phase_1a_Short: memory: gradient checkpointing on every layer (as configured)" in log
     assert _state_memory(out, "Phase_1a_Short")["Phase_1a_Short"]["chosen"] is False
+
+
+def test_out_of_gpu_memory_under_auto_steps_down_and_retries_the_step(
+    local_model_dir, synthetic_corpus, tmp_path, monkeypatch
+):
+    """A CUDA out-of-memory error in a phase auto set up: the next more frugal setup, the same step again;
+    without a more frugal one (or under manual) the run stops with the planner's advice, as before."""
+    from fathom.train import loop
+
+    real = loop.causal_lm_loss_sum
+    raised = []
+
+    def runs_out_without_checkpointing(model, batch, *args, **kwargs):
+        layers = model.get_base_model().model.layers
+        if not any(layer.gradient_checkpointing for layer in layers):  # "too big" whole
+            raised.append(1)
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, batch, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "causal_lm_loss_sum", runs_out_without_checkpointing)
+    monkeypatch.setattr(memory, "device_memory_gib", lambda device: 1000.0)
+    out = tmp_path / "run"
+    cfg = small_run_config(local_model_dir, [synthetic_corpus], out, total_tokens=1024)
+    del cfg["model"]["gradient_checkpointing"]
+    cfg["train"]["schedule"] = [{"name": "Phase_1a_Short", "max_seq_length": 64, "token_fraction": 1.0}]
+    assert main(["train", "--config", str(write_config(tmp_path / "run.yaml", cfg))]) == 0
+    assert len(raised) == 1  # once, then every step of the phase ran with the frugal setup
+    log = (out / "train.log").read_text(encoding="utf-8")
+    assert "Phase_1a_Short: out of GPU memory with no gradient checkpointing; retrying the step with" in log
+    recorded = _state_memory(out, "Phase_1a_Short")["Phase_1a_Short"]
+    assert recorded["checkpoint_every"] > 0 and recorded["after_out_of_memory"]
+    cfg["output_dir"] = str(tmp_path / "manual")
+    cfg["train"]["memory"] = "manual"
+    cfg["model"]["gradient_checkpointing"] = False
+    assert main(["train", "--config", str(write_config(tmp_path / "manual.yaml", cfg))]) == 1

@@ -56,7 +56,7 @@ from fathom.train.checkpoint import (
     restore_rng_state,
     resume_point,
 )
-from fathom.train.memory import apply_for_phase
+from fathom.train.memory import apply_for_phase, step_down_after_oom
 from fathom.train.optim import build_optimizer, learning_rate_at
 from fathom.train.progress import StatusFile, train_log
 from fathom.train.trackers import check_trackers_installed
@@ -589,19 +589,18 @@ def train_step(run: _Run, plan: PhasePlan, loader: PhaseLoader) -> StepStats:
     )
     for group in run.optimizer.param_groups:
         group["lr"] = lr
-    loss_sum = 0.0
     # DDP averages gradients over ranks; scaling by the world size turns that into the sum,
     # so every token of the global step weighs the same, as in one process.
     scale = world.size / max(step_label_tokens, 1)
-    try:
-        for i, batch in enumerate(batches):
-            batch = {k: v.to(run.device) for k, v in batch.items()}
-            with distributed.accumulating(world, run.step_module, i == len(batches) - 1):
-                micro_loss = run.step_module(batch)
-                (micro_loss * scale).backward()
-            loss_sum += float(micro_loss.detach())
-    except torch.cuda.OutOfMemoryError as exc:
-        raise TrainingStopped(_oom_advice(plan, run.config, run.device)) from exc
+    while True:
+        try:
+            loss_sum = _forward_backward(run, batches, scale)
+            break
+        except torch.cuda.OutOfMemoryError as exc:
+            run.optimizer.zero_grad(set_to_none=True)  # a retry starts the step's gradients afresh
+            # one process only: with several, the others would wait in a collective for the one retrying
+            if world.size > 1 or not step_down_after_oom(run.model, run.config, plan, run.device, state.memory):
+                raise TrainingStopped(_oom_advice(plan, run.config, run.device)) from exc
     (loss_sum,) = distributed.all_reduce_sum(world, [loss_sum], run.device)
     loss = loss_sum / max(step_label_tokens, 1)
     params = [p for p in run.model.parameters() if p.requires_grad]
@@ -614,6 +613,18 @@ def train_step(run: _Run, plan: PhasePlan, loader: PhaseLoader) -> StepStats:
     run.optimizer.zero_grad(set_to_none=True)
     seconds = time.perf_counter() - started
     return StepStats(loss, grad_norm, lr, step_tokens, int(step_label_tokens), seconds, skipped=not finite)
+
+
+def _forward_backward(run: _Run, batches: list[dict[str, torch.Tensor]], scale: float) -> float:
+    """Forward and backward over the step's micro-batches (gradients accumulated); the summed loss."""
+    loss_sum = 0.0
+    for i, batch in enumerate(batches):
+        batch = {k: v.to(run.device) for k, v in batch.items()}
+        with distributed.accumulating(run.world, run.step_module, i == len(batches) - 1):
+            micro_loss = run.step_module(batch)
+            (micro_loss * scale).backward()
+        loss_sum += float(micro_loss.detach())
+    return loss_sum
 
 
 def log_step(run: _Run, plan: PhasePlan, stats: StepStats, tb) -> None:

@@ -18,7 +18,16 @@ import os
 import torch
 
 from fathom.config import FathomConfig
-from fathom.estimate import GIB, Hardware, MemorySetup, ModelShape, Options, choose_memory, memory_setup
+from fathom.estimate import (
+    GIB,
+    Hardware,
+    MemorySetup,
+    ModelShape,
+    Options,
+    choose_memory,
+    memory_candidates,
+    memory_setup,
+)
 from fathom.model.load import set_checkpointing
 from fathom.schedule import PhasePlan
 
@@ -90,6 +99,40 @@ def apply_for_phase(run_model, config: FathomConfig, plan: PhasePlan, device, st
     else:
         logger.info("%s: memory: %s (as configured)", plan.name, setup.describe())
     return setup.to_dict()
+
+
+def step_down_after_oom(run_model, config: FathomConfig, plan: PhasePlan, device, state_memory: dict) -> bool:
+    """After a CUDA out-of-memory error in ``plan``: move to the next more frugal setup that train.memory auto
+    may use and say so; False where there is none (or auto did not choose this phase's), so the caller stops.
+
+    The planner's estimate is within a few percent of the real step, but a card shared with another
+    process, or the allocator's fragmentation late in a long run, can leave less than it counted on.
+    """
+    entry = state_memory.get(plan.name) or {}
+    if config.train.memory != "auto" or not entry.get("chosen"):
+        return False
+    offload = False if device.type != "cuda" else config.train.offload_activations
+    layers = _base_config(run_model).num_hidden_layers
+    candidates = memory_candidates(layers, config.model.gradient_checkpointing, offload)
+    current = (entry["checkpoint_every"], entry["offload_activations"])
+    if current not in candidates or current == candidates[-1]:
+        return False
+    every, offload = candidates[candidates.index(current) + 1]
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    recomputed = set_checkpointing(run_model, every, offload)
+    before = entry.get("describe", str(current))
+    setup = choose_for_phase(config, plan, _base_config(run_model), device, kept=(every, offload))
+    state_memory[plan.name] = dataclasses.replace(setup, recomputed_layers=recomputed, chosen=True).to_dict() | {
+        "after_out_of_memory": True
+    }
+    logger.warning(
+        "%s: out of GPU memory with %s; retrying the step with %s (train.memory: auto)",
+        plan.name,
+        before,
+        state_memory[plan.name]["describe"],
+    )
+    return True
 
 
 def _base_config(model):
