@@ -275,6 +275,7 @@ def test_plan_with_a_token_cache_counts_its_packed_rows_attention(local_model_di
     cfg = small_run_config(local_model_dir, [synthetic_corpus], tmp_path / "run")
     cfg["data"]["cache_dir"] = str(tmp_path / "cache")
     cfg["train"]["schedule"][-1]["max_seq_length"] = 8192  # longer than any synthetic document
+    cfg["model"]["attn_implementation"] = "auto"  # per document; an explicit sdpa's mask costs whole rows
     config = write_config(tmp_path / "run.yaml", cfg)
 
     def phases(*extra):
@@ -292,5 +293,7 @@ def test_plan_with_a_token_cache_counts_its_packed_rows_attention(local_model_di
     spans = [p["attention_span"] for p in packed]
     assert all(0 < span <= p["max_seq_length"] for span, p in zip(spans, packed, strict=True))
     assert spans[-1] < 8192 and packed[-1]["hours"] < whole[-1]["hours"]
+    masked = phases("--cache", str(cache), "model.attn_implementation=sdpa")
+    assert masked[-1]["hours"] == whole[-1]["hours"]
     assert main(["plan", "--config", str(config), "--cache", str(tmp_path)]) == 2
     assert f"--cache: {tmp_path} is not a fathom token cache" in capsys.readouterr().err
