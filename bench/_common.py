@@ -56,19 +56,31 @@ def tokens_per_second(runs: dict, seq_len: int, steps: int) -> dict[str, float]:
     """Median tokens/s of each ``name: (model, step_fn)``, the runs alternating step by step on the same
     packed rows, so machine noise hits all alike; the first step warms up kernels and is not counted."""
     import statistics
+
+    batches = {step: packed_batch(seq_len, seed=step) for step in range(steps + 1)}
+    times = alternate_steps(runs, lambda name, step: batches[step], steps)
+    return {name: seq_len / statistics.median(t) for name, t in times.items()}
+
+
+def alternate_steps(runs: dict, batch_for, steps: int, report=None) -> dict[str, list[float]]:
+    """Seconds of ``steps`` training steps of each ``name: (model, step_fn)``, the runs alternating step by
+    step (machine noise hits all alike) on ``batch_for(name, step)``; one warm-up step first, not kept.
+    ``report(step, times)`` is called after each round."""
     import time
 
     times: dict[str, list[float]] = {name: [] for name in runs}
     for step in range(steps + 1):
-        batch = packed_batch(seq_len, seed=step)
         for name, (model, fn) in runs.items():
+            batch = batch_for(name, step)
             start = time.perf_counter()
             fn(model, batch)
             elapsed = time.perf_counter() - start
             model.zero_grad(set_to_none=True)
             if step > 0:
                 times[name].append(elapsed)
-    return {name: seq_len / statistics.median(t) for name, t in times.items()}
+        if report is not None:
+            report(step, times)
+    return times
 
 
 def packed_batch(seq_len: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -187,18 +199,12 @@ def rows_from_lengths(lengths: list[int], vocab: int, seq_len: int, seed: int = 
         yield loader.next_micro_batch()
 
 
-def shaped_model_with_lora(shape, attn: str, gradient_checkpointing: bool = True, seed: int = 0):
-    """A model of ``shape`` (a fathom.estimate.ModelShape) with random fp32 weights, LoRA r=16 on every
-    linear layer through fathom's own ``apply_lora``, ``attn`` as its attention (fathom's registered)."""
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+def config_of_shape(shape, **extra):
+    """A transformers config of ``shape`` (a fathom.estimate.ModelShape): Qwen2's where the shape has
+    q/k/v biases, else Llama's; ``extra`` set on top (attention, RoPE theta, ...)."""
+    from transformers import LlamaConfig, Qwen2Config
 
-    from fathom.config import LoraConfig
-    from fathom.model.attention import register
-    from fathom.model.load import enable_activation_checkpointing
-    from fathom.model.lora import apply_lora
-
-    register()
-    config = (Qwen2Config if shape.qkv_bias else LlamaConfig)(
+    return (Qwen2Config if shape.qkv_bias else LlamaConfig)(
         vocab_size=shape.vocab,
         hidden_size=shape.hidden,
         intermediate_size=shape.intermediate,
@@ -208,9 +214,22 @@ def shaped_model_with_lora(shape, attn: str, gradient_checkpointing: bool = True
         head_dim=shape.head_dim,
         max_position_embeddings=32768,
         tie_word_embeddings=shape.tied_embeddings,
-        attn_implementation=attn,
-        use_cache=False,
+        **extra,
     )
+
+
+def shaped_model_with_lora(shape, attn: str, gradient_checkpointing: bool = True, seed: int = 0):
+    """A model of ``shape`` (a fathom.estimate.ModelShape) with random fp32 weights, LoRA r=16 on every
+    linear layer through fathom's own ``apply_lora``, ``attn`` as its attention (fathom's registered)."""
+    from transformers import AutoModelForCausalLM
+
+    from fathom.config import LoraConfig
+    from fathom.model.attention import register
+    from fathom.model.load import enable_activation_checkpointing
+    from fathom.model.lora import apply_lora
+
+    register()
+    config = config_of_shape(shape, attn_implementation=attn, use_cache=False)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     if gradient_checkpointing:

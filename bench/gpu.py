@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import corpus_lengths, rows_from_lengths
+from _common import config_of_shape, corpus_lengths, rows_from_lengths
 
 from fathom.config import LoraConfig, ModelConfig, TrainConfig
 from fathom.estimate import (
@@ -126,19 +126,9 @@ def parse_runs(text: str) -> list[tuple[Variant, list[int]]]:
 
 def build_random_model(shape: ModelShape, folder: Path) -> None:
     from tokenizers import Tokenizer, models
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-    config = Qwen2Config(
-        vocab_size=shape.vocab,
-        hidden_size=shape.hidden,
-        intermediate_size=shape.intermediate,
-        num_hidden_layers=shape.num_layers,
-        num_attention_heads=shape.num_heads,
-        num_key_value_heads=shape.num_kv_heads,
-        max_position_embeddings=32768,
-        rope_theta=1_000_000.0,
-        tie_word_embeddings=shape.tied_embeddings,
-    )
+    config = config_of_shape(shape, rope_theta=1_000_000.0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)

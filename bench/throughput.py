@@ -31,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import (
+    alternate_steps,
     corpus_lengths,
     fathom_step,
     reference_step,
@@ -69,25 +70,16 @@ def fathom_against_reference(args) -> dict:
 
 def packed_step_times(shape, lengths: list[int], seq_len: int, steps: int) -> dict[str, list[float]]:
     """Seconds per step of each variant, alternating; the first step of each warms up and is not kept."""
-    import time
-
-    models = {name: shaped_model_with_lora(shape, attn) for name, (_, attn) in PACKED_VARIANTS.items()}
+    runs = {name: (shaped_model_with_lora(shape, attn), fathom_step) for name, (_, attn) in PACKED_VARIANTS.items()}
     rows = {
         name: rows_from_lengths(lengths if packed else [], shape.vocab, seq_len, seed=1)
         for name, (packed, _) in PACKED_VARIANTS.items()
     }
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for step in range(steps + 1):
-        for name, model in models.items():
-            batch = next(rows[name])
-            start = time.perf_counter()
-            fathom_step(model, batch)
-            elapsed = time.perf_counter() - start
-            model.zero_grad(set_to_none=True)
-            if step > 0:
-                times[name].append(elapsed)
+
+    def report(step: int, times: dict[str, list[float]]) -> None:
         print(f"step {step}: " + "  ".join(f"{n} {t[-1]:.2f}s" for n, t in times.items() if t), flush=True)
-    return times
+
+    return alternate_steps(runs, lambda name, step: next(rows[name]), steps, report)
 
 
 def packed_peak_in_this_process(shape_name: str, variant: str, seq_len: int, lengths: list[int]) -> dict:

@@ -75,7 +75,8 @@ def smollm2_tokenizer_dir(folder: Path) -> Path:
     return folder
 
 
-def _tiny_config(kind: str, vocab_size: int, eos_id: int, **overrides):
+def tiny_config(kind: str, vocab_size: int, eos_id: int, **overrides):
+    """A 2-layer (hidden 64, 4 heads, 2 KV heads) Qwen2 or Llama config; ``overrides`` on top."""
     from transformers import LlamaConfig, Qwen2Config
 
     common = dict(
@@ -101,7 +102,7 @@ def build_tiny_model(folder: Path, tokenizer, kind: str = "qwen2", vocab_size: i
     from transformers import AutoModelForCausalLM
 
     eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    config = _tiny_config(kind, vocab_size or len(tokenizer), eos, **overrides)
+    config = tiny_config(kind, vocab_size or len(tokenizer), eos, **overrides)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.save_pretrained(folder)

@@ -12,7 +12,8 @@ import logging
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForCausalLM, Qwen2Config
+from helpers import tiny_config
+from transformers import AutoModelForCausalLM
 
 from fathom.config import ConfigError, LoraConfig
 from fathom.model import attention
@@ -26,15 +27,7 @@ LENGTHS = [[15, 25], [40], [3, 9, 28]]  # three rows of 40 tokens: two documents
 
 def _model(attn: str, seed: int = 0):
     register()
-    config = Qwen2Config(
-        vocab_size=256,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-    )
+    config = tiny_config("qwen2", 256, 0, intermediate_size=96, max_position_embeddings=128)
     torch.manual_seed(seed)
     base = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="sdpa")
     base.config._attn_implementation = attn

@@ -7,8 +7,8 @@ import json
 
 import pytest
 import torch
-from helpers import small_run_config, write_config
-from transformers import AutoModelForCausalLM, Qwen2Config
+from helpers import small_run_config, tiny_config, write_config
+from transformers import AutoModelForCausalLM
 
 from fathom.cli import main
 from fathom.config import LoraConfig
@@ -19,17 +19,10 @@ from fathom.train import memory
 
 
 def _tiny(layers: int = 4):
-    config = Qwen2Config(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        use_cache=False,
-    )
+    config = tiny_config("qwen2", 128, 0, hidden_size=32, intermediate_size=64, num_hidden_layers=layers)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.config.use_cache = False
     enable_activation_checkpointing(model)
     model = apply_lora(model, LoraConfig(r=4, alpha=8, dropout=0.1), seed=0)  # dropout: the RNG must replay
     return model.train()
