@@ -9,8 +9,9 @@ layers) and saves the full-logits softmax and its copies. Target: fathom >= 0.9x
 checkpointing, fathom's chunked loss) trains on rows packed by fathom's packer from the document
 lengths of the maritime corpus in ../shared (or ``--cache``: the training documents of your token
 cache), with fathom's per-document attention (``sdpa_packed``, what ``attn_implementation: auto`` runs
-on a CPU) and with transformers' SDPA and its T x T block mask (``sdpa``, the path before), against
-whole rows of one document each. Target: packed rows >= 0.95x the tokens/s of whole rows, and a peak
+on a CPU) and with transformers' SDPA and its T x T block mask (``sdpa``, the path before), and with
+the layers ``train.memory: auto`` recomputes on this machine (``packed-auto``), against whole rows of
+one document each. Target: packed rows >= 0.95x the tokens/s of whole rows, and a peak
 no higher. Peak memory: one step per variant in a fresh process (bench/_common.measure_peak).
 
 Every way runs in one process, alternating step by step, so machine noise hits all alike; the ratio is
@@ -41,12 +42,33 @@ from _common import (
     tokens_per_second,
 )
 
-# name: (packed from the corpus, attention implementation)
+# name: (packed from the corpus, attention implementation, train.memory auto; else every layer checkpointed)
 PACKED_VARIANTS = {
-    "whole": (False, "fathom_sdpa_packed"),
-    "packed": (True, "fathom_sdpa_packed"),
-    "packed-mask": (True, "sdpa"),
+    "whole": (False, "fathom_sdpa_packed", False),
+    "packed": (True, "fathom_sdpa_packed", False),
+    "packed-mask": (True, "sdpa", False),
+    "packed-auto": (True, "fathom_sdpa_packed", True),
 }
+
+
+def build_variant(shape, name: str, seq_len: int):
+    """The model of variant ``name``: LoRA, its attention, and every layer checkpointed or what
+    train.memory auto picks for this machine at ``seq_len`` (the planner's choice, fathom.estimate)."""
+    import torch
+
+    from fathom.config import FathomConfig
+    from fathom.estimate import GIB, Options, choose_memory
+    from fathom.model.load import set_checkpointing
+    from fathom.train.memory import device_memory_gib
+
+    _, attn, auto = PACKED_VARIANTS[name]
+    model = shaped_model_with_lora(shape, attn)
+    if auto:
+        limit = device_memory_gib(torch.device("cpu")) * GIB
+        opts = Options(compute_bytes=4, lora_dropout=0.0)
+        setup = choose_memory(shape, opts, seq_len, limit, False, FathomConfig())
+        set_checkpointing(model, setup.checkpoint_every, offload=False)
+    return model
 
 
 def fathom_against_reference(args) -> dict:
@@ -70,10 +92,10 @@ def fathom_against_reference(args) -> dict:
 
 def packed_step_times(shape, lengths: list[int], seq_len: int, steps: int) -> dict[str, list[float]]:
     """Seconds per step of each variant, alternating; the first step of each warms up and is not kept."""
-    runs = {name: (shaped_model_with_lora(shape, attn), fathom_step) for name, (_, attn) in PACKED_VARIANTS.items()}
+    runs = {name: (build_variant(shape, name, seq_len), fathom_step) for name in PACKED_VARIANTS}
     rows = {
         name: rows_from_lengths(lengths if packed else [], shape.vocab, seq_len, seed=1)
-        for name, (packed, _) in PACKED_VARIANTS.items()
+        for name, (packed, _, _) in PACKED_VARIANTS.items()
     }
 
     def report(step: int, times: dict[str, list[float]]) -> None:
@@ -88,9 +110,9 @@ def packed_peak_in_this_process(shape_name: str, variant: str, seq_len: int, len
 
     from fathom.estimate import KNOWN_SHAPES
 
-    packed, attn = PACKED_VARIANTS[variant]
+    packed = PACKED_VARIANTS[variant][0]
     shape = KNOWN_SHAPES[shape_name]
-    model = shaped_model_with_lora(shape, attn)
+    model = build_variant(shape, variant, seq_len)
     rows = rows_from_lengths(lengths if packed else [], shape.vocab, seq_len, seed=1)
     fathom_step(model, next(rows))
     model.zero_grad(set_to_none=True)
@@ -152,6 +174,7 @@ def packed_against_whole(args) -> dict:
         "step_peak_mib": {k: round(p.get("step_peak_mib", float("nan")), 1) for k, p in peaks.items()},
         "packed_over_whole": round(ratio, 4),
         "mask_over_whole": round(tps["packed-mask"] / tps["whole"], 4),
+        "auto_over_whole": round(tps["packed-auto"] / tps["whole"], 4),
         "target_met": met,
     }
 
