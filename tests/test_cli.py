@@ -264,3 +264,24 @@ def test_every_failure_is_one_line_with_an_exit_code_by_kind(capsys):
     assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("fathom: error: x: no room to write")
     with pytest.raises(ZeroDivisionError):  # a bug is not dressed up as a user error
         run_guarded(raising(ZeroDivisionError()))
+
+
+def test_version_and_help_show_what_a_newcomer_needs(capsys):
+    """fathom --version; a default of 0 is shown like any other; plan --gpu names the hardware it knows;
+    the demo's every output folder is ignored by git."""
+    from fathom import __version__
+    from fathom.estimate import hardware_choices
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"fathom {__version__}"
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(0: all) (default: 0)" in text and "same prompts) (default: 0)" in text
+    with pytest.raises(SystemExit):
+        main(["plan", "--help"])
+    text = "".join(capsys.readouterr().out.split())  # names may wrap at their hyphens
+    assert all(key in text for key in hardware_choices())
+    ignored = (REPO / ".gitignore").read_text(encoding="utf-8").splitlines()
+    assert {"fathom-demo/", "fathom-demo-data/", "fathom-demo-qa/"} <= set(ignored)

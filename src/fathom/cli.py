@@ -35,8 +35,10 @@ import sys
 import warnings
 from pathlib import Path
 
+from fathom import __version__
 from fathom.config import DEFAULT_PROMPT_TEMPLATE, ConfigError, FathomConfig, config_to_yaml, load_config
 from fathom.errors import raise_problems
+from fathom.estimate import hardware_choices
 from fathom.eval.command import RULER_TASKS
 from fathom.model.allocator import prefer_expandable_segments
 
@@ -592,7 +594,9 @@ class _HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         help_text = action.help or ""
-        if action.default not in (None, False, [], argparse.SUPPRESS) and "%(default)" not in help_text:
+        default = action.default  # a 0 or 0.0 is shown: only "unset" and flags' False are not
+        unset = default is None or default is False or default == [] or default is argparse.SUPPRESS
+        if not unset and "%(default)" not in help_text:
             help_text += " (default: %(default)s)"
         return help_text
 
@@ -635,6 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Overrides: section.field=value, e.g. train.learning_rate=1e-4 'data.paths=[docs, more_docs]'. "
         "Every command: fathom COMMAND --help.",
     )
+    parser.add_argument("--version", action="version", version=f"fathom {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     _add_training_commands(sub)
@@ -660,7 +665,9 @@ def _add_training_commands(sub) -> None:
     plan.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     plan.add_argument("--world-size", type=int, default=1, help="number of training processes (GPUs)")
     plan.add_argument(
-        "--gpu", default=None, help="memory breakdown on this hardware, e.g. rtx4090 (none: a table of all)"
+        "--gpu",
+        default=None,
+        help=f"memory breakdown on this hardware, one of: {', '.join(hardware_choices())} (none: a table of all)",
     )
     plan.add_argument(
         "--cache",

@@ -126,8 +126,16 @@ def report_demo_qa(config, folder: str | Path = DEMO_QA) -> dict | None:
     instruct = out / final_model_dirname(config.sft.max_seq_length, instruct=True)
     if not (phase_1.is_dir() and instruct.is_dir()):
         return None
-    records = read_qa_records(Path(folder) / "eval.jsonl")[:DEMO_QA_EVAL_QUESTIONS]
-    logger.info("asking %d held-out questions of the Phase-1 and the Phase-2 adapter", len(records))
+    written = read_qa_records(Path(folder) / "eval.jsonl")
+    records = written[:DEMO_QA_EVAL_QUESTIONS]
+    logger.info(
+        "asking %d of the %d held-out questions in %s of the Phase-1 and the Phase-2 adapter (the demo's time "
+        "budget; fathom eval --qa %s asks them all)",
+        len(records),
+        len(written),
+        Path(folder) / "eval.jsonl",
+        Path(folder) / "eval.jsonl",
+    )
     results = evaluate_models(
         config.model.name_or_path,
         [str(phase_1), str(instruct)],
