@@ -141,10 +141,10 @@ def probes(scale: Scale) -> dict[str, Arm]:
     is compared with the arm it varies on the same held-out questions at the longest context."""
     out = [
         ("lr-x4", "sft.learning_rate", scale.phase2_learning_rate * 4),
-        ("tokens-x4", "sft.total_tokens", scale.phase2_tokens * 4),
         ("rank-64", "lora.r", 64),
-        ("no-replay", "sft.replay_fraction", 0.0),
         ("norms", "lora.train_norms", True),
+        ("no-replay", "sft.replay_fraction", 0.0),
+        ("tokens-x4", "sft.total_tokens", scale.phase2_tokens * 4),  # last: four times as long to train
     ]
     varied = arms(scale)["qa-only"]
     return {
