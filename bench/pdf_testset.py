@@ -335,19 +335,44 @@ def extract(path: Path, extractor: str) -> str:
     return "\n\n".join(d.text for d in documents)
 
 
+def pages_per_second(out: Path, cases: list[Case], extractor: str, rounds: int = 5) -> dict[str, float]:
+    """Text-layer pages read per second by ``extractor`` and by pypdf (today's reading before issue 23),
+    alternating file by file in this process, so machine noise hits both alike."""
+    import time
+
+    from pypdf import PdfReader
+
+    files = [out / f"{case.name}.pdf" for case in cases if not case.scanned]
+    pages = sum(len(PdfReader(str(f)).pages) for f in files)
+    seconds = {extractor: 0.0, "pypdf": 0.0}
+    extract(files[0], extractor)  # imports and first-call costs out of the timing
+    for _ in range(rounds):
+        for f in files:
+            for name in seconds:
+                start = time.perf_counter()
+                extract(f, name)
+                seconds[name] += time.perf_counter() - start
+    return {name: rounds * pages / s for name, s in seconds.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "pdf-testset")
     parser.add_argument("--extractor", choices=["fathom", "pypdf", "pypdfium2"], default="fathom")
     args = parser.parse_args()
-    rows = [score(extract(args.out / f"{case.name}.pdf", args.extractor), case) for case in build(args.out)]
+    cases = build(args.out)
+    rows = [score(extract(args.out / f"{case.name}.pdf", args.extractor), case) for case in cases]
     print(f"extractor: {args.extractor}")
     print("| file | characters | character accuracy | furniture lines left | table rows in order |")
     print("|---|---|---|---|---|")
     for r in rows:
         cells = [r["file"], f"{r['characters']:,}", f"{r['char_accuracy']:.1%}", r["furniture_left"]]
         print("| " + " | ".join(str(c) for c in [*cells, r["table_rows_in_order"]]) + " |")
-    print(json.dumps({"benchmark": "pdf-testset", "extractor": args.extractor, "rows": rows}))
+    speed = pages_per_second(args.out, cases, args.extractor)
+    ratio = speed[args.extractor] / speed["pypdf"]
+    mine, pypdf = speed[args.extractor], speed["pypdf"]
+    print(f"text-layer pages/s: {args.extractor} {mine:.0f}, pypdf {pypdf:.0f} ({ratio:.2f}x)")
+    print(json.dumps({"benchmark": "pdf-testset", "extractor": args.extractor, "rows": rows, "pages_per_s": speed}))
     return 0
 
 

@@ -329,6 +329,8 @@ def _cmd_data_stats(args: argparse.Namespace) -> int:
         f"{stats['sources']:,} sources; {stats['held_out_documents']:,} held out for evaluation; duplicates removed: "
         f"{stats['duplicates_removed']['exact']:,} exact, {stats['duplicates_removed']['near']:,} near"
     )
+    if stats["pdf"]:
+        console.print("PDFs: " + ", ".join(f"{k.replace('_', ' ')} {n:,}" for k, n in stats["pdf"].items()))
     if stats["skipped"]:
         console.print("skipped: " + ", ".join(f"{n} {r}" for r, n in stats["skipped_by_reason"].items()))
         for source, reason in stats["skipped_files"][:50]:

@@ -206,6 +206,7 @@ def data_stats(config: FathomConfig, cache, examples=None) -> dict:
         "skipped": len(meta["skipped"]),
         "skipped_by_reason": meta["skipped_by_reason"],
         "skipped_files": meta["skipped"],
+        "pdf": meta.get("pdf") or {},
         "documents": meta["documents"],
         "tokens": meta["tokens"],
         "train_documents": len(train),

@@ -64,9 +64,9 @@ def test_the_truth_itself_scores_perfectly_and_furniture_is_counted(testset):
     assert module.score(module.normalized(ligatures.truth), ligatures)["char_accuracy"] == 1.0
 
 
-def test_todays_reading_is_measured_not_assumed(testset):
-    """pypdf's text layer keeps the running header and footer and the hyphens; the scanned page has no
-    text at all. These are the numbers issue 23 is to improve."""
+def test_pypdfs_reading_is_measured_not_assumed(testset):
+    """pypdf's text layer (fathom's reading before fathom.data.pdf) keeps the running header and footer
+    and the hyphens, and gives each table cell its own line; the scanned page has no text at all."""
     module, out, cases = testset
     read = {name: module.score(module.extract(out / f"{name}.pdf", "pypdf"), case) for name, case in cases.items()}
     assert read["furniture"]["furniture_left"] > 0 and read["columns"]["furniture_left"] > 0

@@ -205,9 +205,20 @@ def cache_key(sources: list[str], tokenizer_hash: str, eod_id: int, settings: Cl
                 if child.is_file() or (child.exists() and not child.is_dir()):
                     h.update(str(child.relative_to(path)).encode())
                     _hash_file(child, h)
+                    _hash_reader(child, h)
         else:
             _hash_file(path, h)
+            _hash_reader(path, h)
     return h.hexdigest()
+
+
+def _hash_reader(path: Path, h) -> None:
+    """A PDF's text depends on how fathom reads it: its reader's version joins the key, for PDFs only
+    (every other format's key, and so its cache, stays as it was)."""
+    if path.suffix.lower() == ".pdf":
+        from fathom.data.pdf import READER_VERSION
+
+        h.update(READER_VERSION.encode())
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -680,6 +691,7 @@ def _build_summary(sink: _DocumentSink, sources: int, seconds: float) -> dict:
         "files_read": report.files_read,
         "skipped": report.skipped,
         "skipped_by_reason": report.reasons(),
+        "pdf": dict(report.pdf),  # what reading the PDFs removed and joined (fathom.data.pdf)
         "duplicates_removed": sink.removed,
         "shard_tokens": writer.shard_tokens,
         "seconds": round(seconds, 3),

@@ -5,8 +5,9 @@ Sources under ``data.paths``: files, folders (searched recursively), glob patter
 ``datasets.load_dataset`` (a Hub id, or a local folder or script, which is how it is tested offline).
 
 File formats: .txt .md .markdown .rst (plain text), .html .htm (main text by trafilatura),
-.pdf (text layer by pypdf; a PDF without one is reported as probably scanned), .jsonl and .json
-(records with ``data.text_field``), .parquet (column ``data.text_field``, read in batches).
+.pdf (text layer by pdfium, read as a reader sees it: fathom.data.pdf; a PDF without one is reported
+as probably scanned), .jsonl and .json (records with ``data.text_field``), .parquet (column
+``data.text_field``, read in batches).
 
 A bad file (empty, binary, unreadable, a broken symlink, a corrupt or encrypted PDF, a JSON line
 without the text field) is recorded in the :class:`IngestReport` with its reason and logged once;
@@ -58,6 +59,7 @@ class IngestReport:
     files_read: int = 0
     documents: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    pdf: Counter = field(default_factory=Counter)  # what reading PDFs removed, joined and kept (data stats)
 
     def skip(self, source: Path | str, reason: str) -> None:
         """Record a skip; whoever owns the report logs it (see :func:`log_skips`)."""
@@ -71,6 +73,7 @@ class IngestReport:
         self.files_read += other.files_read
         self.documents += other.documents
         self.skipped.extend(other.skipped)
+        self.pdf.update(other.pdf)
 
 
 def log_skips(skipped: list[tuple[str, str]], already_logged: int = 0, limit: int = 20) -> int:
@@ -264,28 +267,37 @@ def _html_text(raw: bytes, path: Path, report: IngestReport) -> str | None:
 
 
 def _pdf_text(path: Path, report: IngestReport) -> str | None:
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    """The reader's text of a PDF (fathom.data.pdf: furniture out, hyphens joined, columns and tables in
+    order); what reading took away is counted in ``report.pdf``."""
+    from pypdfium2 import PdfiumError
+
+    from fathom.data.pdf import read_pdf
 
     try:
-        reader = PdfReader(str(path))
-        if reader.is_encrypted and not reader.decrypt(""):
-            report.skip(path, "encrypted PDF (needs a password)")
-            return None
-        pages = [page.extract_text() or "" for page in reader.pages]
-    except (PdfReadError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        result = read_pdf(path)
+    except PdfiumError as exc:
         message = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        reason = "encrypted PDF" if "encrypt" in message.lower() or "decrypt" in message.lower() else "corrupt PDF"
-        report.skip(path, f"{reason} ({message})")
+        if "password" in message.lower():
+            report.skip(path, "encrypted PDF (needs a password)")
+        else:
+            report.skip(path, f"corrupt PDF ({message})")
         return None
-    except Exception as exc:  # pypdf raises many kinds of errors on broken files
+    except Exception as exc:  # a damaged file can fail anywhere inside pdfium's reading
         report.skip(path, f"corrupt PDF ({type(exc).__name__}: {str(exc)[:120]})")
         return None
-    text = "\n\n".join(p for p in pages if p.strip())
-    if not text.strip():
-        report.skip(path, f"PDF without a text layer (scanned?) ({len(pages)} pages)")
+    if not result.text.strip():
+        report.skip(path, f"PDF without a text layer (scanned?) ({result.pages} pages)")
         return None
-    return text
+    report.pdf.update(
+        {
+            "pdf_pages": result.pages,
+            "header_footer_lines_removed": result.furniture_lines,
+            "line_end_hyphens_joined": result.hyphens_joined,
+            "table_rows": result.table_rows,
+            "pages_without_text": len(result.pages_without_text),
+        }
+    )
+    return result.text
 
 
 def _records(

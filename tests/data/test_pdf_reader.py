@@ -1,0 +1,115 @@
+"""fathom.data.pdf reads a PDF as a reader sees it, scored on the project's own PDF test set
+(bench/pdf_testset.py): furniture out, line-end hyphens joined where they break a word, columns and
+table rows in order, sentences whole across page breaks; and a PDF's cache key follows the reader."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from fathom.data import pdf
+from fathom.data.pdf import read_pdf
+
+pytest.importorskip("reportlab", reason="the PDF test set needs reportlab (the dev extra installs it)")
+pytest.importorskip("rapidfuzz", reason="the PDF test set's scores need rapidfuzz (the dev extra installs it)")
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "pdf_testset.py"
+
+
+@pytest.fixture(scope="module")
+def testset(tmp_path_factory):
+    spec = importlib.util.spec_from_file_location("bench_pdf_testset_reader", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_pdf_testset_reader"] = module
+    spec.loader.exec_module(module)
+    out = tmp_path_factory.mktemp("pdf-testset")
+    return module, out, {case.name: case for case in module.build(out)}
+
+
+@pytest.mark.parametrize("name", ["furniture", "hyphenation", "columns", "table", "rotated", "ligatures"])
+def test_text_layer_pdfs_read_as_a_reader_sees_them(testset, name):
+    """Issue 23's goals on the text-layer files: >= 99% of characters, no furniture line, every row in order."""
+    module, out, cases = testset
+    result = read_pdf(out / f"{name}.pdf")
+    score = module.score(result.text, cases[name])
+    assert score["char_accuracy"] >= 0.99, score
+    assert score["furniture_left"] == 0, score
+    if cases[name].table:
+        assert score["table_rows_in_order"] == "7/7"
+        assert result.table_rows == 7
+    if name in ("furniture", "columns"):
+        assert result.furniture_lines >= 4  # header and footer line on each page
+    if name == "hyphenation":
+        assert result.hyphens_joined >= 10
+
+
+def test_a_scanned_page_has_no_text_yet_and_says_which(testset):
+    _, out, _ = testset
+    result = read_pdf(out / "scanned.pdf")
+    assert result.text == "" and result.pages_without_text == [1]
+
+
+def test_line_end_hyphens_follow_the_document():
+    vocabulary = Counter({"power-driven": 3, "lookout": 1})
+    assert pdf._join_lines(["every power-", "driven vessel"], vocabulary) == ("every power-driven vessel", 0)
+    assert pdf._join_lines(["keep a look-", "out at all times"], vocabulary) == ("keep a lookout at all times", 1)
+    assert pdf._join_lines(["an appro-", "priate authority"], vocabulary) == ("an appropriate authority", 1)
+    assert pdf._join_lines(["Rule 9-", "Narrow channels"], vocabulary)[0] == "Rule 9- Narrow channels"
+
+
+@pytest.mark.parametrize("line", ["7", "Page 7", "- 7 -", "page 7 of 12", "xiv", "Seite 3"])
+def test_page_numbers_are_furniture(line):
+    assert pdf.PAGE_NUMBER.match(line)
+
+
+@pytest.mark.parametrize("line", ["Rule 7", "7 knots", "Section 3 applies", "Lookout"])
+def test_text_is_not_a_page_number(line):
+    assert not pdf.PAGE_NUMBER.match(line)
+
+
+def test_a_sentence_cut_by_a_page_break_stays_one():
+    def page(*texts, top=800.0):
+        return [(56.0, top - 14 * i - 10, 400.0, top - 14 * i, text) for i, text in enumerate(texts)]
+
+    header = "Rules for Ships, July 2024"
+    pages = [
+        page(header, "The vessel shall keep a proper", "look-out by sight and", "Page 1"),
+        page(header, "hearing at all times. A new sentence.", "Page 2"),
+    ]
+    result = pdf.assemble(pages)
+    assert result.text == "The vessel shall keep a proper look-out by sight and hearing at all times. A new sentence."
+    assert result.furniture_lines == 4
+
+
+def test_a_pdfs_cache_key_follows_the_reader_and_no_other_format_does(tmp_path, monkeypatch):
+    from fathom.data.cache import CleaningSettings, cache_key
+
+    (tmp_path / "a.txt").write_text("text", encoding="utf-8")
+    (tmp_path / "b.pdf").write_bytes(b"%PDF-1.4")
+    keys = lambda: [cache_key([str(tmp_path / n)], "tok", 0, CleaningSettings()) for n in ("a.txt", "b.pdf")]  # noqa: E731
+    before = keys()
+    monkeypatch.setattr(pdf, "READER_VERSION", "fathom-pdf-next")
+    after = keys()
+    assert after[0] == before[0] and after[1] != before[1]
+
+
+def test_data_stats_counts_what_reading_the_pdfs_did(testset, local_model_dir, tmp_path, capsys):
+    import json
+
+    from helpers import small_run_config, write_config
+
+    from fathom.cli import main
+
+    _, out, _ = testset
+    cfg = small_run_config(local_model_dir, [*sorted(out.glob("*.pdf"))], tmp_path / "run")
+    cfg["data"]["cache_dir"] = str(tmp_path / "cache")
+    config = write_config(tmp_path / "run.yaml", cfg)
+    assert main(["data", "stats", "--config", str(config), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["pdf"]["header_footer_lines_removed"] >= 8 and stats["pdf"]["line_end_hyphens_joined"] >= 10
+    assert stats["pdf"]["table_rows"] == 7 and stats["skipped_by_reason"] == {"PDF without a text layer": 1}
+    assert stats["pdf"]["pdf_pages"] >= 8
