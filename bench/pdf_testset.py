@@ -10,7 +10,8 @@ reader sees, in reading order, without the furniture. Cases:
 - ``hyphenation``: a narrow column whose lines end in words broken with a hyphen, including the
   compound "power-driven" broken at its own hyphen (a reader keeps that hyphen).
 - ``columns``: two columns a page, read column by column.
-- ``table``: a paragraph, a table of ships (4 columns, a header row and 6 rows), a paragraph.
+- ``table``: a paragraph, a table of ships (4 columns, a header row and 6 rows), a paragraph; the truth
+  writes the table as Markdown rows, as fathom keeps it.
 - ``scanned``: the furniture case's first page as a 300-dpi image, no text layer (what OCR must read).
 - ``rotated``: the text on a page turned 90 degrees (``/Rotate``).
 - ``ligatures``: DejaVu Sans with the fi / fl ligature code points and non-ASCII (section sign, accents,
@@ -220,8 +221,8 @@ def _table_case(out: Path, words: list[str]) -> Case:
         y -= 13.5
     canvas.showPage()
     canvas.save()
-    table_text = " ".join(" ".join(row) for row in SHIPS)
-    return Case("table", f"{' '.join(before)} {table_text} {' '.join(after)}", table=list(SHIPS))
+    table_text = "\n".join("| " + " | ".join(row) + " |" for row in SHIPS)  # a reader sees rows of cells
+    return Case("table", f"{' '.join(before)}\n\n{table_text}\n\n{' '.join(after)}", table=list(SHIPS))
 
 
 def _rotated_case(out: Path, words: list[str]) -> Case:

@@ -79,7 +79,7 @@ def setup_logging(verbose: bool = False) -> None:
 
 def _resolve_config(args: argparse.Namespace) -> FathomConfig:
     # Only the commands that read the documents check that they exist; plan and config work before.
-    reads_documents = args.command in ("train", "prepare", "data", "qa")
+    reads_documents = args.command in ("train", "prepare", "data", "qa") and getattr(args, "data_command", "") != "show"
     if args.config is not None:
         return load_config(args.config, args.overrides, check_paths=reads_documents)
     from fathom.demo import demo_config
@@ -310,6 +310,23 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     cache = prepare_configured_corpus(_resolve_config(args), verify=args.verify)
     logger.info("token cache ready: %s", cache.folder)
     return 0
+
+
+def _cmd_data_show(args: argparse.Namespace) -> int:
+    from fathom.reports import data_show
+
+    shown = data_show(_resolve_config(args), args.file)
+    if args.json:
+        print(json.dumps(shown, indent=2, ensure_ascii=False))
+        return 0
+    for doc in shown["documents"]:
+        print(f"=== {doc['where']}: {doc['tokens']:,} tokens (with the end-of-document token) ===")
+        print(doc["text"])
+    done = ", ".join(f"{k.replace('_', ' ')} {n:,}" for k, n in shown["pdf"].items())
+    print(f"--- {len(shown['documents'])} document(s)" + (f"; PDF: {done}" if done else ""))
+    for source, reason in shown["skipped"]:
+        print(f"skipped {source}: {reason}")
+    return 0 if shown["documents"] else 1
 
 
 def _cmd_data_stats(args: argparse.Namespace) -> int:
@@ -603,8 +620,12 @@ class _HelpFormatter(argparse.HelpFormatter):
         return help_text
 
 
-def _subcommand(sub, name: str, help_text: str, func, common: bool = True) -> argparse.ArgumentParser:
+def _subcommand(sub, name: str, help_text: str, func, common: bool = True, first=None) -> argparse.ArgumentParser:
+    """A subcommand with --config and overrides (``common``); ``first``: (name, kwargs) of a positional
+    argument that comes before the overrides."""
     parser = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_HelpFormatter)
+    if first is not None:
+        parser.add_argument(first[0], **first[1])
     if common:
         parser.add_argument("--config", "-c", type=Path, default=None, help="YAML config (none: the built-in demo)")
         parser.add_argument(
@@ -691,8 +712,16 @@ def _add_training_commands(sub) -> None:
     prepare.add_argument(
         "--verify", action="store_true", help="check a reused cache's checksums too (sizes are always checked)"
     )
-    data = sub.add_parser("data", help="corpus tools (data stats)", description="corpus tools")
+    data = sub.add_parser("data", help="corpus tools (data show, data stats)", description="corpus tools")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    show = _subcommand(
+        data_sub,
+        "show",
+        "one file's text exactly as it enters the token cache, with its token count",
+        _cmd_data_show,
+        first=("file", {"type": Path, "metavar": "FILE", "help": "a file of your corpus (.pdf, .html, .txt, ...)"}),
+    )
+    show.add_argument("--json", action="store_true", help="print it as one JSON object")
     stats = _subcommand(
         data_sub, "stats", "files, skips, documents, tokens, lengths and per-phase mix", _cmd_data_stats
     )

@@ -175,6 +175,17 @@ def instruction_stats(examples) -> dict:
     }
 
 
+def data_show(config: FathomConfig, path: Path) -> dict:
+    """``fathom data show FILE``: one file as it enters the token cache, with the configured model's
+    tokenizer and cleaning settings (:func:`fathom.data.cache.document_as_cached`)."""
+    from fathom.data.cache import CleaningSettings, document_as_cached
+    from fathom.model.load import load_configured_tokenizer
+
+    if not Path(path).is_file():
+        raise ConfigError(f"FILE: {path} is not a file; give one file of your corpus")
+    return document_as_cached(path, CleaningSettings.from_config(config), load_configured_tokenizer(config.model))
+
+
 def data_stats(config: FathomConfig, cache, examples=None) -> dict:
     """What ``fathom data stats`` reports, as one JSON-ready object (``examples``: Phase 2's, when any)."""
     meta = cache.meta

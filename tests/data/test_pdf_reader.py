@@ -113,3 +113,32 @@ def test_data_stats_counts_what_reading_the_pdfs_did(testset, local_model_dir, t
     assert stats["pdf"]["header_footer_lines_removed"] >= 8 and stats["pdf"]["line_end_hyphens_joined"] >= 10
     assert stats["pdf"]["table_rows"] == 7 and stats["skipped_by_reason"] == {"PDF without a text layer": 1}
     assert stats["pdf"]["pdf_pages"] >= 8
+
+
+def test_data_show_prints_one_file_as_the_cache_gets_it(testset, local_model_dir, tmp_path, capsys, monkeypatch):
+    """fathom data show FILE: the cleaned text and its token count, what reading the PDF did; a scanned
+    file says why it gives nothing; a path that is no file is one line; nothing is written anywhere."""
+    import json
+
+    from helpers import small_run_config, write_config
+
+    from fathom.cli import main
+
+    _, out, _ = testset
+    config = write_config(tmp_path / "run.yaml", small_run_config(local_model_dir, [out], tmp_path / "run"))
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["data", "show", str(out / "table.pdf"), "--config", str(config), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    (document,) = shown["documents"]
+    assert "| Tug | 480 | 32 | 6 |" in document["text"] and document["tokens"] > 100
+    assert shown["pdf"]["table_rows"] == 7 and shown["skipped"] == []
+    assert main(["data", "show", str(out / "furniture.pdf"), "--config", str(config)]) == 0
+    text = capsys.readouterr().out
+    assert "tokens (with the end-of-document token) ===" in text and "header footer lines removed 4" in text
+    assert "Page 1" not in text
+    assert main(["data", "show", str(out / "scanned.pdf"), "--config", str(config)]) == 1
+    assert "PDF without a text layer" in capsys.readouterr().out
+    assert main(["data", "show", str(tmp_path / "missing.pdf"), "--config", str(config)]) == 2
+    assert "is not a file" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no run folder, no cache, no demo data

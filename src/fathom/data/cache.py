@@ -133,6 +133,21 @@ def _extract(unit: tuple[str, object], settings: CleaningSettings | None = None)
     return kept, report
 
 
+def document_as_cached(path: str | Path, settings: CleaningSettings, tokenizer) -> dict:
+    """One file as it enters the token cache (``fathom data show``): every document's cleaned text and
+    its token count (the end-of-document token included), the skips with their reasons, and what
+    reading a PDF removed and joined. The cache's own path: the same extraction, cleaning and tokenizer."""
+    docs, report = _extract(("file", str(path)), settings)
+    encoder = _main_tokenizer(tokenizer_fingerprint(tokenizer)[0])
+    count = lambda text: len(encoder.encode(text, add_special_tokens=False).ids) + 1  # noqa: E731  (+ end token)
+    return {
+        "file": str(path),
+        "documents": [{"where": doc.where, "tokens": count(doc.text), "text": doc.text} for doc in docs],
+        "skipped": report.skipped,
+        "pdf": dict(report.pdf),
+    }
+
+
 def _main_tokenizer(tokenizer_json: str):
     """A private copy of the tokenizer that reads special-token text as text.
 

@@ -5,7 +5,8 @@ page's own coordinates, rotation undone. What no library does for a corpus is th
 so it is written here, from positions and repetition only (no per-publisher patterns):
 
 - **Lines**: rectangles whose vertical middles agree form a line; a line with wide gaps between its
-  rectangles is a row of cells. Two or more such rows in a row are a table, kept as tab-separated rows.
+  rectangles is a row of cells. Two or more such rows in a row are a table, kept as Markdown rows
+  (``| Tug | 480 | 32 | 6 |``: the cleaner folds tabs, a model has read many such tables).
 - **Columns**: a page whose lines leave a vertical gutter in its middle third (at most 10% of the
   lines cross it) is read column by column.
 - **Furniture**: the top and bottom lines of each page (the two outermost at each end) whose text, digits
@@ -146,15 +147,17 @@ def assemble(pages: list[list[Box]]) -> PdfText:
         blocks += [_lines(column) for column in _columns(body)]
     vocabulary = _vocabulary(page_lines)
     parts: list[str] = []
+    tables: set[int] = set()  # indexes of the parts that are tables: text never runs on from one
     for block in blocks:
         for kind, content in _paragraphs(block):
             if kind == "table":
                 result.table_rows += len(content)
-                parts.append("\n".join("\t".join(row) for row in content))
+                tables.add(len(parts))
+                parts.append("\n".join("| " + " | ".join(row) + " |" for row in content))
                 continue
             text, joined = _join_lines(content, vocabulary)
             result.hyphens_joined += joined
-            if parts and not parts[-1].endswith(("\n", "\t")) and _continues(parts[-1], text):
+            if parts and len(parts) - 1 not in tables and _continues(parts[-1], text):
                 glued, joined = _join_lines([parts[-1], text], vocabulary)
                 parts[-1] = glued
                 result.hyphens_joined += joined
