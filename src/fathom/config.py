@@ -215,11 +215,18 @@ class DataConfig:
         "none (read no link), all (follow every link). A file named in data.paths itself is always read.",
         default="inside",
     )
+    ocr: str = _help(
+        "PDF pages without a text layer (scans): auto reads them with tesseract where it is installed "
+        "(apt-get install tesseract-ocr, brew install tesseract; slow: seconds a page), else skips such a "
+        "file saying so; off skips them.",
+        default="auto",
+    )
 
     def problems(self, check_paths: bool = True) -> Iterator[str]:
         if not self.paths:
             yield "data.paths: give at least one file or folder of documents"
         yield from _choice("data.follow_symlinks", self.follow_symlinks, ("inside", "all", "none"))
+        yield from _choice("data.ocr", self.ocr, ("auto", "off"))
         yield from _choice("data.unicode_normalization", self.unicode_normalization, ("NFC", "NFKC", "none"))
         if not 0 <= self.eval_fraction < 1:
             yield f"data.eval_fraction: must be in [0, 1), got {self.eval_fraction}"

@@ -76,10 +76,13 @@ class CleaningSettings:
     eval_fraction: float = 0.0
     seed: int = 42
     max_document_chars: int = MAX_DOCUMENT_CHARS
+    ocr: str = "off"  # data.ocr: in the key of PDFs only (see _hash_reader)
 
     def key_fields(self) -> dict:
-        """What the cache key covers; the size cap only when it is not the default (older keys stay valid)."""
+        """What the cache key covers; the size cap only when it is not the default (older keys stay valid);
+        the OCR setting never here: it changes only PDFs' text, so it joins only their key."""
         fields = dict(self.__dict__)
+        del fields["ocr"]
         if fields["max_document_chars"] == MAX_DOCUMENT_CHARS:
             del fields["max_document_chars"]
         return fields
@@ -97,6 +100,7 @@ class CleaningSettings:
             d.eval_fraction,
             config.train.seed,
             d.max_document_chars,
+            d.ocr,
         )
 
 
@@ -118,7 +122,7 @@ def _extract(unit: tuple[str, object], settings: CleaningSettings | None = None)
     report = IngestReport()
     kind, payload = unit
     docs = (
-        list(documents_of(payload, settings.text_field, report, settings.max_document_chars))
+        list(documents_of(payload, settings.text_field, report, settings.max_document_chars, settings.ocr))
         if kind == "file"
         else payload
     )
@@ -220,20 +224,20 @@ def cache_key(sources: list[str], tokenizer_hash: str, eod_id: int, settings: Cl
                 if child.is_file() or (child.exists() and not child.is_dir()):
                     h.update(str(child.relative_to(path)).encode())
                     _hash_file(child, h)
-                    _hash_reader(child, h)
+                    _hash_reader(child, h, settings)
         else:
             _hash_file(path, h)
-            _hash_reader(path, h)
+            _hash_reader(path, h, settings)
     return h.hexdigest()
 
 
-def _hash_reader(path: Path, h) -> None:
-    """A PDF's text depends on how fathom reads it: its reader's version joins the key, for PDFs only
-    (every other format's key, and so its cache, stays as it was)."""
+def _hash_reader(path: Path, h, settings: CleaningSettings) -> None:
+    """A PDF's text depends on how fathom reads it: its reader's version and the OCR it would use join the
+    key, for PDFs only (every other format's key, and so its cache, stays as it was)."""
     if path.suffix.lower() == ".pdf":
-        from fathom.data.pdf import READER_VERSION
+        from fathom.data.pdf import READER_VERSION, ocr_engine
 
-        h.update(READER_VERSION.encode())
+        h.update(f"{READER_VERSION}|{ocr_engine(settings.ocr) or 'no-ocr'}".encode())
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -266,15 +266,16 @@ def _html_text(raw: bytes, path: Path, report: IngestReport) -> str | None:
     return text
 
 
-def _pdf_text(path: Path, report: IngestReport) -> str | None:
+def _pdf_text(path: Path, report: IngestReport, ocr: str = "off") -> str | None:
     """The reader's text of a PDF (fathom.data.pdf: furniture out, hyphens joined, columns and tables in
-    order); what reading took away is counted in ``report.pdf``."""
+    order, pages without text read by OCR when ``ocr`` is auto and tesseract is installed); what reading
+    took away is counted in ``report.pdf``."""
     from pypdfium2 import PdfiumError
 
-    from fathom.data.pdf import read_pdf
+    from fathom.data.pdf import OCR_INSTALL, ocr_engine, read_pdf
 
     try:
-        result = read_pdf(path)
+        result = read_pdf(path, ocr)
     except PdfiumError as exc:
         message = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         if "password" in message.lower():
@@ -286,7 +287,11 @@ def _pdf_text(path: Path, report: IngestReport) -> str | None:
         report.skip(path, f"corrupt PDF ({type(exc).__name__}: {str(exc)[:120]})")
         return None
     if not result.text.strip():
-        report.skip(path, f"PDF without a text layer (scanned?) ({result.pages} pages)")
+        if ocr == "off":
+            hint = "; data.ocr: auto reads such pages"
+        else:
+            hint = f"; to read it: {OCR_INSTALL}" if ocr_engine(ocr) is None else "; OCR read no text on it"
+        report.skip(path, f"PDF without a text layer (scanned?) ({result.pages} pages{hint})")
         return None
     report.pdf.update(
         {
@@ -295,6 +300,7 @@ def _pdf_text(path: Path, report: IngestReport) -> str | None:
             "line_end_hyphens_joined": result.hyphens_joined,
             "table_rows": result.table_rows,
             "pages_without_text": len(result.pages_without_text),
+            "pages_ocr": result.pages_ocr,
         }
     )
     return result.text
@@ -593,7 +599,7 @@ def special_file(path: Path) -> str | None:
 
 
 def documents_of(
-    source: str, text_field: str, report: IngestReport, max_chars: int = MAX_DOCUMENT_CHARS
+    source: str, text_field: str, report: IngestReport, max_chars: int = MAX_DOCUMENT_CHARS, ocr: str = "off"
 ) -> Iterator[Document]:
     """The documents of one expanded source (see :func:`expand_paths`); bad input goes to ``report``.
 
@@ -601,7 +607,7 @@ def documents_of(
     ``4 * max_chars`` bytes is skipped and a document above ``max_chars`` characters is split, so
     memory stays bounded whatever the input.
     """
-    for document in _documents_of(source, text_field, report, max_chars):
+    for document in _documents_of(source, text_field, report, max_chars, ocr):
         if len(document.text) <= max_chars:
             yield document
             continue
@@ -609,7 +615,9 @@ def documents_of(
             yield Document(document.text[start : start + max_chars], document.source, f"{document.where}#{i}")
 
 
-def _documents_of(source: str, text_field: str, report: IngestReport, max_chars: int) -> Iterator[Document]:
+def _documents_of(
+    source: str, text_field: str, report: IngestReport, max_chars: int, ocr: str = "off"
+) -> Iterator[Document]:
     if source.startswith(HUB_PREFIX) or Path(source).is_dir():
         report.files_read += 1
         yield from _dataset_documents(source, text_field, report)
@@ -637,7 +645,7 @@ def _documents_of(source: str, text_field: str, report: IngestReport, max_chars:
         yield from _parquet_documents(path, text_field, report, max_bytes)
         return
     if suffix in PDF_SUFFIXES:
-        text = _pdf_text(path, report)
+        text = _pdf_text(path, report, ocr)
     else:
         raw = _read_bytes(path, report)
         if raw is None:

@@ -19,6 +19,10 @@ so it is written here, from positions and repetition only (no per-publisher patt
 - **Reading order across breaks**: a block that ends without a full stop and a next one (column or
   page) starting in lower case are one sentence; other blocks are paragraphs.
 
+- **Scans**: a page with no text at all is rendered at 300 dpi and read by tesseract (``data.ocr: auto``,
+  where the ``tesseract`` program is installed: it reads English print well and ships no Python
+  package to install); its words, with their boxes, go through the same reading as a text layer.
+
 Worked example: a page whose lines are ``Rules for Ships - Page 3`` (and the same on most pages),
 ``the vessel shall keep a look-`` and ``out at all times`` becomes ``the vessel shall keep a lookout at
 all times`` when "lookout" occurs elsewhere in the document, ``... a look-out at all times`` when "look-out"
@@ -27,9 +31,15 @@ does.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import logging
 import re
+import shutil
 import statistics
+import subprocess
+import tempfile
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +47,11 @@ from pathlib import Path
 PAGE_NUMBER = re.compile(
     r"^[-–—\s]*(page|p\.|seite|pag\.?)?\s*([0-9]+|[ivxlcdm]{1,6})(\s*(of|/|de|von)\s*[0-9]+)?[-–—\s]*$", re.I
 )
+logger = logging.getLogger("fathom")
+
 READER_VERSION = "fathom-pdf-1"  # in the token cache's key of every PDF: bump when the text read changes
+OCR_DPI = 300
+OCR_INSTALL = "install tesseract (apt-get install tesseract-ocr, or brew install tesseract) and prepare again"
 SOFT_HYPHENS = ("\x02", "\ufffe", "\u00ad")  # how pdfium marks a hyphen that ends a line
 TERMINAL = ".!?:;\")'”’»"
 BROKEN = re.compile(r"([^\W\d_]+)-$")  # a line that ends in a word and a hyphen
@@ -77,19 +91,70 @@ class PdfText:
     hyphens_joined: int = 0
     table_rows: int = 0
     pages_without_text: list[int] = field(default_factory=list)  # 1-based: scanned, or images only
+    pages_ocr: int = 0  # of those, read by OCR
 
 
-def read_pdf(path: str | Path) -> PdfText:
-    """The reader's text of ``path`` (see the module docstring); raises pypdfium2's PdfiumError when the
-    file is not a PDF it can open (an encrypted one without an empty password included)."""
+def read_pdf(path: str | Path, ocr: str = "off") -> PdfText:
+    """The reader's text of ``path`` (see the module docstring); ``ocr``: data.ocr. Raises pypdfium2's
+    PdfiumError when the file is not a PDF it can open (an encrypted one without an empty password
+    included)."""
     import pypdfium2
 
+    engine = ocr_engine(ocr)
     document = pypdfium2.PdfDocument(str(path))
+    pages, scanned, started = [], 0, time.perf_counter()
     try:
-        pages = [_page_boxes(document[i]) for i in range(len(document))]
+        for i in range(len(document)):
+            boxes = _page_boxes(document[i])
+            if not boxes and engine:
+                if scanned % 10 == 0:  # OCR takes seconds a page: say where it is
+                    logger.info("OCR: %s, page %d of %d, with %s", path, i + 1, len(document), engine)
+                boxes = _ocr_boxes(document[i])
+                scanned += 1
+            pages.append(boxes)
     finally:
         document.close()
-    return assemble(pages)
+    if scanned:
+        logger.info("OCR: %s: %d pages read in %.0f s", path, scanned, time.perf_counter() - started)
+    result = assemble(pages)
+    result.pages_ocr = scanned
+    return result
+
+
+@functools.cache
+def ocr_engine(setting: str) -> str | None:
+    """The OCR program a setting of data.ocr uses here ("tesseract 5.3.0"), or None (off, or not installed)."""
+    program = shutil.which("tesseract") if setting == "auto" else None
+    if program is None:
+        return None
+    try:
+        version = subprocess.run([program, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    first = (version.stdout or version.stderr).splitlines()
+    return first[0].strip() if version.returncode == 0 and first else None
+
+
+def _ocr_boxes(page) -> list[Box]:
+    """The words tesseract reads on the page rendered at ``OCR_DPI``, as boxes in page points."""
+    image = page.render(scale=OCR_DPI / 72).to_pil().convert("L")
+    height = page.get_size()[1]
+    with tempfile.TemporaryDirectory(prefix="fathom-ocr-") as folder:
+        picture = Path(folder) / "page.png"
+        image.save(picture)
+        command = ["tesseract", str(picture), "stdout", "--dpi", str(OCR_DPI), "-l", "eng", "tsv"]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        except (OSError, subprocess.SubprocessError) as exc:
+            logger.warning("OCR failed on a page (%s); the page is left out", exc)
+            return []
+    scale, boxes = 72 / OCR_DPI, []
+    for row in done.stdout.splitlines()[1:]:
+        cells = row.split("\t")
+        if len(cells) == 12 and cells[0] == "5" and cells[11].strip():
+            left, top, width, tall = (float(v) * scale for v in cells[6:10])
+            boxes.append((left, height - top - tall, left + width, height - top, cells[11].strip()))
+    return boxes
 
 
 def _page_boxes(page) -> list[Box]:
