@@ -62,3 +62,41 @@ def test_imports_point_down():
             if other != unit and _rank(other) >= _rank(unit):
                 upward.append(f"{path.relative_to(PACKAGE)} imports {target}")
     assert not upward, "lower layers import higher ones:\n" + "\n".join(upward)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Every module of the package and the package modules it imports, at any depth of its code."""
+    modules = {_module(p) for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fathom"):
+                # `from fathom.model import lora, rope` names modules; `from fathom.model.rope import x`, its own
+                submodules = {f"{node.module}.{alias.name}" for alias in node.names} & modules
+                edges |= submodules or ({node.module} & modules)
+            elif isinstance(node, ast.Import):
+                edges |= {alias.name for alias in node.names} & modules
+        graph[_module(path)] = edges - {_module(path)}
+    return graph
+
+
+def test_no_import_circle():
+    """No module reaches itself through its imports (function-level imports too: they hide a circle, not
+    remove it)."""
+    graph, circles = _import_graph(), []
+
+    def visit(module: str, trail: list[str]) -> None:
+        for target in sorted(graph.get(module, ())):
+            if target in trail:
+                circles.append(" -> ".join([*trail[trail.index(target) :], target]))
+            elif target not in seen:
+                seen.add(target)
+                visit(target, [*trail, target])
+
+    seen: set[str] = set()
+    for start in sorted(graph):
+        if start not in seen:
+            seen.add(start)
+            visit(start, [start])
+    assert circles == []

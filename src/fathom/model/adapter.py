@@ -124,25 +124,6 @@ def trained_length(adapter: str | Path) -> int | None:
     return _trained_length(Path(adapter))
 
 
-def loading_code(base_source: str, adapter_path: str | Path, setting=None, base_setting=None) -> str:
-    """Python that loads the adapter with plain transformers + peft, as it is to be pasted.
-
-    ``base_source`` is what ``from_pretrained`` received in training (a local folder or a Hub id);
-    when the adapter was trained with another RoPE than the base's own (``setting`` vs
-    ``base_setting``, :class:`fathom.model.rope.RopeSetting`), the base is loaded with it.
-    """
-    kwargs = ""
-    if setting is not None and not setting.same_as(base_setting):
-        kwargs = "".join(f", {k}={v!r}" for k, v in setting.scaling_kwargs().items())
-    return (
-        "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
-        "from peft import PeftModel\n\n"
-        f'base = AutoModelForCausalLM.from_pretrained("{base_source}", dtype="auto"{kwargs})\n'
-        f'model = PeftModel.from_pretrained(base, "{adapter_path}")\n'
-        f'tokenizer = AutoTokenizer.from_pretrained("{adapter_path}")\n'
-    )
-
-
 def inference_rope(model, adapter: str | Path | None, rope: str | None, where: str = "--rope-scaling"):
     """The RoPE setting to run with: ``rope`` when given (e.g. 'yarn:2', 'none'), else the adapter's record.
 

@@ -274,6 +274,25 @@ def apply_rope(model: torch.nn.Module, setting: RopeSetting) -> bool:
     return True
 
 
+def loading_code(base_source: str, adapter_path: str | Path, setting=None, base_setting=None) -> str:
+    """Python that loads the adapter with plain transformers + peft, as it is to be pasted.
+
+    ``base_source`` is what ``from_pretrained`` received in training (a local folder or a Hub id);
+    when the adapter was trained with another RoPE than the base's own (``setting`` vs
+    ``base_setting``, :class:`fathom.model.rope.RopeSetting`), the base is loaded with it.
+    """
+    kwargs = ""
+    if setting is not None and not setting.same_as(base_setting):
+        kwargs = "".join(f", {k}={v!r}" for k, v in setting.scaling_kwargs().items())
+    return (
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        "from peft import PeftModel\n\n"
+        f'base = AutoModelForCausalLM.from_pretrained("{base_source}", dtype="auto"{kwargs})\n'
+        f'model = PeftModel.from_pretrained(base, "{adapter_path}")\n'
+        f'tokenizer = AutoTokenizer.from_pretrained("{adapter_path}")\n'
+    )
+
+
 def write_rope_record(
     folder: Path, final_path: Path, setting: RopeSetting, base_setting: RopeSetting, base_name: str
 ) -> None:
@@ -292,8 +311,6 @@ def write_rope_record(
     (folder / ROPE_RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
     readme = folder / "README.md"
     existing = readme.read_text(encoding="utf-8") if readme.is_file() else ""
-    from fathom.model.adapter import loading_code
-
     if setting.same_as(base_setting):
         note = (
             f"Trained with the base model's own RoPE ({setting.describe()}); load the base as it is:\n\n"

@@ -35,12 +35,20 @@ from fathom.data.mix import PhaseMix, document_weights, mix_for
 from fathom.data.pack import epoch_stream, pack_rows
 from fathom.errors import TrainingStopped, raise_problems
 from fathom.labels import IGNORE_INDEX
-from fathom.model.adapter import ADAPTER_WEIGHTS, loading_code
+from fathom.model.adapter import ADAPTER_WEIGHTS
 from fathom.model.allocator import prefer_expandable_segments
 from fathom.model.load import lean_norms, load_configured_tokenizer, load_model, tile_mlps
 from fathom.model.lora import apply_lora, fresh_lora_on_merged
 from fathom.model.loss import causal_lm_loss_sum, resolve_loss_implementation
-from fathom.model.rope import RopeRecord, RopeSetting, apply_rope, model_rope, nice_factor, phase_ropes
+from fathom.model.rope import (
+    RopeRecord,
+    RopeSetting,
+    apply_rope,
+    loading_code,
+    model_rope,
+    nice_factor,
+    phase_ropes,
+)
 from fathom.schedule import PhasePlan, final_model_dirname, merged_model_dirname, plan_phases, pretrain_plans
 from fathom.train import distributed
 from fathom.train.checkpoint import (
