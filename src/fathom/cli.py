@@ -312,6 +312,14 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from fathom.reports.html import write_report
+
+    page = write_report(args.run, args.eval, args.out)
+    print(f"wrote {page} ({page.stat().st_size / 2**20:.1f} MB): open it in a browser")
+    return 0
+
+
 def _cmd_data_show(args: argparse.Namespace) -> int:
     from fathom.reports import data_show
 
@@ -876,6 +884,16 @@ def _add_publishing_commands(sub) -> None:
 
 def _add_other_commands(sub) -> None:
     _subcommand(sub, "config", "print the resolved config, every field with its help text", _cmd_config)
+    report = _subcommand(
+        sub,
+        "report",
+        "one self-contained HTML page of a run (and its evaluations) to open in a browser",
+        _cmd_report,
+        False,
+        first=("run", {"type": Path, "metavar": "RUN_DIR", "help": "the run's output_dir"}),
+    )
+    report.add_argument("--eval", type=Path, action="append", default=[], help="a fathom eval --out folder (repeat)")
+    report.add_argument("--out", type=Path, default=None, help="the page (default: RUN_DIR/report.html)")
 
     runs = _subcommand(
         sub, "runs", "where runs are: phase, step, tokens, loss, time left, last checkpoint (no model loaded)",

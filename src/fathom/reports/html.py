@@ -1,0 +1,359 @@
+"""``fathom report``: one self-contained HTML page of a run, for the people who decide whether it is good enough.
+
+A superintendent or a surveyor will not start TensorBoard or read JSON. The page says what was trained on
+what, how the loss went through the phases, where in a long document the model finds things, and what it
+answered, question by question. It reads only what a run and ``fathom eval`` leave on disk (the run's
+``fathom_config.yaml``, ``status.json``, ``data_summary.json``, each phase's ``trainer_state.json``,
+``fathom_rope.json`` and needle heatmap, ``train.log``'s warnings; an eval folder's ``results.json`` and
+PNGs) and writes one file: CSS, the filter script and every picture (PNG, base64) inline, no external
+URL, so it opens from a file, an e-mail attachment or a shared drive, and prints.
+
+Written by hand on purpose: the page is a few tables, pictures and one filter, which the standard
+library's ``html.escape`` and matplotlib cover; a templating or dashboard library would add a
+dependency for no reader-visible gain.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import yaml
+
+STYLE = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+color:#1b2733;line-height:1.45}
+h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:2px solid #d6e2ee;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em}td,th{border:1px solid #ccd6e0;padding:.3em .6em;
+text-align:left;vertical-align:top}th{background:#eef3f8}.muted{color:#5b6b7b}.ok{color:#17692f;font-weight:600}
+.bad{color:#a3211b;font-weight:600}img{max-width:100%;border:1px solid #e3e9ef}pre{background:#f4f7fa;
+padding:.8em;overflow-x:auto;font-size:.88em}.filters{margin:.5em 0}.filters select{margin-right:1em}
+@media print{.filters{display:none}body{max-width:none}}
+"""
+SCRIPT = """
+function filterQA(id){const t=document.getElementById(id);const L=document.getElementById(id+'-length').value;
+const R=document.getElementById(id+'-right').value;let shown=0;
+for(const row of t.tBodies[0].rows){const ok=(L==='all'||row.dataset.length===L)&&(R==='all'||row.dataset.right===R);
+row.style.display=ok?'':'none';if(ok)shown++;}document.getElementById(id+'-count').textContent=shown+' shown';}
+"""
+
+
+def write_report(run_dir: Path, eval_dirs: list[Path] | None = None, out: Path | None = None) -> Path:
+    """Write the page of ``run_dir`` (and of each ``fathom eval`` folder in ``eval_dirs``) to ``out``
+    (default ``<run_dir>/report.html``), atomically; returns its path."""
+    from fathom.errors import ConfigError
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "status.json").is_file():
+        raise ConfigError(f"RUN_DIR: {run_dir} holds no fathom run (no status.json); give fathom train's output_dir")
+    for folder in eval_dirs or []:
+        if not (Path(folder) / "results.json").is_file():
+            raise ConfigError(f"--eval: {folder} holds no results.json; give a folder fathom eval --out wrote")
+    out = Path(out) if out is not None else run_dir / "report.html"
+    page = render(run_dir, [Path(d) for d in eval_dirs or []])
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
+def render(run_dir: Path, eval_dirs: list[Path]) -> str:
+    config = _yaml(run_dir / "fathom_config.yaml")
+    status = _json(run_dir / "status.json")
+    phases = _phases(run_dir, status)
+    body = [
+        _header(run_dir, config, status),
+        _what_was_trained(run_dir, config, phases),
+        _phase_table(phases),
+        _curves(phases),
+        _warnings(run_dir),
+        *(_evaluation(d) for d in eval_dirs),
+        _phase_heatmaps(phases),
+        _how_to_use(run_dir, config),
+    ]
+    title = f"fathom run: {html.escape(run_dir.name)}"
+    return (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{STYLE}</style>"
+        f"<script>{SCRIPT}</script></head><body>{''.join(body)}</body></html>"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading the run
+
+
+def _json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _phases(run_dir: Path, status: dict) -> list[dict]:
+    """Each phase the run planned, with what its folder holds (history, RoPE, heatmap) once it ended."""
+    out = []
+    for planned in status.get("phases") or []:
+        if not isinstance(planned, dict) or not isinstance(planned.get("name"), str):
+            continue
+        folder = run_dir / Path(planned["name"]).name  # a name, never a path out of the run
+        state = _json(folder / "trainer_state.json")
+        history = [h for h in state.get("log_history") or [] if isinstance(h, dict) and "loss" in h]
+        rope = _json(folder / "fathom_rope.json").get("trained_with") or {}
+        out.append(planned | {"folder": folder, "history": history, "rope": rope, "done": bool(history)})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sections
+
+
+def _header(run_dir: Path, config: dict, status: dict) -> str:
+    state = status.get("status", "unknown")
+    css = "ok" if state == "complete" else "bad" if state == "failed" else "muted"
+    base = (config.get("model") or {}).get("name_or_path", "?")
+    return (
+        f"<h1>fathom run: {html.escape(run_dir.name)}</h1>"
+        f"<p>Base model <b>{html.escape(str(base))}</b>; run <span class='{css}'>{html.escape(str(state))}</span>, "
+        f"{int(status.get('tokens_seen') or 0):,} tokens trained in {int(status.get('global_step') or 0):,} steps. "
+        "<span class='muted'>This page is written by <code>fathom report</code> from the run's folder.</span></p>"
+    )
+
+
+def _what_was_trained(run_dir: Path, config: dict, phases: list[dict]) -> str:
+    lora = config.get("lora") or {}
+    summary = _json(run_dir / "data_summary.json")
+    corpus = summary.get("corpus") or {}
+    rows = [
+        ("LoRA", f"rank {lora.get('r')}, alpha {lora.get('alpha')}, on {lora.get('target_modules')}"),
+        ("RoPE per phase", "; ".join(f"{p['name']}: {_rope(p['rope'])}" for p in phases) or "-"),
+    ]
+    if corpus:
+        histogram = ", ".join(f"{k} tokens: {v}" for k, v in (corpus.get("length_histogram") or {}).items())
+        formats = ", ".join(f"{k} {v}" for k, v in (corpus.get("formats") or {}).items())
+        skipped = ", ".join(f"{v} {k}" for k, v in (corpus.get("skipped_by_reason") or {}).items()) or "none"
+        rows += [
+            (
+                "Corpus",
+                f"{corpus.get('documents', 0):,} documents, {corpus.get('tokens', 0):,} tokens "
+                f"({corpus.get('held_out_documents', 0):,} held out for evaluation)",
+            ),
+            ("Document lengths", histogram or "-"),
+            ("Formats", formats or "-"),
+            ("Skipped files", skipped),
+        ]
+    instructions = summary.get("instructions") or {}
+    if instructions:
+        rows.append(("Phase 2 data", ", ".join(f"{k.replace('_', ' ')} {_plain(v)}" for k, v in instructions.items())))
+    return "<h2>What was trained</h2>" + _table(None, rows)
+
+
+def _plain(value) -> str:
+    """A value for a reader: numbers with thousands separators, a mapping as "key value" pairs."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k.replace('_', ' ')} {_plain(v)}" for k, v in value.items())
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+def _rope(rope: dict) -> str:
+    if not rope:
+        return "the model's own"
+    kind = rope.get("rope_type") or (rope.get("parameters") or {}).get("rope_type") or "default"
+    factor = rope.get("factor") or (rope.get("parameters") or {}).get("factor")
+    return f"{kind}" + (f" x{factor}" if factor else "")
+
+
+def _phase_table(phases: list[dict]) -> str:
+    rows = []
+    for p in phases:
+        trend = _loss_trend([h["loss"] for h in p["history"]])
+        rows.append(
+            (
+                html.escape(str(p["name"])),
+                f"{int(p.get('max_seq_length') or 0):,}",
+                f"{int(p.get('trained_tokens') or 0):,}",
+                f"{int(p.get('steps') or 0):,}",
+                trend,
+                "done" if p["done"] else "not reached",
+            )
+        )
+    header = ["phase", "tokens a row", "tokens", "steps", "loss, first tenth of the steps to last", "status"]
+    return "<h2>The phases</h2>" + _table(header, rows, escape=False)  # cells escaped as they were built
+
+
+def _loss_trend(losses: list[float]) -> str:
+    """Mean loss over the first and the last tenth of a phase's steps (one step's loss is noisy)."""
+    if not losses:
+        return "-"
+    tenth = max(1, len(losses) // 10)
+    first, last = sum(losses[:tenth]) / tenth, sum(losses[-tenth:]) / tenth
+    verdict = " <span class='ok'>fell</span>" if last < first else " <span class='bad'>did not fall</span>"
+    return f"{first:.3f} &rarr; {last:.3f}{verdict}"
+
+
+def _curves(phases: list[dict]) -> str:
+    """Loss and learning rate over the run's tokens, every phase on one axis, its start marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [p for p in phases if p["history"]]
+    if not done:
+        return "<h2>Loss and learning rate</h2><p class='muted'>No phase has ended yet.</p>"
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5.2), sharex=True)
+    offset = 0
+    for p in done:
+        xs = [offset + h.get("tokens_seen", 0) for h in p["history"]]
+        losses = [h["loss"] for h in p["history"]]
+        (line,) = top.plot(xs, losses, alpha=0.35, lw=0.8)
+        smooth = _moving_mean(losses, max(1, len(losses) // 10))  # the trend under each step's noise
+        top.plot(xs, smooth, color=line.get_color(), label=f"{p['name']} ({int(p.get('max_seq_length') or 0):,})")
+        bottom.plot(xs, [h.get("learning_rate", 0.0) for h in p["history"]])
+        for axis in (top, bottom):
+            axis.axvline(offset, color="#889", lw=0.8, ls="--")
+        offset = xs[-1]
+    top.set_ylabel("loss")
+    bottom.set_ylabel("learning rate")
+    bottom.set_xlabel("tokens trained")
+    top.legend(fontsize=8)
+    fig.tight_layout()
+    return (
+        "<h2>Loss and learning rate</h2><p>Every phase on one axis of tokens; a dashed line marks where a "
+        "phase starts (and its learning rate warms up again); the pale line is each step's loss, the strong one "
+        "its mean over a tenth of the phase.</p>" + _figure(fig, "loss and learning rate")
+    )
+
+
+def _moving_mean(values: list[float], window: int) -> list[float]:
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def _warnings(run_dir: Path) -> str:
+    try:
+        lines = (run_dir / "train.log").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    warned = [line for line in lines if " WARNING" in line or "divergence" in line.lower()][:50]
+    if not warned:
+        return "<h2>Warnings</h2><p class='ok'>None in train.log.</p>"
+    return "<h2>Warnings</h2><pre>" + html.escape("\n".join(warned)) + "</pre>"
+
+
+def _phase_heatmaps(phases: list[dict]) -> str:
+    pictures = [(p["name"], p["folder"] / "needle_heatmap.png") for p in phases]
+    shown = [f"<h3>{html.escape(name)}</h3>{_png(path, name)}" for name, path in pictures if path.is_file()]
+    if not shown:
+        return ""
+    return (
+        "<h2>Needles at the end of each phase</h2><p>Where in a document of each length the model found a "
+        "planted fact (rows: how deep in the document; columns: how long it is).</p>" + "".join(shown)
+    )
+
+
+def _evaluation(folder: Path) -> str:
+    results = _json(folder / "results.json")
+    if not results:
+        return f"<h2>Evaluation {html.escape(folder.name)}</h2><p class='bad'>No results.json in this folder.</p>"
+    parts = [f"<h2>Evaluation: {html.escape(folder.name)}</h2>"]
+    parts += [f"<h3>{html.escape(p.stem)}</h3>{_png(p, p.stem)}" for p in sorted(folder.glob("*.png"))]
+    for index, model in enumerate(results.get("models") or []):
+        qa = model.get("qa") if isinstance(model, dict) else None
+        if qa and qa.get("items"):
+            parts.append(_qa_table(f"qa-{folder.name}-{index}", str(model.get("name", index)), qa))
+    return "".join(parts)
+
+
+def _qa_table(table_id: str, model: str, qa: dict) -> str:
+    """Every question, its reference and the model's answer, filterable by length and by right / wrong."""
+    table_id = "".join(c if c.isalnum() else "-" for c in table_id)
+    items = [i for i in qa["items"] if isinstance(i, dict)]
+    lengths = sorted({int(i.get("length") or 0) for i in items})
+    options = "".join(f"<option value='{n}'>{n:,} tokens</option>" for n in lengths)
+    scores = sorted((int(k), v) for k, v in (qa.get("contains_by_length") or {}).items())
+    by_length = ", ".join(f"{n:,} tokens: {v:.0%}" for n, v in scores)
+    rows = "".join(
+        f"<tr data-length='{int(i.get('length') or 0)}' data-right='{'yes' if i.get('contains') else 'no'}'>"
+        f"<td>{int(i.get('length') or 0):,}</td><td>{html.escape(str(i.get('question', '')))}</td>"
+        f"<td>{html.escape(str(i.get('reference', '')))}</td><td>{html.escape(str(i.get('answer', '')))}</td>"
+        f"<td class='{'ok' if i.get('contains') else 'bad'}'>{'right' if i.get('contains') else 'wrong'}</td></tr>"
+        for i in items
+    )
+    return (
+        f"<h3>Questions asked of {html.escape(model)}</h3><p>Answer contains the reference, by context length: "
+        f"{by_length or '-'}.</p><div class='filters'>length <select id='{table_id}-length' "
+        f"onchange=\"filterQA('{table_id}')\"><option value='all'>all</option>{options}</select> answer "
+        f"<select id='{table_id}-right' onchange=\"filterQA('{table_id}')\"><option value='all'>all</option>"
+        f"<option value='yes'>right</option><option value='no'>wrong</option></select>"
+        f"<span id='{table_id}-count' class='muted'>{len(items)} shown</span></div>"
+        f"<table id='{table_id}'><thead><tr><th>context</th><th>question</th><th>reference</th><th>answer</th>"
+        f"<th></th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def _how_to_use(run_dir: Path, config: dict) -> str:
+    finals = sorted(p.name for p in run_dir.glob("final_*_model") if p.is_dir())
+    if not finals:
+        return "<h2>Using the result</h2><p class='muted'>No final model yet.</p>"
+    final = finals[-1]
+    base = (config.get("model") or {}).get("name_or_path", "BASE")
+    commands = "\n".join(
+        [
+            f"fathom generate --adapter {run_dir.name}/{final} --file DOCUMENT --prompt 'QUESTION'",
+            f"fathom eval --adapter {run_dir.name}/{final} --qa questions.jsonl --out eval",
+            f"fathom merge --adapter {run_dir.name}/{final} --out merged",
+            f"fathom serve {run_dir.name}/{final}      # the vLLM, llama.cpp and Ollama commands",
+            f"fathom push --adapter {run_dir.name}/{final} --repo ORG/NAME",
+        ]
+    )
+    return (
+        f"<h2>Using the result</h2><p>The final adapter is <code>{html.escape(final)}</code> over "
+        f"<code>{html.escape(str(base))}</code>.</p><pre>{html.escape(commands)}</pre>"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# HTML pieces
+
+
+def _table(header: list[str] | None, rows: list[tuple], escape: bool = True) -> str:
+    cell = (lambda v: html.escape(str(v))) if escape else str
+    head = "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead>" if header else ""
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table>{head}<tbody>{body}</tbody></table>"
+
+
+def _figure(fig, alt: str) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return _img(buffer.getvalue(), alt)
+
+
+def _png(path: Path, alt: str) -> str:
+    try:
+        return _img(path.read_bytes(), alt)
+    except OSError:
+        return ""
+
+
+def _img(data: bytes, alt: str) -> str:
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(data).decode()}'>"

@@ -1,0 +1,89 @@
+"""fathom report: one self-contained HTML page of a run and its evaluations (no network, every picture
+inline), for people who will not read JSON; and, where a browser is installed, the page as it renders."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+from helpers import hang_guard, small_run_config, write_config
+
+from fathom.cli import main
+
+
+@pytest.fixture(scope="module")
+def run_and_eval(tmp_path_factory, local_model_dir, synthetic_corpus):
+    """A finished tiny run of two phases and an eval folder with QA answers, one right and one wrong."""
+    tmp = tmp_path_factory.mktemp("report")
+    cfg = small_run_config(local_model_dir, [synthetic_corpus], tmp / "my-run", total_tokens=2048)
+    cfg["train"]["schedule"] = [
+        {"name": "Phase_1a_Short", "max_seq_length": 64, "token_fraction": 0.5},
+        {"name": "Phase_1b_Long", "max_seq_length": 128, "token_fraction": 0.5},
+    ]
+    assert main(["train", "--config", str(write_config(tmp / "run.yaml", cfg))]) == 0
+    items = [
+        {"question": "Who is the <master>?", "reference": "M. Petrov", "answer": "Master: M. Petrov", "contains": True,
+         "length": 448, "depth": 0.5, "group": "like"},
+        {"question": "What cargo?", "reference": "grain", "answer": "coal", "contains": False, "length": 960,
+         "depth": 0.1, "group": "like"},
+    ]  # fmt: skip
+    qa = {"items": items, "contains_by_length": {"448": 1.0, "960": 0.0}}
+    results = {"base": str(local_model_dir), "models": [{"name": "final_128_model", "qa": qa}]}
+    (tmp / "eval").mkdir()
+    (tmp / "eval" / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    return tmp / "my-run", tmp / "eval"
+
+
+def test_the_page_is_whole_self_contained_and_says_what_happened(run_and_eval, capsys):
+    run, evaluation = run_and_eval
+    assert main(["report", str(run), "--eval", str(evaluation)]) == 0
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert f"wrote {run / 'report.html'}" in capsys.readouterr().out
+    for section in ("What was trained", "The phases", "Loss and learning rate", "Warnings", "Using the result"):
+        assert f"<h2>{section}" in page, section
+    assert "Evaluation: eval" in page and "Questions asked of final_128_model" in page
+    assert "Phase_1a_Short" in page and "Phase_1b_Long" in page and "fell" in page
+    # no network: every picture inline and decodable, no external reference of any kind
+    assert not re.search(r"""(src|href)\s*=\s*['"](https?:)?//""", page) and "url(" not in page
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert images and page.count("<img") == len(images)
+    from PIL import Image
+
+    for data in images:
+        Image.open(io.BytesIO(base64.b64decode(data))).verify()
+    # the answers, escaped, each row carrying what the filters read
+    assert "Who is the &lt;master&gt;?" in page and "<master>" not in page
+    assert page.count("data-right='yes'") == 1 and page.count("data-right='no'") == 1
+    assert "data-length='448'" in page and "data-length='960'" in page
+    assert len(page.encode()) < 3 * 2**20
+
+
+def test_a_folder_that_is_no_run_is_one_line(run_and_eval, tmp_path, capsys):
+    run, _ = run_and_eval
+    assert main(["report", str(tmp_path)]) == 2
+    assert "holds no fathom run" in capsys.readouterr().err
+    assert main(["report", str(run), "--eval", str(tmp_path)]) == 2
+    assert "--eval: " in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs a browser: apt-get install chromium")
+def test_the_page_renders_in_a_headless_browser(run_and_eval, tmp_path):
+    """Chromium loads the page from a file with no network, runs its script, and renders a screenshot."""
+    run, evaluation = run_and_eval
+    assert main(["report", str(run), "--eval", str(evaluation), "--out", str(tmp_path / "page.html")]) == 0
+    url = (tmp_path / "page.html").resolve().as_uri()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"]
+    shot = tmp_path / "page.png"
+    done = subprocess.run(
+        ["chromium", *flags, f"--screenshot={shot}", "--window-size=1200,2400", url],
+        capture_output=True, text=True, timeout=hang_guard(),
+    )  # fmt: skip
+    assert shot.is_file() and shot.stat().st_size > 10_000, done.stderr[-2000:]
+    assert "Uncaught" not in done.stderr and "SyntaxError" not in done.stderr
+    dom = subprocess.run(["chromium", *flags, "--dump-dom", url], capture_output=True, text=True, timeout=hang_guard())
+    assert "Questions asked of final_128_model" in dom.stdout and "2 shown" in dom.stdout
