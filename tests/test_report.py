@@ -39,6 +39,12 @@ def run_and_eval(tmp_path_factory, local_model_dir, synthetic_corpus):
     return tmp / "my-run", tmp / "eval"
 
 
+def test_a_run_writes_its_page_as_it_ends(run_and_eval):
+    run, _ = run_and_eval
+    page = (run / "report.html").read_text(encoding="utf-8")  # written by fathom train, refreshed at each phase
+    assert "run <span class='ok'>complete</span>" in page and page.count("<td>done</td>") == 2
+
+
 def test_the_page_is_whole_self_contained_and_says_what_happened(run_and_eval, capsys):
     run, evaluation = run_and_eval
     assert main(["report", str(run), "--eval", str(evaluation)]) == 0

@@ -576,7 +576,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     report = write_report(results, args.out)
     if args.json:
         print(json.dumps(results, indent=2))
-    logger.info("report: %s", report)
+    from fathom.reports.html import write_eval_page
+
+    logger.info("report: %s and %s (a page to open in a browser)", report, write_eval_page(args.out))
     return 0
 
 

@@ -88,6 +88,8 @@ def test_eval_compares_base_and_adapters_and_writes_the_report(tmp_path, local_m
         assert list(model["perplexity_by_position"]["buckets"]) == ["0-512"]
         assert model["short_perplexity"]["perplexity"] > 1
     assert (report_dir / "ppl_by_position.png").stat().st_size > 1000
+    page = (report_dir / "report.html").read_text(encoding="utf-8")  # the page beside report.md
+    assert page.count("<img") >= 6 and "heatmap_final_256_model_passkey" in page
     report = (report_dir / "report.md").read_text()
     # the report's tables are the JSON's numbers
     final = results["models"][2]

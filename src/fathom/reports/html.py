@@ -60,6 +60,30 @@ def write_report(run_dir: Path, eval_dirs: list[Path] | None = None, out: Path |
     return out
 
 
+def write_eval_page(eval_dir: Path) -> Path:
+    """``<eval_dir>/report.html``: the page of one ``fathom eval`` folder alone (written beside report.md)."""
+    eval_dir = Path(eval_dir)
+    results = _json(eval_dir / "results.json")
+    intro = (
+        f"<h1>fathom eval: {html.escape(str(results.get('base', '?')))}</h1><p class='muted'>Lengths "
+        f"{', '.join(f'{int(n):,}' for n in results.get('lengths') or [])}; written by <code>fathom eval</code>. "
+        "<code>fathom report RUN_DIR --eval this-folder</code> puts it beside the run.</p>"
+    )
+    out = eval_dir / "report.html"
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(_page(f"fathom eval: {eval_dir.name}", [intro, _evaluation(eval_dir)]), encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
+def _page(title: str, body: list[str]) -> str:
+    return (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{STYLE}</style>"
+        f"<script>{SCRIPT}</script></head><body>{''.join(body)}</body></html>"
+    )
+
+
 def render(run_dir: Path, eval_dirs: list[Path]) -> str:
     config = _yaml(run_dir / "fathom_config.yaml")
     status = _json(run_dir / "status.json")
@@ -74,12 +98,7 @@ def render(run_dir: Path, eval_dirs: list[Path]) -> str:
         _phase_heatmaps(phases),
         _how_to_use(run_dir, config),
     ]
-    title = f"fathom run: {html.escape(run_dir.name)}"
-    return (
-        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
-        f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{STYLE}</style>"
-        f"<script>{SCRIPT}</script></head><body>{''.join(body)}</body></html>"
-    )
+    return _page(f"fathom run: {run_dir.name}", body)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -284,6 +284,7 @@ def _run_phases(run: _Run, final_dirname: str) -> None:
     finally:
         if run.status is not None:
             run.status.update(run.state, ending, checkpoint=run.layout.latest_checkpoint())
+            _refresh_report(run)
         if run.tracking is not None:
             run.tracking.close(ending)
 
@@ -675,6 +676,7 @@ def finish_phase(run: _Run, plan: PhasePlan, tb) -> None:
         with distributed.whole_model(world, run.step_module):
             _end_of_phase_eval(run, plan, tb)
     distributed.barrier(world)
+    world.on_main(_refresh_report, run)
     losses = run.result.phase_losses[plan.name]
     logger.info(
         "%s done: %d steps, %s tokens, loss %.4f -> %.4f, saved to %s",
@@ -685,6 +687,22 @@ def finish_phase(run: _Run, plan: PhasePlan, tb) -> None:
         float(np.mean(losses[-max(1, len(losses) // 10) :])),
         run.layout.phase_dir(plan.name),
     )
+
+
+def _refresh_report(run: _Run) -> None:
+    """``<output_dir>/report.html`` (fathom report) as the run stands; a page that cannot be drawn is a
+    warning, never a stopped run."""
+    from fathom.reports.html import write_report
+
+    try:
+        write_report(run.layout.root)
+    except Exception as exc:  # matplotlib, a half-written file: the training matters more
+        logger.warning(
+            "report.html not written (%s: %s); fathom report %s draws it later",
+            type(exc).__name__,
+            exc,
+            run.layout.root,
+        )
 
 
 def save(run: _Run, phase: PhasePlan | None = None, final: str | None = None, rng=None) -> Path | None:
