@@ -796,6 +796,7 @@ def _finish_run(run: _Run, final_dirname: str) -> None:
 def _log_done(run: _Run) -> None:
     last = run.ropes[-1]
     logger.info("done: final model in %s", run.result.final_dir)
+    logger.info("the run on one page, for a browser: %s (fathom report)", run.layout.root / "report.html")
     if not last.setting.same_as(last.base_setting):
         logger.info("it was trained with %s; the loading code below applies it", last.setting.describe())
     logger.info(
