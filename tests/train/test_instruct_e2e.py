@@ -140,6 +140,7 @@ def test_phase_2_alone_from_a_given_adapter(
         "data_summary.json",  # Phase 2's examples only: no corpus was read
         "fathom_config.yaml",
         "final_512_instruct_model",
+        "report.html",  # the run on one page (fathom report)
         "status.json",
         "train.log",
     ]
