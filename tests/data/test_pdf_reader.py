@@ -4,30 +4,12 @@ table rows in order, sentences whole across page breaks; and a PDF's cache key f
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from fathom.data import pdf
 from fathom.data.pdf import read_pdf
-
-pytest.importorskip("reportlab", reason="the PDF test set needs reportlab (the dev extra installs it)")
-pytest.importorskip("rapidfuzz", reason="the PDF test set's scores need rapidfuzz (the dev extra installs it)")
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "pdf_testset.py"
-
-
-@pytest.fixture(scope="module")
-def testset(tmp_path_factory):
-    spec = importlib.util.spec_from_file_location("bench_pdf_testset_reader", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_pdf_testset_reader"] = module
-    spec.loader.exec_module(module)
-    out = tmp_path_factory.mktemp("pdf-testset")
-    return module, out, {case.name: case for case in module.build(out)}
 
 
 @pytest.mark.parametrize("name", ["furniture", "hyphenation", "columns", "table", "rotated", "ligatures"])

@@ -6,28 +6,7 @@ measures what it says, so a better extraction scores higher and furniture left b
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
-
-import pytest
-
-pytest.importorskip("reportlab", reason="the PDF test set needs reportlab (the dev extra installs it)")
-pytest.importorskip("pypdfium2", reason="the PDF test set needs pypdfium2 (the dev extra installs it)")
-pytest.importorskip("rapidfuzz", reason="the PDF test set needs rapidfuzz (the dev extra installs it)")
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "pdf_testset.py"
-
-
-@pytest.fixture(scope="module")
-def testset(tmp_path_factory):
-    spec = importlib.util.spec_from_file_location("bench_pdf_testset", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_pdf_testset"] = module
-    spec.loader.exec_module(module)
-    out = tmp_path_factory.mktemp("pdf-testset")
-    return module, out, {case.name: case for case in module.build(out)}
 
 
 def test_every_case_is_a_pdf_with_its_truth(testset):
