@@ -356,6 +356,8 @@ def _cmd_data_stats(args: argparse.Namespace) -> int:
     )
     if stats["pdf"]:
         console.print("PDFs: " + ", ".join(f"{k.replace('_', ' ')} {n:,}" for k, n in stats["pdf"].items()))
+        lowest = ", ".join(f"{source} ({share:.0%})" for source, share in stats["lowest_confidence"][:5])
+        console.print(f"PDFs whose text reads least as words (check with fathom data show): {lowest}", markup=False)
     if stats["skipped"]:
         console.print("skipped: " + ", ".join(f"{n} {r}" for r, n in stats["skipped_by_reason"].items()))
         for source, reason in stats["skipped_files"][:50]:

@@ -116,6 +116,14 @@ def test_data_stats_counts_what_reading_the_pdfs_did(testset, local_model_dir, t
     assert stats["pdf"]["header_footer_lines_removed"] >= 8 and stats["pdf"]["line_end_hyphens_joined"] >= 10
     assert stats["pdf"]["table_rows"] == 7 and stats["skipped_by_reason"] == {"PDF without a text layer": 1}
     assert stats["pdf"]["pdf_pages"] >= 8
+    lowest = stats["lowest_confidence"]  # the files to look at first, the least readable first
+    assert len(lowest) == 6 and [share for _, share in lowest] == sorted(share for _, share in lowest)
+    assert all(0.9 <= share <= 1.0 for _, share in lowest)  # clean text layers read as words
+
+
+def test_a_garbled_text_layer_scores_low_confidence():
+    assert pdf.PdfText("The vessel shall keep 12.5 knots (power-driven).", 1).confidence == 1.0
+    assert pdf.PdfText("Th\x01e v§§el ˆˆ¨ ¬¬¬ ØØØ1 §¶", 1).confidence < 0.3
 
 
 def test_data_show_prints_one_file_as_the_cache_gets_it(testset, local_model_dir, tmp_path, capsys, monkeypatch):

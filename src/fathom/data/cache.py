@@ -711,6 +711,7 @@ def _build_summary(sink: _DocumentSink, sources: int, seconds: float) -> dict:
         "skipped": report.skipped,
         "skipped_by_reason": report.reasons(),
         "pdf": dict(report.pdf),  # what reading the PDFs removed and joined (fathom.data.pdf)
+        "lowest_confidence": sorted(report.confidence, key=lambda item: item[1])[:10],
         "duplicates_removed": sink.removed,
         "shard_tokens": writer.shard_tokens,
         "seconds": round(seconds, 3),

@@ -60,6 +60,7 @@ class IngestReport:
     documents: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     pdf: Counter = field(default_factory=Counter)  # what reading PDFs removed, joined and kept (data stats)
+    confidence: list[tuple[str, float]] = field(default_factory=list)  # per PDF: share of its text that reads
 
     def skip(self, source: Path | str, reason: str) -> None:
         """Record a skip; whoever owns the report logs it (see :func:`log_skips`)."""
@@ -74,6 +75,7 @@ class IngestReport:
         self.documents += other.documents
         self.skipped.extend(other.skipped)
         self.pdf.update(other.pdf)
+        self.confidence.extend(other.confidence)
 
 
 def log_skips(skipped: list[tuple[str, str]], already_logged: int = 0, limit: int = 20) -> int:
@@ -303,6 +305,7 @@ def _pdf_text(path: Path, report: IngestReport, ocr: str = "off") -> str | None:
             "pages_ocr": result.pages_ocr,
         }
     )
+    report.confidence.append((str(path), round(result.confidence, 3)))
     return result.text
 
 

@@ -54,6 +54,7 @@ OCR_DPI = 300
 OCR_INSTALL = "install tesseract (apt-get install tesseract-ocr, or brew install tesseract) and prepare again"
 SOFT_HYPHENS = ("\x02", "\ufffe", "\u00ad")  # how pdfium marks a hyphen that ends a line
 TERMINAL = ".!?:;\")'”’»"
+READABLE = re.compile(r"^[\W_]*(?:[^\W\d_]+(?:[-'’][^\W\d_]+)*|\d[\d.,:/%-]*)[\W_]*$")  # a word or a number
 BROKEN = re.compile(r"([^\W\d_]+)-$")  # a line that ends in a word and a hyphen
 WORD = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*", re.U)
 
@@ -92,6 +93,14 @@ class PdfText:
     table_rows: int = 0
     pages_without_text: list[int] = field(default_factory=list)  # 1-based: scanned, or images only
     pages_ocr: int = 0  # of those, read by OCR
+
+    @property
+    def confidence(self) -> float:
+        """How much of the text reads as words or numbers (0-1): a text layer in a broken font encoding,
+        or a poor scan, scores low; ``fathom data stats`` lists the lowest files to look at first."""
+        tokens = self.text.split()
+        total = sum(len(t) for t in tokens)
+        return sum(len(t) for t in tokens if READABLE.match(t)) / total if total else 0.0
 
 
 def read_pdf(path: str | Path, ocr: str = "off") -> PdfText:

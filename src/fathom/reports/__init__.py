@@ -218,6 +218,7 @@ def data_stats(config: FathomConfig, cache, examples=None) -> dict:
         "skipped_by_reason": meta["skipped_by_reason"],
         "skipped_files": meta["skipped"],
         "pdf": meta.get("pdf") or {},
+        "lowest_confidence": meta.get("lowest_confidence") or [],
         "documents": meta["documents"],
         "tokens": meta["tokens"],
         "train_documents": len(train),
