@@ -729,20 +729,7 @@ def _add_training_commands(sub) -> None:
     prepare.add_argument(
         "--verify", action="store_true", help="check a reused cache's checksums too (sizes are always checked)"
     )
-    data = sub.add_parser("data", help="corpus tools (data show, data stats)", description="corpus tools")
-    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
-    show = _subcommand(
-        data_sub,
-        "show",
-        "one file's text exactly as it enters the token cache, with its token count",
-        _cmd_data_show,
-        first=("file", {"type": Path, "metavar": "FILE", "help": "a file of your corpus (.pdf, .html, .txt, ...)"}),
-    )
-    show.add_argument("--json", action="store_true", help="print it as one JSON object")
-    stats = _subcommand(
-        data_sub, "stats", "files, skips, documents, tokens, lengths and per-phase mix", _cmd_data_stats
-    )
-    stats.add_argument("--json", action="store_true", help="print the statistics as one JSON object")
+    _add_data_commands(sub)
 
     qa = sub.add_parser(
         "qa", help="long-document questions from your corpus (qa build)", description="question answering data"
@@ -774,6 +761,24 @@ def _add_training_commands(sub) -> None:
     teacher.add_argument(
         "--teacher-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the server's key"
     )
+
+
+def _add_data_commands(sub) -> None:
+    """fathom data show / data stats."""
+    data = sub.add_parser("data", help="corpus tools (data show, data stats)", description="corpus tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    show = _subcommand(
+        data_sub,
+        "show",
+        "one file's text exactly as it enters the token cache, with its token count",
+        _cmd_data_show,
+        first=("file", {"type": Path, "metavar": "FILE", "help": "a file of your corpus (.pdf, .html, .txt, ...)"}),
+    )
+    show.add_argument("--json", action="store_true", help="print it as one JSON object")
+    stats = _subcommand(
+        data_sub, "stats", "files, skips, documents, tokens, lengths and per-phase mix", _cmd_data_stats
+    )
+    stats.add_argument("--json", action="store_true", help="print the statistics as one JSON object")
 
 
 def _add_model_commands(sub) -> None:

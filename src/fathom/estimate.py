@@ -261,6 +261,19 @@ def _matmul_tflops(device, dtype, seconds: float = 0.3) -> float:
     return count * 2 * 1024**3 / (time.perf_counter() - start) / 1e12
 
 
+def usable_memory_gib(device) -> float:
+    """Memory one training process may use on ``device`` (a torch.device): a CUDA GPU's total; an Apple
+    GPU 2/3 of the system memory (shared with the OS); the CPU 80% of it (the rest for the OS)."""
+    import os
+
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.get_device_properties(device).total_memory / GIB
+    system = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
+    return system * (2 / 3 if device.type == "mps" else 0.8)
+
+
 @functools.cache
 def this_machine() -> Hardware:
     """The device fathom would train on here (CUDA, then MPS, then CPU), its memory, and a speed measured now.
@@ -275,19 +288,17 @@ def this_machine() -> Hardware:
 
     if torch.cuda.is_available():
         device = torch.device("cuda", torch.cuda.current_device())
-        props = torch.cuda.get_device_properties(device)
-        memory, name, kind, dtype = props.total_memory / GIB, props.name, "cuda", torch.bfloat16
+        name, kind, dtype = torch.cuda.get_device_properties(device).name, "cuda", torch.bfloat16
         from fathom.model.load import flash_attn_available
 
         flash = flash_attn_available()
     elif torch.backends.mps.is_available():
         device, kind, dtype, flash = torch.device("mps"), "mps", torch.bfloat16, False
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB * 2 / 3  # shared with the OS
         name = "Apple GPU (MPS)"
     else:
         device, kind, dtype, flash = torch.device("cpu"), "cpu", torch.float32, False
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB * 0.8  # the rest for the OS
         name = f"CPU, {os.cpu_count()} cores"
+    memory = usable_memory_gib(device)
     tflops = _matmul_tflops(device, dtype)
     return Hardware(
         THIS_MACHINE,
@@ -681,8 +692,9 @@ def judge(
     the attention's effective length on the corpus's packed rows (:func:`attention_span`), for the time."""
     limit = hardware.memory_gib * GIB
     gpu = hardware.kind != "cpu"
-    memory = choose_memory(shape, Options.from_config(config, hardware), phase.max_seq_length, limit, gpu, config)
-    opts = with_memory(Options.from_config(config, hardware), memory.checkpoint_every, memory.offload)
+    configured = Options.from_config(config, hardware)
+    memory = choose_memory(shape, configured, phase.max_seq_length, limit, gpu, config)
+    opts = with_memory(configured, memory.checkpoint_every, memory.offload)
     est = estimate_memory(shape, opts, phase.max_seq_length, gpu_overhead=gpu)
     fixes: list[str] = []
     fixed = None

@@ -8,6 +8,7 @@ within one file system is atomic.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -88,3 +89,13 @@ def printable(text: object) -> str:
     'a\\\\nfathom INFO: done\\\\x1b[2K.txt'
     """
     return str(text).translate(_CONTROL)
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object file, or {} when it is missing, unreadable or not an object (files a run or a
+    tool wrote, read back for reports: damage shows as missing, never as a crash)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

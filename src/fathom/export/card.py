@@ -21,10 +21,10 @@ from pathlib import Path
 import yaml
 
 from fathom.config import ConfigError
-from fathom.export.folder import ModelFolder, read_json
+from fathom.export.folder import ModelFolder
 from fathom.export.scrub import private_paths, scrub_folder
 from fathom.export.serve import vllm_command
-from fathom.fsutil import atomic_dir, is_empty_dir
+from fathom.fsutil import atomic_dir, is_empty_dir, read_json
 from fathom.model.adapter import ADAPTER_CONFIG, CONFIG_FILE, MERGE_RECORD
 
 logger = logging.getLogger("fathom")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fathom.config import ConfigError
+from fathom.fsutil import read_json
 from fathom.model.adapter import (
     ADAPTER_CONFIG,
     CONFIG_FILE,
@@ -113,12 +114,3 @@ def _read_merged_folder(folder: Path) -> ModelFolder:
         trained_length=trained,
         run_config=run_config,
     )
-
-
-def read_json(path: Path) -> dict:
-    """A JSON object file, or {} when it is missing or not one."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}

@@ -189,6 +189,6 @@ def _convert(converter: Path, merged: Path, out: Path, outtype: str) -> None:
 
 
 def _model_type(folder: Path) -> str | None:
-    from fathom.export.folder import read_json
+    from fathom.fsutil import read_json
 
     return read_json(folder / "config.json").get("model_type")

@@ -18,10 +18,11 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from pathlib import Path
 
 import yaml
+
+from fathom.fsutil import read_json
 
 STYLE = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -63,7 +64,7 @@ def write_report(run_dir: Path, eval_dirs: list[Path] | None = None, out: Path |
 def write_eval_page(eval_dir: Path) -> Path:
     """``<eval_dir>/report.html``: the page of one ``fathom eval`` folder alone (written beside report.md)."""
     eval_dir = Path(eval_dir)
-    results = _json(eval_dir / "results.json")
+    results = read_json(eval_dir / "results.json")
     intro = (
         f"<h1>fathom eval: {html.escape(str(results.get('base', '?')))}</h1><p class='muted'>Lengths "
         f"{', '.join(f'{int(n):,}' for n in results.get('lengths') or [])}; written by <code>fathom eval</code>. "
@@ -86,7 +87,7 @@ def _page(title: str, body: list[str]) -> str:
 
 def render(run_dir: Path, eval_dirs: list[Path]) -> str:
     config = _yaml(run_dir / "fathom_config.yaml")
-    status = _json(run_dir / "status.json")
+    status = read_json(run_dir / "status.json")
     phases = _phases(run_dir, status)
     body = [
         _header(run_dir, config, status),
@@ -105,14 +106,6 @@ def render(run_dir: Path, eval_dirs: list[Path]) -> str:
 # Reading the run
 
 
-def _json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _yaml(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -128,9 +121,9 @@ def _phases(run_dir: Path, status: dict) -> list[dict]:
         if not isinstance(planned, dict) or not isinstance(planned.get("name"), str):
             continue
         folder = run_dir / Path(planned["name"]).name  # a name, never a path out of the run
-        state = _json(folder / "trainer_state.json")
+        state = read_json(folder / "trainer_state.json")
         history = [h for h in state.get("log_history") or [] if isinstance(h, dict) and "loss" in h]
-        rope = _json(folder / "fathom_rope.json").get("trained_with") or {}
+        rope = read_json(folder / "fathom_rope.json").get("trained_with") or {}
         out.append(planned | {"folder": folder, "history": history, "rope": rope, "done": bool(history)})
     return out
 
@@ -153,7 +146,7 @@ def _header(run_dir: Path, config: dict, status: dict) -> str:
 
 def _what_was_trained(run_dir: Path, config: dict, phases: list[dict]) -> str:
     lora = config.get("lora") or {}
-    summary = _json(run_dir / "data_summary.json")
+    summary = read_json(run_dir / "data_summary.json")
     corpus = summary.get("corpus") or {}
     rows = [
         ("LoRA", f"rank {lora.get('r')}, alpha {lora.get('alpha')}, on {lora.get('target_modules')}"),
@@ -287,7 +280,7 @@ def _phase_heatmaps(phases: list[dict]) -> str:
 
 
 def _evaluation(folder: Path) -> str:
-    results = _json(folder / "results.json")
+    results = read_json(folder / "results.json")
     if not results:
         return f"<h2>Evaluation {html.escape(folder.name)}</h2><p class='bad'>No results.json in this folder.</p>"
     parts = [f"<h2>Evaluation: {html.escape(folder.name)}</h2>"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 
 import torch
 
@@ -27,6 +26,7 @@ from fathom.estimate import (
     choose_memory,
     memory_candidates,
     memory_setup,
+    usable_memory_gib,
 )
 from fathom.model.load import set_checkpointing
 from fathom.schedule import PhasePlan
@@ -35,12 +35,8 @@ logger = logging.getLogger("fathom")
 
 
 def device_memory_gib(device: torch.device) -> float:
-    """Memory one training process may use on ``device``: a GPU's total; on Apple GPUs and the CPU, the
-    share of system memory :func:`fathom.estimate.this_machine` counts (2/3 shared with the OS; 80%)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory / GIB
-    system = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
-    return system * (2 / 3 if device.type == "mps" else 0.8)
+    """Memory one training process may use on ``device`` (the planner's rule: fathom.estimate)."""
+    return usable_memory_gib(device)
 
 
 def choose_for_phase(
