@@ -6,6 +6,8 @@ what is wrong and the fix. Several problems found at once go in one exception, a
 
 from __future__ import annotations
 
+import errno
+import re
 from collections.abc import Iterable
 
 
@@ -30,3 +32,32 @@ def raise_problems(problems: Iterable[str | None]) -> None:
     found = [p for p in problems if p]
     if found:
         raise ConfigError("\n".join(found))
+
+
+_NO_ROOM = "; then rerun with --resume: the checkpoints already written are intact"
+_SYSTEM_FIXES = {
+    errno.ENOSPC: "no room to write: the disk is full; free space (or point output_dir / data.cache_dir elsewhere)"
+    + _NO_ROOM,
+    errno.EDQUOT: "no room to write: your disk quota is used up; free space or point output_dir elsewhere" + _NO_ROOM,
+    errno.EFBIG: "no room to write: a file would pass the file-size limit (ulimit -f) or the file system's "
+    "largest file; raise the limit or choose another output_dir" + _NO_ROOM,
+    errno.EACCES: "permission denied: make the folder writable or choose another one",
+    errno.EROFS: "the file system is read-only: choose a writable output_dir / data.cache_dir",
+}
+
+
+def system_failure(exc: Exception) -> str | None:
+    """The one-line message of an operating-system failure, or None when ``exc`` is not one.
+
+    Libraries written in Rust (safetensors, tokenizers) report OS errors as their own exception
+    types with ``(os error N)`` in the text; those count as the OSError they wrap.
+    """
+    if isinstance(exc, OSError):
+        number, where = exc.errno, f"{exc.filename}: " if exc.filename else ""
+        detail = exc.strerror or str(exc)
+    else:
+        found = re.search(r"\(os error (\d+)\)", str(exc))
+        if found is None:
+            return None
+        number, where, detail = int(found.group(1)), "", str(exc).splitlines()[0]
+    return f"{where}{_SYSTEM_FIXES.get(number, detail)}"

@@ -9,7 +9,8 @@ import sys
 from helpers import small_run_config, write_config
 
 from fathom.cli import main
-from fathom.train.progress import StatusFile, describe, format_duration, read_status
+from fathom.reports.runs import describe, format_duration
+from fathom.train.progress import StatusFile, read_status
 
 
 def test_runs_follows_a_run_in_progress_stopped_resumed_and_complete(

@@ -66,7 +66,7 @@ def test_plan_simulate_json_reports_a_peak_per_phase_beside_the_planner(local_mo
 
     from rich.console import Console
 
-    from fathom.cli import _print_simulation
+    from fathom.reports.plan import print_simulation as _print_simulation
 
     console = Console(file=io.StringIO(), width=200)
     _print_simulation(console, summary)  # the table `fathom plan --simulate` prints (without a second run)

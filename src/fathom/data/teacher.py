@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from fathom.data.qa import Fact, normalize_answer
-from fathom.errors import ConfigError
+from fathom.errors import ConfigError, raise_problems
 
 logger = logging.getLogger("fathom")
 
@@ -61,6 +61,21 @@ class Teacher:
     max_tokens: int = 256
     concurrency: int = 4
     timeout_s: float = 600.0
+    per_document: int = 2  # passages of each document asked
+
+    def __post_init__(self) -> None:
+        if not (self.url and self.model):
+            raise ConfigError("--teacher-url and --teacher-model: give both (the server and the model it serves)")
+        raise_problems(
+            f"--teacher-{name}: must be at least {least}, got {value}"
+            for name, value, least in (
+                ("per-document", self.per_document, 1),
+                ("pairs", self.pairs_per_passage, 1),
+                ("max-tokens", self.max_tokens, 16),
+                ("concurrency", self.concurrency, 1),
+            )
+            if value < least
+        )
 
 
 @dataclass

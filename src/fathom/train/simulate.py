@@ -654,3 +654,18 @@ def simulate_plan(
         step.planner_bytes = estimate_memory(shape, planned, plan.max_seq_length, gpu_overhead=False).total
         out.append(step)
     return out
+
+
+def add_simulation(config: FathomConfig, summary: dict, world_size: int, gpu: str | None) -> None:
+    """``plan --simulate``: each phase's step run on fake tensors at the real shape (:func:`simulate_plan`),
+    its peak and where it happens added to the summary's phases."""
+    from fathom.reports.plan import sft_rows_per_epoch
+    from fathom.schedule import plan_phases
+    from fathom.train.distributed import resolve_strategy
+
+    plans = plan_phases(config, world_size, sft_rows_per_epoch(config)[0])
+    shards = world_size if resolve_strategy(config.train.strategy, world_size) == "fsdp" else 1
+    steps = simulate_plan(config, plans, shards, gpu or "h100-80gb")
+    for phase, simulated in zip(summary["phases"], steps, strict=True):
+        phase.update(simulated.as_dict())
+    summary["simulation_note"] = CAVEAT + (f"; one rank of FSDP over {shards} processes" if shards > 1 else "")
