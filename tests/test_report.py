@@ -45,6 +45,17 @@ def test_a_run_writes_its_page_as_it_ends(run_and_eval):
     assert "run <span class='ok'>complete</span>" in page and page.count("<td>done</td>") == 2
 
 
+def test_the_phases_show_their_time_speed_and_memory_planned_and_measured(run_and_eval):
+    run, _ = run_and_eval
+    page = (run / "report.html").read_text(encoding="utf-8")
+    rows = re.findall(r"<tr><td>(Phase_1[ab]_\w+)</td>(.*?)</tr>", page)
+    assert [name for name, _ in rows] == ["Phase_1a_Short", "Phase_1b_Long"]
+    for _, cells in rows:
+        wall, rate, memory = re.findall(r"<td>(.*?)</td>", cells)[3:6]
+        assert re.fullmatch(r"\d+s|\d+m\d\ds", wall) and float(rate.replace(",", "")) > 0, cells
+        assert re.fullmatch(r"\d+\.\d / \d+\.\d GiB", memory), cells  # the planner's and the process's
+
+
 def test_the_page_is_whole_self_contained_and_says_what_happened(run_and_eval, capsys):
     run, evaluation = run_and_eval
     assert main(["report", str(run), "--eval", str(evaluation)]) == 0

@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from fathom.fsutil import read_json
+from fathom.reports.runs import format_duration
 
 STYLE = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -124,7 +125,11 @@ def _phases(run_dir: Path, status: dict) -> list[dict]:
         state = read_json(folder / "trainer_state.json")
         history = [h for h in state.get("log_history") or [] if isinstance(h, dict) and "loss" in h]
         rope = read_json(folder / "fathom_rope.json").get("trained_with") or {}
-        out.append(planned | {"folder": folder, "history": history, "rope": rope, "done": bool(history)})
+        memory = (state.get("memory") or {}).get(planned["name"]) if isinstance(state.get("memory"), dict) else None
+        out.append(
+            planned
+            | {"folder": folder, "history": history, "rope": rope, "done": bool(history), "memory": memory or {}}
+        )
     return out
 
 
@@ -190,19 +195,42 @@ def _rope(rope: dict) -> str:
 def _phase_table(phases: list[dict]) -> str:
     rows = []
     for p in phases:
-        trend = _loss_trend([h["loss"] for h in p["history"]])
         rows.append(
             (
                 html.escape(str(p["name"])),
                 f"{int(p.get('max_seq_length') or 0):,}",
                 f"{int(p.get('trained_tokens') or 0):,}",
                 f"{int(p.get('steps') or 0):,}",
-                trend,
+                *_speed(p["history"], int(p.get("tokens_per_step") or 0)),
+                _memory(p),
+                _loss_trend([h["loss"] for h in p["history"]]),
                 "done" if p["done"] else "not reached",
             )
         )
-    header = ["phase", "tokens a row", "tokens", "steps", "loss, first tenth of the steps to last", "status"]
-    return "<h2>The phases</h2>" + _table(header, rows, escape=False)  # cells escaped as they were built
+    header = ["phase", "tokens a row", "tokens", "steps", "wall time", "tokens/s", "peak memory, planned / measured",
+              "loss, first tenth of the steps to last", "status"]  # fmt: skip
+    note = (
+        "<p class='muted'>Wall time and tokens/s count the training steps (not evaluations or checkpoints). "
+        "Planned memory is fathom's estimate for the setup the phase chose; measured is the GPU allocator's "
+        "peak, or on a CPU the whole process's resident memory.</p>"
+    )
+    return "<h2>The phases</h2>" + _table(header, rows, escape=False) + note  # cells escaped as they were built
+
+
+def _speed(history: list[dict], tokens_per_step: int) -> tuple[str, str]:
+    """The phase's wall time (its steps' seconds summed) and tokens/s; "-" for a run that did not log them."""
+    seconds = [h.get("seconds") for h in history]
+    if not history or not all(isinstance(s, int | float) and s > 0 for s in seconds):
+        return "-", "-"
+    tokens = history[-1].get("tokens_seen", 0) - history[0].get("tokens_seen", 0) + tokens_per_step
+    return format_duration(sum(seconds)), f"{tokens / sum(seconds):,.0f}"
+
+
+def _memory(phase: dict) -> str:
+    planned = (phase.get("memory") or {}).get("estimated_gib")
+    measured = [h["peak_memory_gib"] for h in phase["history"] if isinstance(h.get("peak_memory_gib"), int | float)]
+    planned_text = f"{planned:.1f}" if isinstance(planned, int | float) else "-"
+    return f"{planned_text} / {max(measured):.1f} GiB" if measured else f"{planned_text} / - GiB"
 
 
 def _loss_trend(losses: list[float]) -> str:

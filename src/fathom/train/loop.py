@@ -638,7 +638,7 @@ def _forward_backward(run: _Run, batches: list[dict[str, torch.Tensor]], scale: 
 
 def log_step(run: _Run, plan: PhasePlan, stats: StepStats, tb) -> None:
     """The step's record in the trainer state (saved with checkpoints) and its TensorBoard scalars."""
-    state = run.state
+    state, peak_gib = run.state, peak_memory_gb(run.device)
     state.log_history.append(
         {
             "step": state.global_step,
@@ -646,6 +646,8 @@ def log_step(run: _Run, plan: PhasePlan, stats: StepStats, tb) -> None:
             "learning_rate": stats.learning_rate,
             "grad_norm": stats.grad_norm,
             "tokens_seen": state.tokens_seen,
+            "seconds": round(stats.seconds, 4),  # the step's wall time: the report's speed per phase
+            "peak_memory_gib": round(peak_gib, 3),
         }
     )
     if run.status is not None:
@@ -661,7 +663,7 @@ def log_step(run: _Run, plan: PhasePlan, stats: StepStats, tb) -> None:
             "train/tokens_per_second": stats.tokens / max(stats.seconds, 1e-9),
             "train/seq_len": plan.max_seq_length,
             "train/phase_index": plan.index,
-            "train/peak_memory_gb": peak_memory_gb(run.device),
+            "train/peak_memory_gb": peak_gib,
         },
     )
 
