@@ -14,6 +14,8 @@ reader sees, in reading order, without the furniture. Cases:
   writes the table as Markdown rows, as fathom keeps it.
 - ``scanned``: the furniture case's first page as a 300-dpi image, no text layer (what OCR must read;
   a single page, so its running header cannot be told from its text by repetition).
+- ``garbled``: the same picture under an invisible text layer of symbols (a broken font encoding, or a
+  bad OCR layer): a reader must see that this text is not text, and read the picture instead.
 - ``rotated``: the text on a page turned 90 degrees (``/Rotate``).
 - ``ligatures``: DejaVu Sans with the fi / fl ligature code points and non-ASCII (section sign, accents,
   en dash, degree sign).
@@ -22,7 +24,7 @@ Scores per file: character accuracy (1 - Levenshtein distance / truth length, wh
 applied to both sides, so a ligature code point read as such is not an error), furniture lines left (the
 header, footer and page-number lines found in the extraction), and table rows whose cells appear in order
 on one line. Goals (issue 23): text-layer files >= 99% characters, 0 furniture lines, every row in order;
-scanned pages >= 95%.
+scanned and garbled pages >= 95% (by OCR).
 
 Run: python bench/pdf_testset.py [--out DIR] [--extractor fathom|pypdf|pypdfium2]
 """
@@ -184,6 +186,7 @@ def build(out: Path, shared: Path = ROOT.parent / "shared") -> list[Case]:
         _ligature_case(out),
     ]
     cases.append(_scanned_case(out, cases[0]))
+    cases.append(_scanned_case(out, cases[0], "garbled", garbled=True))
     for case in cases:
         record = {"truth": case.truth, "furniture": case.furniture, "table": case.table, "scanned": case.scanned}
         (out / f"{case.name}.truth.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
@@ -266,20 +269,37 @@ def _dejavu_candidates() -> list[Path]:
     ]
 
 
-def _scanned_case(out: Path, furniture: Case) -> Case:
-    """The furniture case's first page rendered at 300 dpi, placed as the only thing on a page."""
+def _scanned_case(out: Path, furniture: Case, name: str = "scanned", garbled: bool = False) -> Case:
+    """The furniture case's first page rendered at 300 dpi, placed as the only thing on a page; ``garbled``
+    adds an invisible text layer of garbage over it (a font encoding gone wrong, or a bad OCR layer)."""
     import pypdfium2
 
     page = pypdfium2.PdfDocument(str(out / "furniture.pdf"))[0]
     image = page.render(scale=300 / 72).to_pil().convert("L")
-    image_path = out / "scanned.png"
+    image_path = out / f"{name}.png"
     image.save(image_path)
-    canvas = _canvas(out / "scanned.pdf")
+    canvas = _canvas(out / f"{name}.pdf")
     canvas.drawImage(str(image_path), 0, 0, width=PAGE[0], height=PAGE[1])
+    if garbled:
+        layer = canvas.beginText(MARGIN, PAGE[1] - MARGIN - 30)
+        layer.setTextRenderMode(3)  # invisible: what a viewer shows is the picture, what is copied is this
+        layer.setFont("Helvetica", 10)
+        words = furniture.first_page.split()
+        for start in range(0, len(words), 12):
+            layer.textLine(" ".join(_garble(w) for w in words[start : start + 12]))
+        canvas.drawText(layer)
     canvas.showPage()
     canvas.save()
     image_path.unlink()
-    return Case("scanned", furniture.first_page, [HEADER, FOOTER, "Page 1"], scanned=True)
+    return Case(name, furniture.first_page, [HEADER, FOOTER, "Page 1"], scanned=True)
+
+
+GARBAGE = "§¶¤¦¨©«¬®¯°±´·¸»¿×÷"  # WinAnsi symbols that are neither letters nor digits
+
+
+def _garble(word: str) -> str:
+    """A word as a broken font encoding shows it: each character replaced by a symbol, its length kept."""
+    return "".join(GARBAGE[ord(c) % len(GARBAGE)] for c in word)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -381,7 +401,8 @@ def main() -> int:
 
         start = time.perf_counter()
         extract(args.out / "scanned.pdf", "fathom")
-        speed["ocr"] = 1 / (time.perf_counter() - start)
+        extract(args.out / "garbled.pdf", "fathom")
+        speed["ocr"] = 2 / (time.perf_counter() - start)
         print(f"OCR ({ocr_engine('auto') or 'no OCR program here'}): {speed['ocr']:.3f} pages/s")
     print(json.dumps({"benchmark": "pdf-testset", "extractor": args.extractor, "rows": rows, "pages_per_s": speed}))
     return 0

@@ -10,7 +10,12 @@ the faster run of each counts. Memory is the peak resident set of the process pl
 (the largest worker times the number of workers, an upper bound).
 
 Target: fathom at least 1.5x the reference's tokens/s, with peak memory no higher.
-Run: python bench/prepare.py [--shared ../shared] [--num-proc 2]
+
+PDFs: the same ``prepare_corpus`` over the PDF test set (bench/pdf_testset.py, drawn from the COLREGs),
+each in a fresh process: the text-layer files with ``data.ocr: off``, and the scanned and garbled pages
+with ``data.ocr: auto`` (tesseract, where installed), reported in pages/s.
+
+Run: python bench/prepare.py [--shared ../shared] [--num-proc 2] [--no-pdf]
 """
 
 from __future__ import annotations
@@ -79,9 +84,35 @@ def run_fathom(shared: Path, tmp: str, num_proc: int) -> dict:
     return {"seconds": time.perf_counter() - start, "tokens": int(docs.lengths.sum()), "rows": rows}
 
 
+def run_pdf(shared: Path, tmp: str, num_proc: int, ocr: bool) -> dict:
+    """``prepare_corpus`` over the PDF test set's text-layer files (``ocr`` False) or its pages that only OCR
+    reads; the test set is drawn before the clock starts."""
+    import pdf_testset
+    from transformers import AutoTokenizer
+
+    from fathom.config import load_config
+    from fathom.data.cache import prepare_corpus
+
+    cases = pdf_testset.build(Path(tmp) / "pdfs", shared)
+    files = [str(Path(tmp) / "pdfs" / f"{case.name}.pdf") for case in cases if case.scanned == ocr]
+    tokenizer = AutoTokenizer.from_pretrained(shared / "tokenizers" / "qwen2.5")
+    overrides = [f"data.paths=[{', '.join(files)}]", f"data.cache_dir={tmp}/cache", f"data.num_proc={num_proc}"]
+    config = load_config(None, [*overrides, f"data.ocr={'auto' if ocr else 'off'}"])
+    start = time.perf_counter()
+    cache = prepare_corpus(config, tokenizer, 151643, progress=False)
+    seconds = time.perf_counter() - start
+    read = cache.meta.get("pdf") or {}
+    return {"seconds": seconds, "files": len(files), "pages": read.get("pdf_pages", 0), **read}
+
+
 def _child(which: str, shared: str, num_proc: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        result = run_reference(Path(shared), tmp) if which == "reference" else run_fathom(Path(shared), tmp, num_proc)
+        if which.startswith("pdf"):
+            result = run_pdf(Path(shared), tmp, num_proc, ocr=which == "pdf-ocr")
+        elif which == "reference":
+            result = run_reference(Path(shared), tmp)
+        else:
+            result = run_fathom(Path(shared), tmp, num_proc)
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     result["peak_mib"] = own + (workers * num_proc if which == "fathom" and num_proc > 1 else 0)
@@ -109,6 +140,7 @@ def main() -> int:
     )
     parser.add_argument("--num-proc", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--no-pdf", action="store_true", help="leave out the PDF pages/s measurement")
     args = parser.parse_args()
     if not (args.shared / "corpus").is_dir():
         print(f"needs the shared corpus at {args.shared} (set --shared or FATHOM_SHARED)")
@@ -131,6 +163,7 @@ def main() -> int:
         f"speed ratio {ratio:.2f} (target >= 1.5), memory ratio {memory_ratio:.2f} (target <= 1.0): "
         f"{'met' if met else 'NOT met'}"
     )
+    pdf = {} if args.no_pdf else measure_pdfs(args.shared, args.num_proc)
     print(
         json.dumps(
             {
@@ -141,10 +174,29 @@ def main() -> int:
                 "speed_ratio": round(ratio, 3),
                 "memory_ratio": round(memory_ratio, 3),
                 "target_met": met,
+                "pdf": pdf,
             }
         )
     )
     return 0
+
+
+def measure_pdfs(shared: Path, num_proc: int) -> dict:
+    """Pages/s of text-layer PDFs and of pages read by OCR, each through prepare_corpus in a fresh process."""
+    from fathom.data.pdf import ocr_engine
+
+    out = {"text_layer": _measure("pdf-text", shared, num_proc)}
+    engine = ocr_engine("auto")
+    if engine is not None:
+        out["ocr"] = _measure("pdf-ocr", shared, num_proc) | {"engine": engine}
+    for kind, r in out.items():
+        pages = r.get("pages_ocr", 0) if kind == "ocr" else r["pages"]
+        r["pages_per_s"] = round(pages / r["seconds"], 3)
+        print(f"PDF {kind.replace('_', '-')}: {pages} pages of {r['files']} files in {r['seconds']:.2f} s = "
+              f"{r['pages_per_s']:,.2f} pages/s" + (f" ({r['engine']})" if kind == "ocr" else ""))  # fmt: skip
+    if engine is None:
+        print("PDF OCR: not measured (no tesseract here: apt-get install tesseract-ocr)")
+    return out
 
 
 if __name__ == "__main__":

@@ -78,6 +78,15 @@ def test_yaml_and_overrides_map_onto_types(tmp_path):
     assert config.data.paths == [str(tmp_path)]
 
 
+def test_a_bare_off_is_off_though_yaml_reads_it_as_false(tmp_path):
+    path = _write(tmp_path, _base(tmp_path))
+    config = load_config(path, ["data.ocr=off"])
+    assert config.data.ocr == "off"
+    again = tmp_path / "again.yaml"
+    again.write_text(config_to_yaml(config), encoding="utf-8")
+    assert load_config(again).data.ocr == "off"  # what fathom writes reads back the same
+
+
 def test_schedule_override_and_phase_skipping(tmp_path):
     path = _write(tmp_path, _base(tmp_path))
     config = load_config(

@@ -216,11 +216,15 @@ class DataConfig:
         default="inside",
     )
     ocr: str = _help(
-        "PDF pages without a text layer (scans): auto reads them with tesseract where it is installed "
-        "(apt-get install tesseract-ocr, brew install tesseract; slow: seconds a page), else skips such a "
-        "file saying so; off skips them.",
+        "PDF pages without a usable text layer (scans, or text that does not read as words): auto reads them "
+        "with tesseract where it is installed (apt-get install tesseract-ocr, brew install tesseract; slow: "
+        "seconds a page), else leaves them out saying so; off leaves them out.",
         default="auto",
     )
+
+    def __post_init__(self) -> None:
+        if str(self.ocr).lower() == "false":  # YAML reads a bare `off` (data.ocr=off, ocr: off) as false
+            self.ocr = "off"
 
     def problems(self, check_paths: bool = True) -> Iterator[str]:
         if not self.paths:

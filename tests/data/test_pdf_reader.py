@@ -44,6 +44,30 @@ def test_a_scanned_page_is_read_by_ocr(testset):
     assert module.score(result.text, cases["scanned"])["char_accuracy"] >= 0.95
 
 
+def test_a_garbage_text_layer_is_not_trained_on_without_ocr(testset, monkeypatch):
+    """A page whose text layer is symbols (a broken font encoding, a bad OCR layer) is left out and counted;
+    a file of only such pages is skipped saying so, with the install line of the OCR that would read it."""
+    from fathom.data.ingest import IngestReport, documents_of
+
+    _, out, _ = testset
+    result = read_pdf(out / "garbled.pdf", ocr="off")
+    assert result.text == "" and result.pages_garbled == [1] and result.pages_ocr == 0
+    monkeypatch.setattr(pdf, "ocr_engine", lambda setting: None)
+    report = IngestReport()
+    assert list(documents_of(str(out / "garbled.pdf"), "text", report, ocr="auto")) == []
+    ((_, reason),) = report.skipped
+    assert reason.startswith("PDF whose text layer does not read as words") and "tesseract-ocr" in reason
+    assert read_pdf(out / "furniture.pdf").pages_garbled == []  # real text is never taken for garbage
+
+
+@pytest.mark.skipif(pdf.ocr_engine("auto") is None, reason="needs tesseract (apt-get install tesseract-ocr)")
+def test_a_garbage_text_layer_is_read_again_by_ocr(testset):
+    module, out, cases = testset
+    result = read_pdf(out / "garbled.pdf", ocr="auto")
+    assert result.pages_garbled == [1] and result.pages_ocr == 1
+    assert module.score(result.text, cases["garbled"])["char_accuracy"] >= 0.95
+
+
 def test_without_tesseract_a_scan_is_skipped_with_the_install_line(testset, monkeypatch):
     from fathom.data.ingest import IngestReport, documents_of
 
@@ -114,7 +138,9 @@ def test_data_stats_counts_what_reading_the_pdfs_did(testset, local_model_dir, t
     assert main(["data", "stats", "--config", str(config), "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["pdf"]["header_footer_lines_removed"] >= 8 and stats["pdf"]["line_end_hyphens_joined"] >= 10
-    assert stats["pdf"]["table_rows"] == 7 and stats["skipped_by_reason"] == {"PDF without a text layer": 1}
+    assert stats["pdf"]["table_rows"] == 7
+    garbled = "PDF whose text layer does not read as words"
+    assert stats["skipped_by_reason"] == {"PDF without a text layer": 1, garbled: 1}
     assert stats["pdf"]["pdf_pages"] >= 8
     lowest = stats["lowest_confidence"]  # the files to look at first, the least readable first
     assert len(lowest) == 6 and [share for _, share in lowest] == sorted(share for _, share in lowest)

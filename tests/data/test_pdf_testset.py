@@ -11,7 +11,8 @@ import json
 
 def test_every_case_is_a_pdf_with_its_truth(testset):
     module, out, cases = testset
-    assert set(cases) == {"furniture", "hyphenation", "columns", "table", "rotated", "ligatures", "scanned"}
+    names = {"furniture", "hyphenation", "columns", "table", "rotated", "ligatures", "scanned", "garbled"}
+    assert set(cases) == names
     for name, case in cases.items():
         assert (out / f"{name}.pdf").read_bytes().startswith(b"%PDF")
         truth = json.loads((out / f"{name}.truth.json").read_text(encoding="utf-8"))
@@ -51,4 +52,5 @@ def test_pypdfs_reading_is_measured_not_assumed(testset):
     assert read["furniture"]["furniture_left"] > 0 and read["columns"]["furniture_left"] > 0
     assert read["hyphenation"]["char_accuracy"] < read["rotated"]["char_accuracy"]
     assert read["scanned"]["char_accuracy"] == 0.0
+    assert read["garbled"]["char_accuracy"] < 0.2  # the garbage layer read as it is
     assert read["table"]["table_rows_in_order"] == "0/7"  # pypdf gives each cell its own line

@@ -293,7 +293,12 @@ def _pdf_text(path: Path, report: IngestReport, ocr: str = "off") -> str | None:
             hint = "; data.ocr: auto reads such pages"
         else:
             hint = f"; to read it: {OCR_INSTALL}" if ocr_engine(ocr) is None else "; OCR read no text on it"
-        report.skip(path, f"PDF without a text layer (scanned?) ({result.pages} pages{hint})")
+        what = (
+            "PDF whose text layer does not read as words (a broken font encoding, or a bad OCR layer?)"
+            if result.pages_garbled
+            else "PDF without a text layer (scanned?)"
+        )
+        report.skip(path, f"{what} ({result.pages} pages{hint})")
         return None
     report.pdf.update(
         {
@@ -303,6 +308,7 @@ def _pdf_text(path: Path, report: IngestReport, ocr: str = "off") -> str | None:
             "table_rows": result.table_rows,
             "pages_without_text": len(result.pages_without_text),
             "pages_ocr": result.pages_ocr,
+            "pages_with_garbled_text": len(result.pages_garbled),
         }
     )
     report.confidence.append((str(path), round(result.confidence, 3)))

@@ -22,6 +22,10 @@ so it is written here, from positions and repetition only (no per-publisher patt
 - **Scans**: a page with no text at all is rendered at 300 dpi and read by tesseract (``data.ocr: auto``,
   where the ``tesseract`` program is installed: it reads English print well and ships no Python
   package to install); its words, with their boxes, go through the same reading as a text layer.
+- **Garbage text layers**: a page whose text mostly does not read as words or numbers (a font whose
+  encoding maps glyphs to the wrong characters, a bad OCR layer under a scan: under half of its
+  characters, of 50 or more) is read by OCR like a scan; with no OCR it is left out and counted, since
+  training on it would teach the model the garbage.
 
 Worked example: a page whose lines are ``Rules for Ships - Page 3`` (and the same on most pages),
 ``the vessel shall keep a look-`` and ``out at all times`` becomes ``the vessel shall keep a lookout at
@@ -49,7 +53,7 @@ PAGE_NUMBER = re.compile(
 )
 logger = logging.getLogger("fathom")
 
-READER_VERSION = "fathom-pdf-1"  # in the token cache's key of every PDF: bump when the text read changes
+READER_VERSION = "fathom-pdf-2"  # in the token cache's key of every PDF: bump when the text read changes
 OCR_DPI = 300
 OCR_INSTALL = "install tesseract (apt-get install tesseract-ocr, or brew install tesseract) and prepare again"
 SOFT_HYPHENS = ("\x02", "\ufffe", "\u00ad")  # how pdfium marks a hyphen that ends a line
@@ -57,6 +61,8 @@ TERMINAL = ".!?:;\")'”’»"
 READABLE = re.compile(r"^[\W_]*(?:[^\W\d_]+(?:[-'’][^\W\d_]+)*|\d[\d.,:/%-]*)[\W_]*$")  # a word or a number
 BROKEN = re.compile(r"([^\W\d_]+)-$")  # a line that ends in a word and a hyphen
 WORD = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*", re.U)
+GARBLED_BELOW = 0.5  # a page whose readable share is under this, of at least GARBLED_MIN_CHARS, is garbage
+GARBLED_MIN_CHARS = 50
 
 
 Box = tuple[float, float, float, float, str]  # left, bottom, right, top (page points), text
@@ -92,15 +98,27 @@ class PdfText:
     hyphens_joined: int = 0
     table_rows: int = 0
     pages_without_text: list[int] = field(default_factory=list)  # 1-based: scanned, or images only
-    pages_ocr: int = 0  # of those, read by OCR
+    pages_ocr: int = 0  # of those and the garbled ones, read by OCR
+    pages_garbled: list[int] = field(default_factory=list)  # 1-based: a text layer that is not text
 
     @property
     def confidence(self) -> float:
         """How much of the text reads as words or numbers (0-1): a text layer in a broken font encoding,
         or a poor scan, scores low; ``fathom data stats`` lists the lowest files to look at first."""
-        tokens = self.text.split()
-        total = sum(len(t) for t in tokens)
-        return sum(len(t) for t in tokens if READABLE.match(t)) / total if total else 0.0
+        return readable_share(self.text)
+
+
+def readable_share(text: str) -> float:
+    """The share of ``text``'s characters (whitespace aside) in tokens that read as a word or a number."""
+    tokens = text.split()
+    total = sum(len(t) for t in tokens)
+    return sum(len(t) for t in tokens if READABLE.match(t)) / total if total else 0.0
+
+
+def _garbled(boxes: list[Box]) -> bool:
+    """A page's text layer is garbage: enough text, and under half of it reads as words or numbers."""
+    text = " ".join(box[4] for box in boxes)
+    return len(text) >= GARBLED_MIN_CHARS and readable_share(text) < GARBLED_BELOW
 
 
 def read_pdf(path: str | Path, ocr: str = "off") -> PdfText:
@@ -111,10 +129,13 @@ def read_pdf(path: str | Path, ocr: str = "off") -> PdfText:
 
     engine = ocr_engine(ocr)
     document = pypdfium2.PdfDocument(str(path))
-    pages, scanned, started = [], 0, time.perf_counter()
+    pages, garbled, scanned, started = [], [], 0, time.perf_counter()
     try:
         for i in range(len(document)):
             boxes = _page_boxes(document[i])
+            if boxes and _garbled(boxes):
+                garbled.append(i + 1)
+                boxes = []  # read again by OCR below, or left out
             if not boxes and engine:
                 if scanned % 10 == 0:  # OCR takes seconds a page: say where it is
                     logger.info("OCR: %s, page %d of %d, with %s", path, i + 1, len(document), engine)
@@ -126,7 +147,7 @@ def read_pdf(path: str | Path, ocr: str = "off") -> PdfText:
     if scanned:
         logger.info("OCR: %s: %d pages read in %.0f s", path, scanned, time.perf_counter() - started)
     result = assemble(pages)
-    result.pages_ocr = scanned
+    result.pages_ocr, result.pages_garbled = scanned, garbled
     return result
 
 
