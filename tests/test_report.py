@@ -80,6 +80,19 @@ def test_the_page_is_whole_self_contained_and_says_what_happened(run_and_eval, c
     assert len(page.encode()) < 3 * 2**20
 
 
+def test_the_curves_sit_on_the_runs_token_axis(run_and_eval):
+    """Each phase's steps where the run's token count puts them: the last at the run's total, each phase
+    starting where the one before ended (tokens_seen counts the whole run, never per phase)."""
+    from fathom.fsutil import read_json
+    from fathom.reports.html import _phases, curve_positions
+
+    run, _ = run_and_eval
+    phases = _phases(run, read_json(run / "status.json"))
+    (start_a, xs_a), (start_b, xs_b) = curve_positions(phases)
+    assert start_a == 0 and start_b == xs_a[-1] < xs_b[0]
+    assert xs_b[-1] == sum(p["trained_tokens"] for p in phases) == 2048
+
+
 def test_a_folder_that_is_no_run_is_one_line(run_and_eval, tmp_path, capsys):
     run, _ = run_and_eval
     assert main(["report", str(tmp_path)]) == 2

@@ -201,7 +201,7 @@ def _phase_table(phases: list[dict]) -> str:
                 f"{int(p.get('max_seq_length') or 0):,}",
                 f"{int(p.get('trained_tokens') or 0):,}",
                 f"{int(p.get('steps') or 0):,}",
-                *_speed(p["history"], int(p.get("tokens_per_step") or 0)),
+                *_speed(p["history"], int(p.get("trained_tokens") or 0) // max(int(p.get("steps") or 1), 1)),
                 _memory(p),
                 _loss_trend([h["loss"] for h in p["history"]]),
                 "done" if p["done"] else "not reached",
@@ -212,7 +212,7 @@ def _phase_table(phases: list[dict]) -> str:
     note = (
         "<p class='muted'>Wall time and tokens/s count the training steps (not evaluations or checkpoints). "
         "Planned memory is fathom's estimate for the setup the phase chose; measured is the GPU allocator's "
-        "peak, or on a CPU the whole process's resident memory.</p>"
+        "peak in the phase, or on a CPU the process's largest resident memory so far (evaluations and all).</p>"
     )
     return "<h2>The phases</h2>" + _table(header, rows, escape=False) + note  # cells escaped as they were built
 
@@ -237,6 +237,8 @@ def _loss_trend(losses: list[float]) -> str:
     """Mean loss over the first and the last tenth of a phase's steps (one step's loss is noisy)."""
     if not losses:
         return "-"
+    if len(losses) == 1:
+        return f"{losses[0]:.3f} (one step: no trend)"
     tenth = max(1, len(losses) // 10)
     first, last = sum(losses[:tenth]) / tenth, sum(losses[-tenth:]) / tenth
     verdict = " <span class='ok'>fell</span>" if last < first else " <span class='bad'>did not fall</span>"
@@ -254,17 +256,16 @@ def _curves(phases: list[dict]) -> str:
     if not done:
         return "<h2>Loss and learning rate</h2><p class='muted'>No phase has ended yet.</p>"
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5.2), sharex=True)
-    offset = 0
-    for p in done:
-        xs = [offset + h.get("tokens_seen", 0) for h in p["history"]]
+    for p, (start, xs) in zip(done, curve_positions(done), strict=True):
         losses = [h["loss"] for h in p["history"]]
-        (line,) = top.plot(xs, losses, alpha=0.35, lw=0.8)
+        marker = "o" if len(xs) == 1 else None  # a one-step phase is a point, not an invisible line
+        (line,) = top.plot(xs, losses, alpha=0.35, lw=0.8, marker=marker, ms=3)
         smooth = _moving_mean(losses, max(1, len(losses) // 10))  # the trend under each step's noise
-        top.plot(xs, smooth, color=line.get_color(), label=f"{p['name']} ({int(p.get('max_seq_length') or 0):,})")
-        bottom.plot(xs, [h.get("learning_rate", 0.0) for h in p["history"]])
+        label = f"{p['name']} ({int(p.get('max_seq_length') or 0):,})"
+        top.plot(xs, smooth, color=line.get_color(), label=label, marker=marker, ms=4)
+        bottom.plot(xs, [h.get("learning_rate", 0.0) for h in p["history"]], marker=marker, ms=3)
         for axis in (top, bottom):
-            axis.axvline(offset, color="#889", lw=0.8, ls="--")
-        offset = xs[-1]
+            axis.axvline(start, color="#889", lw=0.8, ls="--")
     top.set_ylabel("loss")
     bottom.set_ylabel("learning rate")
     bottom.set_xlabel("tokens trained")
@@ -275,6 +276,17 @@ def _curves(phases: list[dict]) -> str:
         "phase starts (and its learning rate warms up again); the pale line is each step's loss, the strong one "
         "its mean over a tenth of the phase.</p>" + _figure(fig, "loss and learning rate")
     )
+
+
+def curve_positions(phases: list[dict]) -> list[tuple[int, list[int]]]:
+    """Per phase with a history: where it starts on the run's token axis and each logged step's position.
+    ``tokens_seen`` already counts the whole run, so a phase starts where the one before it ended."""
+    out, start = [], 0
+    for p in phases:
+        xs = [int(h.get("tokens_seen") or 0) for h in p["history"]]
+        out.append((start, xs))
+        start = xs[-1] if xs else start
+    return out
 
 
 def _moving_mean(values: list[float], window: int) -> list[float]:

@@ -68,7 +68,7 @@ from fathom.train.memory import apply_for_phase, step_down_after_oom
 from fathom.train.optim import build_optimizer, learning_rate_at
 from fathom.train.progress import StatusFile, train_log
 from fathom.train.trackers import check_trackers_installed
-from fathom.train.tracking import NullLogger, Tracking, peak_memory_gb
+from fathom.train.tracking import NullLogger, Tracking, peak_memory_gb, reset_peak_memory
 
 logger = logging.getLogger("fathom")
 
@@ -422,6 +422,7 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
         _wrap_for_training(run)
     shards = world.size if world.strategy == "fsdp" else 1
     state.memory[plan.name] = apply_for_phase(run.model, run.config, plan, run.device, state.memory, shards)
+    reset_peak_memory(run.device)  # each phase's measured peak its own, beside its planned one
     purge = state.global_step + 1 if resumed_mid_phase else None
     tb = run.tracking.phase(run.layout.phase_logs(plan.name), purge) if run.tracking else NullLogger()
     if not resumed_mid_phase:

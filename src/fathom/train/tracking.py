@@ -32,6 +32,13 @@ def peak_memory_gb(device: torch.device) -> float:
     return rss / (2**30 if sys.platform == "darwin" else 2**20)
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a phase's peak afresh where the device can (CUDA's allocator); a CPU process's peak RSS cannot
+    be reset, so there each phase's peak is the process's so far."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
 class PhaseLogger:
     """Scalars, text and images of one phase, written with torch's SummaryWriter."""
 
