@@ -28,12 +28,17 @@ def run_and_eval(tmp_path_factory, local_model_dir, synthetic_corpus):
     assert main(["train", "--config", str(write_config(tmp / "run.yaml", cfg))]) == 0
     items = [
         {"question": "Who is the <master>?", "reference": "M. Petrov", "answer": "Master: M. Petrov", "contains": True,
-         "length": 448, "depth": 0.5, "group": "like"},
+         "length": 448, "depth": "40-60%", "group": "like"},
         {"question": "What cargo?", "reference": "grain", "answer": "coal", "contains": False, "length": 960,
          "depth": 0.1, "group": "like"},
     ]  # fmt: skip
-    qa = {"items": items, "contains_by_length": {"448": 1.0, "960": 0.0}}
-    results = {"base": str(local_model_dir), "models": [{"name": "final_128_model", "qa": qa}]}
+    qa = {"items": items, "contains_by_length": {"448": 1.0, "960": 0.0}, "n_by_length": {"448": 1, "960": 1}}
+    before = {"items": [item | {"answer": "no idea", "contains": False} for item in items],
+              "contains_by_length": {"448": 0.0, "960": 0.0}}  # fmt: skip
+    results = {
+        "base": str(local_model_dir),
+        "models": [{"name": "base", "qa": before}, {"name": "final_128_model", "qa": qa}],
+    }
     (tmp / "eval").mkdir()
     (tmp / "eval" / "results.json").write_text(json.dumps(results), encoding="utf-8")
     return tmp / "my-run", tmp / "eval"
@@ -63,7 +68,7 @@ def test_the_page_is_whole_self_contained_and_says_what_happened(run_and_eval, c
     assert f"wrote {run / 'report.html'}" in capsys.readouterr().out
     for section in ("What was trained", "The phases", "Loss and learning rate", "Warnings", "Using the result"):
         assert f"<h2>{section}" in page, section
-    assert "Evaluation: eval" in page and "Questions asked of final_128_model" in page
+    assert "Evaluation: eval" in page and "Questions and answers: base, final_128_model" in page
     assert "Phase_1a_Short" in page and "Phase_1b_Long" in page and "fell" in page
     # no network: every picture inline and decodable, no external reference of any kind
     assert not re.search(r"""(src|href)\s*=\s*['"](https?:)?//""", page) and "url(" not in page
@@ -75,8 +80,10 @@ def test_the_page_is_whole_self_contained_and_says_what_happened(run_and_eval, c
         Image.open(io.BytesIO(base64.b64decode(data))).verify()
     # the answers, escaped, each row carrying what the filters read
     assert "Who is the &lt;master&gt;?" in page and "<master>" not in page
-    assert page.count("data-right='yes'") == 1 and page.count("data-right='no'") == 1
+    assert page.count("data-right='no,yes'") == 1 and page.count("data-right='no,no'") == 1  # side by side
     assert "data-length='448'" in page and "data-length='960'" in page
+    assert "<td>final_128_model</td><td>100%, n=1</td><td>0%, n=1</td>" in page  # accuracy by context length
+    assert "<td>448</td><td>40-60%</td><td>Who is the &lt;master&gt;?</td>" in page and "<td>10%</td>" in page
     assert len(page.encode()) < 3 * 2**20
 
 
@@ -115,5 +122,19 @@ def test_the_page_renders_in_a_headless_browser(run_and_eval, tmp_path):
     )  # fmt: skip
     assert shot.is_file() and shot.stat().st_size > 10_000, done.stderr[-2000:]
     assert "Uncaught" not in done.stderr and "SyntaxError" not in done.stderr
-    dom = subprocess.run(["chromium", *flags, "--dump-dom", url], capture_output=True, text=True, timeout=hang_guard())
-    assert "Questions asked of final_128_model" in dom.stdout and "2 shown" in dom.stdout
+
+    def shown(hash_part: str = "") -> str:
+        dom = subprocess.run(
+            ["chromium", *flags, "--dump-dom", url + hash_part], capture_output=True, text=True, timeout=hang_guard()
+        )
+        assert "Questions and answers: base, final_128_model" in dom.stdout, dom.stderr[-2000:]
+        return re.search(r"(\d+) shown", dom.stdout).group(1)
+
+    assert shown() == "2"  # the script ran and counted every row
+    # the filters, set from the address as a shared link would: by length, by one model's answers, disagreement
+    assert (shown("#length=960"), shown("#answers=1:yes"), shown("#answers=0:no"), shown("#answers=differ")) == (
+        "1",
+        "1",
+        "2",
+        "1",
+    )

@@ -37,9 +37,14 @@ padding:.8em;overflow-x:auto;font-size:.88em}.filters{margin:.5em 0}.filters sel
 """
 SCRIPT = """
 function filterQA(id){const t=document.getElementById(id);const L=document.getElementById(id+'-length').value;
-const R=document.getElementById(id+'-right').value;let shown=0;
-for(const row of t.tBodies[0].rows){const ok=(L==='all'||row.dataset.length===L)&&(R==='all'||row.dataset.right===R);
+const A=document.getElementById(id+'-answers').value;const [m,want]=A.split(':');let shown=0;
+for(const row of t.tBodies[0].rows){const right=row.dataset.right.split(',');
+const ok=(L==='all'||row.dataset.length===L)&&(A==='all'||(A==='differ'?new Set(right).size>1:right[+m]===want));
 row.style.display=ok?'':'none';if(ok)shown++;}document.getElementById(id+'-count').textContent=shown+' shown';}
+window.addEventListener('DOMContentLoaded',()=>{const h=new URLSearchParams(location.hash.slice(1));
+for(const t of document.querySelectorAll('table.qa')){for(const k of ['length','answers']){
+const s=document.getElementById(t.id+'-'+k);if(h.has(k)&&[...s.options].some(o=>o.value===h.get(k)))s.value=h.get(k);}
+filterQA(t.id);}});
 """
 
 
@@ -325,37 +330,92 @@ def _evaluation(folder: Path) -> str:
         return f"<h2>Evaluation {html.escape(folder.name)}</h2><p class='bad'>No results.json in this folder.</p>"
     parts = [f"<h2>Evaluation: {html.escape(folder.name)}</h2>"]
     parts += [f"<h3>{html.escape(p.stem)}</h3>{_png(p, p.stem)}" for p in sorted(folder.glob("*.png"))]
-    for index, model in enumerate(results.get("models") or []):
-        qa = model.get("qa") if isinstance(model, dict) else None
-        if qa and qa.get("items"):
-            parts.append(_qa_table(f"qa-{folder.name}-{index}", str(model.get("name", index)), qa))
+    asked = [
+        (str(m.get("name", index)), m["qa"])
+        for index, m in enumerate(results.get("models") or [])
+        if isinstance(m, dict) and isinstance(m.get("qa"), dict) and m["qa"].get("items")
+    ]
+    if asked:
+        parts.append(_qa_accuracy(asked))
+        if _same_questions([qa for _, qa in asked]):
+            parts.append(_qa_table(f"qa-{folder.name}", asked))
+        else:  # other question sets (another --qa per model): a table each
+            parts += [_qa_table(f"qa-{folder.name}-{i}", [one]) for i, one in enumerate(asked)]
     return "".join(parts)
 
 
-def _qa_table(table_id: str, model: str, qa: dict) -> str:
-    """Every question, its reference and the model's answer, filterable by length and by right / wrong."""
-    table_id = "".join(c if c.isalnum() else "-" for c in table_id)
-    items = [i for i in qa["items"] if isinstance(i, dict)]
-    lengths = sorted({int(i.get("length") or 0) for i in items})
-    options = "".join(f"<option value='{n}'>{n:,} tokens</option>" for n in lengths)
-    scores = sorted((int(k), v) for k, v in (qa.get("contains_by_length") or {}).items())
-    by_length = ", ".join(f"{n:,} tokens: {v:.0%}" for n, v in scores)
-    rows = "".join(
-        f"<tr data-length='{int(i.get('length') or 0)}' data-right='{'yes' if i.get('contains') else 'no'}'>"
-        f"<td>{int(i.get('length') or 0):,}</td><td>{html.escape(str(i.get('question', '')))}</td>"
-        f"<td>{html.escape(str(i.get('reference', '')))}</td><td>{html.escape(str(i.get('answer', '')))}</td>"
-        f"<td class='{'ok' if i.get('contains') else 'bad'}'>{'right' if i.get('contains') else 'wrong'}</td></tr>"
-        for i in items
-    )
+def _same_questions(scores: list[dict]) -> bool:
+    def key(item: dict) -> tuple:
+        return item.get("question"), item.get("reference"), item.get("length"), item.get("depth")
+
+    first = [key(i) for i in scores[0]["items"]]
+    return all([key(i) for i in qa["items"]] == first for qa in scores[1:])
+
+
+def _qa_accuracy(asked: list[tuple[str, dict]]) -> str:
+    """Each model's share of answers holding the reference, by context length, with the 95% interval
+    where the evaluation gives one: where along the lengths a model stops finding things."""
+    lengths = sorted({int(n) for _, qa in asked for n in (qa.get("contains_by_length") or {})})
+    rows = []
+    for name, qa in asked:
+        cells = []
+        for n in lengths:
+            share = (qa.get("contains_by_length") or {}).get(str(n))
+            low, high = ((qa.get("contains_interval_by_length") or {}).get(str(n)) or [None, None])[:2]
+            count = (qa.get("n_by_length") or {}).get(str(n))
+            interval = f" [{low:.0%}, {high:.0%}]" if isinstance(low, float) and isinstance(high, float) else ""
+            cells.append("-" if share is None else f"{share:.0%}{interval}" + (f", n={count}" if count else ""))
+        rows.append((name, *cells, f"{qa.get('contains', 0):.0%} of {len(qa['items'])}"))
+    header = ["model", *(f"{n:,} tokens" for n in lengths), "all"]
     return (
-        f"<h3>Questions asked of {html.escape(model)}</h3><p>Answer contains the reference, by context length: "
-        f"{by_length or '-'}.</p><div class='filters'>length <select id='{table_id}-length' "
-        f"onchange=\"filterQA('{table_id}')\"><option value='all'>all</option>{options}</select> answer "
-        f"<select id='{table_id}-right' onchange=\"filterQA('{table_id}')\"><option value='all'>all</option>"
-        f"<option value='yes'>right</option><option value='no'>wrong</option></select>"
-        f"<span id='{table_id}-count' class='muted'>{len(items)} shown</span></div>"
-        f"<table id='{table_id}'><thead><tr><th>context</th><th>question</th><th>reference</th><th>answer</th>"
-        f"<th></th></tr></thead><tbody>{rows}</tbody></table>"
+        "<h3>Answers holding the reference, by context length</h3>"
+        + _table(header, rows)
+        + "<p class='muted'>[low, high]: 95% interval of the share; a few questions give a wide one.</p>"
+    )
+
+
+def _qa_table(table_id: str, asked: list[tuple[str, dict]]) -> str:
+    """Every question, its reference and each model's answer side by side, filterable by context length and
+    by a model's answers being right or wrong (or the models disagreeing); ``#length=N&answers=0:no`` in
+    the page's address opens it filtered."""
+    table_id = "".join(c if c.isalnum() else "-" for c in table_id)
+    items = [[i if isinstance(i, dict) else {} for i in qa["items"]] for _, qa in asked]
+    lengths = sorted({int(i.get("length") or 0) for i in items[0]})
+    options = "".join(f"<option value='{n}'>{n:,} tokens</option>" for n in lengths)
+    answers = "".join(
+        f"<option value='{m}:yes'>{html.escape(name)} right</option><option value='{m}:no'>{html.escape(name)} "
+        "wrong</option>"
+        for m, (name, _) in enumerate(asked)
+    ) + ("<option value='differ'>the models disagree</option>" if len(asked) > 1 else "")
+    rows = "".join(_qa_row([column[r] for column in items]) for r in range(len(items[0])))
+    columns = "".join(f"<th>{html.escape(name)}</th>" for name, _ in asked)
+    return (
+        f"<h3>Questions and answers: {', '.join(html.escape(name) for name, _ in asked)}</h3>"
+        f"<div class='filters'>length <select id='{table_id}-length' onchange=\"filterQA('{table_id}')\">"
+        f"<option value='all'>all</option>{options}</select> answers <select id='{table_id}-answers' "
+        f"onchange=\"filterQA('{table_id}')\"><option value='all'>all</option>{answers}</select>"
+        f"<span id='{table_id}-count' class='muted'>{len(items[0])} shown</span></div>"
+        f"<table class='qa' id='{table_id}'><thead><tr><th>context</th><th>depth</th><th>question</th>"
+        f"<th>reference</th>{columns}</tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def _qa_row(answers: list[dict]) -> str:
+    """One question's row: its context, depth, question and reference, then each model's answer marked."""
+    first = answers[0]
+    right = ",".join("yes" if a.get("contains") else "no" for a in answers)
+    cells = "".join(
+        f"<td class='{'ok' if a.get('contains') else 'bad'}'>{'&#10003;' if a.get('contains') else '&#10007;'} "
+        f"<span style='font-weight:normal;color:#1b2733'>{html.escape(str(a.get('answer', '')))}</span></td>"
+        for a in answers
+    )
+    depth = first.get("depth")  # a bin ("40-60%") as fathom eval writes it, or a share
+    depth = f"{depth:.0%}" if isinstance(depth, float) else html.escape(str(depth)) if depth else "-"
+    return (
+        f"<tr data-length='{int(first.get('length') or 0)}' data-right='{right}'>"
+        f"<td>{int(first.get('length') or 0):,}</td><td>{depth}</td>"
+        f"<td>{html.escape(str(first.get('question', '')))}</td><td>{html.escape(str(first.get('reference', '')))}"
+        f"</td>{cells}</tr>"
     )
 
 
