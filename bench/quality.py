@@ -144,6 +144,7 @@ def probes(scale: Scale) -> dict[str, Arm]:
         ("rank-64", "lora.r", 64),
         ("norms", "lora.train_norms", True),
         ("no-replay", "sft.replay_fraction", 0.0),
+        ("whole-answers", "qa.answer_chars", 300),  # training answers: first sentences cut past 300, not 100
         ("tokens-x4", "sft.total_tokens", scale.phase2_tokens * 4),  # last: four times as long to train
     ]
     varied = arms(scale)["qa-only"]
@@ -339,8 +340,16 @@ def arm_config(scale: Scale, arm: Arm, out: Path) -> dict:
         if arm.phase2_from != "base":
             config["sft"]["init_adapter"] = str(adapter_dir(scale, arms(scale)[arm.phase2_from], out))
     for key, value in arm.overrides:
-        _set_dotted(config, key, value)
+        if key == "qa.answer_chars":  # a setting of the question builder: Phase 2 reads other questions
+            config["sft"]["paths"] = [str(out / training_questions_name(value))]
+        else:
+            _set_dotted(config, key, value)
     return config
+
+
+def training_questions_name(answer_chars: int | None = None) -> str:
+    """Phase 2's training questions: the builder's own answer length, or ``answer_chars``."""
+    return "qa_train.jsonl" if answer_chars is None else f"qa_train-answers{answer_chars}.jsonl"
 
 
 def adapter_dir(scale: Scale, arm: Arm, out: Path) -> Path | None:
@@ -403,6 +412,9 @@ def run_arm(scale: Scale, name: str, out: Path, results: Path) -> dict:
         raise SystemExit(f"held-out documents overlap the training ones: {overlapping(texts)[:3]}")
     write_corpus(out, texts)
     questions = prepare_questions(scale, out, texts)
+    for key, value in arm.overrides:
+        if key == "qa.answer_chars":
+            prepare_training_questions(scale, out, texts, value)
     trained_minutes = train_arm(scale, arm, out)
     started = time.time()
     haystack = [t for _, t in texts["like"]] + [t for _, t in texts["unseen"]]
@@ -425,6 +437,22 @@ def _threads() -> int:
     import torch
 
     return torch.get_num_threads()
+
+
+def prepare_training_questions(scale: Scale, out: Path, texts: dict, answer_chars: int) -> Path:
+    """The same training questions as ``qa_train.jsonl`` (same documents, seed and contexts) with answers
+    cut past ``answer_chars`` instead of the builder's default, once."""
+    from fathom.config import load_config
+    from fathom.data.qa import build_records
+    from fathom.model.load import load_configured_tokenizer
+
+    path = out / training_questions_name(answer_chars)
+    if not path.is_file():
+        tokenizer = load_configured_tokenizer(load_config(None, [f"model.name_or_path={BASE}"], False).model)
+        train = [t for _, t in texts["train"]]
+        records = build_records(train, tokenizer, scale.qa_contexts, per_document=4, seed=0, answer_chars=answer_chars)
+        path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
 
 
 def prepare_questions(scale: Scale, out: Path, texts: dict) -> list[dict]:

@@ -95,6 +95,8 @@ def test_each_probe_changes_one_setting_of_the_arm_it_varies_and_loads_as_a_conf
         changed = {k: v for k, v in _flat(config).items() if varied.get(k) != v and k != "output_dir"}
         ((key, value),) = probe.overrides
         expected = {key: value} | ({"lora.alpha": 2 * value} if key == "lora.r" else {})
+        if key == "qa.answer_chars":  # the builder's setting: Phase 2 reads the questions built with it
+            expected = {"sft.paths": [str(tmp_path / quality.training_questions_name(value))]}
         assert changed == expected, name
         load_config(_write_yaml(tmp_path / f"{name}.yaml", config), [], check_paths=False)  # a valid config
 

@@ -95,17 +95,20 @@ def _body_after(text: str, end: int) -> tuple[str, int] | None:
     return match.group(1).strip(), match.start(1)
 
 
-def extract_facts(text: str) -> list[Fact]:
-    """The askable facts of a document, in order of appearance.
+def extract_facts(text: str, answer_chars: int = ANSWER_CHARS) -> list[Fact]:
+    """The askable facts of a document, in order of appearance; answers are first sentences (or values),
+    cut at a word boundary past ``answer_chars``.
 
     Paragraph and section questions name the heading they sit under (a long document holds many
     paragraphs "(a)"), and a label that occurs twice under one heading is not asked at all: every
     question has one answer in its document.
     """
-    facts = _key_value_facts(text)
+    facts = _key_value_facts(text, answer_chars)
     title = _TITLE.search(text)
     headings = _headings(text)
-    candidates = _paragraph_candidates(text, headings, title) + _section_candidates(text, headings)
+    candidates = _paragraph_candidates(text, headings, title, answer_chars) + _section_candidates(
+        text, headings, answer_chars
+    )
     counts: dict[tuple[str, str], int] = {}
     for name, label, *_ in candidates:
         counts[(name, label)] = counts.get((name, label), 0) + 1
@@ -120,10 +123,10 @@ def extract_facts(text: str) -> list[Fact]:
     return facts
 
 
-def _key_value_facts(text: str) -> list[Fact]:
+def _key_value_facts(text: str, answer_chars: int) -> list[Fact]:
     facts, seen = [], set()
     for match in _KEY_VALUE.finditer(text):
-        key, value = match.group(1).strip(), _first_sentence(match.group(2).strip())
+        key, value = match.group(1).strip(), _first_sentence(match.group(2).strip(), answer_chars)
         if key.lower() in _SKIP_KEYS or ". " in key or len(value) < 2 or key in seen:
             continue
         seen.add(key)
@@ -131,14 +134,14 @@ def _key_value_facts(text: str) -> list[Fact]:
     return facts
 
 
-def _paragraph_candidates(text: str, headings, title) -> list[tuple]:
+def _paragraph_candidates(text: str, headings, title, answer_chars: int) -> list[tuple]:
     """(name, label, answer, key, key offset, anchor, anchor offset) of lettered / numbered paragraphs,
     written inline ("(a) Any vessel ...") or as a heading with the text below ("###### (a) In General")."""
     out = []
     for match in _PARAGRAPH.finditer(text):
         where = _enclosing(headings, match.start(), title)
         if where is not None:
-            answer = _first_sentence(match.group(2).strip())
+            answer = _first_sentence(match.group(2).strip(), answer_chars)
             out.append((where[0], match.group(1), answer, match.group(0).strip()[:60], match.start(1), *where[1:]))
     for start, _, line, name in headings:
         label = _LABELLED_HEADING.match(name)
@@ -146,18 +149,18 @@ def _paragraph_candidates(text: str, headings, title) -> list[tuple]:
         where = _enclosing(headings, start, title)
         if label and body and _is_prose(body[0]) and where is not None:
             key = f"{line}\n"  # the heading line, whole: "(a)" alone recurs under every section
-            out.append((where[0], label.group(1), _first_sentence(body[0]), key, start, *where[1:]))
+            out.append((where[0], label.group(1), _first_sentence(body[0], answer_chars), key, start, *where[1:]))
     return out
 
 
-def _section_candidates(text: str, headings) -> list[tuple]:
+def _section_candidates(text: str, headings, answer_chars: int) -> list[tuple]:
     """Sections (a heading below the title, not a labelled paragraph) whose text opens with a sentence."""
     out = []
     for start, level, line, name in headings:
         body = _body_after(text, start + len(line))
         if level == 1 or _LABELLED_HEADING.match(name) or body is None or not _is_prose(body[0]):
             continue
-        out.append((name.rstrip(" ."), "", _first_sentence(body[0]), f"{line}\n", start, None, None))
+        out.append((name.rstrip(" ."), "", _first_sentence(body[0], answer_chars), f"{line}\n", start, None, None))
     return out
 
 
@@ -168,11 +171,13 @@ def build_records(
     per_document: int = 2,
     seed: int = 0,
     more_facts: dict[int, list[Fact]] | None = None,
+    answer_chars: int = ANSWER_CHARS,
 ) -> list[dict]:
     """Document-QA records (``fathom.data.instruct`` reads them) with contexts of ``lengths`` tokens.
 
     ``per_document`` facts of each document are drawn from :func:`extract_facts`; ``more_facts``
     (document index -> facts, e.g. a teacher's, see ``fathom.data.teacher``) are all asked too.
+    ``answer_chars``: answers past it are cut at a word boundary (see :func:`extract_facts`).
     """
     rng = random.Random(seed)
     more_facts = more_facts or {}
@@ -180,7 +185,7 @@ def build_records(
     encoded = [tokenizer(t.rstrip() + "\n\n", add_special_tokens=False, return_offsets_mapping=True) for t in texts]
     records = []
     for index, text in enumerate(texts):
-        facts = extract_facts(text)
+        facts = extract_facts(text, answer_chars)
         for length in lengths:
             chosen = rng.sample(facts, min(per_document, len(facts))) + more_facts.get(index, [])
             for fact in chosen:
