@@ -212,8 +212,8 @@ def _phase_table(phases: list[dict]) -> str:
                 "done" if p["done"] else "not reached",
             )
         )
-    header = ["phase", "tokens a row", "tokens", "steps", "wall time", "tokens/s", "peak memory, planned / measured",
-              "loss, first tenth of the steps to last", "status"]  # fmt: skip
+    header = ["phase", "length (tokens a row)", "tokens", "steps", "wall time", "tokens/s",
+              "peak memory, planned / measured", "loss, first tenth of the steps to last", "status"]  # fmt: skip
     note = (
         "<p class='muted'>Wall time and tokens/s count the training steps (not evaluations or checkpoints). "
         "Planned memory is fathom's estimate for the setup the phase chose; measured is the GPU allocator's "
