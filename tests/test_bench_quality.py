@@ -85,18 +85,20 @@ def _flat(config: dict) -> dict:
     }
 
 
-def test_each_probe_changes_one_setting_of_the_arm_it_varies_and_loads_as_a_config(quality, tmp_path):
+def test_each_probe_changes_only_its_settings_of_the_arm_it_varies_and_loads_as_a_config(quality, tmp_path):
     scale = quality.SCALES["cpu"]
     varied = _flat(quality.arm_config(scale, quality.arms(scale)["qa-only"], tmp_path))
     probes = quality.probes(scale)
     assert len(probes) >= 4 and all(p.longest_only and p.phase2_from == "base" for p in probes.values())
+    assert sum(len(p.overrides) > 1 for p in probes.values()) == 1  # one combination, the rest one setting each
     for name, probe in probes.items():
         config = quality.arm_config(scale, probe, tmp_path)
         changed = {k: v for k, v in _flat(config).items() if varied.get(k) != v and k != "output_dir"}
-        ((key, value),) = probe.overrides
-        expected = {key: value} | ({"lora.alpha": 2 * value} if key == "lora.r" else {})
-        if key == "qa.answer_chars":  # the builder's setting: Phase 2 reads the questions built with it
-            expected = {"sft.paths": [str(tmp_path / quality.training_questions_name(value))]}
+        expected = {}
+        for key, value in probe.overrides:
+            expected |= {key: value} | ({"lora.alpha": 2 * value} if key == "lora.r" else {})
+            if key == "qa.answer_chars":  # the builder's setting: Phase 2 reads the questions built with it
+                expected = {"sft.paths": [str(tmp_path / quality.training_questions_name(value))]}
         assert changed == expected, name
         load_config(_write_yaml(tmp_path / f"{name}.yaml", config), [], check_paths=False)  # a valid config
 

@@ -195,7 +195,8 @@ def _cmd_qa_build(args: argparse.Namespace) -> int:
         url, model, key, pairs, most, concurrency, per_document = (vars(args)[f"teacher_{o}"] for o in options)
         teacher = Teacher(url, model, key, pairs, most, concurrency, per_document=per_document)
     config = _resolve_config(args)
-    summary = build_qa_file(config, args.out, lengths, args.per_document, args.held_out, args.seed, teacher)
+    options = (args.per_document, args.held_out, args.seed, teacher, args.answer_chars)
+    summary = build_qa_file(config, args.out, lengths, *options)
     for line in qa_summary_lines(summary, args.teacher_model, args.held_out):
         logger.info("%s", line)
     return 0

@@ -144,6 +144,13 @@ def _add_training_commands(sub) -> None:
         "--held-out", action="store_true", help="from the held-out documents (data.eval_fraction): an eval set"
     )
     build.add_argument("--seed", type=int, default=0, help="seed of the facts, depths and fillers chosen")
+    build.add_argument(
+        "--answer-chars",
+        type=int,
+        default=100,
+        help="answers (a fact's first sentence) longer than this are cut at a word boundary; training sets read "
+        "better with whole sentences (300), held-out sets score exact short references (100)",
+    )
     teacher = build.add_argument_group(
         "teacher", "also ask a model behind an OpenAI-compatible server (vLLM, Ollama, llama.cpp, transformers serve)"
     )

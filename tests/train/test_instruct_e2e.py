@@ -166,6 +166,12 @@ def test_qa_build_data_stats_and_eval_qa_through_the_cli(tmp_path, straight_run,
     assert records and {r["context_tokens"] for r in records} <= {256, 512} and all(r["answer"] for r in records)
     assert main(["qa", "build", "--config", str(config), "--out", str(qa)]) == 2  # never overwritten
     assert "already exists" in capsys.readouterr().err
+    short = tmp_path / "qa_short_answers.jsonl"
+    assert main(["qa", "build", "--config", str(config), "--out", str(short), "--answer-chars", "30"]) == 0
+    answers = [json.loads(line)["answer"] for line in short.read_text(encoding="utf-8").splitlines()]
+    assert max(len(a) for a in answers) <= 30 < max(len(r["answer"]) for r in records)
+    assert main(["qa", "build", "--config", str(config), "--out", str(tmp_path / "x.jsonl"), "--answer-chars", "5"]) == 2
+    assert "--answer-chars: 5 is too short" in capsys.readouterr().err and not (tmp_path / "x.jsonl").exists()
 
     report_dir = tmp_path / "eval"
     adapter = str(out / "final_512_instruct_model")
