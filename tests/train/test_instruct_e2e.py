@@ -170,7 +170,8 @@ def test_qa_build_data_stats_and_eval_qa_through_the_cli(tmp_path, straight_run,
     assert main(["qa", "build", "--config", str(config), "--out", str(short), "--answer-chars", "30"]) == 0
     answers = [json.loads(line)["answer"] for line in short.read_text(encoding="utf-8").splitlines()]
     assert max(len(a) for a in answers) <= 30 < max(len(r["answer"]) for r in records)
-    assert main(["qa", "build", "--config", str(config), "--out", str(tmp_path / "x.jsonl"), "--answer-chars", "5"]) == 2
+    too_short = ["qa", "build", "--config", str(config), "--out", str(tmp_path / "x.jsonl"), "--answer-chars", "5"]
+    assert main(too_short) == 2
     assert "--answer-chars: 5 is too short" in capsys.readouterr().err and not (tmp_path / "x.jsonl").exists()
 
     report_dir = tmp_path / "eval"
