@@ -147,9 +147,9 @@ def _add_training_commands(sub) -> None:
     build.add_argument(
         "--answer-chars",
         type=int,
-        default=100,
-        help="answers (a fact's first sentence) longer than this are cut at a word boundary; training sets read "
-        "better with whole sentences (300), held-out sets score exact short references (100)",
+        default=None,
+        help="answers (a fact's first sentence) longer than this are cut at a word boundary (default 100); training "
+        "sets read better with whole sentences (300), held-out sets score exact short references (100)",
     )
     teacher = build.add_argument_group(
         "teacher", "also ask a model behind an OpenAI-compatible server (vLLM, Ollama, llama.cpp, transformers serve)"

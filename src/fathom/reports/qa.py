@@ -16,7 +16,7 @@ def build_qa_file(
     held_out: bool = False,
     seed: int = 0,
     teacher=None,
-    answer_chars: int = 100,
+    answer_chars: int | None = None,
 ) -> dict:
     """``fathom qa build``: document-QA records from the run's corpus (its held-out part with ``held_out``).
 
@@ -24,17 +24,17 @@ def build_qa_file(
     With ``teacher`` (a :class:`fathom.data.teacher.Teacher`), ``teacher.per_document`` passages of
     each document are also asked of it and its grounded pairs added. Returns a summary (records, by
     kind, by length, the teacher's report); ``out`` is written whole or not at all, never overwritten.
-    ``answer_chars``: where a long first sentence is cut (``fathom.data.qa.build_records``); whole sentences
-    (300) trained better in bench/quality.py's probe, short references score more exactly.
+    ``answer_chars``: where a long first sentence is cut (None: the builder's ``ANSWER_CHARS``); whole
+    sentences (300) trained better in bench/quality.py's probe, short references score more exactly.
     """
     import json
 
-    from fathom.data.qa import build_records
+    from fathom.data.qa import ANSWER_CHARS, build_records
     from fathom.fsutil import atomic_write_text
 
     if out.exists():
         raise ConfigError(f"--out: {out} already exists; choose a new file (nothing was changed)")
-    if answer_chars < 20:
+    if answer_chars is not None and answer_chars < 20:
         raise ConfigError(f"--answer-chars: {answer_chars} is too short for an answer; use 20 or more (default 100)")
     cache = prepare_configured_corpus(config)
     from fathom.model.load import load_configured_tokenizer
@@ -53,7 +53,7 @@ def build_qa_file(
         from fathom.data.teacher import teacher_facts
 
         more_facts, teacher_report = teacher_facts(texts, teacher, teacher.per_document, seed)
-    records = build_records(texts, tokenizer, lengths, per_document, seed, more_facts, answer_chars)
+    records = build_records(texts, tokenizer, lengths, per_document, seed, more_facts, answer_chars or ANSWER_CHARS)
     if not records:
         found = "key: value lines, lettered or numbered paragraphs"
         if teacher_report is not None:
