@@ -96,9 +96,10 @@ def test_each_probe_changes_only_its_settings_of_the_arm_it_varies_and_loads_as_
         changed = {k: v for k, v in _flat(config).items() if varied.get(k) != v and k != "output_dir"}
         expected = {}
         for key, value in probe.overrides:
-            expected |= {key: value} | ({"lora.alpha": 2 * value} if key == "lora.r" else {})
             if key == "qa.answer_chars":  # the builder's setting: Phase 2 reads the questions built with it
-                expected = {"sft.paths": [str(tmp_path / quality.training_questions_name(value))]}
+                expected |= {"sft.paths": [str(tmp_path / quality.training_questions_name(value))]}
+            else:
+                expected |= {key: value} | ({"lora.alpha": 2 * value} if key == "lora.r" else {})
         assert changed == expected, name
         load_config(_write_yaml(tmp_path / f"{name}.yaml", config), [], check_paths=False)  # a valid config
 

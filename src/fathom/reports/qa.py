@@ -7,6 +7,8 @@ from pathlib import Path
 from fathom.config import ConfigError, FathomConfig
 from fathom.reports.corpus import prepare_configured_corpus
 
+MIN_ANSWER_CHARS = 20  # shorter cuts leave a word or two: not an answer to train on or score against
+
 
 def build_qa_file(
     config: FathomConfig,
@@ -29,13 +31,17 @@ def build_qa_file(
     """
     import json
 
-    from fathom.data.qa import ANSWER_CHARS, build_records
     from fathom.fsutil import atomic_write_text
 
     if out.exists():
         raise ConfigError(f"--out: {out} already exists; choose a new file (nothing was changed)")
-    if answer_chars is not None and answer_chars < 20:
-        raise ConfigError(f"--answer-chars: {answer_chars} is too short for an answer; use 20 or more (default 100)")
+    from fathom.data.qa import ANSWER_CHARS, build_records
+
+    if answer_chars is not None and answer_chars < MIN_ANSWER_CHARS:
+        raise ConfigError(
+            f"--answer-chars: {answer_chars} is too short for an answer; use {MIN_ANSWER_CHARS} or more "
+            f"(default {ANSWER_CHARS})"
+        )
     cache = prepare_configured_corpus(config)
     from fathom.model.load import load_configured_tokenizer
 
