@@ -137,24 +137,30 @@ def arms(scale: Scale) -> dict[str, Arm]:
 
 
 def probes(scale: Scale) -> dict[str, Arm]:
-    """Controlled variations of one arm, one setting each (the last two together), to find out why Phase 2
-    gains what it gains: each is compared with the arm it varies on the same held-out questions at the
-    longest context."""
+    """Controlled variations of a Phase-2 arm, to find out why Phase 2 gains what it gains: one setting
+    each of qa-only, then the settings that won together (on qa-only, and on progressive+qa to see
+    whether Phase 1 adds to them); each is compared with the arm it varies on the same held-out
+    questions at the longest context. ``<arm>--<probe>`` names the arm varied."""
     faster = ("sft.learning_rate", scale.phase2_learning_rate * 4)
     longer = ("sft.total_tokens", scale.phase2_tokens * 4)
+    whole = ("qa.answer_chars", 300)  # training answers: first sentences cut past 300 characters, not 100
     out = [
-        ("lr-x4", (faster,)),
-        ("rank-64", (("lora.r", 64),)),
-        ("norms", (("lora.train_norms", True),)),
-        ("no-replay", (("sft.replay_fraction", 0.0),)),
-        ("whole-answers", (("qa.answer_chars", 300),)),  # training answers: first sentences cut past 300, not 100
-        ("tokens-x4", (longer,)),  # four times as long to train
-        ("lr-x4+tokens-x4", (faster, longer)),  # the two levers the demo's runs favour, together
+        ("qa-only", "lr-x4", (faster,)),
+        ("qa-only", "rank-64", (("lora.r", 64),)),
+        ("qa-only", "norms", (("lora.train_norms", True),)),
+        ("qa-only", "no-replay", (("sft.replay_fraction", 0.0),)),
+        ("qa-only", "whole-answers", (whole,)),
+        ("qa-only", "tokens-x4", (longer,)),  # four times as long to train
+        ("qa-only", "lr-x4+tokens-x4", (faster, longer)),  # the two levers the demo's runs favour, together
+        ("qa-only", "best", (faster, longer, whole)),  # the settings that won: whole answers; the rate with the tokens
+        ("progressive+qa", "best", (faster, longer, whole)),  # the same Phase 2 after the guide's Phase 1
     ]
-    varied = arms(scale)["qa-only"]
+    found = arms(scale)
     return {
-        f"qa-only--{name}": dataclasses.replace(varied, name=f"qa-only--{name}", overrides=changes, longest_only=True)
-        for name, changes in out
+        f"{varied}--{name}": dataclasses.replace(
+            found[varied], name=f"{varied}--{name}", overrides=changes, longest_only=True
+        )
+        for varied, name, changes in out
     }
 
 

@@ -87,13 +87,17 @@ def _flat(config: dict) -> dict:
 
 def test_each_probe_changes_only_its_settings_of_the_arm_it_varies_and_loads_as_a_config(quality, tmp_path):
     scale = quality.SCALES["cpu"]
-    varied = _flat(quality.arm_config(scale, quality.arms(scale)["qa-only"], tmp_path))
+    arms = quality.arms(scale)
     probes = quality.probes(scale)
-    assert len(probes) >= 4 and all(p.longest_only and p.phase2_from == "base" for p in probes.values())
-    assert sum(len(p.overrides) > 1 for p in probes.values()) == 1  # one combination, the rest one setting each
+    assert len(probes) >= 4 and all(p.longest_only and p.phase2_from is not None for p in probes.values())
+    assert {name.split("--")[0] for name in probes} == {"qa-only", "progressive+qa"}
+    assert sum(len(p.overrides) == 1 for p in probes.values()) >= 4  # most vary one setting alone
     for name, probe in probes.items():
+        varied = arms[name.split("--")[0]]
+        assert probe.phase2_from == varied.phase2_from and probe.schedule == varied.schedule, name
         config = quality.arm_config(scale, probe, tmp_path)
-        changed = {k: v for k, v in _flat(config).items() if varied.get(k) != v and k != "output_dir"}
+        before = _flat(quality.arm_config(scale, varied, tmp_path))
+        changed = {k: v for k, v in _flat(config).items() if before.get(k) != v and k != "output_dir"}
         expected = {}
         for key, value in probe.overrides:
             if key == "qa.answer_chars":  # the builder's setting: Phase 2 reads the questions built with it
