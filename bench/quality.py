@@ -27,6 +27,9 @@ draws the figure from whatever results exist.
     python bench/quality.py --scale cpu --arm progressive+qa
     python bench/quality.py --scale cpu --report         # the table for docs/benchmarks.md, the figure
     python bench/quality.py --scale gpu --arm all        # on a GPU: contexts to 16K with YaRN x2
+    python bench/quality.py --scale cpu --arm probes     # controlled variations of a Phase-2 arm
+    python bench/quality.py --arm progressive+qa--teacher --teacher-url http://localhost:8000/v1 --teacher-model M
+                                                         # Phase 2 also on a teacher model's questions
 """
 
 from __future__ import annotations
@@ -154,6 +157,8 @@ def probes(scale: Scale) -> dict[str, Arm]:
         ("qa-only", "lr-x4+tokens-x4", (faster, longer)),  # the two levers the demo's runs favour, together
         ("qa-only", "best", (faster, longer, whole)),  # the settings that won: whole answers; the rate with the tokens
         ("progressive+qa", "best", (faster, longer, whole)),  # the same Phase 2 after the guide's Phase 1
+        # the builder's questions and a teacher model's (``fathom qa build --teacher-*``): needs --teacher-url
+        ("progressive+qa", "teacher", (("qa.teacher", True),)),
     ]
     found = arms(scale)
     return {
@@ -347,17 +352,25 @@ def arm_config(scale: Scale, arm: Arm, out: Path) -> dict:
         }
         if arm.phase2_from != "base":
             config["sft"]["init_adapter"] = str(adapter_dir(scale, arms(scale)[arm.phase2_from], out))
+    builder = builder_settings(arm)
+    if builder:  # settings of the question builder: Phase 2 reads other questions
+        config["sft"]["paths"] = [str(out / training_questions_name(**builder))]
     for key, value in arm.overrides:
-        if key == "qa.answer_chars":  # a setting of the question builder: Phase 2 reads other questions
-            config["sft"]["paths"] = [str(out / training_questions_name(value))]
-        else:
+        if not key.startswith("qa."):
             _set_dotted(config, key, value)
     return config
 
 
-def training_questions_name(answer_chars: int | None = None) -> str:
-    """Phase 2's training questions: the builder's own answer length, or ``answer_chars``."""
-    return "qa_train.jsonl" if answer_chars is None else f"qa_train-answers{answer_chars}.jsonl"
+def builder_settings(arm: Arm) -> dict:
+    """The question builder's settings ``arm`` changes (``qa.answer_chars``, ``qa.teacher``) as keywords."""
+    return {key.removeprefix("qa."): value for key, value in arm.overrides if key.startswith("qa.")}
+
+
+def training_questions_name(answer_chars: int | None = None, teacher: bool = False) -> str:
+    """Phase 2's training questions: the builder's own, with answers cut past ``answer_chars`` instead of
+    its default, and with a teacher model's pairs added."""
+    parts = ["qa_train", *([f"answers{answer_chars}"] if answer_chars else []), *(["teacher"] if teacher else [])]
+    return "-".join(parts) + ".jsonl"
 
 
 def adapter_dir(scale: Scale, arm: Arm, out: Path) -> Path | None:
@@ -413,16 +426,22 @@ def evaluate_arm(scale: Scale, arm: Arm, out: Path, questions: list[dict], hayst
     return results["models"][-1]
 
 
-def run_arm(scale: Scale, name: str, out: Path, results: Path) -> dict:
+def run_arm(scale: Scale, name: str, out: Path, results: Path, teacher=None) -> dict:
+    """Train (or resume) and score one arm; ``teacher`` (a ``fathom.data.teacher.Teacher``) for the
+    probes whose questions a teacher adds to."""
     arm = all_arms(scale)[name]
     texts = corpus_texts()
     if overlapping(texts):
         raise SystemExit(f"held-out documents overlap the training ones: {overlapping(texts)[:3]}")
     write_corpus(out, texts)
     questions = prepare_questions(scale, out, texts)
-    for key, value in arm.overrides:
-        if key == "qa.answer_chars":
-            prepare_training_questions(scale, out, texts, value)
+    builder = builder_settings(arm)
+    if builder.get("teacher") and teacher is None:
+        raise SystemExit(f"--arm {name} adds a teacher's questions: pass --teacher-url and --teacher-model")
+    if builder:
+        prepare_training_questions(
+            scale, out, texts, builder.get("answer_chars"), teacher if "teacher" in builder else None
+        )
     trained_minutes = train_arm(scale, arm, out)
     started = time.time()
     haystack = [t for _, t in texts["like"]] + [t for _, t in texts["unseen"]]
@@ -434,6 +453,7 @@ def run_arm(scale: Scale, name: str, out: Path, results: Path) -> dict:
         "eval_minutes": round((time.time() - started) / 60, 1),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {_threads()}",
         "corpus": {split: len(docs) for split, docs in texts.items()},
+        "teacher": _teacher_record(out, builder) if builder.get("teacher") else None,
         "model": model,
     }
     results.mkdir(parents=True, exist_ok=True)
@@ -447,20 +467,44 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
-def prepare_training_questions(scale: Scale, out: Path, texts: dict, answer_chars: int) -> Path:
-    """The same training questions as ``qa_train.jsonl`` (same documents, seed and contexts) with answers
-    cut past ``answer_chars`` instead of the builder's default, once."""
+def prepare_training_questions(
+    scale: Scale, out: Path, texts: dict, answer_chars: int | None = None, teacher=None
+) -> Path:
+    """The training questions of ``qa_train.jsonl`` (same documents, seed and contexts), once, with answers
+    cut past ``answer_chars`` instead of the builder's default and, with ``teacher``, its grounded pairs
+    about two passages of each training document added (what ``fathom qa build --teacher-url`` does).
+
+    Which teacher made them is kept beside them (model name and yield, never the URL or key), and a
+    file made by another teacher is not reused."""
     from fathom.config import load_config
-    from fathom.data.qa import build_records
+    from fathom.data.qa import ANSWER_CHARS, build_records
     from fathom.model.load import load_configured_tokenizer
 
-    path = out / training_questions_name(answer_chars)
+    path = out / training_questions_name(answer_chars, teacher is not None)
+    made_by = path.with_suffix(".teacher.json")
+    if path.is_file() and teacher is not None:
+        before = json.loads(made_by.read_text(encoding="utf-8"))["model"] if made_by.is_file() else None
+        if before != teacher.model:
+            raise SystemExit(f"{path} holds teacher {before}'s questions, not {teacher.model}'s: remove it to rebuild")
     if not path.is_file():
         tokenizer = load_configured_tokenizer(load_config(None, [f"model.name_or_path={BASE}"], False).model)
         train = [t for _, t in texts["train"]]
-        records = build_records(train, tokenizer, scale.qa_contexts, per_document=4, seed=0, answer_chars=answer_chars)
+        more_facts = None
+        if teacher is not None:
+            from fathom.data.teacher import teacher_facts
+
+            more_facts, yielded = teacher_facts(train, teacher, teacher.per_document, seed=0)
+            made_by.write_text(json.dumps({"model": teacher.model, **yielded.as_dict()}), encoding="utf-8")
+        cut = answer_chars or ANSWER_CHARS
+        records = build_records(train, tokenizer, scale.qa_contexts, 4, 0, more_facts, cut)
         path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return path
+
+
+def _teacher_record(out: Path, builder: dict) -> dict:
+    """What a result says of the teacher whose questions it trained on: its model and yield."""
+    path = out / training_questions_name(builder.get("answer_chars"), True)
+    return json.loads(path.with_suffix(".teacher.json").read_text(encoding="utf-8"))
 
 
 def prepare_questions(scale: Scale, out: Path, texts: dict) -> list[dict]:
@@ -638,7 +682,19 @@ def main() -> int:
     )
     parser.add_argument("--report", action="store_true", help="print the table and draw the figure from the results")
     parser.add_argument("--out", type=Path, default=None, help="adapters and data (default bench/out/quality-SCALE)")
+    parser.add_argument("--teacher-url", help="an OpenAI-compatible server, for the probes a teacher adds questions to")
+    parser.add_argument("--teacher-model", help="the model name the server knows")
+    parser.add_argument("--teacher-api-key-env", default="OPENAI_API_KEY", help="the variable holding its key, if any")
     args = parser.parse_args()
+    teacher = None
+    if args.teacher_url or args.teacher_model:
+        from fathom.config import ConfigError
+        from fathom.data.teacher import Teacher
+
+        try:
+            teacher = Teacher(args.teacher_url, args.teacher_model, args.teacher_api_key_env)
+        except ConfigError as exc:
+            parser.error(str(exc))
     scale = SCALES[args.scale]
     out = args.out or ROOT / "bench" / "out" / f"quality-{scale.name}"
     results = ROOT / "bench" / "results" / f"quality-{scale.name}"
@@ -648,10 +704,17 @@ def main() -> int:
         print(report(scale, results, ROOT / "docs" / f"quality_{scale.name}.png"))
         return 0
     if args.arm in ("all", "probes"):
-        for name in arms(scale) if args.arm == "all" else probes(scale):
-            if not (results / f"{name}.json").is_file():
-                command = [sys.executable, __file__, "--scale", scale.name, "--arm", name, "--out", str(out)]
-                subprocess.run(command, check=True)
+        for name, arm in (arms(scale) if args.arm == "all" else probes(scale)).items():
+            if (results / f"{name}.json").is_file():
+                continue
+            command = [sys.executable, __file__, "--scale", scale.name, "--arm", name, "--out", str(out)]
+            if builder_settings(arm).get("teacher"):
+                if teacher is None:
+                    print(f"{name}: skipped, it needs a teacher (--teacher-url and --teacher-model)")
+                    continue
+                command += ["--teacher-url", teacher.url, "--teacher-model", teacher.model]
+                command += ["--teacher-api-key-env", teacher.api_key_env]
+            subprocess.run(command, check=True)
         print(report(scale, results, ROOT / "docs" / f"quality_{scale.name}.png"))
         return 0
     if args.arm not in all_arms(scale):
@@ -659,7 +722,7 @@ def main() -> int:
     from fathom.cli import setup_logging
 
     setup_logging()
-    record = run_arm(scale, args.arm, out, results)
+    record = run_arm(scale, args.arm, out, results, teacher)
     qa = record["model"].get("qa")
     print(json.dumps({"arm": args.arm, "qa_by_length": qa and qa["contains_by_length"]}))
     return 0

@@ -98,11 +98,10 @@ def test_each_probe_changes_only_its_settings_of_the_arm_it_varies_and_loads_as_
         config = quality.arm_config(scale, probe, tmp_path)
         before = _flat(quality.arm_config(scale, varied, tmp_path))
         changed = {k: v for k, v in _flat(config).items() if before.get(k) != v and k != "output_dir"}
-        expected = {}
+        builder = quality.builder_settings(probe)  # its settings: Phase 2 reads the questions built with them
+        expected = {"sft.paths": [str(tmp_path / quality.training_questions_name(**builder))]} if builder else {}
         for key, value in probe.overrides:
-            if key == "qa.answer_chars":  # the builder's setting: Phase 2 reads the questions built with it
-                expected |= {"sft.paths": [str(tmp_path / quality.training_questions_name(value))]}
-            else:
+            if not key.startswith("qa."):
                 expected |= {key: value} | ({"lora.alpha": 2 * value} if key == "lora.r" else {})
         assert changed == expected, name
         load_config(_write_yaml(tmp_path / f"{name}.yaml", config), [], check_paths=False)  # a valid config
@@ -203,3 +202,47 @@ def test_report_reads_the_results_into_a_table_and_a_figure(quality, tmp_path):
     assert "45% [36%, 55%]" in best and "(+4.0%)" in best  # short perplexity against the base's
     assert any(line.startswith("- progressive+qa minus base at <=2,048 tokens: +40.0% [") for line in lines)
     assert figure.stat().st_size > 10_000
+
+
+def test_the_teacher_probe_trains_on_the_builders_questions_and_the_teachers(
+    quality, real_tokenizer, tmp_path, monkeypatch
+):
+    from fathom.data import teacher as teacher_module
+    from fathom.data.qa import Fact
+    from fathom.model import load as load_module
+
+    scale = quality.SCALES["smoke"]
+    probe = quality.probes(scale)["progressive+qa--teacher"]
+    assert probe.phase2_from == "progressive" and quality.builder_settings(probe) == {"teacher": True}
+    paths = quality.arm_config(scale, probe, tmp_path)["sft"]["paths"]
+    assert paths == [str(tmp_path / "qa_train-teacher.jsonl")]  # not the builder's own qa_train.jsonl
+
+    passage = "The master shall log every drill.\n\n"
+    text = "# Rule 1\n\n(a) Every vessel shall keep a proper look-out at all times.\n\n" + passage + "Filler. " * 80
+    texts = {"train": [("rule", text)], "like": [], "unseen": []}
+    asked = []
+
+    def teacher_facts(train, teacher, per_document, seed=0):
+        asked.append(teacher.model)
+        fact = Fact("Who logs every drill?", "The master", passage.strip(), text.index(passage), "teacher")
+        return {0: [fact]}, teacher_module.TeacherReport(passages=1, proposed=2, kept=1)
+
+    monkeypatch.setattr(teacher_module, "teacher_facts", teacher_facts)
+    monkeypatch.setattr(load_module, "load_configured_tokenizer", lambda _: real_tokenizer.load())
+    teacher = teacher_module.Teacher("http://127.0.0.1:9/v1", "teacher-7b")
+    path = quality.prepare_training_questions(scale, tmp_path, texts, teacher=teacher)
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert {r["kind"] for r in records} == {"paragraph", "teacher"}  # the builder's questions and the teacher's
+    assert sum(r["kind"] == "teacher" for r in records) == len(scale.qa_contexts)  # asked at every length
+    made_by = json.loads(path.with_suffix(".teacher.json").read_text(encoding="utf-8"))
+    assert made_by["model"] == "teacher-7b" and made_by["kept"] == 1 and "127.0.0.1" not in json.dumps(made_by)
+    assert quality.prepare_training_questions(scale, tmp_path, texts, teacher=teacher) == path and asked == [
+        "teacher-7b"
+    ]
+    other = teacher_module.Teacher("http://127.0.0.1:9/v1", "another")
+    with pytest.raises(SystemExit, match="holds teacher teacher-7b's questions, not another's"):
+        quality.prepare_training_questions(scale, tmp_path, texts, teacher=other)
+    monkeypatch.setattr(quality, "corpus_texts", lambda: texts)
+    monkeypatch.setattr(quality, "prepare_questions", lambda *a: [])
+    with pytest.raises(SystemExit, match="pass --teacher-url and --teacher-model"):
+        quality.run_arm(scale, "progressive+qa--teacher", tmp_path / "run", tmp_path / "results")
