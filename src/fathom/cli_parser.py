@@ -148,8 +148,8 @@ def _add_training_commands(sub) -> None:
         "--answer-chars",
         type=int,
         default=None,
-        help="answers (a fact's first sentence) longer than this are cut at a word boundary (default 100); training "
-        "sets read better with whole sentences (300), held-out sets score exact short references (100)",
+        help="answers (a fact's first sentence) longer than this are cut at a word boundary (default 300: whole "
+        "sentences, which train better; 100 with --held-out: short exact references to score against)",
     )
     teacher = build.add_argument_group(
         "teacher", "also ask a model behind an OpenAI-compatible server (vLLM, Ollama, llama.cpp, transformers serve)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -162,3 +163,32 @@ def test_batched_answers_equal_one_question_at_a_time(local_model_dir):
         answer_questions(model, tokenizer, "cpu", [r], DEFAULT_PROMPT_TEMPLATE, max_new_tokens=6)[0] for r in records
     ]
     assert batched == alone and any(batched)
+
+
+def test_qa_build_keeps_whole_sentences_for_training_and_short_references_held_out(tmp_path, local_model_dir, capsys):
+    """Training questions default to answers cut past 300 characters (whole sentences trained better in
+    bench/quality.py's probe); held-out ones to 100 (short references, scored by containment)."""
+    from helpers import small_run_config, write_config
+
+    from fathom.cli import main
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    clause = "the master shall record in the official log the time, position and nature of every drill held aboard"
+    for i in range(12):
+        paragraphs = "\n\n".join(
+            f"({c}) Rule {i}{c}: {clause}, and sign it before noon on day {n}." for n, c in enumerate("abcd")
+        )
+        (docs / f"rule_{i:02d}.md").write_text(f"# Rule {i}\n\n{paragraphs}\n", encoding="utf-8")
+    run = small_run_config(local_model_dir, [docs], tmp_path / "run")
+    run["data"]["eval_fraction"] = 0.25
+    config = write_config(tmp_path / "c.yaml", run)
+    answers = {}
+    for name, extra in (("train", []), ("held-out", ["--held-out"])):
+        out = tmp_path / f"{name}.jsonl"
+        assert main(["qa", "build", "--config", str(config), "--out", str(out), "--lengths", "200", *extra]) == 0
+        answers[name] = [json.loads(line)["answer"] for line in out.read_text(encoding="utf-8").splitlines()]
+    assert answers["train"] and answers["held-out"]
+    assert all(100 < len(a) <= 300 and re.search(r"noon on day \d$", a) for a in answers["train"])  # whole
+    assert all(len(a) <= 100 and "noon" not in a for a in answers["held-out"])  # cut at a word boundary
+    capsys.readouterr()

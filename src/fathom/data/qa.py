@@ -31,6 +31,8 @@ _LABELLED_HEADING = re.compile(r"^(\([a-z0-9]{1,4}\)|\d{1,2}\.)[ \t]+")
 _SKIP_KEYS = {"http", "https", "source_pdf", "verified", "regime", "part", "number", "note"}
 DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
 ANSWER_CHARS = 100  # longer first sentences are cut at the last word boundary before this
+# ``fathom qa build``'s cut for training sets: whole sentences (bench/quality.py's whole-answers probe)
+TRAINING_ANSWER_CHARS = 300
 
 
 def normalize_answer(text: str) -> str:

@@ -26,8 +26,10 @@ def build_qa_file(
     With ``teacher`` (a :class:`fathom.data.teacher.Teacher`), ``teacher.per_document`` passages of
     each document are also asked of it and its grounded pairs added. Returns a summary (records, by
     kind, by length, the teacher's report); ``out`` is written whole or not at all, never overwritten.
-    ``answer_chars``: where a long first sentence is cut (None: the builder's ``ANSWER_CHARS``); whole
-    sentences (300) trained better in bench/quality.py's probe, short references score more exactly.
+    ``answer_chars``: where a long first sentence is cut. None: ``TRAINING_ANSWER_CHARS`` (300) for a
+    training set, whose whole sentences trained better in bench/quality.py's whole-answers probe (the
+    model sees where an answer ends), and ``ANSWER_CHARS`` (100) for a held-out set, whose short
+    references are scored by containment.
     """
     import json
 
@@ -35,13 +37,15 @@ def build_qa_file(
 
     if out.exists():
         raise ConfigError(f"--out: {out} already exists; choose a new file (nothing was changed)")
-    from fathom.data.qa import ANSWER_CHARS, build_records
+    from fathom.data.qa import ANSWER_CHARS, TRAINING_ANSWER_CHARS, build_records
 
     if answer_chars is not None and answer_chars < MIN_ANSWER_CHARS:
         raise ConfigError(
             f"--answer-chars: {answer_chars} is too short for an answer; use {MIN_ANSWER_CHARS} or more "
-            f"(default {ANSWER_CHARS})"
+            f"(default {TRAINING_ANSWER_CHARS} for training questions, {ANSWER_CHARS} with --held-out)"
         )
+    if answer_chars is None:
+        answer_chars = ANSWER_CHARS if held_out else TRAINING_ANSWER_CHARS
     cache = prepare_configured_corpus(config)
     from fathom.model.load import load_configured_tokenizer
 
@@ -59,7 +63,7 @@ def build_qa_file(
         from fathom.data.teacher import teacher_facts
 
         more_facts, teacher_report = teacher_facts(texts, teacher, teacher.per_document, seed)
-    records = build_records(texts, tokenizer, lengths, per_document, seed, more_facts, answer_chars or ANSWER_CHARS)
+    records = build_records(texts, tokenizer, lengths, per_document, seed, more_facts, answer_chars)
     if not records:
         found = "key: value lines, lettered or numbered paragraphs"
         if teacher_report is not None:
