@@ -590,6 +590,11 @@ COMPARISONS = (
     ("progressive+qa", "qa-only"),
     ("progressive+qa", "direct+qa"),
     ("progressive+qa", "short+qa"),
+    # the winning Phase-2 settings: Phase 1 + 2 against Phase 1 alone and against Phase 2 alone (the goals),
+    # and whole answers on top of the rate and the tokens
+    ("progressive+qa--best", "progressive"),
+    ("progressive+qa--best", "qa-only--best"),
+    ("qa-only--best", "qa-only--lr-x4+tokens-x4"),
 )
 
 
@@ -601,11 +606,7 @@ def _paired_lines(found: dict, longest: str) -> list[str]:
     for a, b in COMPARISONS:
         if a not in found or b not in found or not found[a]["model"].get("qa") or not found[b]["model"].get("qa"):
             continue
-        pick = [
-            [i["contains"] for i in found[name]["model"]["qa"]["items"] if str(i["length"]) == longest]
-            for name in (a, b)
-        ]
-        d = paired_difference(*pick)
+        d = paired_difference(_hits_at(found, a, longest), _hits_at(found, b, longest))
         lines.append(
             f"- {a} minus {b} at <={int(longest):,} tokens: {d['difference']:+.1%} "
             f"[{d['low']:+.1%}, {d['high']:+.1%}] over {d['n']} questions"
@@ -614,31 +615,47 @@ def _paired_lines(found: dict, longest: str) -> list[str]:
 
 
 def _probe_lines(scale: Scale, found: dict, longest: str) -> list[str]:
-    """The probes' table: each one setting changed from the arm it varies, at the longest context."""
-    from fathom.eval.stats import paired_difference, wilson_interval
+    """The probes' table at the longest context: each against the arm it varies and against the base (the
+    issue's goal), on held-out documents like the training ones and of the kind never trained on."""
+    from fathom.eval.stats import wilson_interval
 
     done = [arm for name, arm in probes(scale).items() if name in found]
     if not done:
         return []
     lines = [
         "",
-        "| probe | changed | QA at the longest | minus the arm it varies (paired) | short ppl |",
-        "|---" * 5 + "|",
+        "| probe | changed | QA at the longest | minus the arm it varies (paired) | minus base (paired) "
+        "| like / unseen | short ppl |",
+        "|---" * 7 + "|",
     ]
     for arm in done:
-        varied = arm.name.split("--")[0]
-        hits = [
-            [i["contains"] for i in found[n]["model"]["qa"]["items"] if str(i["length"]) == longest]
-            for n in (arm.name, varied)
-        ]
-        low, high = wilson_interval(sum(hits[0]), len(hits[0]))
-        d = paired_difference(*hits) if varied in found else None
-        diff = f"{d['difference']:+.1%} [{d['low']:+.1%}, {d['high']:+.1%}]" if d else "-"
+        hits = _hits_at(found, arm.name, longest)
+        low, high = wilson_interval(sum(hits), len(hits))
+        score = f"{sum(hits) / len(hits):.0%} [{low:.0%}, {high:.0%}]"
+        against = [_paired_cell(found, arm.name, other, longest) for other in (arm.name.split("--")[0], "base")]
         changed = ", ".join(f"{k}={v}" for k, v in arm.overrides)
+        items = [i for i in found[arm.name]["model"]["qa"]["items"] if str(i["length"]) == longest]
+        groups = " / ".join(
+            f"{sum(i['contains'] for i in items if i['group'] == g) / max(sum(i['group'] == g for i in items), 1):.0%}"
+            for g in ("like", "unseen")
+        )
         short = found[arm.name]["model"].get("short_perplexity", {}).get("perplexity")
-        score = f"{sum(hits[0]) / len(hits[0]):.0%} [{low:.0%}, {high:.0%}]"
-        lines.append(f"| {arm.name} | {changed} | {score} | {diff} | {short:.2f} |")
+        lines.append(f"| {arm.name} | {changed} | {score} | {' | '.join(against)} | {groups} | {short:.2f} |")
     return lines
+
+
+def _hits_at(found: dict, name: str, length: str) -> list[bool]:
+    return [i["contains"] for i in found[name]["model"]["qa"]["items"] if str(i["length"]) == length]
+
+
+def _paired_cell(found: dict, name: str, other: str, length: str) -> str:
+    """``name`` minus ``other`` on the same questions at ``length``, with its 95% interval; '-' when not run."""
+    from fathom.eval.stats import paired_difference
+
+    if other not in found or not found[other]["model"].get("qa"):
+        return "-"
+    d = paired_difference(_hits_at(found, name, length), _hits_at(found, other, length))
+    return f"{d['difference']:+.1%} [{d['low']:+.1%}, {d['high']:+.1%}]"
 
 
 def _figure(found: dict, order: list[str], lengths: list[str], path: Path) -> None:

@@ -190,7 +190,7 @@ def test_report_reads_the_results_into_a_table_and_a_figure(quality, tmp_path):
             "short_perplexity": {"perplexity": 10.0 * (1 + rate_long / 10)},
         }
 
-    for name, rate in (("base", 0.05), ("progressive+qa", 0.45), ("qa-only", 0.30)):
+    for name, rate in (("base", 0.05), ("progressive+qa", 0.45), ("qa-only", 0.30), ("qa-only--lr-x4", 0.40)):
         (results / f"{name}.json").write_text(json.dumps({"model": model(rate)}), encoding="utf-8")
     figure = tmp_path / "figure.png"
     table = quality.report(scale, results, figure)
@@ -201,6 +201,9 @@ def test_report_reads_the_results_into_a_table_and_a_figure(quality, tmp_path):
     best = next(line for line in lines if line.startswith("| progressive+qa |"))
     assert "45% [36%, 55%]" in best and "(+4.0%)" in best  # short perplexity against the base's
     assert any(line.startswith("- progressive+qa minus base at <=2,048 tokens: +40.0% [") for line in lines)
+    probe = next(line for line in lines if line.startswith("| qa-only--lr-x4 |")).split(" | ")
+    assert probe[2].startswith("40% [") and probe[3].startswith("+10.0% [") and probe[4].startswith("+35.0% [")
+    assert probe[5] == "39% / 41%"  # like / unseen at the longest: 26 of 66 and 14 of 34
     assert figure.stat().st_size > 10_000
 
 
