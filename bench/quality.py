@@ -544,6 +544,7 @@ def report(scale: Scale, results: Path, figure: Path | None) -> str:
     base_short = found.get("base", {}).get("model", {}).get("short_perplexity", {}).get("perplexity")
     lines += ["| " + " | ".join(_row(name, found[name]["model"], lengths, base_short)) + " |" for name in order]
     lines += ["", *_paired_lines(found, lengths[-1])]
+    lines += _depth_lines(found, order, lengths[-1])
     lines += _probe_lines(scale, found, lengths[-1])
     if figure is not None and order:
         _figure(found, order, lengths, figure)
@@ -611,6 +612,24 @@ def _paired_lines(found: dict, longest: str) -> list[str]:
             f"- {a} minus {b} at <={int(longest):,} tokens: {d['difference']:+.1%} "
             f"[{d['low']:+.1%}, {d['high']:+.1%}] over {d['n']} questions"
         )
+    return lines
+
+
+def _depth_lines(found: dict, order: list[str], longest: str) -> list[str]:
+    """QA at the longest context by where the answer sits in it (answer depth), one row per arm asked."""
+    asked = [name for name in order if found[name]["model"].get("qa")]
+    if not asked:
+        return []
+    depths = sorted({i["depth"] for name in asked for i in found[name]["model"]["qa"]["items"]})
+    lines = ["", f"| arm (QA at <={int(longest):,} by answer depth) | " + " | ".join(depths) + " |"]
+    lines.append("|---" * (len(depths) + 1) + "|")
+    for name in asked:
+        items = [i for i in found[name]["model"]["qa"]["items"] if str(i["length"]) == longest]
+        cells = []
+        for depth in depths:
+            hits = [i["contains"] for i in items if i["depth"] == depth]
+            cells.append(f"{sum(hits) / len(hits):.0%} (n={len(hits)})" if hits else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -171,10 +171,15 @@ def test_report_reads_the_results_into_a_table_and_a_figure(quality, tmp_path):
 
     def model(rate_long: float) -> dict:
         items = [
-            {"contains": i < rate_long * 100, "length": 2048, "group": "like" if i % 3 else "unseen"}
+            {
+                "contains": i < rate_long * 100,
+                "length": 2048,
+                "group": "like" if i % 3 else "unseen",
+                "depth": "0-20%" if i < 50 else "80-100%",
+            }
             for i in range(100)
         ]
-        items += [{"contains": i < 50, "length": 512, "group": "like"} for i in range(100)]
+        items += [{"contains": i < 50, "length": 512, "group": "like", "depth": "0-20%"} for i in range(100)]
         hits = sum(i["contains"] for i in items if i["length"] == 2048)
         return {
             "qa": {
@@ -201,6 +206,8 @@ def test_report_reads_the_results_into_a_table_and_a_figure(quality, tmp_path):
     best = next(line for line in lines if line.startswith("| progressive+qa |"))
     assert "45% [36%, 55%]" in best and "(+4.0%)" in best  # short perplexity against the base's
     assert any(line.startswith("- progressive+qa minus base at <=2,048 tokens: +40.0% [") for line in lines)
+    assert "| arm (QA at <=2,048 by answer depth) | 0-20% | 80-100% |" in lines
+    assert "| progressive+qa | 90% (n=50) | 0% (n=50) |" in lines  # its 45 answers are the first 45 questions
     probe = next(line for line in lines if line.startswith("| qa-only--lr-x4 |")).split(" | ")
     assert probe[2].startswith("40% [") and probe[3].startswith("+10.0% [") and probe[4].startswith("+35.0% [")
     assert probe[5] == "39% / 41%"  # like / unseen at the longest: 26 of 66 and 14 of 34
