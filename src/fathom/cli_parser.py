@@ -11,6 +11,7 @@ from pathlib import Path
 
 from fathom import __version__
 from fathom.config import DEFAULT_PROMPT_TEMPLATE
+from fathom.data.qa import ANSWER_CHARS, TRAINING_ANSWER_CHARS
 from fathom.estimate import hardware_choices
 from fathom.eval.command import RULER_TASKS
 
@@ -148,8 +149,9 @@ def _add_training_commands(sub) -> None:
         "--answer-chars",
         type=int,
         default=None,
-        help="answers (a fact's first sentence) longer than this are cut at a word boundary (default 300: whole "
-        "sentences, which train better; 100 with --held-out: short exact references to score against)",
+        help=f"answers (a fact's first sentence) longer than this are cut at a word boundary (default "
+        f"{TRAINING_ANSWER_CHARS}: whole sentences, which train better; {ANSWER_CHARS} with --held-out: short "
+        "exact references to score against)",
     )
     teacher = build.add_argument_group(
         "teacher", "also ask a model behind an OpenAI-compatible server (vLLM, Ollama, llama.cpp, transformers serve)"
