@@ -256,3 +256,27 @@ def test_the_teacher_probe_trains_on_the_builders_questions_and_the_teachers(
     monkeypatch.setattr(quality, "prepare_questions", lambda *a: [])
     with pytest.raises(SystemExit, match="pass --teacher-url and --teacher-model"):
         quality.run_arm(scale, "progressive+qa--teacher", tmp_path / "run", tmp_path / "results")
+
+
+def test_running_every_probe_skips_the_teachers_unless_one_is_named(quality, tmp_path, monkeypatch, capsys):
+    commands = []
+    monkeypatch.setattr(quality.subprocess, "run", lambda command, check: commands.append(command))
+    monkeypatch.setattr(quality, "report", lambda *a: "the table")
+    base = ["quality.py", "--scale", "smoke", "--arm", "probes", "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", base)
+    assert quality.main() == 0
+    run = [c[c.index("--arm") + 1] for c in commands]
+    assert run == [name for name in quality.probes(quality.SCALES["smoke"]) if name != "progressive+qa--teacher"]
+    assert "progressive+qa--teacher: skipped, it needs a teacher" in capsys.readouterr().out
+    commands.clear()
+    monkeypatch.setattr(sys, "argv", [*base, "--teacher-url", "http://127.0.0.1:9/v1", "--teacher-model", "t"])
+    assert quality.main() == 0
+    (teacher,) = [c for c in commands if "progressive+qa--teacher" in c]
+    assert teacher[-6:] == [
+        "--teacher-url",
+        "http://127.0.0.1:9/v1",
+        "--teacher-model",
+        "t",
+        "--teacher-api-key-env",
+        "OPENAI_API_KEY",
+    ]
