@@ -511,18 +511,15 @@ def _teacher_record(out: Path, builder: dict) -> dict:
 def prepare_questions(scale: Scale, out: Path, texts: dict) -> list[dict]:
     """Phase 2's training questions (``qa_train.jsonl``) and the held-out ones (``qa_eval.jsonl``), once."""
     from fathom.config import load_config
-    from fathom.data.qa import build_records
     from fathom.model.load import load_configured_tokenizer
 
-    train_path, eval_path = out / "qa_train.jsonl", out / "qa_eval.jsonl"
+    eval_path = out / "qa_eval.jsonl"
     if not eval_path.is_file():
-        config = load_config(None, [f"model.name_or_path={BASE}"], check_paths=False)
-        tokenizer = load_configured_tokenizer(config.model)
-        training = build_records([t for _, t in texts["train"]], tokenizer, scale.qa_contexts, per_document=4, seed=0)
+        training = prepare_training_questions(scale, out, texts).read_text(encoding="utf-8").count("\n")
+        tokenizer = load_configured_tokenizer(load_config(None, [f"model.name_or_path={BASE}"], False).model)
         held_out, dropped = eval_questions(scale, texts, tokenizer)
-        for path, records in ((train_path, training), (eval_path, held_out)):
-            path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-        print(f"questions: {len(training)} for Phase 2, {len(held_out)} held out, {dropped} dropped (trained on)")
+        eval_path.write_text("".join(json.dumps(r) + "\n" for r in held_out), encoding="utf-8")
+        print(f"questions: {training} for Phase 2, {len(held_out)} held out, {dropped} dropped (trained on)")
     return [json.loads(line) for line in eval_path.read_text(encoding="utf-8").splitlines()]
 
 

@@ -40,11 +40,7 @@ def _row(name: str, model: dict, lengths: list[str], base_short: float | None) -
         else:
             cells.append("-")
     if qa:
-        groups = []
-        for group in ("like", "unseen"):
-            hits = [i["contains"] for i in qa["items"] if i["group"] == group and str(i["length"]) == lengths[-1]]
-            groups.append(f"{sum(hits) / max(len(hits), 1):.0%} (n={len(hits)})")
-        cells.append(" / ".join(groups))
+        cells.append(_groups(qa["items"], lengths[-1], with_n=True))
     else:
         cells.append("-")
     needles = [v for kind in model["needle"].values() for cell in kind.values() for v in cell.values()]
@@ -125,14 +121,20 @@ def _probe_lines(probe_arms: dict, found: dict, longest: str) -> list[str]:
         score = f"{sum(hits) / len(hits):.0%} [{low:.0%}, {high:.0%}]"
         against = [_paired_cell(found, arm.name, other, longest) for other in (arm.name.split("--")[0], "base")]
         changed = ", ".join(f"{k}={v}" for k, v in arm.overrides)
-        items = [i for i in found[arm.name]["model"]["qa"]["items"] if str(i["length"]) == longest]
-        groups = " / ".join(
-            f"{sum(i['contains'] for i in items if i['group'] == g) / max(sum(i['group'] == g for i in items), 1):.0%}"
-            for g in ("like", "unseen")
-        )
+        groups = _groups(found[arm.name]["model"]["qa"]["items"], longest)
         short = found[arm.name]["model"].get("short_perplexity", {}).get("perplexity")
         lines.append(f"| {arm.name} | {changed} | {score} | {' | '.join(against)} | {groups} | {short:.2f} |")
     return lines
+
+
+def _groups(items: list[dict], length: str, with_n: bool = False) -> str:
+    """ "like / unseen": the share answered at ``length`` on documents like the training ones and of the
+    kind never trained on (with each count of questions when ``with_n``)."""
+    cells = []
+    for group in ("like", "unseen"):
+        hits = [i["contains"] for i in items if i["group"] == group and str(i["length"]) == length]
+        cells.append(f"{sum(hits) / max(len(hits), 1):.0%}" + (f" (n={len(hits)})" if with_n else ""))
+    return " / ".join(cells)
 
 
 def _hits_at(found: dict, name: str, length: str) -> list[bool]:
