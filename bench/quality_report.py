@@ -64,6 +64,7 @@ COMPARISONS = (
     ("progressive+qa--best", "progressive"),
     ("progressive+qa--best", "qa-only--best"),
     ("qa-only--best", "qa-only--lr-x4+tokens-x4"),
+    ("progressive+qa--best+question-twice", "progressive+qa--best"),  # the question before the document too
 )
 
 
@@ -120,7 +121,7 @@ def _probe_lines(probe_arms: dict, found: dict, longest: str) -> list[str]:
         low, high = wilson_interval(sum(hits), len(hits))
         score = f"{sum(hits) / len(hits):.0%} [{low:.0%}, {high:.0%}]"
         against = [_paired_cell(found, arm.name, other, longest) for other in (arm.name.split("--")[0], "base")]
-        changed = ", ".join(f"{k}={v}" for k, v in arm.overrides)
+        changed = ", ".join(f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in arm.overrides)
         groups = _groups(found[arm.name]["model"]["qa"]["items"], longest)
         short = found[arm.name]["model"].get("short_perplexity", {}).get("perplexity")
         lines.append(f"| {arm.name} | {changed} | {score} | {' | '.join(against)} | {groups} | {short:.2f} |")

@@ -107,6 +107,27 @@ def test_each_probe_changes_only_its_settings_of_the_arm_it_varies_and_loads_as_
         load_config(_write_yaml(tmp_path / f"{name}.yaml", config), [], check_paths=False)  # a valid config
 
 
+def test_an_arm_is_asked_in_the_prompt_it_trained_on(quality, tmp_path, monkeypatch):
+    """A probe that moves the question (before the document too) must be asked that way, every other arm
+    in the default user turn: asked otherwise, its score would measure the mismatch."""
+    from fathom.config import DEFAULT_PROMPT_TEMPLATE
+
+    scale = quality.SCALES["smoke"]
+    twice = quality.probes(scale)["progressive+qa--best+question-twice"]
+    trained = quality.arm_config(scale, twice, tmp_path)["sft"]["prompt_template"]
+    assert trained == quality.QUESTION_TWICE_TEMPLATE and trained.count("{question}") == 2
+    asked = {}
+
+    def evaluate_models(*args, qa_template=None, **kwargs):
+        asked[len(asked)] = qa_template
+        return {"models": [{}]}
+
+    monkeypatch.setattr("fathom.eval.runner.evaluate_models", evaluate_models)
+    for arm in (twice, quality.arms(scale)["progressive+qa"]):
+        quality.evaluate_arm(scale, arm, tmp_path, [], [])
+    assert asked == {0: trained, 1: DEFAULT_PROMPT_TEMPLATE}
+
+
 def test_held_out_documents_never_overlap_the_training_ones(quality, real_tokenizer, tmp_path):
     texts = quality.corpus_texts()  # the real corpus from ../shared, else the synthetic one
     assert quality.overlapping(texts) == []
