@@ -538,13 +538,19 @@ def prepare_questions(scale: Scale, out: Path, texts: dict) -> list[dict]:
 # The report (its tables and figure: quality_report.py)
 
 
-def report(scale: Scale, results: Path, figure: Path | None) -> str:
-    """The markdown tables of ``results`` (every arm's json) for docs/benchmarks.md; draws ``figure``."""
+def report(scale: Scale, results: Path, figure: Path | None, out: Path | None = None) -> str:
+    """The markdown tables of ``results`` (every arm's json) for docs/benchmarks.md; draws ``figure``. With
+    ``out`` holding the held-out questions (``qa_eval.jsonl``), also what the wrong answers are."""
     from quality_report import load_results, tables
 
     found = load_results(results)
     order = [name for name in arms(scale) if name in found]
-    return tables(found, order, probes(scale), [str(n) for n in _buckets(scale)], figure)
+    contexts = None
+    if out is not None and (out / "qa_eval.jsonl").is_file():
+        longest = [json.loads(line) for line in (out / "qa_eval.jsonl").read_text(encoding="utf-8").splitlines()]
+        at = scale.qa_contexts[-1]
+        contexts = {(r["question"], r["answer"]): r["document"] for r in longest if r["context_tokens"] == at}
+    return tables(found, order, probes(scale), [str(n) for n in _buckets(scale)], figure, contexts)
 
 
 def _buckets(scale: Scale) -> list[int]:
@@ -582,7 +588,7 @@ def main() -> int:
     if scale.name == "smoke":
         results = out / "results"  # not evidence: never beside the real scales' results
     if args.report:
-        print(report(scale, results, ROOT / "docs" / f"quality_{scale.name}.png"))
+        print(report(scale, results, ROOT / "docs" / f"quality_{scale.name}.png", out))
         return 0
     if args.arm in ("all", "probes"):
         for name, arm in (arms(scale) if args.arm == "all" else probes(scale)).items():
@@ -596,7 +602,7 @@ def main() -> int:
                 command += ["--teacher-url", teacher.url, "--teacher-model", teacher.model]
                 command += ["--teacher-api-key-env", teacher.api_key_env]
             subprocess.run(command, check=True)
-        print(report(scale, results, ROOT / "docs" / f"quality_{scale.name}.png"))
+        print(report(scale, results, ROOT / "docs" / f"quality_{scale.name}.png", out))
         return 0
     if args.arm not in all_arms(scale):
         parser.error(f"--arm: one of {', '.join(all_arms(scale))}, all or probes")

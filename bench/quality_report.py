@@ -12,10 +12,18 @@ def load_results(results: Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(results.glob("*.json"))}
 
 
-def tables(found: dict, order: list[str], probe_arms: dict, lengths: list[str], figure: Path | None) -> str:
+def tables(
+    found: dict,
+    order: list[str],
+    probe_arms: dict,
+    lengths: list[str],
+    figure: Path | None,
+    contexts: dict[tuple[str, str], str] | None = None,
+) -> str:
     """The markdown tables: QA per length with intervals, like / unseen, needles and perplexities per arm
     (``order``), paired differences, QA by answer depth, the probes (``probe_arms``, name -> Arm); with
-    ``figure``, QA against context length drawn there. ``lengths``: the context buckets, as strings."""
+    ``figure``, QA against context length drawn there. ``lengths``: the context buckets, as strings;
+    ``contexts``: the longest questions' documents ((question, reference) -> context), for what the misses are."""
     header = ["arm", *[f"QA <={int(n):,}" for n in lengths], "like / unseen (longest)", "needles", "ppl last"]
     header.append("short ppl")
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
@@ -24,6 +32,8 @@ def tables(found: dict, order: list[str], probe_arms: dict, lengths: list[str], 
     lines += ["", *_paired_lines(found, lengths[-1])]
     lines += _depth_lines(found, order, lengths[-1])
     lines += _probe_lines(probe_arms, found, lengths[-1])
+    if contexts:
+        lines += _miss_lines(found, [*order, *[n for n in probe_arms if n in found]], contexts, lengths[-1])
     if figure is not None and order:
         _figure(found, order, lengths, figure)
     return "\n".join(lines)
@@ -126,6 +136,52 @@ def _probe_lines(probe_arms: dict, found: dict, longest: str) -> list[str]:
         short = found[arm.name]["model"].get("short_perplexity", {}).get("perplexity")
         lines.append(f"| {arm.name} | {changed} | {score} | {' | '.join(against)} | {groups} | {short:.2f} |")
     return lines
+
+
+def _miss_lines(found: dict, names: list[str], contexts: dict[tuple[str, str], str], longest: str) -> list[str]:
+    """What the wrong answers at the longest context are, per arm and group: how many copy another passage of
+    the context (the model read the document and picked the wrong paragraph) rather than invent text; and,
+    once, how many labelled paragraphs ("(a)", "(b)", ...) a context holds: the distractors a question faces."""
+    import re
+
+    from fathom.data.qa import normalize_answer
+
+    rows, labels = [], {"like": [], "unseen": []}
+    for name in names:
+        qa = found[name]["model"].get("qa")
+        at = [i for i in (qa or {}).get("items", []) if str(i["length"]) == longest]
+        items = [
+            i | {"context": contexts[i["question"], i["reference"]]}
+            for i in at
+            if (i["question"], i["reference"]) in contexts
+        ]
+        if not items:
+            continue
+        cells = []
+        for group in ("like", "unseen"):
+            asked = [i for i in items if i["group"] == group]
+            labels[group] = [len(re.findall(r"(?m)^\s*\([a-z]{1,4}\)", i["context"])) for i in asked]
+            misses = [i for i in asked if not i["contains"]]
+            copied = [i for i in misses if _copies_context(i["answer"], i["context"], normalize_answer)]
+            cells.append(f"{len(copied)} of {len(misses)}")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    per_context = ", ".join(f"{g} {sum(v) / max(len(v), 1):.1f}" for g, v in labels.items())
+    return [
+        "",
+        f"Labelled paragraphs per context at the longest length: {per_context}.",
+        "",
+        "| arm | like: misses copying another passage | unseen: misses copying another passage |",
+        "|---|---|---|",
+        *rows,
+    ]
+
+
+def _copies_context(answer: str, context: str, normalize) -> bool:
+    """Whether an answer's opening (its first 60 normalized characters, at least 20) is text of the context."""
+    opening = normalize(answer)[:60]
+    return len(opening) >= 20 and opening in normalize(context)
 
 
 def _groups(items: list[dict], length: str, with_n: bool = False) -> str:

@@ -301,3 +301,60 @@ def test_running_every_probe_skips_the_teachers_unless_one_is_named(quality, tmp
         "--teacher-api-key-env",
         "OPENAI_API_KEY",
     ]
+
+
+def test_the_report_says_whether_a_wrong_answer_copies_another_passage_of_its_context(quality, tmp_path):
+    """A miss that quotes the context read the document and picked the wrong paragraph; one that does not
+    invented its answer. The two call for different fixes, so the report counts them per group."""
+    scale = quality.SCALES["smoke"]
+    results, out = tmp_path / "results", tmp_path / "out"
+    results.mkdir()
+    out.mkdir()
+    longest = scale.qa_contexts[-1]
+    context = "(a) Every vessel shall at all times maintain a proper look-out.\n(b) A sailing vessel shall keep clear."
+    held_out = [
+        {
+            "question": "Q1",
+            "answer": "A sailing vessel shall keep clear",
+            "document": context,
+            "context_tokens": longest,
+        },
+        {
+            "question": "Q2",
+            "answer": "A sailing vessel shall keep clear",
+            "document": context,
+            "context_tokens": longest,
+        },
+        {
+            "question": "Q3",
+            "answer": "Every vessel shall",
+            "document": "(a) Every vessel shall",
+            "context_tokens": longest,
+        },
+        {"question": "Q1", "answer": "ignored: a shorter context", "document": "", "context_tokens": 96},
+    ]
+    (out / "qa_eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in held_out), encoding="utf-8")
+    length = str(quality._buckets(scale)[-1])
+    items = [
+        # the wrong paragraph, quoted from the context; an invented answer; a hit
+        {"question": "Q1", "reference": held_out[0]["answer"], "answer": "Every vessel shall at all times maintain"},
+        {"question": "Q2", "reference": held_out[1]["answer"], "answer": "The master must sound the horn twice"},
+        {"question": "Q3", "reference": held_out[2]["answer"], "answer": "Every vessel shall"},
+    ]
+    groups = ("like", "like", "unseen")
+    model = {
+        "qa": {
+            "contains_by_length": {length: 1 / 3},
+            "contains_interval_by_length": {length: [0.0, 1.0]},
+            "items": [
+                i | {"contains": i["answer"] == i["reference"], "length": length, "group": g, "depth": "0-20%"}
+                for i, g in zip(items, groups, strict=True)
+            ],
+        },
+        "needle": {},
+    }
+    (results / "qa-only.json").write_text(json.dumps({"model": model}), encoding="utf-8")
+    lines = quality.report(scale, results, None, out).splitlines()
+    assert "Labelled paragraphs per context at the longest length: like 2.0, unseen 1.0." in lines
+    assert "| qa-only | 1 of 2 | 0 of 0 |" in lines
+    assert not any("copying" in line for line in quality.report(scale, results, None).splitlines())  # no contexts
