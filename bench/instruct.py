@@ -74,6 +74,7 @@ def main() -> int:
     parser.add_argument("--skip-train", action="store_true", help="evaluate the run already in bench/out")
     args = parser.parse_args()
     from fathom.cli import setup_logging
+    from fathom.data.instruct import QaPrompt
     from fathom.eval.runner import evaluate_models
     from fathom.train.loop import train
 
@@ -96,7 +97,7 @@ def main() -> int:
         [],
         held_out_texts,
         qa_records=questions,
-        qa_template=config.sft.prompt_template,
+        qa_prompt=QaPrompt.of(config.sft),
     )
     names = ["base", "Phase 1", "Phase 1 + 2"]
     lengths = sorted({k for m in results["models"] for k in m["qa"]["contains_by_length"]}, key=int)

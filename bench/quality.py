@@ -407,11 +407,11 @@ def train_arm(scale: Scale, arm: Arm, out: Path) -> float:
     return (time.time() - started) / 60
 
 
-def prompt_template(arm: Arm) -> str:
-    """The user turn ``arm`` trains its Phase 2 on and is asked in: sft.prompt_template where it sets it."""
-    from fathom.config import DEFAULT_PROMPT_TEMPLATE
+def qa_prompt(arm: Arm):
+    """The prompt ``arm`` trains its Phase 2 on and is asked in: sft.prompt_template where it sets it."""
+    from fathom.data.instruct import QaPrompt
 
-    return dict(arm.overrides).get("sft.prompt_template", DEFAULT_PROMPT_TEMPLATE)
+    return QaPrompt(dict(arm.overrides).get("sft.prompt_template", QaPrompt().template))
 
 
 def evaluate_arm(scale: Scale, arm: Arm, out: Path, questions: list[dict], haystack: list[str]) -> dict:
@@ -431,7 +431,7 @@ def evaluate_arm(scale: Scale, arm: Arm, out: Path, questions: list[dict], hayst
         haystack,
         rope=None,
         qa_records=questions if arm.qa else None,
-        qa_template=prompt_template(arm),
+        qa_prompt=qa_prompt(arm),
         include_base=folder is None,
         qa_token_budget=scale.qa_token_budget,
     )

@@ -111,6 +111,7 @@ def test_an_arm_is_asked_in_the_prompt_it_trained_on(quality, tmp_path, monkeypa
     """A probe that moves the question (before the document too) must be asked that way, every other arm
     in the default user turn: asked otherwise, its score would measure the mismatch."""
     from fathom.config import DEFAULT_PROMPT_TEMPLATE
+    from fathom.data.instruct import QaPrompt
 
     scale = quality.SCALES["smoke"]
     twice = quality.probes(scale)["progressive+qa--best+question-twice"]
@@ -118,14 +119,14 @@ def test_an_arm_is_asked_in_the_prompt_it_trained_on(quality, tmp_path, monkeypa
     assert trained == quality.QUESTION_TWICE_TEMPLATE and trained.count("{question}") == 2
     asked = {}
 
-    def evaluate_models(*args, qa_template=None, **kwargs):
-        asked[len(asked)] = qa_template
+    def evaluate_models(*args, qa_prompt=None, **kwargs):
+        asked[len(asked)] = qa_prompt
         return {"models": [{}]}
 
     monkeypatch.setattr("fathom.eval.runner.evaluate_models", evaluate_models)
     for arm in (twice, quality.arms(scale)["progressive+qa"]):
         quality.evaluate_arm(scale, arm, tmp_path, [], [])
-    assert asked == {0: trained, 1: DEFAULT_PROMPT_TEMPLATE}
+    assert asked == {0: QaPrompt(trained), 1: QaPrompt(DEFAULT_PROMPT_TEMPLATE)}
 
 
 def test_held_out_documents_never_overlap_the_training_ones(quality, real_tokenizer, tmp_path):

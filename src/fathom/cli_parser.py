@@ -225,8 +225,9 @@ def _add_model_commands(sub) -> None:
     )
     ev.add_argument(
         "--qa-template",
-        default=DEFAULT_PROMPT_TEMPLATE,
-        help="the user turn of a QA prompt, as sft.prompt_template",
+        default=None,
+        help="the user turn of a QA prompt, as sft.prompt_template (default: the one the Phase-2 adapter was "
+        f"taught, with its sft.system; else {DEFAULT_PROMPT_TEMPLATE!r})",
     )
     ev.add_argument("--qa-limit", type=int, default=0, help="ask at most this many questions (0: all)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the prompts (same seed: same prompts)")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from fathom.data.qa import build_records, extract_facts
 from fathom.demo.corpus import generate_documents
@@ -150,7 +152,7 @@ def test_batched_answers_equal_one_question_at_a_time(local_model_dir):
     """Left-padded batches of similar length give each question the answer it gets alone (greedy)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from fathom.config import DEFAULT_PROMPT_TEMPLATE
+    from fathom.data.instruct import QaPrompt
     from fathom.eval.qa import answer_questions
 
     tokenizer = AutoTokenizer.from_pretrained(local_model_dir)
@@ -158,10 +160,8 @@ def test_batched_answers_equal_one_question_at_a_time(local_model_dir):
     texts = [text for _, text in generate_documents(6, seed=9)]
     records = build_records(texts, tokenizer, [96, 160], per_document=2, seed=1)[:10]
     assert len({len(r["document"]) for r in records}) > 3  # prompts of different lengths share batches
-    batched = answer_questions(model, tokenizer, "cpu", records, DEFAULT_PROMPT_TEMPLATE, max_new_tokens=6)
-    alone = [
-        answer_questions(model, tokenizer, "cpu", [r], DEFAULT_PROMPT_TEMPLATE, max_new_tokens=6)[0] for r in records
-    ]
+    batched = answer_questions(model, tokenizer, "cpu", records, QaPrompt(), max_new_tokens=6)
+    alone = [answer_questions(model, tokenizer, "cpu", [r], QaPrompt(), max_new_tokens=6)[0] for r in records]
     assert batched == alone and any(batched)
 
 
@@ -192,3 +192,54 @@ def test_qa_build_keeps_whole_sentences_for_training_and_short_references_held_o
     assert all(100 < len(a) <= 300 and re.search(r"noon on day \d$", a) for a in answers["train"])  # whole
     assert all(len(a) <= 100 and "noon" not in a for a in answers["held-out"])  # cut at a word boundary
     capsys.readouterr()
+
+
+def _adapter_files(folder: Path) -> Path:
+    """The files that make a folder an adapter for read_adapter (empty tensors: nothing here loads them)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "tiny"}), encoding="utf-8")
+    save_file({}, str(folder / "adapter_model.safetensors"))
+    return folder
+
+
+def _phase_2_adapter(folder: Path, template: str, system: str | None) -> Path:
+    """An adapter folder as Phase 2 leaves it, as far as read_adapter looks: its run config and trainer state."""
+    _adapter_files(folder)
+    sft = {"name": "Phase_2_Instruct", "max_seq_length": 512, "prompt_template": template, "system": system}
+    (folder / "fathom_config.yaml").write_text(yaml.safe_dump({"sft": sft}), encoding="utf-8")
+    (folder / "trainer_state.json").write_text(json.dumps({"phase_name": "Phase_2_Instruct"}), encoding="utf-8")
+    return folder
+
+
+def test_a_question_is_asked_in_the_turns_phase_2_trained_on(tmp_path):
+    """Training, fathom eval and fathom generate build the question's turns in one place (QaPrompt): the
+    template's user turn after sft.system. Before, eval and generate dropped the system prompt and eval
+    asked in the default template whatever the adapter was taught."""
+    from fathom.data.instruct import QaPrompt, to_conversation
+    from fathom.eval.command import EvalRequest, qa_prompt
+    from fathom.model.adapter import read_adapter
+
+    template, system = "Q: {question}\n\n{document}\n\nQ: {question}", "You answer from the manual."
+    prompt = QaPrompt(template, system)
+    record = {"document": "(a) Keep a look-out.", "question": "What does (a) say?", "answer": "Keep a look-out."}
+    trained = to_conversation(record, "qa.jsonl", template, system)
+    assert list(trained.messages[:-1]) == prompt.messages(record["document"], record["question"])
+    assert trained.messages[0] == {"role": "system", "content": system}
+    assert trained.messages[1]["content"].count("What does (a) say?") == 2
+    assert prompt.messages("d", "q", "its own")[0]["content"] == "its own"  # a record's system wins, as in training
+    assert QaPrompt().messages("d", "q") == [{"role": "user", "content": "d\n\nQuestion: q"}]
+
+    taught = _phase_2_adapter(tmp_path / "taught", template, system)
+    assert (read_adapter(taught).prompt_template, read_adapter(taught).system) == (template, system)
+    phase_1 = _adapter_files(tmp_path / "phase_1")
+    asked = EvalRequest(base="tiny", adapters=[str(phase_1), str(taught)])
+    assert qa_prompt(asked) == prompt  # the Phase-1 adapter beside it is asked the same way
+    assert qa_prompt(EvalRequest(base="tiny", adapters=[str(phase_1)])) == QaPrompt()
+    assert qa_prompt(EvalRequest(base="tiny", adapters=[str(taught)], qa_template="{document} {question}")) == (
+        QaPrompt("{document} {question}")
+    )
+    other = _phase_2_adapter(tmp_path / "other", "{document}\n\nQuestion: {question}", None)
+    with pytest.raises(ConfigError, match=r"^--adapter: .*taught.* were taught different prompts"):
+        qa_prompt(EvalRequest(base="tiny", adapters=[str(taught), str(other)]))

@@ -99,6 +99,7 @@ def test_push_dry_run_writes_the_card_and_the_files_and_touches_nothing(scaled_r
     assert "vllm serve acme/tiny-base --enable-lora --lora-modules fathom=acme/tiny-maritime-256" in card
     assert '--hf-overrides \'{"rope_scaling":{"rope_type":"yarn","factor":2.0' in card
     assert "## Evaluation" in card and "](eval/heatmap_final_256_model_passkey.png)" in card
+    assert "## Ask it" not in card  # Phase 1 only: it continues text, it was taught no question form
 
 
 def test_the_pushed_adapter_loads_as_the_card_says(scaled_run, tmp_path):
@@ -221,6 +222,7 @@ def test_no_local_path_reaches_a_staged_folder(scaled_run, tmp_path, capsys):
     shutil.copytree(adapter, copy)
     config = yaml.safe_load((copy / "fathom_config.yaml").read_text())
     sft = {"name": "Phase_2_Instruct", "max_seq_length": 256, "paths": [str(tmp / "qa.jsonl")]}
+    sft |= {"prompt_template": "Question: {question}\n\n{document}\n\nQuestion: {question}", "system": "Be brief."}
     config["sft"] = sft | {"init_adapter": str(tmp / "run" / "Phase_1a_Short")}
     (copy / "fathom_config.yaml").write_text(yaml.safe_dump(config))
     tokenizer_config = json.loads((copy / "tokenizer_config.json").read_text())
@@ -239,6 +241,7 @@ def test_no_local_path_reaches_a_staged_folder(scaled_run, tmp_path, capsys):
             assert not [p for p in private if p.encode() in data], path.name
     card = (out / "README.md").read_text()
     assert "vllm serve base --enable-lora" in card  # the base folder's name, not its path
+    _assert_the_card_says_how_to_ask(card, sft["prompt_template"], sft["system"])
     assert yaml.safe_load((out / "fathom_config.yaml").read_text())["sft"]["init_adapter"].startswith("<a local")
 
     (copy / "extra.safetensors").write_bytes(b"\x00\x01" + str(base).encode() + b"\x00")
@@ -247,3 +250,20 @@ def test_no_local_path_reaches_a_staged_folder(scaled_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "fathom: error: push: extra.safetensors holds a local path of this machine" in err
     assert not (tmp_path / "refused").exists()
+
+
+def _assert_the_card_says_how_to_ask(card: str, template: str, system: str) -> None:
+    """A Phase-2 model's card gives the turns it was taught, as text and as code that builds exactly them."""
+    import ast
+
+    ask = card.split("## Ask it\n")[1].split("\n## ")[0]
+    assert f"after the system prompt {system!r}" in ask and f"```text\n{template}\n```" in ask
+    code = ask.split("```python\n")[1].split("```")[0]
+    scope: dict = {"open": lambda *a, **k: type("F", (), {"read": lambda self: "THE DOCUMENT"})()}
+    exec(code.split("inputs =")[0], scope)  # up to the messages: the rest needs a model
+    question = scope["question"]
+    assert scope["messages"] == [
+        {"role": "system", "content": system},
+        {"role": "user", "content": template.format(document="THE DOCUMENT", question=question)},
+    ]
+    assert ast.parse(code)

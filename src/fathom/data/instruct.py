@@ -58,6 +58,30 @@ CHATML_TEMPLATE = (
 
 
 @dataclass(frozen=True)
+class QaPrompt:
+    """How a question about a document is asked: the user turn (``sft.prompt_template``, with ``{document}``
+    and ``{question}``) after the system turn (``sft.system``; None: the chat template's default).
+
+    Phase 2 trains on these turns and evaluation and ``fathom generate`` ask in them, all built here: a model
+    asked otherwise than it was taught (another template, or without its system prompt) scores less."""
+
+    template: str = DEFAULT_PROMPT_TEMPLATE
+    system: str | None = None
+
+    @classmethod
+    def of(cls, sft) -> QaPrompt:
+        """The prompt a config's ``sft`` section (an SftConfig, or its dict in a run's saved config) trains."""
+        get = sft.get if isinstance(sft, dict) else lambda key: getattr(sft, key, None)
+        return cls(get("prompt_template") or DEFAULT_PROMPT_TEMPLATE, get("system"))
+
+    def messages(self, document: str, question: str, system: str | None = None) -> list[dict]:
+        """The turns before the answer; ``system``: a record's own system prompt, which wins over ours."""
+        system = system or self.system
+        head = [{"role": "system", "content": system}] if system else []
+        return [*head, {"role": "user", "content": self.template.format(document=document, question=question)}]
+
+
+@dataclass(frozen=True)
 class Conversation:
     """One record as chat messages, before tokenization."""
 
@@ -172,8 +196,8 @@ def to_conversation(
         document, reason = _read_document(record, source, access)
         if reason:
             return reason
-        user = prompt_template.format(document=document, question=question)
-        messages = _with_system(_text(record.get("system")) or system, ({"role": "user", "content": user},), answer)
+        turns = QaPrompt(prompt_template, system).messages(document, question, _text(record.get("system")))
+        messages = (*turns, {"role": "assistant", "content": answer})
         return Conversation(messages, "document_qa", source, document=document, meta=meta)
     return "unknown format (expected messages, conversations, instruction/output or document/question/answer)"
 

@@ -118,6 +118,7 @@ def ensure_demo_qa(config, folder: str | Path = DEMO_QA) -> Path:
 
 def report_demo_qa(config, folder: str | Path = DEMO_QA) -> dict | None:
     """Ask the held-out questions of the Phase-1 and the Phase-2 adapter; log and return the scores."""
+    from fathom.data.instruct import QaPrompt
     from fathom.eval.qa import read_qa_records
     from fathom.eval.runner import evaluate_models
     from fathom.schedule import final_model_dirname
@@ -146,7 +147,7 @@ def report_demo_qa(config, folder: str | Path = DEMO_QA) -> dict | None:
         [],
         [],
         qa_records=records,
-        qa_template=config.sft.prompt_template,
+        qa_prompt=QaPrompt.of(config.sft),
         include_base=False,
     )
     scores = {m["name"]: m["qa"] for m in results["models"]}

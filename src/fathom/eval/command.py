@@ -12,7 +12,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fathom.config import DEFAULT_PROMPT_TEMPLATE
 from fathom.errors import ConfigError, raise_problems
 
 logger = logging.getLogger("fathom")
@@ -42,7 +41,7 @@ class EvalRequest:
     ruler_tasks: str = RULER_TASKS
     rope: str | None = None
     qa: Path | None = None  # document-QA .jsonl (fathom qa build --held-out) asked of every model
-    qa_template: str = DEFAULT_PROMPT_TEMPLATE
+    qa_template: str | None = None  # None: the prompt the Phase-2 adapters were taught (else the default)
     qa_limit: int = 0  # ask at most this many questions (0: all)
 
     def kind_list(self) -> list[str]:
@@ -79,9 +78,31 @@ def eval_problems(request: EvalRequest) -> list[str]:
         problems.append(f"--kinds: give passkey and/or maritime (comma-separated) or none, got {request.kinds!r}")
     if request.qa is not None and not Path(request.qa).is_file():
         problems.append(f"--qa: {request.qa} does not exist")
-    if "{document}" not in request.qa_template or "{question}" not in request.qa_template:
+    template = request.qa_template
+    if template is not None and ("{document}" not in template or "{question}" not in template):
         problems.append(f"--qa-template: must contain {{document}} and {{question}}, got {request.qa_template!r}")
     return [p for p in problems if p]
+
+
+def qa_prompt(request: EvalRequest):
+    """How the questions of ``--qa`` are asked: ``--qa-template`` as the user turn when given; else as the
+    Phase-2 adapters among ``request.adapters`` were taught (their sft.prompt_template after their sft.system);
+    else the default user turn. Every model is asked the same way, so adapters taught different prompts are
+    refused rather than some of them asked wrongly."""
+    from fathom.data.instruct import QaPrompt
+    from fathom.model.adapter import read_adapter
+
+    if request.qa_template is not None:
+        return QaPrompt(request.qa_template)
+    infos = [read_adapter(a) for a in request.adapters]
+    taught = {(i.prompt_template, i.system) for i in infos if i.prompt_template is not None}
+    if len(taught) > 1:
+        names = ", ".join(str(i.folder) for i in infos if i.prompt_template is not None)
+        raise ConfigError(
+            f"--adapter: {names} were taught different prompts (sft.prompt_template / sft.system); "
+            "evaluate them in separate runs, or pass --qa-template to ask them all one way"
+        )
+    return QaPrompt(*taught.pop()) if taught else QaPrompt()
 
 
 def _haystack(request: EvalRequest) -> list[str]:
@@ -153,7 +174,7 @@ def run_eval(request: EvalRequest) -> dict:
         request.seed,
         rope=request.rope,
         qa_records=qa_records,
-        qa_template=request.qa_template,
+        qa_prompt=qa_prompt(request),
     )
     if request.ruler:
         reason = _run_ruler(request, results, lengths)

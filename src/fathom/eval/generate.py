@@ -32,7 +32,8 @@ def generate(
     """Stream a continuation of ``file`` (plus ``prompt``) to stdout; returns the generated text.
 
     ``chat`` (default: when the adapter was written by Phase 2) asks with the chat template instead:
-    the document and ``prompt`` fill the adapter's ``sft.prompt_template`` in a user turn.
+    the document and ``prompt`` fill the adapter's ``sft.prompt_template`` in a user turn, after its
+    ``sft.system`` where it trained with one.
     """
     from transformers import TextStreamer
 
@@ -45,13 +46,13 @@ def generate(
     chat = template is not None if chat is None else chat
     model, tokenizer, device = load_for_inference(base, adapter, rope=rope)
     if chat:
-        from fathom.config import DEFAULT_PROMPT_TEMPLATE
-        from fathom.data.instruct import ensure_chat_template
+        from fathom.data.instruct import QaPrompt, ensure_chat_template
 
         ensure_chat_template(tokenizer)
-        user = (template or DEFAULT_PROMPT_TEMPLATE).format(document=text.rstrip(), question=prompt or "")
+        asked = QaPrompt(template, info.system) if template else QaPrompt()
+        messages = asked.messages(text.rstrip(), prompt or "")
         inputs = tokenizer.apply_chat_template(
-            [{"role": "user", "content": user}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
         ).to(device)
     else:
         inputs = tokenizer(f"{text.rstrip()}\n\n{prompt}" if prompt else text, return_tensors="pt").to(device)

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from fathom.data.instruct import QaPrompt
 from fathom.data.qa import normalize_answer
 from fathom.errors import ConfigError
 
@@ -92,12 +93,13 @@ def answer_questions(
     tokenizer,
     device,
     records: list[dict],
-    prompt_template: str,
+    prompt: QaPrompt,
     max_new_tokens: int | None = None,
     token_budget: int = 16384,
     progress: bool = False,
 ) -> list[str]:
-    """The model's greedy answer to every record, asked with the chat template (as Phase 2 trains).
+    """The model's greedy answer to every record, asked with the chat template in ``prompt``'s turns (as
+    Phase 2 trains; a record's own ``system`` wins over the prompt's).
 
     Prompts of similar length are generated together (left-padded, at most ``token_budget`` prompt
     tokens per batch), which on a CPU costs about one prompt's decoding time per batch. Each batch
@@ -110,7 +112,7 @@ def answer_questions(
     ensure_chat_template(tokenizer)
     prompts = [
         tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt_template.format(document=r["document"], question=r["question"])}],
+            prompt.messages(r["document"], r["question"], r.get("system")),
             add_generation_prompt=True,
             tokenize=True,
             return_dict=True,

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from fathom.data.instruct import QaPrompt
 from fathom.errors import raise_problems
 from fathom.eval.needle import build_prompt, fixed_prompt_tokens, score
 from fathom.eval.perplexity import loss_by_position, short_perplexity
@@ -82,7 +83,7 @@ def evaluate_models(
     seed: int = 0,
     rope: str | None = None,
     qa_records: list[dict] | None = None,
-    qa_template: str | None = None,
+    qa_prompt: QaPrompt | None = None,
     include_base: bool = True,
     qa_token_budget: int = 16384,
 ) -> dict:
@@ -131,7 +132,7 @@ def evaluate_models(
         with context:
             entry = {"name": label, "path": path, "rope": setting.to_dict()}
             entry["needle"] = needle_accuracy(model, tokenizer, device, lengths, depths, samples, kinds, haystack, seed)
-            qa = (qa_records, qa_template, qa_token_budget)
+            qa = (qa_records, qa_prompt or QaPrompt(), qa_token_budget)
             entry |= _document_scores(model, tokenizer, device, ppl_documents, max(lengths), *qa)
         results.append(entry)
     return {"base": base, "lengths": lengths, "depths": depths, "samples": samples, "kinds": kinds, "models": results}
@@ -154,7 +155,7 @@ def _load_adapters(model, adapters: list[str]):
     return model.eval(), names
 
 
-def _document_scores(model, tokenizer, device, ppl_documents, length, qa_records, qa_template, budget) -> dict:
+def _document_scores(model, tokenizer, device, ppl_documents, length, qa_records, qa_prompt, budget) -> dict:
     """Perplexity by position and short-context perplexity (with documents); QA scores (with records)."""
     out = {}
     if ppl_documents:
@@ -163,9 +164,7 @@ def _document_scores(model, tokenizer, device, ppl_documents, length, qa_records
     if qa_records:
         from fathom.eval.qa import answer_questions, score_answers
 
-        answers = answer_questions(
-            model, tokenizer, device, qa_records, qa_template, token_budget=budget, progress=True
-        )
+        answers = answer_questions(model, tokenizer, device, qa_records, qa_prompt, token_budget=budget, progress=True)
         out["qa"] = score_answers(qa_records, answers, tokenizer)
     return out
 
@@ -180,11 +179,11 @@ def evaluate_phase(
     kinds: list[str],
     held_out: list[np.ndarray],
     seed: int,
-    qa_template: str | None = None,
+    qa_prompt: QaPrompt | None = None,
     heatmap: Path | None = None,
 ) -> dict[str, float]:
     """The end-of-phase check: TensorBoard scalars eval/needle_acc/<len> and eval/ppl/<bucket>; with
-    ``qa_template`` (Phase 2) also eval/qa/<metric> on questions built from the held-out documents.
+    ``qa_prompt`` (Phase 2) also eval/qa/<metric> on questions built from the held-out documents.
     ``heatmap``: where to draw needle accuracy by length and depth (all kinds pooled), when any ran."""
     from fathom.eval.needle import default_depths, default_lengths, shortest_needle_prompt
 
@@ -224,8 +223,8 @@ def evaluate_phase(
             docs = sorted(held_out, key=len, reverse=True)
             for label, bucket in loss_by_position(model, docs, max_seq_length, device)["buckets"].items():
                 scalars[f"eval/ppl/{label}"] = bucket["perplexity"]
-        if qa_template is not None and haystack:
-            scalars |= _phase_qa(model, tokenizer, device, haystack, max_seq_length, samples, seed, qa_template)
+        if qa_prompt is not None and haystack:
+            scalars |= _phase_qa(model, tokenizer, device, haystack, max_seq_length, samples, seed, qa_prompt)
     finally:
         model.train(was_training)
     return scalars
@@ -246,7 +245,7 @@ def _phase_heatmap(grid: dict, lengths: list[int], path: Path) -> None:
     )
 
 
-def _phase_qa(model, tokenizer, device, texts, max_seq_length, samples, seed, template) -> dict[str, float]:
+def _phase_qa(model, tokenizer, device, texts, max_seq_length, samples, seed, prompt) -> dict[str, float]:
     """Phase 2's own check: questions from held-out documents at half and all of its row, scored."""
     from fathom.data.qa import build_records
     from fathom.eval.qa import answer_questions, score_answers
@@ -255,7 +254,7 @@ def _phase_qa(model, tokenizer, device, texts, max_seq_length, samples, seed, te
     records = build_records(texts, tokenizer, lengths, per_document=1, seed=seed)[: max(4, 4 * samples)]
     if not records:
         return {}
-    scores = score_answers(records, answer_questions(model, tokenizer, device, records, template), tokenizer)
+    scores = score_answers(records, answer_questions(model, tokenizer, device, records, prompt), tokenizer)
     return {f"eval/qa/{k}": scores[k] for k in ("exact_match", "f1", "contains")}
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from fathom.config import ConfigError
+from fathom.data.instruct import QaPrompt
 from fathom.export.folder import ModelFolder
 from fathom.export.scrub import private_paths, scrub_folder
 from fathom.export.serve import vllm_command
@@ -184,6 +185,7 @@ def model_card(model: ModelFolder, repo_id: str, license_id: str | None, eval_re
         *_data_section(model),
         *_rope_section(model),
         *_use_section(model, repo_id),
+        *_ask_section(model),
         *_serve_section(model, repo_id),
     ]
     if eval_report:
@@ -307,6 +309,38 @@ def _use_section(model: ModelFolder, repo_id: str) -> list[str]:
         f"```python\n{_adapter_code(base, repo_id, v5, 'dtype')}```",
         "transformers 4.x:",
         f"```python\n{_adapter_code(base, repo_id, {k: v for k, v in v4.items() if v is not None}, 'torch_dtype')}```",
+    ]
+
+
+def _ask_section(model: ModelFolder) -> list[str]:
+    """How to ask a Phase-2 model about a document: the turns it was taught (sft.prompt_template after
+    sft.system, both already in the published fathom_config.yaml), as text and as code. A model asked in
+    another form answers less well, and nothing else tells a reader of the card the form."""
+    if not _has_sft(model):
+        return []
+    prompt = QaPrompt.of(model.run_config["sft"])
+    system = f" after the system prompt {prompt.system!r}" if prompt.system else ""
+    head = f"    {{'role': 'system', 'content': {prompt.system!r}}},\n" if prompt.system else ""
+    code = (
+        'document = open("report.md", encoding="utf-8").read()\n'
+        'question = "What does paragraph (b) of Rule 19 say?"\n'
+        f"template = {prompt.template!r}\n"
+        "messages = [\n"
+        f"{head}"
+        "    {'role': 'user', 'content': template.format(document=document, question=question)},\n"
+        "]\n"
+        "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors='pt', "
+        "return_dict=True)\n"
+        "output = model.generate(**inputs, max_new_tokens=256, do_sample=False)\n"
+        "print(tokenizer.decode(output[0, inputs['input_ids'].shape[1]:], skip_special_tokens=True))\n"
+    )
+    return [
+        "## Ask it",
+        "Instruction tuning taught it to answer from a document given whole in one user turn of the chat template, "
+        f"in this form (`sft.prompt_template`){system}; ask it the same way, through transformers or a server's "
+        "chat endpoint, since a question asked in another form is answered less well:",
+        f"```text\n{prompt.template}\n```",
+        f"```python\n{code}```",
     ]
 
 

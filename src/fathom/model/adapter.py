@@ -37,6 +37,7 @@ class AdapterInfo:
     rope: object | None  # fathom.model.rope.RopeSetting it was trained with; None: the base's own
     has_tokenizer: bool
     prompt_template: str | None = None  # set when Phase 2 (instruction tuning) wrote it: sft.prompt_template
+    system: str | None = None  # and the system prompt it trained with: sft.system (None: the chat template's)
 
 
 def adapter_problem(folder: str | Path | None, where: str = "--adapter") -> str | None:
@@ -98,18 +99,20 @@ def _trained_length(folder: Path) -> int | None:
     return max(lengths) if lengths else None
 
 
-def _instruct_template(folder: Path) -> str | None:
-    """sft.prompt_template when ``folder`` was written by Phase 2 (its trainer state names the sft phase)."""
+def _instruct_prompt(folder: Path) -> tuple[str | None, str | None]:
+    """(sft.prompt_template, sft.system) when ``folder`` was written by Phase 2 (its trainer state names the
+    sft phase); (None, None) for any other adapter."""
     sft = read_run_config(folder).get("sft")
     if not isinstance(sft, dict):
-        return None
+        return None, None
     try:
         state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
+        return None, None
     if isinstance(state, dict) and state.get("phase_name") == sft.get("name"):
-        return sft.get("prompt_template") or DEFAULT_PROMPT_TEMPLATE
-    return None
+        system = sft.get("system")
+        return sft.get("prompt_template") or DEFAULT_PROMPT_TEMPLATE, system if isinstance(system, str) else None
+    return None, None
 
 
 def read_adapter(folder: str | Path, where: str = "--adapter") -> AdapterInfo:
@@ -124,13 +127,15 @@ def read_adapter(folder: str | Path, where: str = "--adapter") -> AdapterInfo:
         peft_config = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{where}: {folder / ADAPTER_CONFIG} is not readable JSON ({exc})") from None
+    template, system = _instruct_prompt(folder)
     return AdapterInfo(
         folder=folder,
         base_model=peft_config.get("base_model_name_or_path") if isinstance(peft_config, dict) else None,
         trained_length=_trained_length(folder),
         rope=read_rope_record(folder),
         has_tokenizer=(folder / TOKENIZER_CONFIG).is_file(),
-        prompt_template=_instruct_template(folder),
+        prompt_template=template,
+        system=system,
     )
 
 

@@ -29,7 +29,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from fathom.config import ConfigError, FathomConfig, check_strategy_fits_model, sft_merge_problems
 from fathom.data.cache import DocumentView, prepare_corpus, require_training_documents
 from fathom.data.eod import resolve_eod_token_id
-from fathom.data.instruct import InstructionSet, ensure_chat_template, prepare_instructions
+from fathom.data.instruct import InstructionSet, QaPrompt, ensure_chat_template, prepare_instructions
 from fathom.data.loader import PhaseLoader, RowLoader, instruction_rows
 from fathom.data.mix import PhaseMix, document_weights, mix_for
 from fathom.data.pack import epoch_stream, pack_rows
@@ -929,7 +929,7 @@ def _end_of_phase_eval(run: _Run, plan: PhasePlan, tb) -> None:
                 list(cfg.kinds),
                 list(run.held_out),
                 run.config.train.seed,
-                qa_template=run.config.sft.prompt_template if plan.kind == "sft" else None,
+                qa_prompt=QaPrompt.of(run.config.sft) if plan.kind == "sft" else None,
                 heatmap=heatmap,
             )
         tb.scalars(run.state.global_step, scalars)
