@@ -152,6 +152,9 @@ def probes(scale: Scale) -> dict[str, Arm]:
     # the question before the document as well as after it, so that a causal model reads the document
     # knowing what it looks for (Liu et al. 2023, "query-aware contextualization"); asked the same way
     twice = ("sft.prompt_template", QUESTION_TWICE_TEMPLATE)
+    # every training question in a context of the longest length (as many questions, three times the
+    # facts per document), where the default spreads them over the three lengths
+    longest = ("qa.longest", True)
     out = [
         ("qa-only", "lr-x4", (faster,)),
         ("qa-only", "rank-64", (("lora.r", 64),)),
@@ -163,6 +166,7 @@ def probes(scale: Scale) -> dict[str, Arm]:
         ("qa-only", "best", (faster, longer, whole)),  # the settings that won: whole answers; the rate with the tokens
         ("progressive+qa", "best", (faster, longer, whole)),  # the same Phase 2 after the guide's Phase 1
         ("progressive+qa", "best+question-twice", (faster, longer, whole, twice)),  # against the middle's losses
+        ("progressive+qa", "best+longest", (faster, longer, whole, longest)),  # Phase 2's mix of lengths
         # the builder's questions and a teacher model's (``fathom qa build --teacher-*``): needs --teacher-url
         ("progressive+qa", "teacher", (("qa.teacher", True),)),
     ]
@@ -368,15 +372,16 @@ def arm_config(scale: Scale, arm: Arm, out: Path) -> dict:
 
 
 def builder_settings(arm: Arm) -> dict:
-    """The question builder's settings ``arm`` changes (``qa.answer_chars``, ``qa.teacher``) as keywords."""
+    """The question builder's settings ``arm`` changes (``qa.answer_chars``, ``qa.teacher``, ``qa.longest``)
+    as keywords."""
     return {key.removeprefix("qa."): value for key, value in arm.overrides if key.startswith("qa.")}
 
 
-def training_questions_name(answer_chars: int | None = None, teacher: bool = False) -> str:
+def training_questions_name(answer_chars: int | None = None, teacher: bool = False, longest: bool = False) -> str:
     """Phase 2's training questions: the builder's own, with answers cut past ``answer_chars`` instead of
-    its default, and with a teacher model's pairs added."""
+    its default, with a teacher model's pairs added, and all in contexts of the longest length."""
     parts = ["qa_train", *([f"answers{answer_chars}"] if answer_chars else []), *(["teacher"] if teacher else [])]
-    return "-".join(parts) + ".jsonl"
+    return "-".join(parts + (["longest"] if longest else [])) + ".jsonl"
 
 
 def adapter_dir(scale: Scale, arm: Arm, out: Path) -> Path | None:
@@ -452,7 +457,12 @@ def run_arm(scale: Scale, name: str, out: Path, results: Path, teacher=None) -> 
         raise SystemExit(f"--arm {name} adds a teacher's questions: pass --teacher-url and --teacher-model")
     if builder:
         prepare_training_questions(
-            scale, out, texts, builder.get("answer_chars"), teacher if "teacher" in builder else None
+            scale,
+            out,
+            texts,
+            builder.get("answer_chars"),
+            teacher if "teacher" in builder else None,
+            builder.get("longest", False),
         )
     trained_minutes = train_arm(scale, arm, out)
     started = time.time()
@@ -480,11 +490,13 @@ def _threads() -> int:
 
 
 def prepare_training_questions(
-    scale: Scale, out: Path, texts: dict, answer_chars: int | None = None, teacher=None
+    scale: Scale, out: Path, texts: dict, answer_chars: int | None = None, teacher=None, longest: bool = False
 ) -> Path:
     """The training questions of ``qa_train.jsonl`` (same documents, seed and contexts), once, with answers
-    cut past ``answer_chars`` instead of the builder's default and, with ``teacher``, its grounded pairs
-    about two passages of each training document added (what ``fathom qa build --teacher-url`` does).
+    cut past ``answer_chars`` instead of the builder's default, with ``teacher``'s grounded pairs about
+    two passages of each training document added (what ``fathom qa build --teacher-url`` does), and with
+    ``longest`` all in contexts of the longest length (as many facts drawn per document as all lengths
+    draw together, so about as many questions).
 
     Which teacher made them is kept beside them (model name and yield, never the URL or key), and a
     file made by another teacher is not reused."""
@@ -492,7 +504,7 @@ def prepare_training_questions(
     from fathom.data.qa import ANSWER_CHARS, build_records
     from fathom.model.load import load_configured_tokenizer
 
-    path = out / training_questions_name(answer_chars, teacher is not None)
+    path = out / training_questions_name(answer_chars, teacher is not None, longest)
     made_by = path.with_suffix(".teacher.json")
     if path.is_file() and teacher is not None:
         before = json.loads(made_by.read_text(encoding="utf-8"))["model"] if made_by.is_file() else None
@@ -508,7 +520,9 @@ def prepare_training_questions(
             more_facts, yielded = teacher_facts(train, teacher, teacher.per_document, seed=0)
             made_by.write_text(json.dumps({"model": teacher.model, **yielded.as_dict()}), encoding="utf-8")
         cut = answer_chars or ANSWER_CHARS
-        records = build_records(train, tokenizer, scale.qa_contexts, 4, 0, more_facts, cut)
+        contexts = scale.qa_contexts[-1:] if longest else scale.qa_contexts
+        per_document = 4 * len(scale.qa_contexts) // len(contexts)
+        records = build_records(train, tokenizer, contexts, per_document, 0, more_facts, cut)
         path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return path
 

@@ -280,6 +280,33 @@ def test_the_teacher_probe_trains_on_the_builders_questions_and_the_teachers(
         quality.run_arm(scale, "progressive+qa--teacher", tmp_path / "run", tmp_path / "results")
 
 
+def test_the_longest_probe_trains_as_many_questions_all_at_the_longest_context(
+    quality, real_tokenizer, tmp_path, monkeypatch
+):
+    """Phase 2's mix of lengths, varied alone: the same documents give about as many training questions
+    (three times the facts per document), every one in a context of the longest length."""
+    from fathom.model import load as load_module
+
+    scale = quality.SCALES["smoke"]
+    probe = quality.probes(scale)["progressive+qa--best+longest"]
+    assert quality.builder_settings(probe) == {"answer_chars": 300, "longest": True}
+    paths = quality.arm_config(scale, probe, tmp_path)["sft"]["paths"]
+    assert paths == [str(tmp_path / "qa_train-answers300-longest.jsonl")]
+    paragraphs = "".join(f"({chr(97 + i)}) A vessel of class {i} keeps a look-out at all times.\n\n" for i in range(12))
+    texts = {"train": [("rule", "# Rule 1\n\n" + paragraphs + "Filler text. " * 200)], "like": [], "unseen": []}
+    monkeypatch.setattr(load_module, "load_configured_tokenizer", lambda _: real_tokenizer.load())
+
+    def records(path):
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+    spread = records(quality.prepare_training_questions(scale, tmp_path, texts, 300))
+    longest = records(quality.prepare_training_questions(scale, tmp_path, texts, 300, longest=True))
+    assert {r["context_tokens"] for r in spread} == set(scale.qa_contexts)
+    assert {r["context_tokens"] for r in longest} == {scale.qa_contexts[-1]}
+    # every fact asked once; spread over the lengths, a context too short for a fact's heading drops it
+    assert len({r["question"] for r in longest}) == len(longest) == 12 >= len(spread) >= 9
+
+
 def test_running_every_probe_skips_the_teachers_unless_one_is_named(quality, tmp_path, monkeypatch, capsys):
     commands = []
     monkeypatch.setattr(quality.subprocess, "run", lambda command, check: commands.append(command))
