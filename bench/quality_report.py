@@ -34,6 +34,7 @@ def tables(
     lines += _probe_lines(probe_arms, found, lengths[-1])
     if contexts:
         lines += _miss_lines(found, [*order, *[n for n in probe_arms if n in found]], contexts, lengths[-1])
+    lines += _kind_lines(found, [*order, *[n for n in probe_arms if n in found]], lengths[-1])
     if figure is not None and order:
         _figure(found, order, lengths, figure)
     return "\n".join(lines)
@@ -75,7 +76,12 @@ COMPARISONS = (
     ("progressive+qa--best", "qa-only--best"),
     ("qa-only--best", "qa-only--lr-x4+tokens-x4"),
     ("progressive+qa--best+question-twice", "progressive+qa--best"),  # the question before the document too
+    ("progressive+qa--best+longest", "progressive+qa--best"),  # every training question at the longest context
 )
+# a paragraph's label at the start of a line, written inline ("(a) Any vessel ...") or as a heading
+# ("###### (a) In General"): US Code sections use both, the COLREGs the first
+_LABEL = r"(?m)^[ \t]*(?:#+[ \t]+)?"
+_ASKED_LABEL = r'^What does paragraph (\([a-z0-9]{1,4}\)|\d{1,2}\.) of "'
 
 
 def _paired_lines(found: dict, longest: str) -> list[str]:
@@ -141,12 +147,13 @@ def _probe_lines(probe_arms: dict, found: dict, longest: str) -> list[str]:
 def _miss_lines(found: dict, names: list[str], contexts: dict[tuple[str, str], str], longest: str) -> list[str]:
     """What the wrong answers at the longest context are, per arm and group: how many copy another passage of
     the context (the model read the document and picked the wrong paragraph) rather than invent text; and,
-    once, how many labelled paragraphs ("(a)", "(b)", ...) a context holds: the distractors a question faces."""
+    once, the distractors a question faces: how many labelled paragraphs ("(a)", "(b)", ...) a context
+    holds, and how many times the label a question asks about starts a line of its context."""
     import re
 
     from fathom.data.qa import normalize_answer
 
-    rows, labels = [], {"like": [], "unseen": []}
+    rows, labels, asked_labels = [], {"like": [], "unseen": []}, {"like": [], "unseen": []}
     for name in names:
         qa = found[name]["model"].get("qa")
         at = [i for i in (qa or {}).get("items", []) if str(i["length"]) == longest]
@@ -160,7 +167,12 @@ def _miss_lines(found: dict, names: list[str], contexts: dict[tuple[str, str], s
         cells = []
         for group in ("like", "unseen"):
             asked = [i for i in items if i["group"] == group]
-            labels[group] = [len(re.findall(r"(?m)^\s*\([a-z]{1,4}\)", i["context"])) for i in asked]
+            labels[group] = [len(re.findall(_LABEL + r"\([a-z]{1,4}\)", i["context"])) for i in asked]
+            asked_labels[group] = [
+                len(re.findall(_LABEL + re.escape(m.group(1)), i["context"]))
+                for i in asked
+                if (m := re.match(_ASKED_LABEL, i["question"]))
+            ]
             misses = [i for i in asked if not i["contains"]]
             copied = [i for i in misses if _copies_context(i["answer"], i["context"], normalize_answer)]
             cells.append(f"{len(copied)} of {len(misses)}")
@@ -168,14 +180,45 @@ def _miss_lines(found: dict, names: list[str], contexts: dict[tuple[str, str], s
     if not rows:
         return []
     per_context = ", ".join(f"{g} {sum(v) / max(len(v), 1):.1f}" for g, v in labels.items())
+    same = ", ".join(f"{g} {sum(v) / max(len(v), 1):.1f}" for g, v in asked_labels.items())
     return [
         "",
-        f"Labelled paragraphs per context at the longest length: {per_context}.",
+        f"Labelled paragraphs per context at the longest length: {per_context}; the asked label per context: {same}.",
         "",
         "| arm | like: misses copying another passage | unseen: misses copying another passage |",
         "|---|---|---|",
         *rows,
     ]
+
+
+def _kind_lines(found: dict, names: list[str], longest: str) -> list[str]:
+    """QA at the longest context by the kind of question, like and unseen apart: a section's opening, a
+    paragraph "(a)" or "(b)", a paragraph further down its list. The groups ask these in different shares,
+    so a gap between them is read kind by kind."""
+    import re
+
+    def kind(question: str) -> str:
+        label = re.match(_ASKED_LABEL, question)
+        if label is None:
+            return "section"
+        return "(a)-(b)" if label.group(1) in ("(a)", "(b)", "1.", "2.") else "(c) on"
+
+    columns = [(g, k) for g in ("like", "unseen") for k in ("section", "(a)-(b)", "(c) on")]
+    rows = []
+    for name in names:
+        qa = found[name]["model"].get("qa")
+        items = [i for i in (qa or {}).get("items", []) if str(i["length"]) == longest]
+        if not items:
+            continue
+        cells = []
+        for group, asked in columns:
+            hits = [i["contains"] for i in items if i["group"] == group and kind(i["question"]) == asked]
+            cells.append(f"{sum(hits)} of {len(hits)}" if hits else "-")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    header = " | ".join(f"{g}: {k}" for g, k in columns)
+    return ["", f"| arm (answered, by kind of question) | {header} |", "|---" * (len(columns) + 1) + "|", *rows]
 
 
 def _copies_context(answer: str, context: str, normalize) -> bool:

@@ -198,10 +198,12 @@ def test_report_reads_the_results_into_a_table_and_a_figure(quality, tmp_path):
                 "length": 2048,
                 "group": "like" if i % 3 else "unseen",
                 "depth": "0-20%" if i < 50 else "80-100%",
+                "question": 'What does paragraph (c) of "Rule 9" say?' if i % 2 else 'What does the section "9" say?',
             }
             for i in range(100)
         ]
-        items += [{"contains": i < 50, "length": 512, "group": "like", "depth": "0-20%"} for i in range(100)]
+        short = {"length": 512, "group": "like", "depth": "0-20%", "question": "?"}
+        items += [short | {"contains": i < 50} for i in range(100)]
         hits = sum(i["contains"] for i in items if i["length"] == 2048)
         return {
             "qa": {
@@ -233,6 +235,10 @@ def test_report_reads_the_results_into_a_table_and_a_figure(quality, tmp_path):
     probe = next(line for line in lines if line.startswith("| qa-only--lr-x4 |")).split(" | ")
     assert probe[2].startswith("40% [") and probe[3].startswith("+10.0% [") and probe[4].startswith("+35.0% [")
     assert probe[5] == "39% / 41%"  # like / unseen at the longest: 26 of 66 and 14 of 34
+    kinds = "| arm (answered, by kind of question) | like: section | like: (a)-(b) | like: (c) on | unseen: section |"
+    assert next(line for line in lines if line.startswith(kinds))
+    # the first 45 questions answered: like, odd i (paragraph "(c)") are 15 of 33, even (sections) 15 of 33
+    assert "| progressive+qa | 15 of 33 | - | 15 of 33 | 8 of 17 | - | 7 of 17 |" in lines
     assert figure.stat().st_size > 10_000
 
 
@@ -333,41 +339,44 @@ def test_running_every_probe_skips_the_teachers_unless_one_is_named(quality, tmp
 
 def test_the_report_says_whether_a_wrong_answer_copies_another_passage_of_its_context(quality, tmp_path):
     """A miss that quotes the context read the document and picked the wrong paragraph; one that does not
-    invented its answer. The two call for different fixes, so the report counts them per group."""
+    invented its answer. The two call for different fixes, so the report counts them per group, with the
+    look-alike paragraphs a context holds (labels inline and as headings alike) and the kinds of question."""
     scale = quality.SCALES["smoke"]
     results, out = tmp_path / "results", tmp_path / "out"
     results.mkdir()
     out.mkdir()
     longest = scale.qa_contexts[-1]
-    context = "(a) Every vessel shall at all times maintain a proper look-out.\n(b) A sailing vessel shall keep clear."
+    context = "(a) Every vessel shall at all times maintain a proper look-out.\n"
+    context += "###### (b) Sailing\n\nA sailing vessel shall keep clear."
+    q1, q2 = 'What does paragraph (b) of "Rule 12" say?', 'What does the section "Rule 12" say?'
     held_out = [
         {
-            "question": "Q1",
+            "question": q1,
             "answer": "A sailing vessel shall keep clear",
             "document": context,
             "context_tokens": longest,
         },
         {
-            "question": "Q2",
+            "question": q2,
             "answer": "A sailing vessel shall keep clear",
             "document": context,
             "context_tokens": longest,
         },
         {
-            "question": "Q3",
+            "question": 'What does paragraph (a) of "Rule 5" say?',
             "answer": "Every vessel shall",
             "document": "(a) Every vessel shall",
             "context_tokens": longest,
         },
-        {"question": "Q1", "answer": "ignored: a shorter context", "document": "", "context_tokens": 96},
+        {"question": q1, "answer": "ignored: a shorter context", "document": "", "context_tokens": 96},
     ]
     (out / "qa_eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in held_out), encoding="utf-8")
     length = str(quality._buckets(scale)[-1])
     items = [
         # the wrong paragraph, quoted from the context; an invented answer; a hit
-        {"question": "Q1", "reference": held_out[0]["answer"], "answer": "Every vessel shall at all times maintain"},
-        {"question": "Q2", "reference": held_out[1]["answer"], "answer": "The master must sound the horn twice"},
-        {"question": "Q3", "reference": held_out[2]["answer"], "answer": "Every vessel shall"},
+        {"question": q1, "reference": held_out[0]["answer"], "answer": "Every vessel shall at all times maintain"},
+        {"question": q2, "reference": held_out[1]["answer"], "answer": "The master must sound the horn twice"},
+        {"question": held_out[2]["question"], "reference": held_out[2]["answer"], "answer": "Every vessel shall"},
     ]
     groups = ("like", "like", "unseen")
     model = {
@@ -383,6 +392,11 @@ def test_the_report_says_whether_a_wrong_answer_copies_another_passage_of_its_co
     }
     (results / "qa-only.json").write_text(json.dumps({"model": model}), encoding="utf-8")
     lines = quality.report(scale, results, None, out).splitlines()
-    assert "Labelled paragraphs per context at the longest length: like 2.0, unseen 1.0." in lines
+    assert (
+        "Labelled paragraphs per context at the longest length: like 2.0, unseen 1.0; "
+        "the asked label per context: like 1.0, unseen 1.0."
+    ) in lines
     assert "| qa-only | 1 of 2 | 0 of 0 |" in lines
+    # like: a section question and a "(b)" one, both missed; unseen: an "(a)" one answered
+    assert "| qa-only | 0 of 1 | 0 of 1 | - | - | 1 of 1 | - |" in lines
     assert not any("copying" in line for line in quality.report(scale, results, None).splitlines())  # no contexts
