@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -94,6 +95,35 @@ def test_sdpa_packed_rows_equal_documents_alone_loss_and_lora_gradients():
     _assert_same(got, _documents_alone(alone, batch))
     # and plain SDPA, which builds the T x T mask from the same position ids, agrees too
     _assert_same(got, _loss_and_grads(_model("sdpa"), batch))
+
+
+def test_the_padding_closing_instruction_rows_is_skipped_with_the_same_loss_and_lora_gradients():
+    """Phase 2's rows end in padding (an example never splits across rows); the per-document path lays the
+    micro-batch end to end without it, and trains exactly as the padded rows do through SDPA's mask."""
+    from fathom.data.pack import pack_examples
+    from fathom.model.loss import padding_free
+
+    torch.manual_seed(2)
+    examples = []
+    for n in (30, 25, 12):  # rows of 40: 30 + 10 padding, then 25 + 12 + 3 padding
+        ids = torch.randint(1, 256, (n,))
+        labels = ids.clone()
+        labels[: n // 2] = -100  # the prompt: only the answer is learned
+        examples.append((ids.numpy(), labels.numpy()))
+    rows = list(pack_examples(examples, 40, pad_id=0))
+    assert [r.segment_lengths for r in rows] == [[30, 10], [25, 12, 3]]
+    batch = {key: torch.from_numpy(np.stack([getattr(r, key) for r in rows])) for key in ("input_ids", "labels")}
+    batch["position_ids"] = torch.from_numpy(np.stack([r.position_ids for r in rows]))
+    packed = _model(SDPA_PACKED)
+    skipped = padding_free(packed.get_base_model(), batch)
+    assert skipped["input_ids"].shape == (1, 67) and int((skipped["input_ids"] == 0).sum()) == 0
+    assert padding_free(_model("sdpa").get_base_model(), batch) is batch  # a masked path keeps its rows
+    seen = []
+    packed.get_input_embeddings().register_forward_hook(lambda module, args, out: seen.append(args[0].shape))
+    _assert_same(_loss_and_grads(packed, batch), _loss_and_grads(_model("sdpa"), batch))
+    assert seen == [(1, 67)]  # the step itself ran the 67 tokens of the examples, not 80
+    whole = _packed_batch()  # rows without padding are left as they are, not copied
+    assert padding_free(packed.get_base_model(), whole) is whole
 
 
 def test_without_restarting_positions_documents_would_see_each_other():

@@ -91,7 +91,7 @@ def test_chunked_loss_equals_plain_loss_and_gradients():
 
 
 def test_flash_attention_batches_are_flattened_into_one_varlen_row():
-    from fathom.model.loss import flatten_for_varlen
+    from fathom.model.loss import padding_free
 
     model = _tiny_qwen2("sdpa")
     rng = np.random.default_rng(2)
@@ -101,9 +101,9 @@ def test_flash_attention_batches_are_flattened_into_one_varlen_row():
         "position_ids": torch.from_numpy(np.stack([r.position_ids for r in rows])),
         "labels": torch.from_numpy(np.stack([r.labels for r in rows])),
     }
-    assert flatten_for_varlen(model, batch) is batch  # sdpa masks per row at any batch size
+    assert padding_free(model, batch) is batch  # sdpa masks per row at any batch size
     model.config._attn_implementation = "flash_attention_2"
-    flat = flatten_for_varlen(model, batch)
+    flat = padding_free(model, batch)
     assert flat["input_ids"].shape == (1, 160)
     model.config._attn_implementation = "sdpa"
     # the flattened row trains exactly like the batch: same loss and token count

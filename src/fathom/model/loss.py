@@ -123,19 +123,46 @@ def resolve_loss_implementation(requested: str, device: torch.device) -> str:
     return requested
 
 
-def flatten_for_varlen(causal_lm: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """For flash-attention kernels, lay the micro-batch's rows end to end: (B, L) -> (1, B * L).
+def padding_free(causal_lm: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """For attention that keeps documents apart by their restarting position ids alone (flash-attn,
+    ``fathom_varlen``, ``fathom_sdpa_packed``): the micro-batch laid end to end, (B, L) -> (1, N), without
+    the documents nothing is learned from, that is the padding that closes instruction rows.
 
-    transformers reads document boundaries from restarting position ids for flash_attention_2 only
-    when the batch has one row (it then runs the varlen kernel); with several rows it would attend
-    across documents. Every row starts a chunk at position 0, so the flattened row keeps every
-    boundary, and its labels already mask each chunk's first token. Other backends get a
-    block-diagonal mask from the position ids at any batch size and keep the (B, L) shape.
+    Phase 2 packs whole examples, so a row ends in padding wherever the next example does not fit
+    (:func:`fathom.data.pack.pack_examples`): the demo's rows of 512 hold one example of 250 to 510
+    tokens, a quarter of their tokens padding, which the model would otherwise run through every layer.
+    Skipping a document whose labels are all -100 is exact: it adds no loss, no other token attends to
+    it, and the token after it opens a document, so its label is -100 too (the packers' contract). Rows
+    are laid end to end on these backends only: transformers reads boundaries from position ids for
+    flash_attention_2 only in a one-row batch, and fathom's own two split at any restart; ``sdpa`` and
+    ``eager`` build a (T x T) block-diagonal mask per row, which a longer row would square, so their
+    batches keep the (B, L) shape. ``fathom plan --simulate`` runs on fake tensors, whose labels have no
+    values: it keeps the padded rows, an upper bound. ``batch``: input_ids, position_ids, labels, each (B, L).
     """
+    from torch._subclasses.fake_tensor import is_fake
+
+    from fathom.model.attention import SDPA_PACKED, VARLEN
+
     attn = str(getattr(causal_lm.config, "_attn_implementation", "") or "")
-    if batch["input_ids"].shape[0] > 1 and "flash" in attn:
-        return {key: value.reshape(1, -1) for key, value in batch.items()}
-    return batch
+    flash = "flash" in attn
+    if not (flash or attn in (SDPA_PACKED, VARLEN)) or is_fake(batch["labels"]):
+        return batch
+    flat = {key: value.reshape(1, -1) for key, value in batch.items()}
+    keep = _learned_from(flat["position_ids"][0], flat["labels"][0])
+    if bool(keep.all()) or not bool(keep.any()):
+        return flat if flash and batch["input_ids"].shape[0] > 1 else batch
+    return {key: value[:, keep] for key, value in flat.items()}
+
+
+def _learned_from(position_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the tokens of documents holding at least one label. A document is a run of positions going
+    up by 1 (transformers' rule, as :func:`fathom.model.attention.document_bounds`). Both inputs (N,)."""
+    starts = torch.ones_like(position_ids, dtype=torch.bool)
+    starts[1:] = position_ids[1:] != position_ids[:-1] + 1
+    document = torch.cumsum(starts, 0) - 1
+    labelled = torch.zeros(int(document[-1]) + 1, dtype=torch.long, device=labels.device)
+    labelled.index_add_(0, document, (labels != IGNORE_INDEX).long())
+    return labelled[document] > 0
 
 
 def _checkpointed_chunks_loss_sum(
@@ -179,7 +206,7 @@ def causal_lm_loss_sum(
     plain (the model's own full-logits forward, kept as the reference).
     """
     causal_lm = _unwrap(model)
-    batch = flatten_for_varlen(causal_lm, batch)
+    batch = padding_free(causal_lm, batch)
     labels = batch["labels"][:, 1:]
     n_tokens = int((labels != IGNORE_INDEX).sum())
     if implementation == "plain" or _has_logit_transform(causal_lm):
