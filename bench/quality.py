@@ -167,6 +167,8 @@ def probes(scale: Scale) -> dict[str, Arm]:
         ("progressive+qa", "best", (faster, longer, whole)),  # the same Phase 2 after the guide's Phase 1
         ("progressive+qa", "best+question-twice", (faster, longer, whole, twice)),  # against the middle's losses
         ("progressive+qa", "best+longest", (faster, longer, whole, longest)),  # Phase 2's mix of lengths
+        # twice best's Phase-2 tokens: every earlier doubling of the training questions' passes gained
+        ("progressive+qa", "best+tokens-x8", (faster, ("sft.total_tokens", scale.phase2_tokens * 8), whole)),
         # the builder's questions and a teacher model's (``fathom qa build --teacher-*``): needs --teacher-url
         ("progressive+qa", "teacher", (("qa.teacher", True),)),
     ]

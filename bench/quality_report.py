@@ -77,6 +77,7 @@ COMPARISONS = (
     ("qa-only--best", "qa-only--lr-x4+tokens-x4"),
     ("progressive+qa--best+question-twice", "progressive+qa--best"),  # the question before the document too
     ("progressive+qa--best+longest", "progressive+qa--best"),  # every training question at the longest context
+    ("progressive+qa--best+tokens-x8", "progressive+qa--best"),  # twice as many Phase-2 tokens
 )
 # a paragraph's label at the start of a line, written inline ("(a) Any vessel ...") or as a heading
 # ("###### (a) In General"): US Code sections use both, the COLREGs the first
