@@ -46,6 +46,18 @@ def test_loss_by_position_matches_the_plain_loss():
 
 
 @pytest.mark.slow
+def test_adapters_named_alike_get_labels_that_tell_them_apart(tmp_path):
+    """Runs name their final adapters alike: two under one label would share a table row's name and one
+    heatmap file, the second overwriting the first."""
+    from fathom.eval.runner import _labels
+
+    alike = [tmp_path / "run-a" / "final_512_instruct_model", tmp_path / "run-b" / "final_512_instruct_model"]
+    other = tmp_path / "run-a" / "final_1k_model"
+    labels = _labels([str(other), *map(str, alike)])
+    assert labels == ["final_1k_model", "run-a/final_512_instruct_model", "run-b/final_512_instruct_model"]
+    assert _labels([str(alike[0])]) == ["final_512_instruct_model"]  # alone: the folder's name, as before
+
+
 def test_eval_compares_base_and_adapters_and_writes_the_report(tmp_path, local_model_dir, synthetic_corpus, capsys):
     out = tmp_path / "run"
     cfg = small_run_config(local_model_dir, [synthetic_corpus], out, total_tokens=1024)

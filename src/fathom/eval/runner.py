@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +116,7 @@ def evaluate_models(
     ppl_documents = [np.asarray(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in haystack]
     ppl_documents.sort(key=len, reverse=True)
     model, names = _load_adapters(model, adapters)
-    labels = ["base", *[_label(a) for a in adapters]]
+    labels = ["base", *_labels(adapters)]
     results = []
     for name, label, path, setting in zip(names, labels, [None, *adapters], ropes, strict=True):
         if name == "base" and not include_base:
@@ -258,9 +259,19 @@ def _phase_qa(model, tokenizer, device, texts, max_seq_length, samples, seed, pr
     return {f"eval/qa/{k}": scores[k] for k in ("exact_match", "f1", "contains")}
 
 
-def _label(adapter: str) -> str:
-    path = Path(adapter)
-    return path.name if path.name not in ("", ".") else str(path)
+def _labels(adapters: Sequence[str]) -> list[str]:
+    """Each adapter's name in the report: its folder's name, with as many parent folders as it takes to
+    tell it from the others (``run-a/final_512_instruct_model``, ``run-b/final_512_instruct_model``):
+    runs name their final adapters alike, and two models under one label would share a row's name and
+    overwrite each other's heatmap."""
+    parts = [Path(a).resolve().parts for a in adapters]
+    labels = []
+    for own in parts:
+        depth = 1
+        while depth < len(own) and sum(other[-depth:] == own[-depth:] for other in parts) > 1:
+            depth += 1
+        labels.append("/".join(own[-depth:]))
+    return labels
 
 
 def write_report(results: dict, out: Path) -> Path:
