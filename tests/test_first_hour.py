@@ -4,6 +4,7 @@ loads, and the loading code a run prints works when pasted."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -168,3 +169,21 @@ def test_an_adapter_folder_names_its_base_so_base_can_be_left_out(tmp_path, loca
     (final / "adapter_config.json").write_text('{"peft_type": "LORA"}', encoding="utf-8")
     assert main(command) == 2
     assert "--base: give the base model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_the_demo_trains_in_bfloat16_only_where_the_cpu_multiplies_it(native, monkeypatch, caplog):
+    """bfloat16 halves the demo's time on a CPU with AVX512-BF16 or AMX, and is emulated (slower) elsewhere;
+    an explicit model.dtype always wins, and a config file's auto stays float32 on the CPU."""
+    import torch
+
+    from fathom.demo import demo_config
+    from fathom.model import load
+
+    monkeypatch.setattr(load, "cpu_computes_bfloat16", lambda: native)
+    monkeypatch.setattr(load, "pick_device", lambda requested="auto": torch.device("cpu"))
+    with caplog.at_level(logging.INFO, logger="fathom"):
+        assert demo_config([], reads_documents=False).model.dtype == ("bfloat16" if native else "auto")
+    assert ("the demo trains in bfloat16" in caplog.text) is native
+    assert demo_config(["model.dtype=float32"], reads_documents=False).model.dtype == "float32"
+    assert load.pick_dtype("auto", torch.device("cpu")) == torch.float32
