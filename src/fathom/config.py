@@ -89,7 +89,11 @@ class ModelConfig:
         "sdpa and eager keep packed documents apart with a T x T mask (slower, more memory).",
         default="auto",
     )
-    dtype: str = _help("Weight dtype: auto is bfloat16 where the device supports it, float32 on CPU.", default="auto")
+    dtype: str = _help(
+        "Weight dtype: auto is bfloat16 where the device supports it, float32 on CPU (the built-in demo: bfloat16 "
+        "on a CPU that multiplies it in hardware).",
+        default="auto",
+    )
     device: str = _help("Device: auto picks cuda, then mps, then cpu.", default="auto")
     load_in_8bit: bool = _help(
         "Load the frozen base in 8-bit through bitsandbytes (LoRA stays in higher precision).", default=False
