@@ -45,7 +45,6 @@ def test_loss_by_position_matches_the_plain_loss():
     assert result["buckets"]["1K-2K"]["tokens"] == 1024
 
 
-@pytest.mark.slow
 def test_adapters_named_alike_get_labels_that_tell_them_apart(tmp_path):
     """Runs name their final adapters alike: two under one label would share a table row's name and one
     heatmap file, the second overwriting the first."""
@@ -58,6 +57,7 @@ def test_adapters_named_alike_get_labels_that_tell_them_apart(tmp_path):
     assert _labels([str(alike[0])]) == ["final_512_instruct_model"]  # alone: the folder's name, as before
 
 
+@pytest.mark.slow
 def test_eval_compares_base_and_adapters_and_writes_the_report(tmp_path, local_model_dir, synthetic_corpus, capsys):
     out = tmp_path / "run"
     cfg = small_run_config(local_model_dir, [synthetic_corpus], out, total_tokens=1024)
