@@ -28,6 +28,8 @@ draws the figure from whatever results exist.
     python bench/quality.py --scale cpu --report         # the table for docs/benchmarks.md, the figure
     python bench/quality.py --scale gpu --arm all        # on a GPU: contexts to 16K with YaRN x2
     python bench/quality.py --scale cpu --arm probes     # controlled variations of a Phase-2 arm
+    python bench/quality.py --scale cpu --arm progressive+qa --relabel
+                                                         # its questions again, labels in the other layout
     python bench/quality.py --arm progressive+qa--teacher --teacher-url http://localhost:8000/v1 --teacher-model M
                                                          # Phase 2 also on a teacher model's questions
 """
@@ -155,6 +157,10 @@ def probes(scale: Scale) -> dict[str, Arm]:
     # every training question in a context of the longest length (as many questions, three times the
     # facts per document), where the default spreads them over the three lengths
     longest = ("qa.longest", True)
+    # half the training contexts with their paragraph labels in the other layout (inline <-> heading): the
+    # COLREGs write labels inline, the US Code mostly as headings, and ``--relabel`` shows the trained
+    # models find a label better in the layout they trained on
+    relabel = ("qa.relabel_share", 0.5)
     out = [
         ("qa-only", "lr-x4", (faster,)),
         ("qa-only", "rank-64", (("lora.r", 64),)),
@@ -167,6 +173,7 @@ def probes(scale: Scale) -> dict[str, Arm]:
         ("progressive+qa", "best", (faster, longer, whole)),  # the same Phase 2 after the guide's Phase 1
         ("progressive+qa", "best+question-twice", (faster, longer, whole, twice)),  # against the middle's losses
         ("progressive+qa", "best+longest", (faster, longer, whole, longest)),  # Phase 2's mix of lengths
+        ("progressive+qa", "best+relabel-half", (faster, longer, whole, relabel)),  # labels in both layouts
         # twice best's Phase-2 tokens: every earlier doubling of the training questions' passes gained
         ("progressive+qa", "best+tokens-x8", (faster, ("sft.total_tokens", scale.phase2_tokens * 8), whole)),
         # the builder's questions and a teacher model's (``fathom qa build --teacher-*``): needs --teacher-url
@@ -374,16 +381,20 @@ def arm_config(scale: Scale, arm: Arm, out: Path) -> dict:
 
 
 def builder_settings(arm: Arm) -> dict:
-    """The question builder's settings ``arm`` changes (``qa.answer_chars``, ``qa.teacher``, ``qa.longest``)
-    as keywords."""
+    """The question builder's settings ``arm`` changes (``qa.answer_chars``, ``qa.teacher``, ``qa.longest``,
+    ``qa.relabel_share``) as keywords."""
     return {key.removeprefix("qa."): value for key, value in arm.overrides if key.startswith("qa.")}
 
 
-def training_questions_name(answer_chars: int | None = None, teacher: bool = False, longest: bool = False) -> str:
+def training_questions_name(
+    answer_chars: int | None = None, teacher: bool = False, longest: bool = False, relabel_share: float | None = None
+) -> str:
     """Phase 2's training questions: the builder's own, with answers cut past ``answer_chars`` instead of
-    its default, with a teacher model's pairs added, and all in contexts of the longest length."""
+    its default, with a teacher model's pairs added, all in contexts of the longest length, and with
+    ``relabel_share`` of the contexts' labels in the other layout."""
     parts = ["qa_train", *([f"answers{answer_chars}"] if answer_chars else []), *(["teacher"] if teacher else [])]
-    return "-".join(parts + (["longest"] if longest else [])) + ".jsonl"
+    parts += ["longest"] if longest else []
+    return "-".join(parts + ([f"relabel{round(relabel_share * 100)}"] if relabel_share else [])) + ".jsonl"
 
 
 def adapter_dir(scale: Scale, arm: Arm, out: Path) -> Path | None:
@@ -458,14 +469,8 @@ def run_arm(scale: Scale, name: str, out: Path, results: Path, teacher=None) -> 
     if builder.get("teacher") and teacher is None:
         raise SystemExit(f"--arm {name} adds a teacher's questions: pass --teacher-url and --teacher-model")
     if builder:
-        prepare_training_questions(
-            scale,
-            out,
-            texts,
-            builder.get("answer_chars"),
-            teacher if "teacher" in builder else None,
-            builder.get("longest", False),
-        )
+        settings = {key: value for key, value in builder.items() if key != "teacher"}
+        prepare_training_questions(scale, out, texts, teacher=teacher if "teacher" in builder else None, **settings)
     trained_minutes = train_arm(scale, arm, out)
     started = time.time()
     haystack = [t for _, t in texts["like"]] + [t for _, t in texts["unseen"]]
@@ -485,6 +490,67 @@ def run_arm(scale: Scale, name: str, out: Path, results: Path, teacher=None) -> 
     return record
 
 
+# a lettered paragraph's label at the start of a line, as a markdown heading ("###### (a) In General", the
+# US Code's usual layout) or inline ("(c) A vessel engaged in fishing ...", the COLREGs')
+_LINE_LABEL = re.compile(r"(?m)^(#{1,6}[ \t]+)?(\([a-z]{1,4}\))[ \t]*(?=(.?))")
+RELABELLED = "--relabelled"  # the results of ``--relabel``: <arm>--relabelled.json
+
+
+def relabelled(text: str) -> str:
+    """``text`` with each lettered paragraph label in the other layout: a heading line of its own
+    ("###### (c)") where it was inline, inline where it was a heading. The words stay where they were, so
+    a model that reads the label answers as before, and one that learned where its training documents put
+    labels does not."""
+
+    def other_layout(label: re.Match) -> str:
+        if label.group(1):  # a heading: inline, before the heading's words if it has any
+            return label.group(2) + (" " if label.group(3) else "")
+        return f"###### {label.group(2)}\n\n"
+
+    return _LINE_LABEL.sub(other_layout, text)
+
+
+def relabel_arm(scale: Scale, name: str, out: Path, results: Path) -> dict:
+    """Ask a trained arm its questions at the longest context again, each context's labels in the other
+    layout (:func:`relabelled`); written to ``<arm>--relabelled.json``, read by ``--report`` against the
+    arm's own answers. Only QA is scored: nothing else depends on the labels."""
+    from fathom.data.qa import normalize_answer
+    from fathom.eval.runner import evaluate_models
+
+    arm = all_arms(scale)[name]
+    folder = adapter_dir(scale, arm, out)
+    if not arm.qa or folder is None or not folder.is_dir() or not (results / f"{name}.json").is_file():
+        raise SystemExit(f"--relabel: {name} has no adapter and results to compare with; run --arm {name} first")
+    at = scale.qa_contexts[-1]
+    questions = [q | {"document": relabelled(q["document"])} for q in prepare_questions(scale, out, corpus_texts())]
+    questions = [q for q in questions if q["context_tokens"] == at]
+    lost = [q["question"] for q in questions if normalize_answer(q["answer"]) not in normalize_answer(q["document"])]
+    if lost:
+        raise SystemExit(f"--relabel: {len(lost)} references no longer in their context, e.g. {lost[0]!r}")
+    started = time.time()
+    model = evaluate_models(
+        BASE,
+        [str(folder)],
+        [scale.lengths[-1]],
+        [],
+        0,
+        [],
+        [],
+        qa_records=questions,
+        qa_prompt=qa_prompt(arm),
+        include_base=False,
+        qa_token_budget=scale.qa_token_budget,
+    )["models"][-1]
+    record = {
+        "arm": dataclasses.asdict(arm),
+        "relabelled": True,
+        "eval_minutes": round((time.time() - started) / 60, 1),
+    }
+    record |= {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {_threads()}", "model": model}
+    (results / f"{name}{RELABELLED}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    return record
+
+
 def _threads() -> int:
     import torch
 
@@ -492,13 +558,21 @@ def _threads() -> int:
 
 
 def prepare_training_questions(
-    scale: Scale, out: Path, texts: dict, answer_chars: int | None = None, teacher=None, longest: bool = False
+    scale: Scale,
+    out: Path,
+    texts: dict,
+    answer_chars: int | None = None,
+    teacher=None,
+    longest: bool = False,
+    relabel_share: float | None = None,
 ) -> Path:
     """The training questions of ``qa_train.jsonl`` (same documents, seed and contexts), once, with answers
     cut past ``answer_chars`` instead of the builder's default, with ``teacher``'s grounded pairs about
     two passages of each training document added (what ``fathom qa build --teacher-url`` does), and with
     ``longest`` all in contexts of the longest length (as many facts drawn per document as all lengths
-    draw together, so about as many questions).
+    draw together, so about as many questions), and with a seeded ``relabel_share`` of the contexts'
+    paragraph labels in the other layout (:func:`relabelled`; a context whose answer would change keeps
+    its own).
 
     Which teacher made them is kept beside them (model name and yield, never the URL or key), and a
     file made by another teacher is not reused."""
@@ -506,7 +580,7 @@ def prepare_training_questions(
     from fathom.data.qa import ANSWER_CHARS, build_records
     from fathom.model.load import load_configured_tokenizer
 
-    path = out / training_questions_name(answer_chars, teacher is not None, longest)
+    path = out / training_questions_name(answer_chars, teacher is not None, longest, relabel_share)
     made_by = path.with_suffix(".teacher.json")
     if path.is_file() and teacher is not None:
         before = json.loads(made_by.read_text(encoding="utf-8"))["model"] if made_by.is_file() else None
@@ -525,8 +599,23 @@ def prepare_training_questions(
         contexts = scale.qa_contexts[-1:] if longest else scale.qa_contexts
         per_document = 4 * len(scale.qa_contexts) // len(contexts)
         records = build_records(train, tokenizer, contexts, per_document, 0, more_facts, cut)
+        if relabel_share:
+            records = _relabel_some(records, relabel_share, random.Random(0))
         path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return path
+
+
+def _relabel_some(records: list[dict], share: float, rng: random.Random) -> list[dict]:
+    """``records`` with about ``share`` of their contexts relabelled (:func:`relabelled`), each marked
+    ``relabelled``; one whose answer would no longer be in its context as written keeps its own."""
+    out = []
+    for record in records:
+        if rng.random() < share:
+            document = relabelled(record["document"])
+            if record["answer"] in document:
+                record = record | {"document": document, "relabelled": True}
+        out.append(record)
+    return out
 
 
 def _teacher_record(out: Path, builder: dict) -> dict:
@@ -583,6 +672,12 @@ def main() -> int:
         help=f"an arm ({', '.join(arms(SCALES['cpu']))}), 'all' (each missing one), a probe "
         f"({', '.join(probes(SCALES['cpu']))}) or 'probes' (each missing one)",
     )
+    parser.add_argument(
+        "--relabel",
+        action="store_true",
+        help="with --arm: ask the trained arm its longest questions again with each paragraph label in the other "
+        "layout (inline <-> heading), to see whether it reads labels or their layout",
+    )
     parser.add_argument("--report", action="store_true", help="print the table and draw the figure from the results")
     parser.add_argument("--out", type=Path, default=None, help="adapters and data (default bench/out/quality-SCALE)")
     parser.add_argument("--teacher-url", help="an OpenAI-compatible server, for the probes a teacher adds questions to")
@@ -625,6 +720,10 @@ def main() -> int:
     from fathom.cli import setup_logging
 
     setup_logging()
+    if args.relabel:
+        record = relabel_arm(scale, args.arm, out, results)
+        print(json.dumps({"arm": args.arm + RELABELLED, "qa": record["model"]["qa"]["contains_by_length"]}))
+        return 0
     record = run_arm(scale, args.arm, out, results, teacher)
     qa = record["model"].get("qa")
     print(json.dumps({"arm": args.arm, "qa_by_length": qa and qa["contains_by_length"]}))

@@ -35,6 +35,7 @@ def tables(
     if contexts:
         lines += _miss_lines(found, [*order, *[n for n in probe_arms if n in found]], contexts, lengths[-1])
     lines += _kind_lines(found, [*order, *[n for n in probe_arms if n in found]], lengths[-1])
+    lines += _relabel_lines(found, lengths[-1])
     if figure is not None and order:
         _figure(found, order, lengths, figure)
     return "\n".join(lines)
@@ -176,7 +177,8 @@ def _miss_lines(found: dict, names: list[str], contexts: dict[tuple[str, str], s
             ]
             misses = [i for i in asked if not i["contains"]]
             copied = [i for i in misses if _copies_context(i["answer"], i["context"], normalize_answer)]
-            cells.append(f"{len(copied)} of {len(misses)}")
+            opening = [i for i in copied if _quotes_section_opening(i, normalize_answer)]
+            cells.append(f"{len(copied)} of {len(misses)} ({len(opening)} the asked section's opening)")
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     if not rows:
         return []
@@ -220,6 +222,69 @@ def _kind_lines(found: dict, names: list[str], longest: str) -> list[str]:
         return []
     header = " | ".join(f"{g}: {k}" for g, k in columns)
     return ["", f"| arm (answered, by kind of question) | {header} |", "|---" * (len(columns) + 1) + "|", *rows]
+
+
+def _relabel_lines(found: dict, longest: str) -> list[str]:
+    """Each arm asked again with its contexts' labels in the other layout (``quality.py --relabel``),
+    against its own answers on the same questions, like and unseen apart (paired, 95% interval)."""
+    from fathom.eval.stats import paired_difference
+
+    rows = []
+    for name in sorted(n for n in found if n.endswith("--relabelled") and n.removesuffix("--relabelled") in found):
+        asked = {
+            (i["question"], i["reference"]): i for i in found[name.removesuffix("--relabelled")]["model"]["qa"]["items"]
+        }
+        cells = []
+        for group in ("like", "unseen"):
+            pairs = [
+                (asked[i["question"], i["reference"]]["contains"], i["contains"])
+                for i in found[name]["model"]["qa"]["items"]
+                if i["group"] == group and str(i["length"]) == longest and (i["question"], i["reference"]) in asked
+            ]
+            if not pairs:
+                cells.append("-")
+                continue
+            d = paired_difference([b for _, b in pairs], [a for a, _ in pairs])
+            cells.append(
+                f"{sum(a for a, _ in pairs)} -> {sum(b for _, b in pairs)} of {len(pairs)}, "
+                f"{d['difference']:+.1%} [{d['low']:+.1%}, {d['high']:+.1%}]"
+            )
+        rows.append(f"| {name.removesuffix('--relabelled')} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return [
+        "",
+        f"| arm (QA at <={int(longest):,}: as asked -> labels in the other layout) | like | unseen |",
+        "|---|---|---|",
+        *rows,
+    ]
+
+
+def _quotes_section_opening(item: dict, normalize) -> bool:
+    """Whether a miss about a lettered paragraph quotes instead the first paragraph of the section its
+    question names: the model found the section and did not read the label (what the COLREGs misses do).
+
+    The section's opening is the first paragraph of body text after the line holding its title, past
+    front-matter lines ("number: '9'", "---") and label headings ("###### (a) In General")."""
+    import re
+
+    asked = re.match(_ASKED_LABEL + r'(.+)" say\?$', item["question"])
+    if asked is None:
+        return False
+    title = re.search(r"(?m)^.*" + re.escape(asked.group(2)) + r".*$", item["context"])
+    if title is None:
+        return False
+    body = item["context"][title.end() :]
+    paragraph = next(
+        (
+            block
+            for block in re.split(r"\n\s*\n", body)
+            if block.strip() and not re.fullmatch(r"(?:\s*(?:---|#+ [^\n]*|[a-z_]+: [^\n]*))+\s*", block)
+        ),
+        "",
+    )
+    opening = normalize(item["answer"])[:60]
+    return len(opening) >= 20 and opening in normalize(paragraph)
 
 
 def _copies_context(answer: str, context: str, normalize) -> bool:

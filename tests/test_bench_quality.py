@@ -313,6 +313,34 @@ def test_the_longest_probe_trains_as_many_questions_all_at_the_longest_context(
     assert len({r["question"] for r in longest}) == len(longest) == 12 >= len(spread) >= 9
 
 
+def test_the_relabel_probe_trains_on_the_same_questions_half_with_labels_in_the_other_layout(
+    quality, real_tokenizer, tmp_path, monkeypatch
+):
+    """Labels in both layouts, varied alone: the same questions as best's, about half of their contexts
+    relabelled, each still holding its answer."""
+    from fathom.model import load as load_module
+
+    scale = quality.SCALES["smoke"]
+    probe = quality.probes(scale)["progressive+qa--best+relabel-half"]
+    assert quality.builder_settings(probe) == {"answer_chars": 300, "relabel_share": 0.5}
+    paths = quality.arm_config(scale, probe, tmp_path)["sft"]["paths"]
+    assert paths == [str(tmp_path / "qa_train-answers300-relabel50.jsonl")]
+    paragraphs = "".join(f"({chr(97 + i)}) A vessel of class {i} keeps a look-out at all times.\n\n" for i in range(12))
+    texts = {"train": [("rule", "# Rule 1\n\n" + paragraphs + "Filler text. " * 200)], "like": [], "unseen": []}
+    monkeypatch.setattr(load_module, "load_configured_tokenizer", lambda _: real_tokenizer.load())
+
+    def records(path):
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+    plain = records(quality.prepare_training_questions(scale, tmp_path, texts, 300))
+    mixed = records(quality.prepare_training_questions(scale, tmp_path, texts, 300, relabel_share=0.5))
+    assert [r["question"] for r in mixed] == [r["question"] for r in plain]
+    moved = [r for r in mixed if r.get("relabelled")]
+    assert 0 < len(moved) < len(mixed)
+    assert all("###### (" in r["document"] and r["answer"] in r["document"] for r in moved)
+    assert all(r in plain for r in mixed if not r.get("relabelled"))
+
+
 def test_running_every_probe_skips_the_teachers_unless_one_is_named(quality, tmp_path, monkeypatch, capsys):
     commands = []
     monkeypatch.setattr(quality.subprocess, "run", lambda command, check: commands.append(command))
@@ -346,7 +374,7 @@ def test_the_report_says_whether_a_wrong_answer_copies_another_passage_of_its_co
     results.mkdir()
     out.mkdir()
     longest = scale.qa_contexts[-1]
-    context = "(a) Every vessel shall at all times maintain a proper look-out.\n"
+    context = "---\ntitle: Rule 12\n---\n(a) Every vessel shall at all times maintain a proper look-out.\n\n"
     context += "###### (b) Sailing\n\nA sailing vessel shall keep clear."
     q1, q2 = 'What does paragraph (b) of "Rule 12" say?', 'What does the section "Rule 12" say?'
     held_out = [
@@ -396,7 +424,48 @@ def test_the_report_says_whether_a_wrong_answer_copies_another_passage_of_its_co
         "Labelled paragraphs per context at the longest length: like 2.0, unseen 1.0; "
         "the asked label per context: like 1.0, unseen 1.0."
     ) in lines
-    assert "| qa-only | 1 of 2 | 0 of 0 |" in lines
+    # the "(b)" miss quotes paragraph (a), the opening of the section it names: found the rule, not the label
+    assert "| qa-only | 1 of 2 (1 the asked section's opening) | 0 of 0 (0 the asked section's opening) |" in lines
     # like: a section question and a "(b)" one, both missed; unseen: an "(a)" one answered
     assert "| qa-only | 0 of 1 | 0 of 1 | - | - | 1 of 1 | - |" in lines
     assert not any("copying" in line for line in quality.report(scale, results, None).splitlines())  # no contexts
+
+
+def test_relabelling_moves_each_paragraph_label_to_the_other_layout_and_keeps_the_words(quality):
+    """The relabel probe asks whether a model reads a label or where its training documents put labels:
+    inline labels become heading lines, heading labels become inline; nothing else of the text moves."""
+    text = "title: Rule 9\n---\n(a) A vessel proceeding.\n\n(b) A vessel (i) shall.\n\n"
+    text += "###### (c) In General .\n\nThe text.\n(1) Numbered items stay."
+    assert quality.relabelled(text) == (
+        "title: Rule 9\n---\n###### (a)\n\nA vessel proceeding.\n\n###### (b)\n\nA vessel (i) shall.\n\n"
+        "(c) In General .\n\nThe text.\n(1) Numbered items stay."
+    )
+
+
+def test_the_report_sets_an_arm_asked_with_labels_relabelled_against_its_own_answers(quality, tmp_path):
+    scale = quality.SCALES["smoke"]
+    results = tmp_path / "results"
+    results.mkdir()
+    length = str(quality._buckets(scale)[-1])
+
+    def model(hits: list[bool]) -> dict:
+        items = [
+            {"question": f"q{i}", "reference": "r", "answer": "a", "contains": hit, "length": int(length)}
+            | {"group": "like" if i < 4 else "unseen", "depth": "0-20%"}
+            for i, hit in enumerate(hits)
+        ]
+        qa = {"contains_by_length": {}, "contains_interval_by_length": {}, "items": items}
+        return {"model": {"qa": qa, "needle": {}}}
+
+    as_asked, relabelled = [True, True, False, False, False, False], [True, False, False, False, True, True]
+    (results / "qa-only.json").write_text(json.dumps(model(as_asked)), encoding="utf-8")
+    (results / "qa-only--relabelled.json").write_text(json.dumps(model(relabelled)), encoding="utf-8")
+    lines = quality.report(scale, results, None).splitlines()
+    assert "| arm (QA at <=512: as asked -> labels in the other layout) | like | unseen |" in lines
+    row = next(line for line in lines if line.startswith("| qa-only | 2 -> 1 of 4, -25.0% ["))
+    assert "| 0 -> 2 of 2, +100.0% [" in row
+
+
+def test_relabelling_an_arm_that_has_not_run_says_to_run_it(quality, tmp_path):
+    with pytest.raises(SystemExit, match=r"--relabel: qa-only has no adapter .* run --arm qa-only first"):
+        quality.relabel_arm(quality.SCALES["smoke"], "qa-only", tmp_path / "out", tmp_path / "results")
