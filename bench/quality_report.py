@@ -224,15 +224,18 @@ def _kind_lines(found: dict, names: list[str], longest: str) -> list[str]:
     return ["", f"| arm (answered, by kind of question) | {header} |", "|---" * (len(columns) + 1) + "|", *rows]
 
 
+RELABELLED = "--relabelled"  # the results of ``quality.py --relabel``: <arm>--relabelled.json
+
+
 def _relabel_lines(found: dict, longest: str) -> list[str]:
     """Each arm asked again with its contexts' labels in the other layout (``quality.py --relabel``),
     against its own answers on the same questions, like and unseen apart (paired, 95% interval)."""
     from fathom.eval.stats import paired_difference
 
     rows = []
-    for name in sorted(n for n in found if n.endswith("--relabelled") and n.removesuffix("--relabelled") in found):
+    for name in sorted(n for n in found if n.endswith(RELABELLED) and n.removesuffix(RELABELLED) in found):
         asked = {
-            (i["question"], i["reference"]): i for i in found[name.removesuffix("--relabelled")]["model"]["qa"]["items"]
+            (i["question"], i["reference"]): i for i in found[name.removesuffix(RELABELLED)]["model"]["qa"]["items"]
         }
         cells = []
         for group in ("like", "unseen"):
@@ -249,7 +252,7 @@ def _relabel_lines(found: dict, longest: str) -> list[str]:
                 f"{sum(a for a, _ in pairs)} -> {sum(b for _, b in pairs)} of {len(pairs)}, "
                 f"{d['difference']:+.1%} [{d['low']:+.1%}, {d['high']:+.1%}]"
             )
-        rows.append(f"| {name.removesuffix('--relabelled')} | " + " | ".join(cells) + " |")
+        rows.append(f"| {name.removesuffix(RELABELLED)} | " + " | ".join(cells) + " |")
     if not rows:
         return []
     return [
