@@ -286,27 +286,34 @@ def test_the_teacher_probe_trains_on_the_builders_questions_and_the_teachers(
         quality.run_arm(scale, "progressive+qa--teacher", tmp_path / "run", tmp_path / "results")
 
 
+def _training_questions_of_one_rule(quality, scale, real_tokenizer, out, monkeypatch):
+    """A builder of the bench's Phase-2 questions (answers cut past 300 characters) about one rule of
+    twelve inline-labelled paragraphs and filler, with the real tokenizer: ``build(**settings)`` -> records."""
+    from fathom.model import load as load_module
+
+    paragraphs = "".join(f"({chr(97 + i)}) A vessel of class {i} keeps a look-out at all times.\n\n" for i in range(12))
+    texts = {"train": [("rule", "# Rule 1\n\n" + paragraphs + "Filler text. " * 200)], "like": [], "unseen": []}
+    monkeypatch.setattr(load_module, "load_configured_tokenizer", lambda _: real_tokenizer.load())
+
+    def build(**settings) -> list[dict]:
+        path = quality.prepare_training_questions(scale, out, texts, 300, **settings)
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+    return build
+
+
 def test_the_longest_probe_trains_as_many_questions_all_at_the_longest_context(
     quality, real_tokenizer, tmp_path, monkeypatch
 ):
     """Phase 2's mix of lengths, varied alone: the same documents give about as many training questions
     (three times the facts per document), every one in a context of the longest length."""
-    from fathom.model import load as load_module
-
     scale = quality.SCALES["smoke"]
     probe = quality.probes(scale)["progressive+qa--best+longest"]
     assert quality.builder_settings(probe) == {"answer_chars": 300, "longest": True}
     paths = quality.arm_config(scale, probe, tmp_path)["sft"]["paths"]
     assert paths == [str(tmp_path / "qa_train-answers300-longest.jsonl")]
-    paragraphs = "".join(f"({chr(97 + i)}) A vessel of class {i} keeps a look-out at all times.\n\n" for i in range(12))
-    texts = {"train": [("rule", "# Rule 1\n\n" + paragraphs + "Filler text. " * 200)], "like": [], "unseen": []}
-    monkeypatch.setattr(load_module, "load_configured_tokenizer", lambda _: real_tokenizer.load())
-
-    def records(path):
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-    spread = records(quality.prepare_training_questions(scale, tmp_path, texts, 300))
-    longest = records(quality.prepare_training_questions(scale, tmp_path, texts, 300, longest=True))
+    build = _training_questions_of_one_rule(quality, scale, real_tokenizer, tmp_path, monkeypatch)
+    spread, longest = build(), build(longest=True)
     assert {r["context_tokens"] for r in spread} == set(scale.qa_contexts)
     assert {r["context_tokens"] for r in longest} == {scale.qa_contexts[-1]}
     # every fact asked once; spread over the lengths, a context too short for a fact's heading drops it
@@ -318,22 +325,13 @@ def test_the_relabel_probe_trains_on_the_same_questions_half_with_labels_in_the_
 ):
     """Labels in both layouts, varied alone: the same questions as best's, about half of their contexts
     relabelled, each still holding its answer."""
-    from fathom.model import load as load_module
-
     scale = quality.SCALES["smoke"]
     probe = quality.probes(scale)["progressive+qa--best+relabel-half"]
     assert quality.builder_settings(probe) == {"answer_chars": 300, "relabel_share": 0.5}
     paths = quality.arm_config(scale, probe, tmp_path)["sft"]["paths"]
     assert paths == [str(tmp_path / "qa_train-answers300-relabel50.jsonl")]
-    paragraphs = "".join(f"({chr(97 + i)}) A vessel of class {i} keeps a look-out at all times.\n\n" for i in range(12))
-    texts = {"train": [("rule", "# Rule 1\n\n" + paragraphs + "Filler text. " * 200)], "like": [], "unseen": []}
-    monkeypatch.setattr(load_module, "load_configured_tokenizer", lambda _: real_tokenizer.load())
-
-    def records(path):
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-    plain = records(quality.prepare_training_questions(scale, tmp_path, texts, 300))
-    mixed = records(quality.prepare_training_questions(scale, tmp_path, texts, 300, relabel_share=0.5))
+    build = _training_questions_of_one_rule(quality, scale, real_tokenizer, tmp_path, monkeypatch)
+    plain, mixed = build(), build(relabel_share=0.5)
     assert [r["question"] for r in mixed] == [r["question"] for r in plain]
     moved = [r for r in mixed if r.get("relabelled")]
     assert 0 < len(moved) < len(mixed)
