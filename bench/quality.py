@@ -241,8 +241,8 @@ def corpus_texts(shared: Path = SHARED) -> dict[str, list[tuple[str, str]]]:
     """{"train" | "like" | "unseen": [(name, text)]}: the real corpus when ``shared`` has it, else synthetic.
 
     Real: US Code chapters, 80% to train and 20% held out ("like"); the COLREGs (rules of another kind,
-    never trained on) as "unseen". Synthetic: voyage logs and inspection reports (train / like) and
-    engine-room logs (unseen).
+    never trained on) as "unseen". Synthetic: voyage logs, inspection reports and procedures (train /
+    like) and engine-room logs (unseen).
     """
     uscode = shared / "corpus" / "maritime" / "uscode_title46_shipping.md"
     colregs = shared / "corpus" / "maritime" / "colregs"
@@ -257,11 +257,11 @@ def corpus_texts(shared: Path = SHARED) -> dict[str, list[tuple[str, str]]]:
     from fathom.demo.corpus import generate_documents
 
     documents = generate_documents(180, seed=11)
-    kinds = [(name, text) for name, text in documents if "engine_room" not in name]
+    kinds = [(name, text) for name, text in documents if "engine_log" not in name]
     return {
         "train": [d for d in kinds if not _held_out(d[0])],
         "like": [d for d in kinds if _held_out(d[0])],
-        "unseen": [(name, text) for name, text in documents if "engine_room" in name],
+        "unseen": [(name, text) for name, text in documents if "engine_log" in name],
     }
 
 

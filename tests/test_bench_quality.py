@@ -150,6 +150,13 @@ def test_held_out_documents_never_overlap_the_training_ones(quality, real_tokeni
     assert {q["group"] for q in questions} == {"like", "unseen"}
 
 
+def test_without_the_shared_corpus_the_unseen_kind_is_the_synthetic_engine_logs(quality, tmp_path):
+    texts = quality.corpus_texts(tmp_path)  # no ../shared here: the synthetic corpus
+    assert min(len(texts[s]) for s in ("train", "like", "unseen")) >= 5 and quality.overlapping(texts) == []
+    assert all("engine_log" in name for name, _ in texts["unseen"])
+    assert not any("engine_log" in name for split in ("train", "like") for name, _ in texts[split])
+
+
 def test_the_overlap_check_finds_a_held_out_document_that_was_trained_on(quality):
     texts = {"train": [("a", "one"), ("b", "two")], "like": [("c", "two")], "unseen": [("d", "three")]}
     assert quality.overlapping(texts) == ["like: c"]

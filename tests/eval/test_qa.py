@@ -105,6 +105,11 @@ FOREIGN_TRADE
 
 CAPITAL_FUNDS
 
+#### § 105. Vessel
+###### (a)
+
+The term "vessel" includes every description of watercraft used as a means of transportation on water.
+
 #### § 110. Pilot rules
 (a) Every pilot shall hold a license issued by the Secretary under this chapter.
 (b) The first of two paragraphs labelled (b) under one heading, which makes the label ambiguous.
@@ -128,6 +133,8 @@ def test_questions_about_one_long_document_name_their_section_and_have_one_answe
     assert part_a.answer.startswith('In this title, the terms "foreign commerce"') and part_a.anchor.endswith("trade")
     assert 'What does paragraph (b) of "§ 109. Foreign commerce or trade" say?' in questions
     assert 'What does paragraph (a) of "§ 110. Pilot rules" say?' in questions
+    bare = questions['What does paragraph (a) of "§ 105. Vessel" say?']  # a label heading with no words of its own
+    assert bare.answer.startswith('The term "vessel" includes') and not any('"(a)"' in q for q in questions)
     assert not any('(b) of "§ 110' in q for q in questions)  # (b) twice under § 110: ambiguous, not asked
     assert len(questions) == len(facts)  # no question asked twice
     for fact in facts:  # answers are cut at a word boundary, never inside a word
