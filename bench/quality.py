@@ -244,8 +244,8 @@ def corpus_texts(shared: Path = SHARED) -> dict[str, list[tuple[str, str]]]:
     """{"train" | "like" | "unseen": [(name, text)]}: the real corpus when ``shared`` has it, else synthetic.
 
     Real: US Code chapters, 80% to train and 20% held out ("like"); the COLREGs (rules of another kind,
-    never trained on) as "unseen". Synthetic: voyage logs, inspection reports and procedures (train /
-    like) and engine-room logs (unseen).
+    never trained on) as "unseen". Synthetic: voyage logs and inspection reports (train / like) and
+    engine-room logs (unseen).
     """
     uscode = shared / "corpus" / "maritime" / "uscode_title46_shipping.md"
     colregs = shared / "corpus" / "maritime" / "colregs"
