@@ -526,8 +526,8 @@ def relabel_arm(scale: Scale, name: str, out: Path, results: Path) -> dict:
     if not arm.qa or folder is None or not folder.is_dir() or not (results / f"{name}.json").is_file():
         raise SystemExit(f"--relabel: {name} has no adapter and results to compare with; run --arm {name} first")
     at = scale.qa_contexts[-1]
-    questions = [q | {"document": relabelled(q["document"])} for q in prepare_questions(scale, out, corpus_texts())]
-    questions = [q for q in questions if q["context_tokens"] == at]
+    questions = [q for q in prepare_questions(scale, out, corpus_texts()) if q["context_tokens"] == at]
+    questions = [q | {"document": relabelled(q["document"])} for q in questions]
     lost = [q["question"] for q in questions if normalize_answer(q["answer"]) not in normalize_answer(q["document"])]
     if lost:
         raise SystemExit(f"--relabel: {len(lost)} references no longer in their context, e.g. {lost[0]!r}")

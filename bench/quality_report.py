@@ -232,17 +232,20 @@ def _relabel_lines(found: dict, longest: str) -> list[str]:
     against its own answers on the same questions, like and unseen apart (paired, 95% interval)."""
     from fathom.eval.stats import paired_difference
 
+    def at_longest(name: str) -> dict[tuple[str, str], dict]:
+        # one fact is asked at every context length with the same words: the length tells them apart
+        items = found[name]["model"]["qa"]["items"]
+        return {(i["question"], i["reference"]): i for i in items if str(i["length"]) == longest}
+
     rows = []
     for name in sorted(n for n in found if n.endswith(RELABELLED) and n.removesuffix(RELABELLED) in found):
-        asked = {
-            (i["question"], i["reference"]): i for i in found[name.removesuffix(RELABELLED)]["model"]["qa"]["items"]
-        }
+        asked, again = at_longest(name.removesuffix(RELABELLED)), at_longest(name)
         cells = []
         for group in ("like", "unseen"):
             pairs = [
-                (asked[i["question"], i["reference"]]["contains"], i["contains"])
-                for i in found[name]["model"]["qa"]["items"]
-                if i["group"] == group and str(i["length"]) == longest and (i["question"], i["reference"]) in asked
+                (asked[key]["contains"], i["contains"])
+                for key, i in again.items()
+                if i["group"] == group and key in asked
             ]
             if not pairs:
                 cells.append("-")

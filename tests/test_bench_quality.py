@@ -459,6 +459,8 @@ def test_the_report_sets_an_arm_asked_with_labels_relabelled_against_its_own_ans
             | {"group": "like" if i < 4 else "unseen", "depth": "0-20%"}
             for i, hit in enumerate(hits)
         ]
+        # the same questions at a shorter context, answered the other way: not the questions compared
+        items += [i | {"length": 128, "contains": not i["contains"]} for i in items]
         qa = {"contains_by_length": {}, "contains_interval_by_length": {}, "items": items}
         return {"model": {"qa": qa, "needle": {}}}
 
