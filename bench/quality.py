@@ -152,6 +152,7 @@ def probes(scale: Scale) -> dict[str, Arm]:
     questions at the longest context. ``<arm>--<probe>`` names the arm varied."""
     faster = ("sft.learning_rate", scale.phase2_learning_rate * 4)
     longer = ("sft.total_tokens", scale.phase2_tokens * 4)
+    passes_07 = ("sft.total_tokens", scale.phase2_tokens * 8)  # 0.7 passes over the CPU scale's questions
     whole = ("qa.answer_chars", 300)  # training answers: first sentences cut past 300 characters, not 100
     # the question before the document as well as after it, so that a causal model reads the document
     # knowing what it looks for (Liu et al. 2023, "query-aware contextualization"); asked the same way
@@ -177,10 +178,13 @@ def probes(scale: Scale) -> dict[str, Arm]:
         ("progressive+qa", "best+longest", (faster, longer, whole, longest)),  # Phase 2's mix of lengths
         ("progressive+qa", "best+relabel-half", (faster, longer, whole, relabel)),  # labels in both layouts
         # twice best's Phase-2 tokens: every earlier doubling of the training questions' passes gained
-        ("progressive+qa", "best+tokens-x8", (faster, ("sft.total_tokens", scale.phase2_tokens * 8), whole)),
+        ("progressive+qa", "best+tokens-x8", (faster, passes_07, whole)),
         # fathom's own default for Phase 2, two passes over the questions (sft.epochs: 2), where the arms above
         # train a fixed token budget; tokens-x8 (0.7 passes) gained +36 over best (0.35)
         ("progressive+qa", "best+epochs-2", (faster, ("sft.total_tokens", None), ("sft.epochs", 2.0), whole)),
+        # the schedules compared again with that Phase 2: the eight arms' Phase 2 saw a tenth of a pass over its
+        # questions, too little to tell the Phase-1 adapters it continued apart (and qa-only: does Phase 1 add?)
+        *((varied, "best+tokens-x8", (faster, passes_07, whole)) for varied in ("direct+qa", "short+qa", "qa-only")),
         # the builder's questions and a teacher model's (``fathom qa build --teacher-*``): needs --teacher-url
         ("progressive+qa", "teacher", (("qa.teacher", True),)),
     ]

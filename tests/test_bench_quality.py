@@ -90,7 +90,7 @@ def test_each_probe_changes_only_its_settings_of_the_arm_it_varies_and_loads_as_
     arms = quality.arms(scale)
     probes = quality.probes(scale)
     assert len(probes) >= 4 and all(p.longest_only and p.phase2_from is not None for p in probes.values())
-    assert {name.split("--")[0] for name in probes} == {"qa-only", "progressive+qa"}
+    assert {name.split("--")[0] for name in probes} == {"qa-only", "progressive+qa", "direct+qa", "short+qa"}
     assert sum(len(p.overrides) == 1 for p in probes.values()) >= 4  # most vary one setting alone
     for name, probe in probes.items():
         varied = arms[name.split("--")[0]]
