@@ -79,6 +79,11 @@ COMPARISONS = (
     ("progressive+qa--best+question-twice", "progressive+qa--best"),  # the question before the document too
     ("progressive+qa--best+longest", "progressive+qa--best"),  # every training question at the longest context
     ("progressive+qa--best+tokens-x8", "progressive+qa--best"),  # twice as many Phase-2 tokens
+    # the schedule claim again with a Phase 2 that teaches (0.7 passes): progressive against direct and short
+    # only, and Phase 1's share against Phase 2 alone
+    ("progressive+qa--best+tokens-x8", "direct+qa--best+tokens-x8"),
+    ("progressive+qa--best+tokens-x8", "short+qa--best+tokens-x8"),
+    ("progressive+qa--best+tokens-x8", "qa-only--best+tokens-x8"),
 )
 # a paragraph's label at the start of a line, written inline ("(a) Any vessel ...") or as a heading
 # ("###### (a) In General"): US Code sections use both, the COLREGs the first

@@ -64,7 +64,7 @@ def test_the_optimizer_holds_exactly_the_trainable_parameters():
 
 
 def test_the_divergence_watch_speaks_once_when_the_loss_stays_high():
-    from fathom.train.loop import DivergenceWatch
+    from fathom.train.step import DivergenceWatch
 
     watch = DivergenceWatch(factor=2.0, patience=3, warmup=4)
     assert not any(watch.update(loss) for loss in [3.0, 2.5, 2.2, 2.0, 1.9, 1.8, 5.0, 1.7])  # a single spike

@@ -2,31 +2,28 @@
 
 Read top to bottom: :func:`train` prepares (where to start, documents, model, adapter, optimizer)
 and runs :func:`_run_phase` for each phase of the plan, then writes the final model. A phase is a
-loop of named steps: :func:`train_step` (one optimizer step over a few micro-batches),
-:func:`log_step`, :func:`save` and, at its end, :func:`finish_phase`. It ends when its token budget
-is consumed; progress, the learning rate and the resume point are all counted in tokens and rows,
-never in epochs. Where a run resumes is decided beside the checkpoints
-(:func:`fathom.train.checkpoint.resume_point`).
+loop of named steps: :func:`~fathom.train.step.train_step` (one optimizer step over a few
+micro-batches), :func:`~fathom.train.step.log_step`, :func:`save` and, at its end,
+:func:`finish_phase`. It ends when its token budget is consumed; progress, the learning rate and the
+resume point are all counted in tokens and rows, never in epochs. Where a run resumes is decided
+beside the checkpoints (:func:`fathom.train.checkpoint.resume_point`) and loaded by
+:func:`fathom.train.resume.restore`; Phase 2's start is :mod:`fathom.train.phase2`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import signal
 import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from fathom.config import ConfigError, FathomConfig, check_strategy_fits_model, sft_merge_problems
+from fathom.config import FathomConfig, check_strategy_fits_model, sft_merge_problems
 from fathom.data.cache import DocumentView, prepare_corpus, require_training_documents
 from fathom.data.eod import resolve_eod_token_id
 from fathom.data.instruct import InstructionSet, QaPrompt, ensure_chat_template, prepare_instructions
@@ -34,11 +31,9 @@ from fathom.data.loader import PhaseLoader, RowLoader, instruction_rows
 from fathom.data.mix import PhaseMix, document_weights, mix_for
 from fathom.data.pack import epoch_stream, pack_rows
 from fathom.errors import TrainingStopped, raise_problems
-from fathom.labels import IGNORE_INDEX
-from fathom.model.adapter import ADAPTER_WEIGHTS
 from fathom.model.allocator import prefer_expandable_segments
 from fathom.model.load import lean_norms, load_configured_tokenizer, load_model, tile_mlps
-from fathom.model.lora import apply_lora, fresh_lora_on_merged
+from fathom.model.lora import apply_lora
 from fathom.model.loss import causal_lm_loss_sum, resolve_loss_implementation
 from fathom.model.rope import (
     RopeRecord,
@@ -49,118 +44,26 @@ from fathom.model.rope import (
     nice_factor,
     phase_ropes,
 )
-from fathom.schedule import PhasePlan, final_model_dirname, merged_model_dirname, plan_phases, pretrain_plans
+from fathom.schedule import PhasePlan, final_model_dirname, plan_phases, pretrain_plans
 from fathom.train import distributed
 from fathom.train.checkpoint import (
-    TRAINER_STATE,
-    ResumePoint,
     RunLayout,
     TrainerState,
-    adapter_magnitude_problem,
     capture_rng_state,
     check_output_dir,
-    newest_intact,
-    nonfinite_problem,
-    restore_rng_state,
     resume_point,
 )
-from fathom.train.memory import apply_for_phase, step_down_after_oom
-from fathom.train.optim import build_optimizer, learning_rate_at
+from fathom.train.memory import apply_for_phase
+from fathom.train.optim import build_optimizer
+from fathom.train.phase2 import announce_instructions, load_init_adapter, phase2_on_merged
 from fathom.train.progress import StatusFile, train_log
+from fathom.train.resume import restore
+from fathom.train.run import Run, RunResult
+from fathom.train.step import DivergenceWatch, count_skipped_step, log_step, train_step
 from fathom.train.trackers import check_trackers_installed
-from fathom.train.tracking import NullLogger, Tracking, peak_memory_gb, reset_peak_memory
+from fathom.train.tracking import NullLogger, Tracking, reset_peak_memory
 
 logger = logging.getLogger("fathom")
-
-
-@dataclass
-class RunResult:
-    output_dir: Path
-    final_dir: Path | None  # None when the run stopped early (max_steps or interrupted)
-    state: TrainerState
-    phase_losses: dict[str, list[float]] = field(default_factory=dict)
-
-
-@dataclass
-class _Run:
-    """Everything the phases share: built once by :func:`train`."""
-
-    config: FathomConfig
-    plans: list[PhasePlan]
-    ropes: list[RopeRecord]  # one per plan: the RoPE each phase trains with, recorded in its adapters
-    layout: RunLayout
-    model: torch.nn.Module
-    tokenizer: object
-    device: torch.device
-    world: distributed.World
-    token_docs: DocumentView
-    held_out: DocumentView
-    state: TrainerState
-    result: RunResult
-    instructions: InstructionSet | None = None  # Phase 2's examples (config.sft)
-    data_summary: dict = field(default_factory=dict)  # counts, lengths, formats: for model cards (no text)
-    step_module: torch.nn.Module | None = None  # model + loss, wrapped in DDP / FSDP when there are several ranks
-    optimizer: torch.optim.Optimizer | None = None  # over the adapter (its shards under FSDP)
-    tracking: Tracking | None = None  # TensorBoard and train.report_to's trackers (rank 0)
-    status: StatusFile | None = None  # <output_dir>/status.json, for fathom runs (rank 0)
-
-    def pretrain_final(self) -> str | None:
-        """The Phase-1 final folder's name when Phase 2 follows (it is written when Phase 1 ends)."""
-        pretrain = pretrain_plans(self.plans)
-        return final_model_dirname(pretrain[-1].max_seq_length) if pretrain and self.config.sft else None
-
-    def rope_of(self, plan: PhasePlan | None = None) -> RopeRecord:
-        """The RoPE record of ``plan``, or of the phase in progress (the last one once all are done)."""
-        return self.ropes[plan.index if plan is not None else min(self.state.phase_index, len(self.ropes) - 1)]
-
-
-@dataclass
-class StepStats:
-    """One optimizer step, as logged."""
-
-    loss: float  # mean over the step's supervised tokens, all ranks
-    grad_norm: float
-    learning_rate: float
-    tokens: int  # tokens in the step, all ranks
-    supervised_tokens: int  # tokens with a label (all but document starts; Phase 2: assistant tokens)
-    seconds: float
-    skipped: bool = False  # the loss or the gradient norm was not finite: no update was made
-
-
-class DivergenceWatch:
-    """Says once per phase when the loss stays far above its running mean: a run going wrong slowly.
-
-    The mean is exponential (weight 0.9); after ``warmup`` steps, ``patience`` steps in a row above
-    ``factor`` times it count as divergence.
-    """
-
-    def __init__(self, factor: float = 2.0, patience: int = 5, warmup: int = 10) -> None:
-        self.factor, self.patience, self.warmup = factor, patience, warmup
-        self.mean: float | None = None
-        self.steps = self.above = 0
-        self.reported = False
-        self.loss = 0.0
-
-    def update(self, loss: float) -> bool:
-        """Take one step's loss; True the first time the phase looks divergent."""
-        self.steps += 1
-        self.loss = loss
-        if self.mean is not None and self.steps > self.warmup and loss > self.factor * self.mean:
-            self.above += 1
-        else:
-            self.above = 0
-            self.mean = loss if self.mean is None else 0.9 * self.mean + 0.1 * loss
-        if self.above >= self.patience and not self.reported:
-            self.reported = True
-            return True
-        return False
-
-    def describe(self, phase: str, step: int) -> str:
-        return (
-            f"{phase} step {step}: the loss ({self.loss:.3g}) has stayed above {self.factor:g}x its running mean "
-            f"({self.mean:.3g}) for {self.patience} steps; the run may be diverging: consider a lower "
-            "train.learning_rate and --resume from an earlier checkpoint"
-        )
 
 
 def train(config: FathomConfig, resume: bool = False, allow_changed: tuple[str, ...] = ()) -> RunResult:
@@ -228,7 +131,7 @@ def _train_in(
     if config.train.lean_norms:
         lean_norms(model)
     state = TrainerState(world_size=world.size, data_key=data_key)
-    run = _Run(
+    run = Run(
         config=config,
         plans=plans,
         ropes=ropes,
@@ -244,7 +147,7 @@ def _train_in(
         instructions=instructions,
         data_summary=_data_summary(corpus, instructions),
     )
-    optim_state = _restore(run, start, allow_changed)  # into the whole model, before it is wrapped (and sharded)
+    optim_state = restore(run, start, allow_changed)  # into the whole model, before it is wrapped (and sharded)
     logger.info("loss: %s cross-entropy", resolve_loss_implementation(config.train.loss_implementation, loaded.device))
     _wrap_for_training(run)
     if optim_state is not None:
@@ -261,7 +164,7 @@ def _train_in(
     return run.result
 
 
-def _run_phases(run: _Run, final_dirname: str) -> None:
+def _run_phases(run: Run, final_dirname: str) -> None:
     """The phases from where the run stands, then the final folder; trackers and status.json hear how it ended."""
     plans = [p.to_dict() for p in run.plans]
     run.status = run.world.on_main(StatusFile, run.layout.root, plans)
@@ -289,7 +192,7 @@ def _run_phases(run: _Run, final_dirname: str) -> None:
             run.tracking.close(ending)
 
 
-def _wrap_for_training(run: _Run) -> None:
+def _wrap_for_training(run: Run) -> None:
     """The step module (model + loss, in DDP / FSDP when there are several ranks) and a new optimizer."""
     t = run.config.train
     loss_implementation = resolve_loss_implementation(t.loss_implementation, run.device)
@@ -302,112 +205,7 @@ def _wrap_for_training(run: _Run) -> None:
     run.optimizer = build_optimizer(run.model, t)  # after wrapping: FSDP replaces the parameters by shards
 
 
-def _phase2_on_merged(run: _Run, plan: PhasePlan) -> None:
-    """sft.lora_init merged: the Phase-1 LoRA (in ``run.model`` now) is folded into the weights, written as
-    ``merged_<len>_model`` by rank 0, and Phase 2 gets a fresh LoRA over them, whose adapters name it."""
-    merged_dir = run.layout.root / merged_model_dirname(pretrain_plans(run.plans)[-1].max_seq_length)
-    setting = run.rope_of(plan).setting
-    record = {
-        "base_model": run.config.model.name_or_path,
-        "base_source": run.rope_of(plan).base_name,
-        "adapter": str(run.layout.final_dir(run.pretrain_final())),
-        "base_rope": run.rope_of(plan).base_setting.to_dict(),
-    }
-    run.model = fresh_lora_on_merged(
-        run.model, run.config.lora, run.config.train.seed + plan.index, setting, merged_dir,
-        run.tokenizer if run.world.is_main else None, record,
-    )  # fmt: skip
-    run.ropes[plan.index] = RopeRecord(setting, setting, str(merged_dir.resolve()))
-    logger.info("%s: a fresh LoRA over the Phase-1-merged weights in %s", plan.name, merged_dir)
-
-
-def _misfit(run: _Run, loaded) -> str | None:
-    """Why a checkpoint that loads whole cannot be this run's: outside its plan, or an adapter of other shapes.
-
-    The adapter is loaded into the model on the way (the caller wants it there when it fits).
-    """
-    state, plans = loaded.state, run.plans
-    if state.phase_index >= len(plans):
-        return f"phase {state.phase_index + 1} of a plan of {len(plans)}"
-    plan = plans[state.phase_index]
-    # rows, not steps: steps change with the world size a run resumes on; rows round to one micro-batch of it
-    if state.phase_rows_consumed > plan.rows + run.config.train.micro_batch_size * max(state.world_size, 1):
-        return f"row {state.phase_rows_consumed:,} of {plan.name}, which has {plan.rows:,}"
-    if state.phase_name and state.phase_name != plan.name:
-        return f"phase {state.phase_name!r} where the plan has {plan.name!r}"
-    misfit = _load_adapter(run.model, loaded.adapter)
-    return f"does not fit this model and LoRA ({misfit})" if misfit else None
-
-
-def _restore(run: _Run, start: ResumePoint, allow_changed=()) -> dict | None:
-    """Load the checkpoint ``start`` names into the run (adapter, RNG, state); its optimizer state is returned."""
-    if start.checkpoint is None:
-        return None
-    loaded = start.loaded
-    on_merged = _resumes_on_merged(run, loaded.state)
-    if on_merged:  # the checkpoint's LoRA sits over the Phase-1-merged weights: make them again
-        pretrain_final = run.layout.final_dir(run.pretrain_final())
-        misfit = _load_adapter(run.model, load_file(str(pretrain_final / ADAPTER_WEIGHTS)))
-        if misfit:
-            raise ConfigError(f"--resume: {pretrain_final} does not fit this model and LoRA ({misfit})")
-        _phase2_on_merged(run, run.plans[-1])
-    misfit = _misfit(run, loaded)
-    if misfit:  # tensors of the wrong shape, a phase the plan does not have: damaged like a truncated file
-        logger.warning("--resume: checkpoint %s: %s; trying the one before it", loaded.folder.name, misfit)
-        fits = lambda candidate: _misfit(run, candidate)  # noqa: E731
-        loaded = newest_intact(run.layout, fits=fits, older_than=loaded.folder, why_older=misfit)
-        if _resumes_on_merged(run, loaded.state) != on_merged:
-            raise ConfigError(
-                f"--resume: the newest intact checkpoint, {loaded.folder.name}, is from before Phase 2's merge; "
-                "remove the damaged ones after it and resume again"
-            )
-    state, optim_state = loaded.state, loaded.optimizer
-    restore_rng_state(loaded.rng)
-    _check_same_data(state, run.state.data_key, allow_changed)
-    logger.info(
-        "resuming from %s: phase %s, step %d, %s tokens seen",
-        loaded.folder.name,
-        state.phase_name,
-        state.phase_step,
-        f"{state.tokens_seen:,}",
-    )
-    run.state = run.result.state = state
-    if state.phase_complete:
-        done = run.plans[[p.name for p in run.plans].index(state.phase_name)]
-        if not (run.layout.phase_dir(done.name) / TRAINER_STATE).is_file():
-            # stopped while the phase folder was being written: write it again from the checkpoint
-            run.world.on_main(_save_phase_folder, run, done, None)
-        final = run.pretrain_final()
-        if final and done.index == len(pretrain_plans(run.plans)) - 1 and not run.layout.final_dir(final).is_dir():
-            run.world.on_main(
-                run.layout.save_final, final, run.model, run.tokenizer, run.config, state, run.rope_of(done)
-            )
-        state.phase_index += 1
-        state.reset_phase_progress()
-    _warn_if_global_batch_changed(start.saved_config, run.config, state.world_size, run.world.size)
-    state.world_size = run.world.size  # rows are counted globally, so another world size resumes fine
-    return optim_state
-
-
-def _resumes_on_merged(run: _Run, state: TrainerState) -> bool:
-    """Whether a checkpoint with ``state`` holds a LoRA over the Phase-1-merged weights (sft.lora_init merged)."""
-    sft = run.config.sft
-    return sft is not None and sft.lora_init == "merged" and state.phase_name == sft.name
-
-
-def _load_adapter(model, adapter: dict[str, torch.Tensor]) -> str | None:
-    """Load a checkpoint's adapter tensors into ``model``; why they do not fit (None when they do)."""
-    from peft import set_peft_model_state_dict
-
-    try:
-        result = set_peft_model_state_dict(model, adapter)
-    except (RuntimeError, ValueError) as exc:  # shapes that do not fit
-        return str(exc).splitlines()[-1].strip()[:160] or type(exc).__name__
-    missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
-    return f"{len(missing)} adapter tensors missing, e.g. {missing[0]}" if missing else None
-
-
-def _run_phase(run: _Run, plan: PhasePlan) -> bool:
+def _run_phase(run: Run, plan: PhasePlan) -> bool:
     """Train one phase to its token budget; False when the run stopped early (resumable)."""
     state, t, world = run.state, run.config.train, run.world
     resumed_mid_phase = state.phase_step > 0
@@ -416,9 +214,9 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
         logger.info("%s: RoPE set to %s", plan.name, run.rope_of(plan).setting.describe())
     loader, mix = _phase_loader(run, plan)
     if plan.kind == "sft" and not resumed_mid_phase and run.config.sft.init_adapter:
-        _load_init_adapter(run, run.config.sft.init_adapter)
+        load_init_adapter(run, run.config.sft.init_adapter)
     if plan.kind == "sft" and not resumed_mid_phase and run.config.sft.lora_init == "merged":
-        _phase2_on_merged(run, plan)
+        phase2_on_merged(run, plan)
         _wrap_for_training(run)
     shards = world.size if world.strategy == "fsdp" else 1
     state.memory[plan.name] = apply_for_phase(run.model, run.config, plan, run.device, state.memory, shards)
@@ -445,7 +243,7 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
         while state.phase_rows_consumed < plan.rows:
             stats = train_step(run, plan, loader)
             if stats.skipped:
-                _count_skipped_step(run, plan, stats)
+                count_skipped_step(run, plan, stats)
             state.phase_rows_consumed = loader.rows_consumed
             state.phase_step += 1
             state.global_step += 1
@@ -483,7 +281,7 @@ def _run_phase(run: _Run, plan: PhasePlan) -> bool:
     return True
 
 
-def _phase_loader(run: _Run, plan: PhasePlan) -> tuple[RowLoader, PhaseMix]:
+def _phase_loader(run: Run, plan: PhasePlan) -> tuple[RowLoader, PhaseMix]:
     """The phase's rows from where the run stands: documents packed (Phase 1), or whole instruction
     examples with a share of replayed Phase-1 rows (Phase 2); and the length mix they follow."""
     t, world, start = run.config.train, run.world, run.state.phase_rows_consumed
@@ -513,163 +311,7 @@ def _phase_loader(run: _Run, plan: PhasePlan) -> tuple[RowLoader, PhaseMix]:
     return RowLoader(rows, t.micro_batch_size, world.size, world.rank, start_row=start), examples.mix
 
 
-def _load_init_adapter(run: _Run, folder: str) -> None:
-    """sft.init_adapter: Phase 2 starts from that adapter's weights (same LoRA settings) instead of Phase 1's."""
-    from peft import set_peft_model_state_dict
-
-    from fathom.model.adapter import read_adapter
-
-    info = read_adapter(folder, "sft.init_adapter")
-    try:
-        weights = load_file(str(info.folder / ADAPTER_WEIGHTS))
-        problem = adapter_magnitude_problem(weights) or nonfinite_problem(weights)
-        if problem:
-            raise ConfigError(f"sft.init_adapter: {folder}: {problem}; give an adapter fathom train wrote")
-        result = set_peft_model_state_dict(run.model, weights)
-    except (OSError, RuntimeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(f"sft.init_adapter: {folder} does not fit this LoRA ({str(exc).splitlines()[0]})") from None
-    if getattr(result, "unexpected_keys", None):
-        raise ConfigError(
-            f"sft.init_adapter: {folder} holds weights this LoRA does not have; use the same lora: settings"
-        )
-    logger.info("Phase 2 starts from the adapter in %s", folder)
-
-
-def _count_skipped_step(run: _Run, plan: PhasePlan, stats: StepStats) -> None:
-    """A step without an update (non-finite loss or gradients): warn, and stop once too many were skipped."""
-    state, limit = run.state, run.config.train.max_skipped_steps
-    state.skipped_steps += 1
-    logger.warning(
-        "%s step %d: loss %s, gradient norm %s: the update was skipped (%d of train.max_skipped_steps=%d)",
-        plan.name,
-        state.phase_step + 1,
-        stats.loss,
-        stats.grad_norm,
-        state.skipped_steps,
-        limit,
-    )
-    if state.skipped_steps > limit:
-        newest = run.layout.latest_checkpoint()
-        raise TrainingStopped(
-            f"{plan.name}: {state.skipped_steps} steps had a non-finite loss or gradient norm; lower "
-            f"train.learning_rate or check the data. "
-            + (
-                f"The newest checkpoint, {newest}, has finite weights; continue from it with --resume"
-                if newest
-                else "No checkpoint was written yet"
-            )
-        )
-
-
-def _next_batches(run: _Run, plan: PhasePlan, loader: PhaseLoader) -> list[dict[str, torch.Tensor]]:
-    """The micro-batches of the next optimizer step: accumulation steps, fewer at the phase's end.
-
-    Progress is counted in global rows, so a run resumed with another world size ends where it should.
-    """
-    rows_per_micro = run.config.train.micro_batch_size * run.world.size
-    remaining_micro = -(-(plan.rows - run.state.phase_rows_consumed) // rows_per_micro)
-    n_micro = min(run.config.train.gradient_accumulation_steps, remaining_micro)
-    return [loader.next_micro_batch() for _ in range(n_micro)]
-
-
-def train_step(run: _Run, plan: PhasePlan, loader: PhaseLoader) -> StepStats:
-    """One optimizer step: forward and backward over the step's micro-batches, then the update.
-
-    Each micro-batch is ``micro_batch_size`` packed rows of ``max_seq_length`` tokens. The loss is the
-    mean over every supervised token of the step on all ranks, so a short last step or an uneven
-    split over ranks weighs each token the same as one process would.
-    """
-    started = time.perf_counter()
-    world, state, t = run.world, run.state, run.config.train
-    batches = _next_batches(run, plan, loader)
-    local_label_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
-    (step_label_tokens,) = distributed.all_reduce_sum(world, [local_label_tokens], run.device)
-    step_tokens = sum(b["input_ids"].numel() for b in batches) * world.size
-    run_tokens = sum(p.trained_tokens for p in run.plans)
-    lr = learning_rate_at(
-        t,
-        state.phase_tokens_seen + step_tokens,
-        plan.trained_tokens,
-        state.tokens_seen + step_tokens,
-        run_tokens,
-        peak=plan.learning_rate,
-        own_schedule=plan.kind == "sft",
-    )
-    for group in run.optimizer.param_groups:
-        group["lr"] = lr
-    # DDP averages gradients over ranks; scaling by the world size turns that into the sum,
-    # so every token of the global step weighs the same, as in one process.
-    scale = world.size / max(step_label_tokens, 1)
-    while True:
-        try:
-            loss_sum = _forward_backward(run, batches, scale)
-            break
-        except torch.cuda.OutOfMemoryError as exc:
-            run.optimizer.zero_grad(set_to_none=True)  # a retry starts the step's gradients afresh
-            # one process only: with several, the others would wait in a collective for the one retrying
-            if world.size > 1 or not step_down_after_oom(run.model, run.config, plan, run.device, state.memory):
-                raise TrainingStopped(_oom_advice(plan, run.config, run.device)) from exc
-    (loss_sum,) = distributed.all_reduce_sum(world, [loss_sum], run.device)
-    loss = loss_sum / max(step_label_tokens, 1)
-    params = [p for p in run.model.parameters() if p.requires_grad]
-    grad_norm = distributed.as_float(
-        torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm if t.max_grad_norm > 0 else float("inf"))
-    )
-    finite = math.isfinite(loss) and math.isfinite(grad_norm)  # the same on every rank: both are all-reduced
-    if finite:
-        run.optimizer.step()
-    run.optimizer.zero_grad(set_to_none=True)
-    seconds = time.perf_counter() - started
-    return StepStats(loss, grad_norm, lr, step_tokens, int(step_label_tokens), seconds, skipped=not finite)
-
-
-def _forward_backward(run: _Run, batches: list[dict[str, torch.Tensor]], scale: float) -> float:
-    """Forward and backward over the step's micro-batches (gradients accumulated); the summed loss."""
-    loss_sum = 0.0
-    for i, batch in enumerate(batches):
-        batch = {k: v.to(run.device) for k, v in batch.items()}
-        with distributed.accumulating(run.world, run.step_module, i == len(batches) - 1):
-            micro_loss = run.step_module(batch)
-            (micro_loss * scale).backward()
-        loss_sum += float(micro_loss.detach())
-    return loss_sum
-
-
-def log_step(run: _Run, plan: PhasePlan, stats: StepStats, tb) -> None:
-    """The step's record in the trainer state (saved with checkpoints) and its TensorBoard scalars."""
-    state, peak_gib = run.state, peak_memory_gb(run.device)
-    state.log_history.append(
-        {
-            "step": state.global_step,
-            "loss": stats.loss,
-            "learning_rate": stats.learning_rate,
-            "grad_norm": stats.grad_norm,
-            "tokens_seen": state.tokens_seen,
-            "seconds": round(stats.seconds, 4),  # the step's wall time: the report's speed per phase
-            "peak_memory_gib": round(peak_gib, 3),
-        }
-    )
-    if run.status is not None:
-        run.status.update(state, loss=stats.loss)
-    tb.scalars(
-        state.global_step,
-        {
-            "train/loss": stats.loss,
-            "train/learning_rate": stats.learning_rate,
-            "train/grad_norm": stats.grad_norm,
-            "train/tokens_seen": state.tokens_seen,
-            "train/supervised_tokens": state.supervised_tokens_seen,
-            "train/tokens_per_second": stats.tokens / max(stats.seconds, 1e-9),
-            "train/seq_len": plan.max_seq_length,
-            "train/phase_index": plan.index,
-            "train/peak_memory_gb": peak_gib,
-        },
-    )
-
-
-def finish_phase(run: _Run, plan: PhasePlan, tb) -> None:
+def finish_phase(run: Run, plan: PhasePlan, tb) -> None:
     """Save the phase folder and a checkpoint, evaluate when asked, say how the phase went."""
     state, world = run.state, run.world
     state.phase_complete = True
@@ -692,7 +334,7 @@ def finish_phase(run: _Run, plan: PhasePlan, tb) -> None:
     )
 
 
-def _refresh_report(run: _Run) -> None:
+def _refresh_report(run: Run) -> None:
     """``<output_dir>/report.html`` (fathom report) as the run stands; a page that cannot be drawn is a
     warning, never a stopped run."""
     from fathom.reports.html import write_report
@@ -708,7 +350,7 @@ def _refresh_report(run: _Run) -> None:
         )
 
 
-def save(run: _Run, phase: PhasePlan | None = None, final: str | None = None, rng=None) -> Path | None:
+def save(run: Run, phase: PhasePlan | None = None, final: str | None = None, rng=None) -> Path | None:
     """Write a checkpoint (and a phase or final folder): gathered on every rank under FSDP, written by rank 0."""
     world, layout, config, state = run.world, run.layout, run.config, run.state
     adapter_state = distributed.adapter_state_for_save(world, run.model)
@@ -722,7 +364,7 @@ def save(run: _Run, phase: PhasePlan | None = None, final: str | None = None, rn
     _refuse_non_finite(run, adapter_state)
     record = run.rope_of(phase)
     if phase is not None:
-        _save_phase_folder(run, phase, adapter_state)
+        run.save_phase_folder(phase, adapter_state)
     if final is not None:
         layout.save_final(final, run.model, run.tokenizer, config, state, record, adapter_state)
     checkpoint = layout.save_checkpoint(
@@ -740,7 +382,7 @@ def save(run: _Run, phase: PhasePlan | None = None, final: str | None = None, rn
     return checkpoint
 
 
-def _refuse_non_finite(run: _Run, adapter_state: dict | None) -> None:
+def _refuse_non_finite(run: Run, adapter_state: dict | None) -> None:
     """Never write an adapter with a non-finite value: stop instead, naming the newest checkpoint."""
     tensors = adapter_state.values() if adapter_state is not None else run.model.parameters()
     if all(bool(torch.isfinite(t).all()) for t in tensors if adapter_state is not None or t.requires_grad):
@@ -752,11 +394,7 @@ def _refuse_non_finite(run: _Run, adapter_state: dict | None) -> None:
     )
 
 
-def _save_phase_folder(run: _Run, plan: PhasePlan, adapter_state) -> None:
-    run.layout.save_phase(plan.name, run.model, run.tokenizer, run.config, run.state, run.rope_of(plan), adapter_state)
-
-
-def _save_on_interrupt(run: _Run, committed: tuple[int, dict]) -> None:
+def _save_on_interrupt(run: Run, committed: tuple[int, dict]) -> None:
     """Ctrl-C / SIGTERM: save the state of the last completed step (its rows, its RNG, its weights)."""
     rows, rng = committed
     run.optimizer.zero_grad(set_to_none=True)
@@ -784,7 +422,7 @@ def _save_on_interrupt(run: _Run, committed: tuple[int, dict]) -> None:
         )
 
 
-def _finish_run(run: _Run, final_dirname: str) -> None:
+def _finish_run(run: Run, final_dirname: str) -> None:
     """Mark the run complete, write the final folder, and print how to load it."""
     run.state.run_complete = True
     run.result.final_dir = run.layout.final_dir(final_dirname)
@@ -796,7 +434,7 @@ def _finish_run(run: _Run, final_dirname: str) -> None:
     distributed.barrier(run.world)
 
 
-def _log_done(run: _Run) -> None:
+def _log_done(run: Run) -> None:
     last = run.ropes[-1]
     logger.info("done: final model in %s", run.result.final_dir)
     logger.info("the run on one page, for a browser: %s (fathom report)", run.layout.root / "report.html")
@@ -815,7 +453,7 @@ def _absolute_if_local(name: str) -> str:
     return str(Path(name).resolve()) if Path(name).exists() else name
 
 
-def _announce_phase(run: _Run, plan: PhasePlan, mix: PhaseMix, tb) -> None:
+def _announce_phase(run: Run, plan: PhasePlan, mix: PhaseMix, tb) -> None:
     """The phase-transition marks in TensorBoard and the phase's one-line summary in the log."""
     step = run.state.global_step
     tb.text(
@@ -826,7 +464,7 @@ def _announce_phase(run: _Run, plan: PhasePlan, mix: PhaseMix, tb) -> None:
     )
     tb.scalars(step, {"train/seq_len": plan.max_seq_length, "train/phase_index": plan.index})
     if plan.kind == "sft":
-        _announce_instructions(run, plan, mix)
+        announce_instructions(run, plan, mix)
         return
     logger.info(
         "%s: %s tokens at max_seq_length %s, %d steps (%.2g passes over the corpus); %.0f%% of tokens from "
@@ -839,26 +477,6 @@ def _announce_phase(run: _Run, plan: PhasePlan, mix: PhaseMix, tb) -> None:
         100 * mix.long_share,
         f"{mix.long_threshold:,}",
         f" (natural {100 * mix.natural_long_share:.0f}%)" if mix.weighted else "",
-    )
-
-
-def _announce_instructions(run: _Run, plan: PhasePlan, mix: PhaseMix) -> None:
-    examples, sft = run.instructions, run.config.sft
-    logger.info(
-        "%s: %s instruction examples (%s), %s supervised tokens per pass; %s tokens at max_seq_length %s, "
-        "%d steps (%.2g passes), %.0f%% of rows replayed from the Phase-1 corpus, %.0f%% of example tokens "
-        "from examples of >= %s tokens",
-        plan.name,
-        f"{len(examples.examples):,}",
-        ", ".join(f"{n} {kind}" for kind, n in examples.report.by_format.items()),
-        f"{sum(e.supervised_tokens for e in examples.examples):,}",
-        f"{plan.tokens:,}",
-        f"{plan.max_seq_length:,}",
-        plan.steps,
-        plan.rows * (1 - sft.replay_fraction) / max(examples.rows_per_epoch, 1),
-        100 * sft.replay_fraction,
-        100 * mix.long_share,
-        f"{mix.long_threshold:,}",
     )
 
 
@@ -910,7 +528,7 @@ def _prepare_documents(config: FathomConfig, tokenizer) -> tuple[DocumentView, D
     return documents, cache.eval_documents(), cache.folder.name, cache.summary()
 
 
-def _end_of_phase_eval(run: _Run, plan: PhasePlan, tb) -> None:
+def _end_of_phase_eval(run: Run, plan: PhasePlan, tb) -> None:
     """Needles and perplexity by position at this phase's lengths; a failure is logged, never fatal."""
     from fathom.eval.runner import evaluate_phase
 
@@ -947,44 +565,6 @@ def _end_of_phase_eval(run: _Run, plan: PhasePlan, tb) -> None:
         )
 
 
-def _check_same_data(saved: TrainerState, data_key: str, allow_changed) -> None:
-    """A resumed run continues at the same row of the same documents: a changed corpus stops it, unless allowed."""
-    if not saved.data_key or saved.data_key == data_key:
-        return
-    change = (
-        f"the documents, their cleaning settings or the tokenizer differ from the run being resumed "
-        f"(token cache {saved.data_key} there, {data_key} now)"
-    )
-    if "data" not in allow_changed:
-        raise ConfigError(
-            f"data.paths: {change}; resume with --allow-changed data to go on with them deliberately, "
-            "or start a new output_dir"
-        )
-    logger.warning("--resume --allow-changed data: %s; the data position is kept, on the new documents", change)
-    saved.data_changes.append(f"step {saved.global_step}: {saved.data_key} -> {data_key}")
-    saved.data_key = data_key
-
-
-def _warn_if_global_batch_changed(
-    saved: FathomConfig | None, config: FathomConfig, old_world: int, new_world: int
-) -> None:
-    if saved is None:
-        return
-    old = saved.train.micro_batch_size * saved.train.gradient_accumulation_steps * old_world
-    new = config.train.micro_batch_size * config.train.gradient_accumulation_steps * new_world
-    if old != new:
-        keep = old / (config.train.micro_batch_size * new_world)
-        hint = f"; train.gradient_accumulation_steps={int(keep)} keeps it" if keep == int(keep) and keep >= 1 else ""
-        logger.warning(
-            "--resume: the global batch changes from %d to %d rows per step (micro_batch_size x "
-            "gradient_accumulation_steps x world size %d)%s; the data position stays exact",
-            old,
-            new,
-            new_world,
-            hint,
-        )
-
-
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     """Treat SIGTERM (a scheduler's preemption, `kill`) like Ctrl-C: save the last step, then stop."""
@@ -1017,29 +597,3 @@ def _plan_ropes(config: FathomConfig, plans: list[PhasePlan], native: RopeSettin
                 nice_factor(plan.max_seq_length / setting.window),
             )
     return [setting for setting, _ in resolved]
-
-
-def _oom_advice(plan: PhasePlan, config: FathomConfig, device: torch.device) -> str:
-    """The planner's fixes for this phase on this GPU, or the generic list when it cannot tell."""
-    from fathom.estimate import oom_advice
-
-    memory_gib = None
-    if device.type == "cuda":
-        memory_gib = torch.cuda.get_device_properties(device).total_memory / 2**30
-    advice = oom_advice(config, plan, memory_gib)
-    if not advice:
-        tips = []
-        if not (config.model.load_in_8bit or config.model.load_in_4bit):
-            tips.append("model.load_in_8bit=true (or load_in_4bit=true)")
-        if config.model.gradient_checkpointing is False:
-            tips.append("model.gradient_checkpointing=true")
-        if config.train.micro_batch_size > 1:
-            accumulation = config.train.gradient_accumulation_steps * config.train.micro_batch_size
-            tips.append(f"train.micro_batch_size=1 with train.gradient_accumulation_steps={accumulation}")
-        tips.append("train.offload_activations=true")
-        advice = "try: " + "; ".join(tips)
-    return (
-        f"{plan.name}: out of GPU memory at max_seq_length {plan.max_seq_length:,}; {advice}; or drop {plan.name} "
-        f"from train.schedule. The checkpoints already written are intact; rerun with --resume "
-        f"(fathom plan --config ... shows the estimates)."
-    )
