@@ -122,6 +122,16 @@ def plan_phases(config: FathomConfig, world_size: int = 1, sft_rows_per_epoch: i
     return plans
 
 
+def sft_passes(rows: int, replay_fraction: float, rows_per_epoch: int) -> float:
+    """How many passes over Phase 2's examples ``rows`` rows make, the replayed Phase-1 rows taken out.
+
+    The number to watch in Phase 2: on bench/quality.py its gain on held-out questions came from passes
+    over the training questions (0.35 -> 0.7 passes: +36 points, docs/benchmarks.md); under one pass,
+    most examples are never trained on.
+    """
+    return rows * (1 - replay_fraction) / max(rows_per_epoch, 1)
+
+
 def pretrain_plans(plans: list[PhasePlan]) -> list[PhasePlan]:
     return [p for p in plans if p.kind == "pretrain"]
 
@@ -145,4 +155,12 @@ def plan_summary(config: FathomConfig, world_size: int = 1, sft_rows_per_epoch: 
     }
     if config.sft is not None:
         summary["final_instruct_model_dir"] = final_model_dirname(config.sft.max_seq_length, instruct=True)
+        if sft_rows_per_epoch:
+            rows = plans[-1].rows
+            summary["phases"][-1]["example_rows_per_pass"] = sft_rows_per_epoch
+            one_pass = math.ceil(sft_rows_per_epoch / (1 - config.sft.replay_fraction)) * config.sft.max_seq_length
+            summary["phases"][-1]["tokens_per_pass"] = one_pass  # replayed rows included, as sft.epochs: 1 plans
+            summary["phases"][-1]["passes_over_examples"] = round(
+                sft_passes(rows, config.sft.replay_fraction, sft_rows_per_epoch), 3
+            )
     return summary

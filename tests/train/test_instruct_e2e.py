@@ -294,3 +294,26 @@ def test_phase_2_added_to_a_finished_phase_1_run_with_resume(
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert main(["train", "--config", config, "--resume"]) == 0  # and now the whole run is complete
     assert "is already complete" in capsys.readouterr().err
+
+
+def test_plan_says_the_passes_phase_2_makes_over_its_examples(
+    tmp_path, local_model_dir, synthetic_corpus, qa_folder, capsys
+):
+    """Passes over the questions are what Phase 2's gain comes from (docs/benchmarks.md), so plan says them,
+    for a budget in tokens too, and how many tokens make one pass where a budget leaves most examples out."""
+    by_epochs = _config(tmp_path, local_model_dir, synthetic_corpus, qa_folder, tmp_path / "epochs")
+    assert main(["plan", "--config", str(by_epochs), "--json"]) == 0
+    two = json.loads(capsys.readouterr().out)["phases"][-1]
+    assert 2 <= two["passes_over_examples"] < 2.2  # sft.epochs 2, rounded up to whole rows
+    assert two["passes_over_examples"] == round(two["rows"] * 0.75 / two["example_rows_per_pass"], 3)
+
+    small = _config(tmp_path, local_model_dir, synthetic_corpus, qa_folder, tmp_path / "small", total_tokens=1024)
+    assert main(["plan", "--config", str(small), "--json"]) == 0
+    part = json.loads(capsys.readouterr().out)["phases"][-1]
+    assert part["rows"] == 2 and part["passes_over_examples"] == round(2 * 0.75 / part["example_rows_per_pass"], 3) < 1
+    assert main(["plan", "--config", str(small)]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    one_pass = math.ceil(part["example_rows_per_pass"] / 0.75) * 512  # what sft.epochs: 1 would train
+    assert part["tokens_per_pass"] == one_pass
+    assert f"{PHASE_2}: {part['passes_over_examples']:.2g} passes over its examples" in text
+    assert f"most examples are never trained on: sft.epochs sets passes, or sft.total_tokens={one_pass:,}" in text

@@ -69,20 +69,25 @@ def _local_tokenizer(config: FathomConfig):
 
 
 def sft_rows_per_epoch(config: FathomConfig) -> tuple[int | None, str | None]:
-    """Rows one pass over Phase 2's examples packs into, read from the data; or None and why not."""
-    if config.sft is None or config.sft.total_tokens is not None:
+    """Rows one pass over Phase 2's examples packs into, read from the data; or None and why not.
+
+    Read with ``sft.total_tokens`` set too, for the passes that budget makes (the note under the table);
+    a budget in tokens needs no data to plan, so there a failure to read is not said here."""
+    if config.sft is None:
         return None, None
     from fathom.data.ingest import expand_paths
     from fathom.data.instruct import prepare_instructions
 
+    by_tokens = config.sft.total_tokens is not None
     tokenizer = _local_tokenizer(config)
     if tokenizer is None:
-        return None, "Phase 2's budget comes from its data: set sft.total_tokens, or plan with a local model folder"
+        why = "Phase 2's budget comes from its data: set sft.total_tokens, or plan with a local model folder"
+        return None, None if by_tokens else why
     try:
         expand_paths([*config.sft.paths, *config.sft.short_instruction_paths])
         examples = prepare_instructions(config.sft, tokenizer, config.train.seed, len(config.phases()))
     except (FileNotFoundError, ConfigError) as exc:
-        return None, f"Phase 2's budget comes from its data, which cannot be read: {exc}"
+        return None, None if by_tokens else f"Phase 2's budget comes from its data, which cannot be read: {exc}"
     return examples.rows_per_epoch, None
 
 
@@ -195,6 +200,7 @@ def _plan_notes(summary: dict) -> list[str]:
     )
     if summary.get("sft_note"):
         lines.append(summary["sft_note"])
+    lines += _passes_note(summary["phases"][-1])
     spans = [(p["phase"], p["attention_span"]) for p in (summary.get("hardware") or [{}])[0].get("phases", [])]
     if any(span for _, span in spans):
         lines.append(
@@ -291,3 +297,17 @@ def print_hardware_detail(console, hw: dict) -> None:
         "GiB; the total is the peak (checkpointed runs never hold the loss and a layer's activations together); "
         "train.memory: the layers recomputed in the backward and the speed against recomputing all of them"
     )
+
+
+def _passes_note(phase: dict) -> list[str]:
+    """Phase 2's passes over its examples; under one, how many tokens make one (what its gain comes from)."""
+    passes = phase.get("passes_over_examples")
+    if phase.get("kind") != "sft" or passes is None:
+        return []
+    line = f"{phase['name']}: {passes:.2g} passes over its examples ({phase['example_rows_per_pass']:,} rows a pass)"
+    if passes < 1:
+        line += (
+            "; under one pass most examples are never trained on: sft.epochs sets passes, or "
+            f"sft.total_tokens={phase['tokens_per_pass']:,} makes one (docs/benchmarks.md: Phase 2 gains from passes)"
+        )
+    return [line]

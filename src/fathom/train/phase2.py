@@ -12,7 +12,7 @@ from fathom.data.mix import PhaseMix
 from fathom.model.adapter import ADAPTER_WEIGHTS
 from fathom.model.lora import fresh_lora_on_merged
 from fathom.model.rope import RopeRecord
-from fathom.schedule import PhasePlan, merged_model_dirname, pretrain_plans
+from fathom.schedule import PhasePlan, merged_model_dirname, pretrain_plans, sft_passes
 from fathom.train.checkpoint import adapter_magnitude_problem, nonfinite_problem
 from fathom.train.run import Run
 
@@ -63,6 +63,8 @@ def phase2_on_merged(run: Run, plan: PhasePlan) -> None:
 
 
 def announce_instructions(run: Run, plan: PhasePlan, mix: PhaseMix) -> None:
+    """Phase 2's line in the log: its examples, the passes its budget makes over them and the replay share,
+    so that a budget too small for the questions (a fraction of one pass) shows before the run does."""
     examples, sft = run.instructions, run.config.sft
     logger.info(
         "%s: %s instruction examples (%s), %s supervised tokens per pass; %s tokens at max_seq_length %s, "
@@ -75,7 +77,7 @@ def announce_instructions(run: Run, plan: PhasePlan, mix: PhaseMix) -> None:
         f"{plan.tokens:,}",
         f"{plan.max_seq_length:,}",
         plan.steps,
-        plan.rows * (1 - sft.replay_fraction) / max(examples.rows_per_epoch, 1),
+        sft_passes(plan.rows, sft.replay_fraction, examples.rows_per_epoch),
         100 * sft.replay_fraction,
         100 * mix.long_share,
         f"{mix.long_threshold:,}",
