@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from fathom.config import load_config
-from fathom.data.cache import entry_problem, find_corpus, prepare_corpus
+from fathom.data.cache import find_corpus, prepare_corpus
+from fathom.data.cache_check import entry_problem
 
 pytestmark = pytest.mark.faults
 

@@ -13,6 +13,7 @@ The key hashes the tokenizer (its full JSON and the end-of-document id), the cle
 the hold-out settings and the content of every input file, so any change makes a new entry and
 an unchanged corpus is never tokenized twice. An entry is built under a temporary name and
 renamed when complete, by one process at a time (a lock file beside it; others wait, then reuse it).
+Before reuse an entry is checked whole (:mod:`fathom.data.cache_check`); a damaged one is built again.
 
 Preparation streams: the main process walks the sources in order; PDF and HTML files, whose text
 extraction is slow Python, go to ``data.num_proc`` worker processes (at most ``2 x num_proc`` in
@@ -42,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fathom.data.cache_check import entry_problem, file_manifest
 from fathom.data.clean import NearDuplicateIndex, clean_text, content_hash, minhash
 from fathom.data.ingest import (
     HUB_PREFIX,
@@ -449,7 +451,7 @@ def prepare_corpus(config, tokenizer, eod_id: int, progress: bool = True, verify
                     "eod_id": eod_id,
                     "settings": settings.__dict__,
                     "version": CACHE_VERSION,
-                    "files": _file_manifest(tmp),
+                    "files": file_manifest(tmp),
                 }
                 (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return CorpusCache(folder)
@@ -478,75 +480,6 @@ def _whole(folder: Path, checksums: bool, then: str) -> bool:
     if problem:
         logger.warning("data: the token cache %s is damaged (%s); %s", folder, problem, then)
     return problem is None
-
-
-def _file_manifest(folder: Path) -> dict[str, dict]:
-    """Size and SHA-256 of every file of an entry but meta.json (which holds this manifest)."""
-    return {
-        p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-        for p in sorted(folder.iterdir())
-        if p.is_file() and p.name != "meta.json"
-    }
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def entry_problem(folder: Path, checksums: bool = False) -> str | None:
-    """What is wrong with the cache entry at ``folder`` (a short phrase), or None when it is whole.
-
-    Always: meta.json parses, every file its build recorded is there with its size, the index arrays
-    load without pickle and agree with each other and with the shards' sizes. With ``checksums``: every
-    file's SHA-256 too (the one check that catches same-size damage; it reads the whole entry).
-    """
-    try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        shard_tokens = [int(n) for n in meta["shard_tokens"]]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
-        return "meta.json is not a cache manifest"
-    for name, want in (meta.get("files") or {}).items():
-        path = folder / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != want.get("bytes"):
-            return f"{name} holds {path.stat().st_size:,} bytes, its build wrote {want.get('bytes'):,}"
-        if checksums and _sha256(path) != want.get("sha256"):
-            return f"{name} does not match its checksum"
-    return _index_problem(folder, shard_tokens)
-
-
-def _index_problem(folder: Path, shard_tokens: list[int]) -> str | None:
-    """The index arrays against each other and the shards (also for entries built before manifests)."""
-    arrays = {}
-    for name in ("shard", "offset", "length", "source", "split"):
-        try:
-            arrays[name] = np.load(folder / f"{name}.npy", allow_pickle=False)
-        except (OSError, ValueError, EOFError):
-            return f"{name}.npy cannot be read"
-    if len({len(a) for a in arrays.values()}) != 1:
-        return "the index arrays differ in length"
-    for i, tokens in enumerate(shard_tokens):
-        path = folder / f"tokens-{i:05d}.bin"
-        size = path.stat().st_size if path.is_file() else -1
-        if tokens and size != 4 * tokens:
-            return f"{path.name} holds {max(size, 0):,} bytes, {4 * tokens:,} expected"
-    shard, ends = arrays["shard"], arrays["offset"] + arrays["length"]
-    if len(shard) and (shard.min() < 0 or shard.max() >= len(shard_tokens)):
-        return "the index names a shard that does not exist"
-    if len(shard) and (ends > np.asarray(shard_tokens, dtype=np.int64)[shard]).any():
-        return "the index points past the end of a shard"
-    try:
-        sources = json.loads((folder / "sources.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return "sources.json cannot be read"
-    if len(shard) and (arrays["source"].min() < 0 or arrays["source"].max() >= len(sources)):
-        return "the index names a source that does not exist"
-    return None
 
 
 @contextlib.contextmanager
