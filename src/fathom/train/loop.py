@@ -59,7 +59,7 @@ from fathom.train.phase2 import announce_instructions, load_init_adapter, phase2
 from fathom.train.progress import StatusFile, train_log
 from fathom.train.resume import restore
 from fathom.train.run import Run, RunResult
-from fathom.train.step import DivergenceWatch, count_skipped_step, log_step, train_step
+from fathom.train.step import DivergenceWatch, StepStats, count_skipped_step, log_step, train_step
 from fathom.train.trackers import check_trackers_installed
 from fathom.train.tracking import NullLogger, Tracking, reset_peak_memory
 
@@ -207,7 +207,50 @@ def _wrap_for_training(run: Run) -> None:
 
 def _run_phase(run: Run, plan: PhasePlan) -> bool:
     """Train one phase to its token budget; False when the run stopped early (resumable)."""
-    state, t, world = run.state, run.config.train, run.world
+    state = run.state
+    loader, tb = _start_phase(run, plan)
+    losses = run.result.phase_losses.setdefault(plan.name, [])
+    bar = tqdm(
+        total=plan.trained_tokens,
+        initial=state.phase_tokens_seen,
+        unit="tok",
+        unit_scale=True,
+        desc=plan.name,
+        dynamic_ncols=True,
+        leave=True,
+        disable=not run.world.is_main,
+    )
+    # The data position and RNG of the last completed step: what Ctrl-C saves.
+    committed = (state.phase_rows_consumed, capture_rng_state())
+    divergence = DivergenceWatch()
+    try:
+        while state.phase_rows_consumed < plan.rows:
+            stats = train_step(run, plan, loader)
+            _count_step(run, plan, stats, loader.rows_consumed)
+            committed = (state.phase_rows_consumed, capture_rng_state())
+            losses.append(stats.loss)
+            if not stats.skipped and divergence.update(stats.loss):
+                message = divergence.describe(plan.name, state.global_step)
+                logger.warning(message)
+                tb.text("divergence", message, state.global_step)
+            bar.update(stats.tokens)
+            bar.set_postfix(loss=f"{stats.loss:.4f}", lr=f"{stats.learning_rate:.2e}", refresh=False)
+            if not _after_step(run, plan, stats, tb):
+                return False
+    except KeyboardInterrupt:
+        _save_on_interrupt(run, committed)
+        raise
+    finally:
+        bar.close()
+        tb.close()
+    state.reset_phase_progress()  # the next phase starts fresh
+    return True
+
+
+def _start_phase(run: Run, plan: PhasePlan):
+    """Set the phase up where the run stands: its RoPE, its rows, Phase 2's starting adapter, its memory
+    setup and its logger (announced when it starts, not when it resumes); returns (loader, logger)."""
+    state, world = run.state, run.world
     resumed_mid_phase = state.phase_step > 0
     state.phase_index, state.phase_name = plan.index, plan.name
     if apply_rope(run.model, run.rope_of(plan).setting):
@@ -225,60 +268,38 @@ def _run_phase(run: Run, plan: PhasePlan) -> bool:
     tb = run.tracking.phase(run.layout.phase_logs(plan.name), purge) if run.tracking else NullLogger()
     if not resumed_mid_phase:
         _announce_phase(run, plan, mix, tb)
-    losses = run.result.phase_losses.setdefault(plan.name, [])
-    bar = tqdm(
-        total=plan.trained_tokens,
-        initial=state.phase_tokens_seen,
-        unit="tok",
-        unit_scale=True,
-        desc=plan.name,
-        dynamic_ncols=True,
-        leave=True,
-        disable=not world.is_main,
-    )
-    # The data position and RNG of the last completed step: what Ctrl-C saves.
-    committed = (state.phase_rows_consumed, capture_rng_state())
-    divergence = DivergenceWatch()
-    try:
-        while state.phase_rows_consumed < plan.rows:
-            stats = train_step(run, plan, loader)
-            if stats.skipped:
-                count_skipped_step(run, plan, stats)
-            state.phase_rows_consumed = loader.rows_consumed
-            state.phase_step += 1
-            state.global_step += 1
-            state.phase_tokens_seen += stats.tokens
-            state.tokens_seen += stats.tokens
-            state.supervised_tokens_seen += stats.supervised_tokens
-            committed = (state.phase_rows_consumed, capture_rng_state())
-            losses.append(stats.loss)
-            if not stats.skipped and divergence.update(stats.loss):
-                message = divergence.describe(plan.name, state.global_step)
-                logger.warning(message)
-                tb.text("divergence", message, state.global_step)
-            bar.update(stats.tokens)
-            bar.set_postfix(loss=f"{stats.loss:.4f}", lr=f"{stats.learning_rate:.2e}", refresh=False)
-            phase_done = state.phase_rows_consumed >= plan.rows
-            if state.global_step % t.log_every_steps == 0 or phase_done:
-                log_step(run, plan, stats, tb)
-            last_of_run = phase_done and plan.index == run.plans[-1].index
-            stop_now = t.max_steps > 0 and state.global_step >= t.max_steps and not last_of_run
-            if phase_done:
-                finish_phase(run, plan, tb)
-            elif stop_now or (t.save_every_steps and state.global_step % t.save_every_steps == 0):
-                save(run)
-                distributed.barrier(world)
-            if stop_now:
-                logger.info("stopping after train.max_steps=%d steps; continue with --resume", t.max_steps)
-                return False
-    except KeyboardInterrupt:
-        _save_on_interrupt(run, committed)
-        raise
-    finally:
-        bar.close()
-        tb.close()
-    state.reset_phase_progress()  # the next phase starts fresh
-    return True
+    return loader, tb
+
+
+def _count_step(run: Run, plan: PhasePlan, stats: StepStats, rows_consumed: int) -> None:
+    """The step in the run's counters (rows, steps, tokens), a skipped update counted against its limit."""
+    state = run.state
+    if stats.skipped:
+        count_skipped_step(run, plan, stats)
+    state.phase_rows_consumed = rows_consumed
+    state.phase_step += 1
+    state.global_step += 1
+    state.phase_tokens_seen += stats.tokens
+    state.tokens_seen += stats.tokens
+    state.supervised_tokens_seen += stats.supervised_tokens
+
+
+def _after_step(run: Run, plan: PhasePlan, stats: StepStats, tb) -> bool:
+    """Log, checkpoint or finish the phase after a step; False when train.max_steps stops the run here."""
+    state, t = run.state, run.config.train
+    phase_done = state.phase_rows_consumed >= plan.rows
+    if state.global_step % t.log_every_steps == 0 or phase_done:
+        log_step(run, plan, stats, tb)
+    last_of_run = phase_done and plan.index == run.plans[-1].index
+    stop_now = t.max_steps > 0 and state.global_step >= t.max_steps and not last_of_run
+    if phase_done:
+        finish_phase(run, plan, tb)
+    elif stop_now or (t.save_every_steps and state.global_step % t.save_every_steps == 0):
+        save(run)
+        distributed.barrier(run.world)
+    if stop_now:
+        logger.info("stopping after train.max_steps=%d steps; continue with --resume", t.max_steps)
+    return not stop_now
 
 
 def _phase_loader(run: Run, plan: PhasePlan) -> tuple[RowLoader, PhaseMix]:
