@@ -104,8 +104,7 @@ def plan_phases(config: FathomConfig, world_size: int = 1, sft_rows_per_epoch: i
         if sft.total_tokens is not None:
             tokens = sft.total_tokens
         elif sft_rows_per_epoch is not None:
-            rows = math.ceil(sft.epochs * sft_rows_per_epoch / (1 - sft.replay_fraction))
-            tokens = rows * sft.max_seq_length
+            tokens = sft_rows(sft.epochs, sft_rows_per_epoch, sft.replay_fraction) * sft.max_seq_length
         else:
             tokens = 0
         plan = _phase_plan(
@@ -120,6 +119,11 @@ def plan_phases(config: FathomConfig, world_size: int = 1, sft_rows_per_epoch: i
         )
         plans.append(plan if tokens else dataclasses.replace(plan, rows=0, steps=0, micro_batches_per_rank=0))
     return plans
+
+
+def sft_rows(passes: float, rows_per_epoch: int, replay_fraction: float) -> int:
+    """Rows of Phase 2 that make ``passes`` passes over its examples, the replayed Phase-1 rows added."""
+    return math.ceil(passes * rows_per_epoch / (1 - replay_fraction))
 
 
 def sft_passes(rows: int, replay_fraction: float, rows_per_epoch: int) -> float:
@@ -158,7 +162,7 @@ def plan_summary(config: FathomConfig, world_size: int = 1, sft_rows_per_epoch: 
         if sft_rows_per_epoch:
             rows = plans[-1].rows
             summary["phases"][-1]["example_rows_per_pass"] = sft_rows_per_epoch
-            one_pass = math.ceil(sft_rows_per_epoch / (1 - config.sft.replay_fraction)) * config.sft.max_seq_length
+            one_pass = sft_rows(1, sft_rows_per_epoch, config.sft.replay_fraction) * config.sft.max_seq_length
             summary["phases"][-1]["tokens_per_pass"] = one_pass  # replayed rows included, as sft.epochs: 1 plans
             summary["phases"][-1]["passes_over_examples"] = round(
                 sft_passes(rows, config.sft.replay_fraction, sft_rows_per_epoch), 3
