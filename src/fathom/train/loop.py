@@ -74,10 +74,13 @@ def train(config: FathomConfig, resume: bool = False, allow_changed: tuple[str, 
     """
     prefer_expandable_segments()  # for callers other than the CLI (the guide's script, notebooks)
     world = distributed.setup(config.train.strategy)
+    finished = False
     try:
-        return _train(config, resume, world, allow_changed)
+        result = _train(config, resume, world, allow_changed)
+        finished = True
+        return result
     finally:
-        distributed.teardown(world)
+        distributed.teardown(world, finished)
 
 
 def _train(config: FathomConfig, resume: bool, world: distributed.World, allow_changed=()) -> RunResult:
