@@ -72,6 +72,16 @@ def test_facts_from_key_value_lines_and_paragraphs():
     assert facts[("paragraph", question)].startswith("Any vessel overtaking any other shall keep out of the way")
 
 
+def test_an_answer_never_stops_inside_brackets():
+    text = (
+        "Watch 10: exhaust 422 degrees C (within limits), lube oil 2.5 bar (below limit: standby pump started).\n"
+        "Watch 11: exhaust 437 degrees C (above the alarm limit). Main engine slowed.\n"
+    )
+    facts = {f.question: f.answer for f in extract_facts(text)}
+    assert facts['What does the document give for "Watch 10"?'].endswith("(below limit: standby pump started)")
+    assert facts['What does the document give for "Watch 11"?'] == "exhaust 437 degrees C (above the alarm limit)"
+
+
 def test_built_questions_have_one_answer_at_the_recorded_depth(real_tokenizer):
     tokenizer = real_tokenizer.load()
     texts = [text for _, text in generate_documents(12, seed=4)]

@@ -59,9 +59,17 @@ class Fact:
 
 
 def _first_sentence(text: str, limit: int = ANSWER_CHARS) -> str:
-    """The first sentence of ``text``; past ``limit`` characters cut at a word boundary, never inside a word."""
-    match = re.match(r"(.{10,}?[.;:])(?:\s|$)", text)
-    sentence = match.group(1) if match else text
+    """The first sentence of ``text``; past ``limit`` characters cut at a word boundary, never inside a word.
+
+    A stop inside brackets does not end the sentence: "lube oil 2.5 bar (below limit: standby pump
+    started)" is one value, and stopping at its colon taught answers that end in an open bracket.
+    """
+    sentence = text
+    for match in re.finditer(r"[.;:](?=\s|$)", text):
+        head = text[: match.start() + 1]
+        if len(head) > 10 and head.count("(") <= head.count(")") and head.count("[") <= head.count("]"):
+            sentence = head
+            break
     if len(sentence) > limit:
         cut = sentence.rfind(" ", 0, limit + 1)
         sentence = sentence[: cut if cut > limit // 2 else limit]
