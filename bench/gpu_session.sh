@@ -14,8 +14,8 @@
 #      attention (auto: flash-attn, else torch's varlen) and through SDPA with the T x T mask;
 #   2. train.memory auto against every layer checkpointed at 4K / 16K / 32K: tokens/s, MFU and HFU,
 #      memory beside the planner and the simulation.
-# The quality bench's GPU scale (bench/quality.py --scale gpu) needs SmolLM2's weights, 94 MB, over the
-# 64 MiB a call carries: split them over two calls on one warm machine, or run it where they fit.
+# The quality bench's GPU scale is bench/gpu_quality.sh (SmolLM2's weights over two calls). Both scripts
+# take most of a session's 15 device minutes: a lent session runs one, bench/gpu_quality.sh first.
 set -u
 OUT=${OUT:-/tmp/fathom-gpu-out}
 mkdir -p "$OUT"
