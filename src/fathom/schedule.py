@@ -126,8 +126,9 @@ def sft_rows(passes: float, rows_per_epoch: int, replay_fraction: float) -> int:
     return math.ceil(passes * rows_per_epoch / (1 - replay_fraction))
 
 
-def sft_passes(rows: int, replay_fraction: float, rows_per_epoch: int) -> float:
-    """How many passes over Phase 2's examples ``rows`` rows make, the replayed Phase-1 rows taken out.
+def sft_passes(rows: int, rows_per_epoch: int, replay_fraction: float) -> float:
+    """How many passes over Phase 2's examples ``rows`` rows make, the replayed Phase-1 rows taken out
+    (the inverse of :func:`sft_rows`, arguments in the same order).
 
     The number to watch in Phase 2: on bench/quality.py its gain on held-out questions came from passes
     over the training questions (0.35 -> 0.7 passes: +36 points, docs/benchmarks.md); under one pass,
@@ -165,6 +166,6 @@ def plan_summary(config: FathomConfig, world_size: int = 1, sft_rows_per_epoch: 
             one_pass = sft_rows(1, sft_rows_per_epoch, config.sft.replay_fraction) * config.sft.max_seq_length
             summary["phases"][-1]["tokens_per_pass"] = one_pass  # replayed rows included, as sft.epochs: 1 plans
             summary["phases"][-1]["passes_over_examples"] = round(
-                sft_passes(rows, config.sft.replay_fraction, sft_rows_per_epoch), 3
+                sft_passes(rows, sft_rows_per_epoch, config.sft.replay_fraction), 3
             )
     return summary

@@ -77,7 +77,7 @@ def announce_instructions(run: Run, plan: PhasePlan, mix: PhaseMix) -> None:
         f"{plan.tokens:,}",
         f"{plan.max_seq_length:,}",
         plan.steps,
-        sft_passes(plan.rows, sft.replay_fraction, examples.rows_per_epoch),
+        sft_passes(plan.rows, examples.rows_per_epoch, sft.replay_fraction),
         100 * sft.replay_fraction,
         100 * mix.long_share,
         f"{mix.long_threshold:,}",
