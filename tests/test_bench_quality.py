@@ -76,6 +76,24 @@ def test_every_arm_trains_the_same_tokens(quality, scale_name, tmp_path):
         assert phase2[f"{name}+qa"] == str(quality.adapter_dir(scale, arms[name], tmp_path))
 
 
+def test_the_gpu_scale_lets_the_planner_keep_every_activation_on_an_h100(quality, tmp_path, capsys):
+    """The device run is rare and timed: its arms must not recompute what fits. The CPU arms keep
+    checkpointing off as they were measured."""
+    from fathom.cli import main
+
+    gpu, cpu = quality.SCALES["gpu"], quality.SCALES["cpu"]
+    for name in ("progressive", "progressive+qa"):
+        data = quality.arm_config(gpu, quality.arms(gpu)[name], tmp_path)
+        assert data["model"]["gradient_checkpointing"] is None and "memory" not in data["train"]
+        config = _write_yaml(tmp_path / f"{name}.yaml", data)
+        assert main(["plan", "--config", str(config), "--json", "--gpu", "h100-80gb"]) == 0
+        (hw,) = json.loads(capsys.readouterr().out)["hardware"]
+        assert hw["phases"] and all(p["verdict"] == "fits" for p in hw["phases"]), hw["phases"]
+        assert {p["memory"]["short"].split(" (")[0] for p in hw["phases"]} == {"recompute none"}
+    cpu_arm = quality.arm_config(cpu, quality.arms(cpu)["progressive"], tmp_path)
+    assert cpu_arm["model"]["gradient_checkpointing"] is False
+
+
 def _flat(config: dict) -> dict:
     return {
         f"{section}.{key}": value
