@@ -175,6 +175,14 @@ def test_demo_runs_with_no_config(tmp_path):
         assert (out / folder / "adapter_config.json").is_file()
     qa = tmp_path / "fathom-demo-qa"
     assert (qa / "train.jsonl").stat().st_size > 0 and (qa / "eval.jsonl").stat().st_size > 0
+    # answers cut as `fathom qa build` cuts them: whole sentences to train on, short references to score
+    from fathom.data.qa import ANSWER_CHARS
+
+    longest = {
+        name: max(len(json.loads(line)["answer"]) for line in (qa / name).read_text(encoding="utf-8").splitlines())
+        for name in ("train.jsonl", "eval.jsonl")
+    }
+    assert longest["train.jsonl"] > ANSWER_CHARS >= longest["eval.jsonl"], longest
     # the demo ends with what Phase 2 bought: held-out questions asked of both adapters
     assert "QA final_1k_model: answer contained" in proc.stderr
     assert "QA final_512_instruct_model: answer contained" in proc.stderr

@@ -109,7 +109,7 @@ def ensure_demo_qa(config, folder: str | Path = DEMO_QA) -> Path:
     """
     import json
 
-    from fathom.data.qa import build_records
+    from fathom.data.qa import ANSWER_CHARS, TRAINING_ANSWER_CHARS, build_records
     from fathom.fsutil import atomic_dir
     from fathom.model.load import load_configured_tokenizer
 
@@ -121,8 +121,11 @@ def ensure_demo_qa(config, folder: str | Path = DEMO_QA) -> Path:
             f"sft.paths: {folder} exists and was not written by the demo; run the demo from another folder or remove it"
         )
     tokenizer = load_configured_tokenizer(config.model)
-    train = build_records([t for _, t in generate_documents(DEMO_DOCUMENTS)], tokenizer, [192, 448], 2, seed=0)
-    held_out = build_records([t for _, t in generate_documents(12, seed=1001)], tokenizer, [448], 1, seed=1)
+    # answers cut as `fathom qa build` cuts them: whole sentences to train on, short references to score
+    documents = [t for _, t in generate_documents(DEMO_DOCUMENTS)]
+    train = build_records(documents, tokenizer, [192, 448], 2, seed=0, answer_chars=TRAINING_ANSWER_CHARS)
+    others = [t for _, t in generate_documents(12, seed=1001)]
+    held_out = build_records(others, tokenizer, [448], 1, seed=1, answer_chars=ANSWER_CHARS)
     with atomic_dir(folder) as tmp:
         (tmp / README_NAME).write_text(README_TEXT, encoding="utf-8")
         for name, records in (("train.jsonl", train), ("eval.jsonl", held_out)):
