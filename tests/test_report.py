@@ -87,6 +87,36 @@ def test_the_page_is_whole_self_contained_and_says_what_happened(run_and_eval, c
     assert len(page.encode()) < 3 * 2**20
 
 
+def test_the_page_opens_with_what_the_questions_showed(run_and_eval, tmp_path):
+    """The answer a reader looks for, under the title: each model's share with its interval, and the last
+    model minus the first on the same questions, said in words (clear gain, or no clear difference)."""
+    from fathom.eval.qa import compare_models
+
+    run, evaluation = run_and_eval
+    results = json.loads((evaluation / "results.json").read_text(encoding="utf-8"))
+    for model, share, interval in zip(results["models"], (0.0, 0.5), ([0.0, 0.66], [0.09, 0.91]), strict=True):
+        model["qa"] |= {"contains": share, "contains_interval": interval}
+    results["qa_paired"] = compare_models(results["models"])
+    assert [(d["model"], d["against"], d["difference"], d["n"]) for d in results["qa_paired"]] == [
+        ("final_128_model", "base", 0.5, 2)
+    ]
+    folder = tmp_path / "eval-2"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    assert main(["report", str(run), "--eval", str(folder), "--out", str(tmp_path / "page.html")]) == 0
+    page = (tmp_path / "page.html").read_text(encoding="utf-8")
+    top = page.split("<h2>In short</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "2 questions (eval-2)" in top and "<b>base</b> 0% [0%, 66%]" in top and "50% [9%, 91%]" in top
+    assert "final_128_model minus base: <b>+50 [+0, +100] points</b>" in top and "no clear difference" in top
+    assert page.index("In short") < page.index("What was trained")
+    assert "<td>final_128_model</td><td>base</td><td>+50.0 [+0.0, +100.0]</td>" in page  # and in the evaluation
+    results["qa_paired"] = [{"model": "final_128_model", "against": "base", "difference": "lots"}]  # hand-edited
+    (folder / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    assert main(["report", str(run), "--eval", str(folder), "--out", str(tmp_path / "page.html")]) == 0
+    page = (tmp_path / "page.html").read_text(encoding="utf-8")
+    assert "<b>base</b> 0% [0%, 66%]" in page and " minus base" not in page and "lots" not in page
+
+
 def test_the_curves_sit_on_the_runs_token_axis(run_and_eval):
     """Each phase's steps where the run's token count puts them: the last at the run's total, each phase
     starting where the one before ended (tokens_seen counts the whole run, never per phase)."""

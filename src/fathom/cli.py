@@ -315,7 +315,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     report = write_report(results, args.out)
     if args.json:
         print(json.dumps(results, indent=2))
+    from fathom.eval.qa import qa_summary_lines
     from fathom.reports.html import write_eval_page
+
+    for line in qa_summary_lines(results):
+        logger.info("%s", line)
 
     logger.info("report: %s and %s (a page to open in a browser)", report, write_eval_page(args.out))
     return 0

@@ -49,6 +49,28 @@ def test_scores_by_length_and_depth():
     assert scores["contains_by_length"] == {"512": 0.5, "2048": 1.0}
 
 
+def test_models_asked_the_same_questions_are_compared_question_by_question():
+    """Each model minus the first and minus the one before it, paired; nothing for different questions."""
+    from fathom.eval.qa import compare_models, qa_summary_lines
+
+    records = [
+        {"document": "d", "question": f"q{i}", "answer": "Hamburg", "context_tokens": 500, "depth": 0.5}
+        for i in range(10)
+    ]
+    right = [score_answers(records, ["Hamburg"] * k + ["Bremen"] * (10 - k), None) for k in (2, 5, 9)]
+    models = [{"name": name, "qa": qa} for name, qa in zip(("base", "phase-1", "phase-2"), right, strict=True)]
+    paired = {(d["model"], d["against"]): d for d in compare_models(models)}
+    assert list(paired) == [("phase-1", "base"), ("phase-2", "base"), ("phase-2", "phase-1")]
+    assert paired[("phase-2", "base")]["difference"] == pytest.approx(0.7) and paired[("phase-2", "base")]["n"] == 10
+    assert paired[("phase-2", "base")]["low"] > 0  # the same seven questions turned right: a clear gain
+    assert right[0]["contains_interval"] == [pytest.approx(0.0567, abs=1e-3), pytest.approx(0.5098, abs=1e-3)]
+    lines = qa_summary_lines({"models": models, "qa_paired": compare_models(models)})
+    assert lines[0] == "QA base: answer contained 20% [6%, 51%] of 10, F1 0.20, exact 20%"
+    assert lines[4].startswith("QA phase-2 minus base: +70.0 points [+") and "on the same 10 questions" in lines[4]
+    other = score_answers([r | {"question": "other"} for r in records], ["Hamburg"] * 10, None)
+    assert compare_models([models[0], {"name": "x", "qa": other}]) == [] and compare_models(models[:1]) == []
+
+
 def test_reading_qa_records_names_the_bad_line(tmp_path):
     path = tmp_path / "qa.jsonl"
     path.write_text(json.dumps({"document": "d", "question": "q", "answer": "a"}) + "\n{oops\n", encoding="utf-8")

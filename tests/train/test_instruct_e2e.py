@@ -183,6 +183,10 @@ def test_qa_build_data_stats_and_eval_qa_through_the_cli(tmp_path, straight_run,
     assert all(0 <= m["qa"]["f1"] <= 1 and m["qa"]["grid_contains"] for m in results["models"])
     report = (report_dir / "report.md").read_text()
     assert "## Long-document question answering" in report and "| final_512_instruct_model | 3 |" in report
+    (paired,) = results["qa_paired"]  # the adapter against the base, question by question
+    assert (paired["model"], paired["against"], paired["n"]) == ("final_512_instruct_model", "base", 3)
+    assert "- final_512_instruct_model minus base: " in report and paired["low"] <= paired["difference"]
+    assert all(len(m["qa"]["contains_interval"]) == 2 for m in results["models"])
     assert (report_dir / "qa_heatmap_final_512_instruct_model.png").stat().st_size > 1000
 
 

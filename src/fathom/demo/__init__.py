@@ -137,7 +137,7 @@ def ensure_demo_qa(config, folder: str | Path = DEMO_QA) -> Path:
 def report_demo_qa(config, folder: str | Path = DEMO_QA) -> dict | None:
     """Ask the held-out questions of the Phase-1 and the Phase-2 adapter; log and return the scores."""
     from fathom.data.instruct import QaPrompt
-    from fathom.eval.qa import read_qa_records
+    from fathom.eval.qa import qa_summary_lines, read_qa_records
     from fathom.eval.runner import evaluate_models
     from fathom.schedule import final_model_dirname
 
@@ -169,14 +169,8 @@ def report_demo_qa(config, folder: str | Path = DEMO_QA) -> dict | None:
         include_base=False,
     )
     scores = {m["name"]: m["qa"] for m in results["models"]}
-    for name, qa in scores.items():
-        logger.info(
-            "QA %s: answer contained %.0f%%, F1 %.2f, exact %.0f%%",
-            name,
-            100 * qa["contains"],
-            qa["f1"],
-            100 * qa["exact_match"],
-        )
+    for line in qa_summary_lines(results):
+        logger.info("%s", line)
     _page_with_answers(out, results)
     return scores
 

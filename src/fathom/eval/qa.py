@@ -201,6 +201,7 @@ def score_answers(records: list[dict], answers: list[str], tokenizer=None) -> di
             length: {depth: round(sum(v) / len(v), 4) for depth, v in sorted(cells.items())}
             for length, cells in sorted(grid.items(), key=lambda kv: int(kv[0]))
         },
+        "contains_interval": [round(x, 4) for x in wilson_interval(sum(i["contains"] for i in items), len(items))],
         "contains_by_length": {length: round(sum(hits) / len(hits), 4) for length, hits in by_length.items()},
         "n_by_length": {length: len(hits) for length, hits in by_length.items()},
         "contains_interval_by_length": {
@@ -209,3 +210,56 @@ def score_answers(records: list[dict], answers: list[str], tokenizer=None) -> di
         "examples": [{k: item[k] for k in ("question", "reference", "answer")} for item in items[:5]],
         "items": items,
     }
+
+
+def _question_key(item: dict) -> tuple:
+    return item.get("question"), item.get("reference"), item.get("length"), item.get("depth")
+
+
+def compare_models(models: list[dict]) -> list[dict]:
+    """Paired differences of "answer contained" between models asked the same questions (``models``: the
+    entries of :func:`fathom.eval.runner.evaluate_models`, those with ``qa``): each one minus the first (the
+    base, or the first adapter) and each one minus the one before it (what each phase added).
+
+    Paired because two models asked the same n questions differ far less by chance than their own
+    intervals suggest: most questions are easy or hard for both. ``[{"model", "against", "difference",
+    "low", "high", "n"}]``, the interval a 95% paired bootstrap; empty when fewer than two models were
+    asked, or they were asked different questions.
+    """
+    from fathom.eval.stats import paired_difference
+
+    asked = [m for m in models if (m.get("qa") or {}).get("items")]
+    if len(asked) < 2:
+        return []
+    keys = [[_question_key(i) for i in m["qa"]["items"]] for m in asked]
+    if any(k != keys[0] for k in keys[1:]):
+        return []
+    pairs = [(i, 0) for i in range(1, len(asked))] + [(i, i - 1) for i in range(2, len(asked))]
+    out = []
+    for i, j in pairs:
+        hits = [[bool(item["contains"]) for item in asked[k]["qa"]["items"]] for k in (i, j)]
+        d = paired_difference(*hits)
+        out.append({"model": asked[i]["name"], "against": asked[j]["name"]} | {k: round(v, 4) for k, v in d.items()})
+    return out
+
+
+def qa_summary_lines(results: dict) -> list[str]:
+    """The evaluation's QA in a few lines for the log: each model's share of answers holding the reference
+    with its 95% interval, F1 and exact match, then the paired differences (``results["qa_paired"]``)."""
+    lines = []
+    for m in results.get("models") or []:
+        qa = m.get("qa")
+        if not qa:
+            continue
+        low, high = qa.get("contains_interval") or (None, None)
+        interval = f" [{low:.0%}, {high:.0%}]" if low is not None else ""
+        lines.append(
+            f"QA {m['name']}: answer contained {qa['contains']:.0%}{interval} of {qa['n']}, F1 {qa['f1']:.2f}, "
+            f"exact {qa['exact_match']:.0%}"
+        )
+    for d in results.get("qa_paired") or []:
+        lines.append(
+            f"QA {d['model']} minus {d['against']}: {100 * d['difference']:+.1f} points "
+            f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] on the same {d['n']} questions (paired, 95%)"
+        )
+    return lines

@@ -96,6 +96,7 @@ def evaluate_models(
     Each adapter runs with the RoPE setting it was trained with (its record), the base with its own;
     ``rope`` (e.g. 'yarn:2') overrides both.
     """
+    from fathom.eval.qa import compare_models
     from fathom.model.adapter import inference_rope, load_for_inference, read_adapter
     from fathom.model.rope import apply_rope, model_rope, warn_if_mismatch
 
@@ -136,7 +137,8 @@ def evaluate_models(
             qa = (qa_records, qa_prompt or QaPrompt(), qa_token_budget)
             entry |= _document_scores(model, tokenizer, device, ppl_documents, max(lengths), *qa)
         results.append(entry)
-    return {"base": base, "lengths": lengths, "depths": depths, "samples": samples, "kinds": kinds, "models": results}
+    out = {"base": base, "lengths": lengths, "depths": depths, "samples": samples, "kinds": kinds, "models": results}
+    return out | ({"qa_paired": compare_models(results)} if qa_records else {})
 
 
 def _load_adapters(model, adapters: list[str]):
@@ -394,6 +396,14 @@ def _qa_report(results: dict, out: Path, plt) -> list[str]:
         qa = m["qa"]
         lines.append(f"| {m['name']} | {qa['n']} | {qa['exact_match']:.2f} | {qa['f1']:.2f} | {qa['contains']:.2f} |")
     lines.append("")
+    if results.get("qa_paired"):
+        lines += ["Contained, one model minus another on the same questions (paired bootstrap, 95%):", ""]
+        lines += [
+            f"- {d['model']} minus {d['against']}: {100 * d['difference']:+.1f} points "
+            f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}], {d['n']} questions"
+            for d in results["qa_paired"]
+        ]
+        lines.append("")
     for model in with_qa:
         grid = model["qa"]["grid_contains"]
         lengths = list(grid)

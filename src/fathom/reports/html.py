@@ -97,6 +97,7 @@ def render(run_dir: Path, eval_dirs: list[Path]) -> str:
     phases = _phases(run_dir, status)
     body = [
         _header(run_dir, config, status),
+        _in_short(eval_dirs),
         _what_was_trained(run_dir, config, phases),
         _phase_table(phases),
         _curves(phases),
@@ -152,6 +153,54 @@ def _header(run_dir: Path, config: dict, status: dict) -> str:
         f"{int(status.get('tokens_seen') or 0):,} tokens trained in {int(status.get('global_step') or 0):,} steps. "
         "<span class='muted'>This page is written by <code>fathom report</code> from the run's folder.</span></p>"
     )
+
+
+def _in_short(eval_dirs: list[Path]) -> str:
+    """Each evaluation's questions in one line under the title, for a reader who reads nothing else: every
+    model's share of answers holding the reference with its 95% interval, then the last model minus the
+    first on the same questions (``qa_paired`` of results.json, which ``fathom eval`` writes)."""
+    lines = []
+    for folder in eval_dirs:
+        results = read_json(folder / "results.json")
+        asked = [m for m in results.get("models") or [] if isinstance(m, dict) and _asked(m.get("qa"))]
+        if not asked:
+            continue
+        shares = ", ".join(f"<b>{html.escape(str(m.get('name')))}</b> {_share(m['qa'])}" for m in asked)
+        same = _same_questions([m["qa"] for m in asked])
+        count = f"{len(asked[0]['qa']['items']):,} questions" if same else "Questions"
+        line = f"{count} ({html.escape(folder.name)}), answers holding the reference: {shares}."
+        first, last = str(asked[0].get("name")), str(asked[-1].get("name"))
+        pairs = [d for d in results.get("qa_paired") or [] if isinstance(d, dict) and _points(d, 0)]
+        d = next((d for d in pairs if (d.get("model"), d.get("against")) == (last, first)), None)
+        if same and d is not None:
+            clear = "a clear gain" if d["low"] > 0 else "a clear loss" if d["high"] < 0 else "no clear difference"
+            line += (
+                f" {html.escape(last)} minus {html.escape(first)}: <b>{_points(d, 0)} points</b> on the same "
+                f"questions ({clear}: [low, high] is the 95% interval of the difference, paired)."
+            )
+        lines.append(f"<li>{line}</li>")
+    return f"<h2>In short</h2><ul>{''.join(lines)}</ul>" if lines else ""
+
+
+def _points(d, digits: int) -> str:
+    """A paired difference of results.json's ``qa_paired`` in points, as "+25 [-12, +62]"; "" when malformed."""
+    values = [d.get(k) for k in ("difference", "low", "high")] if isinstance(d, dict) else []
+    if len(values) != 3 or not all(isinstance(v, float | int) for v in values):
+        return ""
+    mid, low, high = (f"{100 * v:+.{digits}f}" for v in values)
+    return f"{mid} [{low}, {high}]"
+
+
+def _asked(qa) -> bool:
+    return isinstance(qa, dict) and isinstance(qa.get("contains"), float | int) and bool(qa.get("items"))
+
+
+def _share(qa: dict) -> str:
+    """The share of answers holding the reference and its 95% interval where known, as "62% [31%, 86%]"."""
+    interval = qa.get("contains_interval")
+    if not (isinstance(interval, list) and len(interval) == 2 and all(isinstance(x, float | int) for x in interval)):
+        return f"{qa['contains']:.0%}"
+    return f"{qa['contains']:.0%} [{interval[0]:.0%}, {interval[1]:.0%}]"
 
 
 def _what_was_trained(run_dir: Path, config: dict, phases: list[dict]) -> str:
@@ -337,6 +386,7 @@ def _evaluation(folder: Path) -> str:
     ]
     if asked:
         parts.append(_qa_accuracy(asked))
+        parts.append(_qa_paired(results.get("qa_paired")))
         if _same_questions([qa for _, qa in asked]):
             parts.append(_qa_table(f"qa-{folder.name}", asked))
         else:  # other question sets (another --qa per model): a table each
@@ -371,6 +421,19 @@ def _qa_accuracy(asked: list[tuple[str, dict]]) -> str:
         "<h3>Answers holding the reference, by context length</h3>"
         + _table(header, rows)
         + "<p class='muted'>[low, high]: 95% interval of the share; a few questions give a wide one.</p>"
+    )
+
+
+def _qa_paired(paired) -> str:
+    """The paired differences ``fathom eval`` computed (results.json's ``qa_paired``) as a table."""
+    rows = [(d.get("model"), d.get("against"), _points(d, 1)) for d in paired or [] if _points(d, 1)]
+    if not rows:
+        return ""
+    return (
+        "<h3>One model against another, on the same questions</h3>"
+        + _table(["model", "minus", "points [95% interval]"], rows)
+        + "<p class='muted'>Paired: each question counts for both models, so the interval is narrower than the "
+        "two models' own; one that spans 0 is no clear difference.</p>"
     )
 
 
