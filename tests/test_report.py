@@ -106,15 +106,23 @@ def test_the_page_opens_with_what_the_questions_showed(run_and_eval, tmp_path):
     assert main(["report", str(run), "--eval", str(folder), "--out", str(tmp_path / "page.html")]) == 0
     page = (tmp_path / "page.html").read_text(encoding="utf-8")
     top = page.split("<h2>In short</h2>", 1)[1].split("<h2>", 1)[0]
-    assert "2 questions (eval-2)" in top and "<b>base</b> 0% [0%, 66%]" in top and "50% [9%, 91%]" in top
+    assert "2 questions (eval-2)" in top and "<b>base</b> (untrained) 0% [0%, 66%]" in top
+    assert "<b>final_128_model</b> (after Phase 1) 50% [9%, 91%]" in top
     assert "final_128_model minus base: <b>+50 [+0, +100] points</b>" in top and "no clear difference" in top
     assert page.index("In short") < page.index("What was trained")
+    from fathom.reports.html import _gloss
+
+    assert [_gloss(n) for n in ("run-b/final_32k_instruct_model", "final_300_model", "my-adapter")] == [
+        " (after Phase 2)",
+        " (after Phase 1)",
+        "",
+    ]
     assert "<td>final_128_model</td><td>base</td><td>+50.0 [+0.0, +100.0]</td>" in page  # and in the evaluation
     results["qa_paired"] = [{"model": "final_128_model", "against": "base", "difference": "lots"}]  # hand-edited
     (folder / "results.json").write_text(json.dumps(results), encoding="utf-8")
     assert main(["report", str(run), "--eval", str(folder), "--out", str(tmp_path / "page.html")]) == 0
     page = (tmp_path / "page.html").read_text(encoding="utf-8")
-    assert "<b>base</b> 0% [0%, 66%]" in page and " minus base" not in page and "lots" not in page
+    assert "<b>base</b> (untrained) 0% [0%, 66%]" in page and " minus base" not in page and "lots" not in page
 
 
 def test_the_curves_sit_on_the_runs_token_axis(run_and_eval):

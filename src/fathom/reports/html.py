@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from pathlib import Path
 
 import yaml
@@ -165,11 +166,14 @@ def _in_short(eval_dirs: list[Path]) -> str:
         asked = [m for m in results.get("models") or [] if isinstance(m, dict) and _asked(m.get("qa"))]
         if not asked:
             continue
-        shares = ", ".join(f"<b>{html.escape(str(m.get('name')))}</b> {_share(m['qa'])}" for m in asked)
+        names = [str(m.get("name")) for m in asked]
+        shares = ", ".join(
+            f"<b>{html.escape(n)}</b>{_gloss(n)} {_share(m['qa'])}" for n, m in zip(names, asked, strict=True)
+        )
         same = _same_questions([m["qa"] for m in asked])
         count = f"{len(asked[0]['qa']['items']):,} questions" if same else "Questions"
         line = f"{count} ({html.escape(folder.name)}), answers holding the reference: {shares}."
-        first, last = str(asked[0].get("name")), str(asked[-1].get("name"))
+        first, last = names[0], names[-1]
         pairs = [d for d in results.get("qa_paired") or [] if isinstance(d, dict) and _points(d, 0)]
         d = next((d for d in pairs if (d.get("model"), d.get("against")) == (last, first)), None)
         if same and d is not None:
@@ -180,6 +184,17 @@ def _in_short(eval_dirs: list[Path]) -> str:
             )
         lines.append(f"<li>{line}</li>")
     return f"<h2>In short</h2><ul>{''.join(lines)}</ul>" if lines else ""
+
+
+def _gloss(name: str) -> str:
+    """What a model of fathom's naming is, for a reader who does not know it: " (after Phase 2)" for
+    ``.../final_32k_instruct_model``; "" for a name fathom did not give."""
+    last = name.rsplit("/", 1)[-1]
+    if name == "base":
+        return " (untrained)"
+    if re.fullmatch(r"final_\d+k?_instruct_model", last):
+        return " (after Phase 2)"
+    return " (after Phase 1)" if re.fullmatch(r"final_\d+k?_model", last) else ""
 
 
 def _points(d, digits: int) -> str:
