@@ -292,7 +292,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from fathom.eval.command import EvalRequest, run_eval
+    from fathom.eval.qa import qa_summary_lines
     from fathom.eval.runner import write_report
+    from fathom.reports.html import write_eval_page
 
     request = EvalRequest(
         base=args.base,
@@ -315,12 +317,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     report = write_report(results, args.out)
     if args.json:
         print(json.dumps(results, indent=2))
-    from fathom.eval.qa import qa_summary_lines
-    from fathom.reports.html import write_eval_page
-
     for line in qa_summary_lines(results):
         logger.info("%s", line)
-
     logger.info("report: %s and %s (a page to open in a browser)", report, write_eval_page(args.out))
     return 0
 
