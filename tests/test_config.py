@@ -303,3 +303,5 @@ def test_phase_2_over_merged_weights_is_refused_where_it_cannot_work():
     with pytest.raises(ConfigError, match=r"sft\.lora_init: 'fresh' is not one of continue, merged"):
         load_config(None, ["sft.paths=[qa]", "sft.lora_init=fresh"], check_paths=False)
     assert load_config(None, base, check_paths=False).sft.lora_init == "merged"
+    with pytest.raises(ConfigError, match=r"sft\.optimizer_state: 'keep' is not one of fresh, continue"):
+        load_config(None, ["sft.paths=[qa]", "sft.optimizer_state=keep"], check_paths=False)
