@@ -269,13 +269,14 @@ def _start_phase(run: Run, plan: PhasePlan):
     if apply_rope(run.model, run.rope_of(plan).setting):
         logger.info("%s: RoPE set to %s", plan.name, run.rope_of(plan).setting.describe())
     loader, mix = _phase_loader(run, plan)
-    if plan.kind == "sft" and not resumed_mid_phase and run.config.sft.init_adapter:
-        load_init_adapter(run, run.config.sft.init_adapter)
-    if plan.kind == "sft" and not resumed_mid_phase and run.config.sft.lora_init == "merged":
-        phase2_on_merged(run, plan)
-        _wrap_for_training(run)
-    elif plan.kind == "sft" and not resumed_mid_phase and plan.index > 0 and run.config.sft.optimizer_state == "fresh":
-        _fresh_optimizer(run)
+    if plan.kind == "sft" and not resumed_mid_phase:  # Phase 2 begins: its adapter and optimizer
+        if run.config.sft.init_adapter:
+            load_init_adapter(run, run.config.sft.init_adapter)
+        if run.config.sft.lora_init == "merged":
+            phase2_on_merged(run, plan)
+            _wrap_for_training(run)  # a new LoRA, so a new optimizer too
+        elif run.config.sft.optimizer_state == "fresh" and plan.index > 0:  # index 0: the optimizer is new already
+            _fresh_optimizer(run)
     shards = world.size if world.strategy == "fsdp" else 1
     state.memory[plan.name] = apply_for_phase(run.model, run.config, plan, run.device, state.memory, shards)
     reset_peak_memory(run.device)  # each phase's measured peak its own, beside its planned one
