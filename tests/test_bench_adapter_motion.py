@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import save_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,8 +74,9 @@ def test_a_run_folder_is_read_through_its_config_and_bad_input_gets_one_line(mot
     row = capsys.readouterr().out.splitlines()[-1]
     assert row.startswith(f"| {run / 'final_512_instruct_model'} |")
 
-    merged = run / "fathom_config.yaml"
-    merged.write_text(merged.read_text().replace("  optimizer_state: continue", "  lora_init: merged"))
+    saved = yaml.safe_load((run / "fathom_config.yaml").read_text())
+    saved["sft"]["lora_init"] = "merged"
+    (run / "fathom_config.yaml").write_text(yaml.safe_dump(saved))
     with pytest.raises(SystemExit, match="lora_init is merged"):
         motion_bench.main([str(run)])
 

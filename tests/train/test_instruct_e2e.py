@@ -336,7 +336,7 @@ def test_phase_2_starts_with_a_fresh_optimizer_unless_told_to_continue(
     tmp_path, straight_run, local_model_dir, synthetic_corpus, qa_folder
 ):
     """By default Phase 2 is its own stage with a new AdamW, as in LLaMA-Factory or TRL; sft.optimizer_state:
-    continue keeps Phase 1's moments (the demo's setting: docs/benchmarks.md measures both)."""
+    continue keeps Phase 1's moments (docs/benchmarks.md measures both on the demo)."""
     _, straight = straight_run
     last = sorted((straight / "checkpoints").glob("step-*"))[-1]
     state = json.loads((last / "trainer_state.json").read_text())

@@ -210,9 +210,10 @@ def _wrap_for_training(run: Run) -> None:
 
 def _fresh_optimizer(run: Run) -> None:
     """Phase 2 as its own stage (sft.optimizer_state: fresh): a new AdamW, so the momentum and second moments
-    of Phase 1's plain-text gradients do not steer and scale the first instruction steps (on the demo: +5
-    and +11 points on questions like its training ones, -17 on a real statute's, one seed; docs/benchmarks.md). A
-    resume inside Phase 2 loads the moments its checkpoint saved, which are this optimizer's."""
+    of Phase 1's plain-text gradients do not steer the instruction steps (carried, they send a third of Phase
+    2's move on along Phase 1's direction; fresh: +5 and +11 points on the demo's held-out questions, two
+    seeds; docs/benchmarks.md). A resume inside Phase 2 loads the moments its checkpoint saved, which are
+    this optimizer's."""
     run.optimizer = None  # the old moments go before the new ones are allocated
     run.optimizer = build_optimizer(run.model, run.config.train)
     logger.info("Phase 2 starts with a fresh optimizer (sft.optimizer_state: fresh)")
