@@ -32,6 +32,8 @@ from safetensors.torch import load_file
 
 def adapter_delta(folder: Path) -> dict[str, torch.Tensor]:
     """{module name: dW (out_features x in_features), float32} for every LoRA pair in a PEFT adapter folder."""
+    if not (folder / "adapter_config.json").is_file() or not (folder / "adapter_model.safetensors").is_file():
+        raise SystemExit(f"{folder}: not a PEFT adapter folder (no adapter_config.json or adapter_model.safetensors)")
     config = json.loads((folder / "adapter_config.json").read_text())
     tensors = load_file(str(folder / "adapter_model.safetensors"))
     deltas = {}
@@ -98,8 +100,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("name a run folder, or --phase1 and --phase2")
     print("| Phase 2 adapter | Phase 1's move | Phase 2's further move | cos(Phase 2's move, Phase 1's) |")
     print("|---|---|---|---|")
+    phase1_deltas: dict[Path, dict[str, torch.Tensor]] = {}  # one --phase1 serves every --phase2: read it once
     for p1, p2 in pairs:
-        m = motion(adapter_delta(p1), adapter_delta(p2))
+        if p1 not in phase1_deltas:
+            phase1_deltas[p1] = adapter_delta(p1)
+        m = motion(phase1_deltas[p1], adapter_delta(p2))
         print(f"| {p2} | {m['phase1_norm']:.2f} | {m['phase2_move_norm']:.2f} | {m['cos_phase2_move_phase1']:+.3f} |")
 
 

@@ -80,6 +80,9 @@ def test_a_run_folder_is_read_through_its_config_and_bad_input_gets_one_line(mot
     with pytest.raises(SystemExit, match="lora_init is merged"):
         motion_bench.main([str(run)])
 
+    with pytest.raises(SystemExit, match="not a PEFT adapter folder"):
+        motion_bench.main(["--phase1", str(run / "final_1k_model"), "--phase2", str(tmp_path / "nowhere")])
+
     other = _adapter(tmp_path / "other", {MODULES[0]: _factors(2)[MODULES[0]]})
     with pytest.raises(SystemExit, match="different modules"):
         motion_bench.main(["--phase1", str(run / "final_1k_model"), "--phase2", str(other)])
