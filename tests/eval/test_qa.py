@@ -27,6 +27,11 @@ from fathom.eval.qa import (
 
 def test_squad_normalization_and_scores():
     assert normalize_answer("The  Port of Hamburg!") == "port of hamburg"
+    # a statute's typographic quotes and dashes, a PDF's ligature and no-break space, against a model's ASCII
+    assert contains("No court may review the Secretary's decision.", "the Secretary\u2019s decision")
+    assert exact_match('a signal "MAYDAY"', "a signal \u201cMAYDAY\u201d") and exact_match("(b)-(f)", "(b)\u2013(f)")
+    assert normalize_answer("of\ufb01cer\u00a0on watch") == "officer on watch"
+    assert not contains("the Secretary decides", "the Secretary\u2019s decision")
     assert exact_match("the Hamburg.", "Hamburg") and not exact_match("Hamburg, Germany", "Hamburg")
     assert token_f1("3,280 t of soybeans", "3,280 t of soybeans") == 1.0
     assert token_f1("soybeans in hold 3", "3,280 t of soybeans") == pytest.approx(0.25)  # 1 common of 4 and 4
