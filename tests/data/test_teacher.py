@@ -46,6 +46,9 @@ def test_only_pairs_grounded_in_the_passage_are_kept():
     assert judge("What does Rule 13 cover?", "Rule 13", PASSAGE, kept) == "question contains its answer"
     assert judge("", "22.5 degrees", PASSAGE, kept) == "empty question or answer"
     assert judge("Why?", "x " * 150, PASSAGE + " x" * 150, kept) == "too long for a question-answer pair"
+    # a teacher writes ASCII where the statute has typographic quotes: still grounded
+    statute = "No court shall review the Secretary\u2019s decision on the award."
+    assert judge("What may no court review?", "the Secretary's decision", statute, kept) is None
     kept.add((normalize_answer("How far abaft her beam?"), normalize_answer("22.5 degrees")))
     assert judge("How far abaft her beam?", "22.5 Degrees.", PASSAGE, kept) == "repeated"
 
