@@ -2,9 +2,9 @@
 
 Each record (``fathom qa build`` writes them; any document-QA .jsonl works) is asked with the chat
 template, the answer generated greedily, and scored three ways after SQuAD's normalization
-(lowercase, no punctuation (Unicode's too), no articles, single spaces): exact match, token F1, and whether the
-reference is contained in the answer. Results come per context-length bucket x answer-depth
-bucket, so a heatmap shows where in a long document a model stops finding things.
+(lowercase, no punctuation (Unicode's too), no articles, single spaces): exact match, token F1,
+and whether the reference is contained in the answer. Results come per context-length bucket x
+answer-depth bucket, so a heatmap shows where in a long document a model stops finding things.
 """
 
 from __future__ import annotations
