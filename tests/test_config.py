@@ -235,6 +235,19 @@ def test_bad_override_syntax():
         load_config(None, ["train.learning_rate.x=1"], check_paths=False)
 
 
+def test_a_corpus_folder_where_an_override_goes_is_pointed_to_data_paths(tmp_path):
+    folder = tmp_path / "manuals"
+    folder.mkdir()
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, [str(folder)], check_paths=False)
+    assert str(caught.value) == (
+        f"{folder}: an override must look like section.field=value, e.g. train.learning_rate=1e-4; "
+        f"to read this folder, pass data.paths=[{folder}]"
+    )
+    with pytest.raises(ConfigError, match=r"e\.g\. train\.learning_rate=1e-4$"):  # not a path: no hint
+        load_config(None, [str(tmp_path / "missing")], check_paths=False)
+
+
 def test_yaml_with_help_round_trips(tmp_path):
     config = load_config(None, ["train.learning_rate=3e-4", "lora.r=8"], check_paths=False)
     text = config_to_yaml(config, with_help=True)

@@ -168,6 +168,14 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
         cls = tp
 
 
+def _path_hint(item: str) -> str:
+    """The fix for a corpus folder typed where an override goes (``fathom qa build docs/``): commands
+    read the corpus from ``data.paths``, as ``fathom train`` does, so the hint names that field."""
+    if not Path(item).exists():
+        return ""
+    return f"; to read this {'folder' if Path(item).is_dir() else 'file'}, pass data.paths=[{item}]"
+
+
 def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     """Parse ``key=value`` strings; values are read as YAML (``true``, ``1e-4``, ``[a, b]``)."""
     parsed = []
@@ -175,7 +183,10 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
         key, sep, raw = item.partition("=")
         key = key.strip().lstrip("-")
         if not sep or not key:
-            raise ConfigError(f"{item}: an override must look like section.field=value, e.g. train.learning_rate=1e-4")
+            raise ConfigError(
+                f"{item}: an override must look like section.field=value, e.g. train.learning_rate=1e-4"
+                + _path_hint(item)
+            )
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
