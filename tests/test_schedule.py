@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from fathom.config import load_config
-from fathom.schedule import final_model_dirname, plan_phases, plan_summary
+from fathom.schedule import MANY_DRAWS, final_model_dirname, plan_phases, plan_summary, schedule_concerns
 
 
 def _config(*overrides):
@@ -58,3 +59,34 @@ def test_final_model_dirname(length, name):
 def test_world_size_must_be_positive():
     with pytest.raises(ValueError, match="world_size"):
         plan_phases(_config(), world_size=0)
+
+
+def test_schedule_concerns_name_a_corpus_seen_too_often_and_a_long_phase_without_long_documents():
+    # the shipped 7B schedule (4K / 16K / 32K, 500M tokens) on corpora of documents of these lengths
+    config = _config()
+    plans = plan_phases(config)
+    ample = np.array([40_000] * 2_000 + [2_000] * 100_000)  # 280M tokens, with documents past 16K
+    assert schedule_concerns(config, plans, ample) == []
+    small = np.array([40_000] * 200 + [2_000] * 10_000)  # 28M tokens: the 500M see it ~18 times
+    (repeated,) = schedule_concerns(config, plans, small)
+    assert repeated.startswith("Phase 1 shows each training document up to 17.9 times; past about 4")
+    assert repeated.endswith("add documents or lower train.total_tokens")
+    short_only = np.array([3_000] * 200_000)  # 600M tokens, none reaching half of 16K
+    concerns = schedule_concerns(config, plans, short_only)
+    assert [c.split(":")[0] for c in concerns] == ["Phase_1b_Medium", "Phase_1c_Long"]  # 1a learns the domain
+    assert concerns[1].startswith("Phase_1c_Long: no training document has 16,384 tokens (half of its 32,768-token")
+
+
+def test_upsampled_long_documents_count_as_the_most_drawn():
+    # the same corpus seen under 4 times on average, but its rare long documents drawn 20x in the last phase
+    schedule = (
+        "train.schedule=[{name: A, max_seq_length: 4096, token_fraction: 0.5}, "
+        "{name: B, max_seq_length: 32768, token_fraction: 0.5, long_doc_upsample: 20}]"
+    )
+    config = _config(schedule, "train.total_tokens=100000000")
+    lengths = np.array([40_000] * 50 + [2_000] * 100_000)
+    plain = _config(schedule.replace(", long_doc_upsample: 20", ""), "train.total_tokens=100000000")
+    assert schedule_concerns(plain, plan_phases(plain), lengths) == []
+    (repeated,) = schedule_concerns(config, plan_phases(config), lengths)
+    draws = float(repeated.split("up to ")[1].split(" times")[0])
+    assert draws > MANY_DRAWS

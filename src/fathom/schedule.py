@@ -19,6 +19,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from fathom.config import FathomConfig
+from fathom.data.mix import mix_for
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,37 @@ def sft_passes(rows: int, rows_per_epoch: int, replay_fraction: float) -> float:
 
 def pretrain_plans(plans: list[PhasePlan]) -> list[PhasePlan]:
     return [p for p in plans if p.kind == "pretrain"]
+
+
+# Past about four epochs, repeated tokens are worth rapidly less than new ones (Muennighoff et al. 2023,
+# "Scaling Data-Constrained Language Models"), and a LoRA adapter starts to recite its documents.
+MANY_DRAWS = 4.0
+
+
+def schedule_concerns(config: FathomConfig, plans: list[PhasePlan], lengths) -> list[str]:
+    """What Phase 1 will not teach as configured on documents of ``lengths`` tokens (the training ones),
+    each a sentence with its fix: ``fathom train`` logs them before the model loads, ``fathom data
+    stats`` and ``fathom plan`` print them.
+
+    Two: a corpus seen so often that the adapter memorizes it (the most-drawn document's draws summed over
+    the phases, an upper bound), and a longer phase (any but the first) with no document half its row's
+    length, whose rows are then packed from short documents and never ask the model to read across them."""
+    phases = [(plan, mix_for(config.phases()[plan.index], lengths)) for plan in pretrain_plans(plans)]
+    concerns = []
+    draws = sum(mix.most_draws(plan.trained_tokens) for plan, mix in phases)
+    if draws > MANY_DRAWS:
+        concerns.append(
+            f"Phase 1 shows each training document up to {draws:.1f} times; past about {MANY_DRAWS:.0f}, repeated "
+            "tokens add little and the adapter memorizes them: add documents or lower train.total_tokens"
+        )
+    for plan, mix in phases[1:]:
+        if mix.long_documents == 0:
+            concerns.append(
+                f"{plan.name}: no training document has {mix.long_threshold:,} tokens (half of its "
+                f"{plan.max_seq_length:,}-token rows), so its rows are packed from shorter documents and never ask "
+                "the model to read across them: add long documents, or end the schedule at a length they reach"
+            )
+    return concerns
 
 
 def plan_summary(config: FathomConfig, world_size: int = 1, sft_rows_per_epoch: int | None = None) -> dict:

@@ -302,3 +302,28 @@ def test_unreachable_hub_model_gives_one_clear_line(tmp_path, synthetic_corpus, 
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and errors[0].startswith("fathom: error: model.name_or_path: 'no-such-org/no-such-model'")
     assert not (tmp_path / "x").exists()
+
+
+def test_a_corpus_too_small_for_its_schedule_is_named_before_training(tmp_path, local_model_dir, capsys):
+    # three notes of a few dozen tokens each: 6,144 tokens see them dozens of times, and no note reaches
+    # half of the 128- or 256-token rows of the later phases
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for i in range(3):
+        (notes / f"note{i}.txt").write_text(f"Bunker note {i}: 120 tonnes of fuel oil received at Rotterdam.\n")
+    cfg = small_run_config(local_model_dir, [notes], tmp_path / "out", max_steps=1)
+    cfg["data"]["cache_dir"] = str(tmp_path / "cache")
+    config = write_config(tmp_path / "run.yaml", cfg)
+    assert main(["data", "stats", "--config", str(config)]) == 0
+    printed = capsys.readouterr().out
+    assert "warning: Phase 1 shows each training document up to" in printed
+    assert "warning: Phase_1b_Medium: no training document has 64 tokens" in printed
+    assert "warning: Phase_1c_Long: no training document has 128 tokens" in printed
+    assert "Phase_1a_Short: no training" not in printed  # the first phase learns the domain on short rows
+    assert main(["plan", "--config", str(config)]) == 0  # the plan reads the prepared lengths and says so too
+    assert "warning: Phase_1c_Long: no training document has 128 tokens" in capsys.readouterr().out
+    assert main(["train", "--config", str(config)]) == 0
+    logged = capsys.readouterr().err
+    assert "WARNING: Phase 1 shows each training document up to" in logged
+    assert "WARNING: Phase_1c_Long: no training document has 128 tokens" in logged
+    assert logged.index("WARNING: Phase 1 shows") < logged.index("LoRA r=")  # before the model loads

@@ -54,6 +54,14 @@ class PhaseMix:
         """How many weighted passes over the corpus ``trained_tokens`` make."""
         return trained_tokens / max(self.long_tokens * self.long_weight + self.short_tokens * self.short_weight, 1)
 
+    def most_draws(self, trained_tokens: int) -> float:
+        """How many times the most-drawn document is seen in ``trained_tokens``: the passes times the
+        larger weight of the classes the corpus has (an upsampled long document repeats more)."""
+        weights = [
+            w for w, tokens in ((self.long_weight, self.long_tokens), (self.short_weight, self.short_tokens)) if tokens
+        ]
+        return self.passes(trained_tokens) * max(weights, default=0.0)
+
 
 def phase_mix(
     lengths: np.ndarray,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fathom.config import ConfigError, FathomConfig
 from fathom.data.mix import mix_for
-from fathom.schedule import plan_phases
+from fathom.schedule import plan_phases, schedule_concerns
 
 
 def prepare_configured_corpus(config: FathomConfig, verify: bool = False):
@@ -105,6 +105,7 @@ def data_stats(config: FathomConfig, cache, examples=None) -> dict:
         "duplicates_removed": meta["duplicates_removed"],
         "length_histogram": cache.length_histogram("train"),
         "phases": phases,
+        "concerns": schedule_concerns(config, plan_phases(config), lengths),
     } | ({"sft": instruction_stats(examples)} if examples is not None else {})
 
 
@@ -141,6 +142,8 @@ def print_data_stats(console, stats: dict) -> None:
         + ", ".join(f"{label} tokens: {n:,}" for label, n in stats["length_histogram"].items())
     )
     console.print(_phase_table(stats["phases"]))
+    for concern in stats["concerns"]:
+        console.print(f"warning: {concern}", markup=False)
     if "sft" in stats:
         sft = stats["sft"]
         console.print(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fathom.config import ConfigError, FathomConfig
 from fathom.data.mix import mix_for
-from fathom.schedule import PhasePlan, plan_phases, plan_summary
+from fathom.schedule import PhasePlan, plan_phases, plan_summary, schedule_concerns
 
 MIX_HINT = "length mix per phase: shown once the corpus is prepared (fathom prepare --config ...)"
 
@@ -51,6 +51,7 @@ def plan_report(
     else:
         for phase_cfg, phase in zip(config.phases(), summary["phases"], strict=False):  # Phase 2 mixes examples
             phase["length_mix"] = mix_for(phase_cfg, lengths).to_dict()
+        summary["concerns"] = schedule_concerns(config, plans, lengths)
     return summary
 
 
@@ -198,6 +199,7 @@ def _plan_notes(summary: dict) -> list[str]:
             )
         ]
     )
+    lines += [f"warning: {concern}" for concern in summary.get("concerns", [])]
     if summary.get("sft_note"):
         lines.append(summary["sft_note"])
     lines += _passes_note(summary["phases"][-1])

@@ -44,7 +44,7 @@ from fathom.model.rope import (
     nice_factor,
     phase_ropes,
 )
-from fathom.schedule import PhasePlan, final_model_dirname, plan_phases, pretrain_plans
+from fathom.schedule import PhasePlan, final_model_dirname, plan_phases, pretrain_plans, schedule_concerns
 from fathom.train import distributed
 from fathom.train.checkpoint import (
     RunLayout,
@@ -119,6 +119,9 @@ def _train_in(
             token_docs, held_out, data_key, corpus = _prepare_documents(config, tokenizer)
     instructions = _prepare_instructions(config, tokenizer)
     plans = plan_phases(config, world.size, instructions.rows_per_epoch if instructions else None)
+    if config.needs_corpus():
+        for concern in schedule_concerns(config, plans, token_docs.lengths):  # before the model loads
+            world.on_main(logger.warning, concern)
     torch.manual_seed(config.train.seed)
     loaded = load_model(
         config.model,
