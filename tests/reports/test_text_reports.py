@@ -81,6 +81,7 @@ def _stats(**more) -> dict:
         "skipped_files": [["notes/[blank].txt", "empty"]],
         "length_histogram": {"<1K": 9},
         "phases": [phase],
+        "concerns": [],
     } | more
 
 
@@ -90,6 +91,9 @@ def test_data_stats_text_shows_the_corpus_skips_and_phases():
     assert "notes/[blank].txt: empty" in text  # a file name is never read as rich markup
     assert "Phase_1a_Short" in text and "40% -> 50%" in text and "1.25" in text
     assert "PDFs" not in text and "Phase 2" not in text
+    assert "warning" not in text
+    concern = "Phase_1c_Long: no training document has [16,384] tokens"  # printed as written, never as markup
+    assert f"warning: {concern}" in _text(print_data_stats, _stats(concerns=[concern]))
     pdf = _text(print_data_stats, _stats(pdf={"ocr_pages": 2}, lowest_confidence=[["scan.pdf", 0.42]]))
     assert "ocr pages 2" in pdf and "scan.pdf (42%)" in pdf
 
