@@ -175,7 +175,10 @@ def _add_data_commands(sub) -> None:
         data_sub,
         "show",
         "one file's text exactly as it enters the token cache, with its token count",
-        first=("file", {"type": Path, "metavar": "FILE", "help": "a file of your corpus (.pdf, .html, .txt, ...)"}),
+        first=(
+            "file",
+            {"type": Path, "metavar": "FILE", "help": "a file of your corpus (.pdf, .docx, .html, .txt, ...)"},
+        ),
     )
     show.add_argument("--json", action="store_true", help="print it as one JSON object")
     stats = _subcommand(data_sub, "stats", "files, skips, documents, tokens, lengths and per-phase mix")

@@ -135,8 +135,8 @@ class DataConfig:
     """The domain documents to train on."""
 
     paths: list[str] = documented(
-        "Files, folders (searched recursively) or glob patterns of .txt .md .rst .html .pdf .jsonl .json .parquet "
-        "documents, datasets save_to_disk folders, or hf:<dataset id>[:split].",
+        "Files, folders (searched recursively) or glob patterns of .txt .md .rst .html .pdf .docx .jsonl .json "
+        ".parquet documents, datasets save_to_disk folders, or hf:<dataset id>[:split].",
         default_factory=lambda: ["data/maritime"],
     )
     text_field: str = documented(

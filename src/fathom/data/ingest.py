@@ -36,7 +36,16 @@ HTML_SUFFIXES = {".html", ".htm"}
 PDF_SUFFIXES = {".pdf"}
 JSON_SUFFIXES = {".jsonl", ".json"}
 PARQUET_SUFFIXES = {".parquet"}
-SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES | JSON_SUFFIXES | PARQUET_SUFFIXES
+WORD_SUFFIXES = {".docx"}
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES | JSON_SUFFIXES | PARQUET_SUFFIXES | WORD_SUFFIXES
+# formats a corpus folder often holds that fathom does not read, with the way to make them readable
+CONVERT_HINTS = {
+    ".doc": "save it as .docx or PDF",
+    ".odt": "save it as .docx or PDF",
+    ".rtf": "save it as .docx or PDF",
+    ".pptx": "export it as PDF",
+    ".xlsx": "export its sheets as .csv, then as .txt or .jsonl",
+}
 MAX_DOCUMENT_CHARS = 20_000_000  # data.max_document_chars' default
 HUB_PREFIX = "hf:"
 
@@ -136,21 +145,39 @@ def expand_paths(
 
 
 def _folder_sources(folder: Path, follow_symlinks: str, refused: list | None) -> list[str]:
-    """The supported files and dataset folders under ``folder`` (itself, when it is a dataset folder)."""
+    """The supported files and dataset folders under ``folder`` (itself, when it is a dataset folder); the
+    other visible files go to ``refused`` with :func:`unsupported_reason` (a .doc among .docx files is
+    named, not silently left out)."""
     if _is_dataset_folder(folder):
         return [str(folder)]
     out = []
     for child in sorted(folder.rglob("*")):
+        if child.name.startswith("~$"):  # an office program's lock file beside a document it has open
+            continue
         if child.suffix.lower() in SUPPORTED_SUFFIXES and (
             child.is_file() or child.is_symlink() or special_file(child)  # the last two: a skip reason
         ):
             if any(_is_dataset_folder(parent) for parent in child.parents if parent != folder.parent):
                 continue  # read as part of its dataset folder
         elif not (child.is_dir() and _is_dataset_folder(child)):
+            _refuse_unsupported(child, folder, refused)
             continue
         if _link_allowed(child, folder, follow_symlinks, refused):
             out.append(str(child))
     return out
+
+
+def _refuse_unsupported(child: Path, folder: Path, refused: list | None) -> None:
+    """Record a visible regular file of a type fathom does not read; hidden files and folders (.git,
+    .DS_Store) and the insides of dataset folders are nobody's documents and pass unmentioned."""
+    if refused is None or not child.is_file() or child.is_symlink():
+        return
+    relative = child.relative_to(folder)
+    if any(part.startswith(".") for part in relative.parts):
+        return
+    if any(_is_dataset_folder(parent) for parent in child.parents if parent != folder.parent):
+        return
+    refused.append((str(child), unsupported_reason(child.suffix.lower())))
 
 
 def _glob_root(pattern: str) -> Path:
@@ -264,6 +291,27 @@ def _html_text(raw: bytes, path: Path, report: IngestReport) -> str | None:
             text = ""
     if not text or not text.strip():
         report.skip(path, "HTML without text")
+        return None
+    return text
+
+
+def unsupported_reason(suffix: str) -> str:
+    """Why a file is not read, with what would make it readable."""
+    fix = CONVERT_HINTS.get(suffix, f"supported: {', '.join(sorted(SUPPORTED_SUFFIXES))}")
+    return f"unsupported file type '{suffix or '(none)'}' ({fix})"
+
+
+def _word_text(path: Path, report: IngestReport, max_bytes: int) -> str | None:
+    """A .docx body's text in reading order (fathom.data.word), or None with the reason recorded."""
+    from fathom.data.word import DocxError, read_docx
+
+    try:
+        text = read_docx(path, max_bytes)
+    except DocxError as exc:
+        report.skip(path, str(exc))
+        return None
+    if not text.strip():
+        report.skip(path, "empty (a Word document with no text in its body)")
         return None
     return text
 
@@ -640,29 +688,35 @@ def _documents_of(
     if suffix in TEXT_SUFFIXES | HTML_SUFFIXES and _too_big(path, report, max_bytes, _RAISE_CAP):  # read whole
         return
     if suffix not in SUPPORTED_SUFFIXES:
-        report.skip(path, f"unsupported file type '{suffix}' (supported: {', '.join(sorted(SUPPORTED_SUFFIXES))})")
+        report.skip(path, unsupported_reason(suffix))
         return
     if suffix in JSON_SUFFIXES:
         if path.exists():
             report.files_read += 1
         yield from _json_documents(path, text_field, report, max_bytes)
         return
-    if suffix in PARQUET_SUFFIXES | PDF_SUFFIXES and not _readable(path, report):
+    if suffix in PARQUET_SUFFIXES | PDF_SUFFIXES | WORD_SUFFIXES and not _readable(path, report):
         return
     if suffix in PARQUET_SUFFIXES:
         report.files_read += 1
         yield from _parquet_documents(path, text_field, report, max_bytes)
         return
-    if suffix in PDF_SUFFIXES:
-        text = _pdf_text(path, report, ocr)
-    else:
-        raw = _read_bytes(path, report)
-        if raw is None:
-            return
-        text = _html_text(raw, path, report) if suffix in HTML_SUFFIXES else decode_text(raw, path, report)
+    text = _file_text(path, suffix, report, max_bytes, ocr)
     if text is not None:
         report.files_read += 1
         yield Document(text, str(path))
+
+
+def _file_text(path: Path, suffix: str, report: IngestReport, max_bytes: int, ocr: str) -> str | None:
+    """The text of a file that is one document (PDF, Word, HTML, plain text), or None with the reason recorded."""
+    if suffix in PDF_SUFFIXES:
+        return _pdf_text(path, report, ocr)
+    if suffix in WORD_SUFFIXES:
+        return _word_text(path, report, max_bytes)
+    raw = _read_bytes(path, report)
+    if raw is None:
+        return None
+    return _html_text(raw, path, report) if suffix in HTML_SUFFIXES else decode_text(raw, path, report)
 
 
 def read_documents(

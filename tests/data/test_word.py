@@ -1,0 +1,89 @@
+"""Word documents (.docx) read in order, furniture out; other office files named with their fix, not dropped."""
+
+from __future__ import annotations
+
+import zipfile
+
+import docx
+
+from fathom.cli import main
+from fathom.data.ingest import IngestReport, documents_of, read_documents
+
+
+def _procedure(path):
+    """A .docx as a fleet office writes one: a running header and footer, a heading, a table whose first row
+    has a cell merged across two columns, and a paragraph after the table."""
+    document = docx.Document()
+    section = document.sections[0]
+    section.header.paragraphs[0].text = "ACME Shipping - Safety Management System - Rev. 4"
+    section.footer.paragraphs[0].text = "Page 1 of 1"
+    document.add_heading("3. Bunkering", level=1)
+    document.add_paragraph("The chief engineer shall sound every tank before the transfer begins.")
+    table = document.add_table(rows=3, cols=3)
+    merged = table.cell(0, 0).merge(table.cell(0, 1))
+    merged.text = "Tank"
+    table.cell(0, 2).text = "Capacity"
+    for row, (tank, kind, capacity) in enumerate([("No. 1", "DB", "120 m3"), ("No. 2", "Wing", "85 m3")], 1):
+        table.cell(row, 0).text, table.cell(row, 1).text, table.cell(row, 2).text = tank, kind, capacity
+    document.add_paragraph("")  # an empty paragraph: no blank block in the text
+    document.add_paragraph("Report any overflow to the master at once.")
+    document.save(path)
+
+
+def test_a_word_document_reads_in_order_with_its_table_and_without_its_furniture(tmp_path):
+    folder = tmp_path / "procedures"
+    folder.mkdir()
+    _procedure(folder / "bunkering.docx")
+    documents, report = read_documents([str(folder)])
+    assert report.skipped == []
+    assert [d.text for d in documents] == [
+        "3. Bunkering\n\n"
+        "The chief engineer shall sound every tank before the transfer begins.\n\n"
+        "| Tank | Capacity |\n| No. 1 | DB | 120 m3 |\n| No. 2 | Wing | 85 m3 |\n\n"
+        "Report any overflow to the master at once."
+    ]
+
+
+def test_other_office_files_are_named_with_their_fix_and_hidden_ones_pass(tmp_path):
+    folder = tmp_path / "fleet"
+    (folder / ".git").mkdir(parents=True)
+    (folder / ".git" / "config").write_text("[core]\n")
+    (folder / ".DS_Store").write_bytes(b"\0\1")
+    (folder / "~$bunkering.docx").write_bytes(b"owner")  # Word's lock file while the document is open
+    (folder / "old_manual.doc").write_bytes(b"\xd0\xcf\x11\xe0 legacy")
+    (folder / "tanks.xlsx").write_bytes(b"PK")
+    (folder / "readme.txt").write_text("Fleet procedures, revision 4.\n")
+    documents, report = read_documents([str(folder)])
+    assert [d.source for d in documents] == [str(folder / "readme.txt")]
+    assert sorted(report.skipped) == [
+        (str(folder / "old_manual.doc"), "unsupported file type '.doc' (save it as .docx or PDF)"),
+        (
+            str(folder / "tanks.xlsx"),
+            "unsupported file type '.xlsx' (export its sheets as .csv, then as .txt or .jsonl)",
+        ),
+    ]
+
+
+def test_a_damaged_or_bomb_docx_is_skipped_with_its_reason(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "renamed.docx").write_text("this was never a Word document")
+    with zipfile.ZipFile(folder / "bomb.docx", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("word/document.xml", b"\0" * 5_000_000)  # 5 MB of zeros: a few kilobytes compressed
+    _procedure(folder / "good.docx")
+    documents, report = read_documents([str(folder)])
+    assert [d.source for d in documents] == [str(folder / "good.docx")]
+    reasons = dict(report.skipped)
+    assert reasons[str(folder / "renamed.docx")].startswith("not a Word document (.docx is a zip archive")
+    assert reasons[str(folder / "bomb.docx")].startswith("not a readable Word document")  # under the cap: parsed
+    report = IngestReport()  # data.max_document_chars 1M: 4 MB of XML at most, checked before decompressing
+    assert list(documents_of(str(folder / "bomb.docx"), "text", report, max_chars=1_000_000)) == []
+    assert report.skipped[0][1].startswith("decompresses to 5,000,000 bytes: above 4,000,000")
+
+
+def test_data_show_prints_a_word_document_as_it_enters_the_cache(tmp_path, capsys):
+    _procedure(tmp_path / "bunkering.docx")
+    assert main(["data", "show", str(tmp_path / "bunkering.docx")]) == 0
+    out = capsys.readouterr().out
+    assert "| No. 2 | Wing | 85 m3 |" in out and "Report any overflow" in out
+    assert "Safety Management System" not in out and "Page 1 of 1" not in out
