@@ -53,6 +53,8 @@ def test_other_office_files_are_named_with_their_fix_and_hidden_ones_pass(tmp_pa
     (folder / "old_manual.doc").write_bytes(b"\xd0\xcf\x11\xe0 legacy")
     (folder / "tanks.xlsx").write_bytes(b"PK")
     (folder / "readme.txt").write_text("Fleet procedures, revision 4.\n")
+    (folder / "LICENSE").write_text("all rights reserved\n")  # no suffix, an image: not documents, not named
+    (folder / "logo.png").write_bytes(b"\x89PNG")
     documents, report = read_documents([str(folder)])
     assert [d.source for d in documents] == [str(folder / "readme.txt")]
     assert sorted(report.skipped) == [

@@ -38,13 +38,19 @@ JSON_SUFFIXES = {".jsonl", ".json"}
 PARQUET_SUFFIXES = {".parquet"}
 WORD_SUFFIXES = {".docx"}
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES | JSON_SUFFIXES | PARQUET_SUFFIXES | WORD_SUFFIXES
-# formats a corpus folder often holds that fathom does not read, with the way to make them readable
+# document formats a corpus folder often holds that fathom does not read, with the way to make them readable;
+# a folder's files of these types are named in the skips (images, archives, files without a suffix are not)
 CONVERT_HINTS = {
     ".doc": "save it as .docx or PDF",
     ".odt": "save it as .docx or PDF",
     ".rtf": "save it as .docx or PDF",
+    ".ppt": "export it as PDF",
     ".pptx": "export it as PDF",
-    ".xlsx": "export its sheets as .csv, then as .txt or .jsonl",
+    ".xls": "export its sheets as text, as .txt or .jsonl",
+    ".xlsx": "export its sheets as text, as .txt or .jsonl",
+    ".csv": "rename it .txt, or write its rows as .jsonl",
+    ".tif": "a scan: put its pages in a PDF, which data.ocr: auto reads",
+    ".tiff": "a scan: put its pages in a PDF, which data.ocr: auto reads",
 }
 MAX_DOCUMENT_CHARS = 20_000_000  # data.max_document_chars' default
 HUB_PREFIX = "hf:"
@@ -168,9 +174,9 @@ def _folder_sources(folder: Path, follow_symlinks: str, refused: list | None) ->
 
 
 def _refuse_unsupported(child: Path, folder: Path, refused: list | None) -> None:
-    """Record a visible regular file of a type fathom does not read; hidden files and folders (.git,
-    .DS_Store) and the insides of dataset folders are nobody's documents and pass unmentioned."""
-    if refused is None or not child.is_file() or child.is_symlink():
+    """Record a visible regular file of a document type fathom does not read (:data:`CONVERT_HINTS`); hidden
+    files and folders (.git, .DS_Store) and the insides of dataset folders pass unmentioned."""
+    if refused is None or child.suffix.lower() not in CONVERT_HINTS or not child.is_file() or child.is_symlink():
         return
     relative = child.relative_to(folder)
     if any(part.startswith(".") for part in relative.parts):
