@@ -61,7 +61,7 @@ def test_other_office_files_are_named_with_their_fix_and_hidden_ones_pass(tmp_pa
         (str(folder / "old_manual.doc"), "unsupported file type '.doc' (save it as .docx or PDF)"),
         (
             str(folder / "tanks.xlsx"),
-            "unsupported file type '.xlsx' (export its sheets as .csv, then as .txt or .jsonl)",
+            "unsupported file type '.xlsx' (export its sheets as text, as .txt or .jsonl)",
         ),
     ]
 
