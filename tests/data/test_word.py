@@ -44,6 +44,40 @@ def test_a_word_document_reads_in_order_with_its_table_and_without_its_furniture
     ]
 
 
+def test_a_report_form_reads_its_fields_text_boxes_and_tracked_insertions_once(tmp_path):
+    from docx.oxml import parse_xml
+    from docx.oxml.ns import nsdecls
+
+    document = docx.Document()
+    ship = document.add_paragraph("Vessel: ")
+    ship._p.append(  # an inline content control: a form field filled in
+        parse_xml(f"<w:sdt {nsdecls('w')}><w:sdtContent><w:r><w:t>MV Northern Star</w:t></w:r></w:sdtContent></w:sdt>")
+    )
+    document.element.body.insert(  # a block content control around a paragraph, and a tracked insertion
+        1,
+        parse_xml(
+            f"<w:sdt {nsdecls('w')}><w:sdtPr/><w:sdtContent><w:p>"
+            '<w:pPr><w:tabs><w:tab w:val="left" w:pos="720"/></w:tabs></w:pPr>'
+            "<w:r><w:t>Findings:</w:t></w:r><w:r><w:tab/></w:r>"
+            "<w:ins w:id='1' w:author='x' w:date='2026-01-01T00:00:00Z'><w:r><w:t>none</w:t></w:r></w:ins>"
+            "<w:del w:id='2' w:author='x' w:date='2026-01-01T00:00:00Z'>"
+            "<w:r><w:delText>two</w:delText></w:r></w:del></w:p></w:sdtContent></w:sdt>"
+        ),
+    )
+    boxed = document.add_paragraph("See note:")
+    note = "<w:p><w:r><w:t>Hold 3 sealed</w:t></w:r></w:p>"
+    boxed._p.append(  # a text box, written twice as Word does: the drawing and its fallback
+        parse_xml(
+            f'<w:r {nsdecls("w")} xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006">'
+            f"<mc:AlternateContent><mc:Choice Requires='wps'><w:txbxContent>{note}</w:txbxContent></mc:Choice>"
+            f"<mc:Fallback><w:txbxContent>{note}</w:txbxContent></mc:Fallback></mc:AlternateContent></w:r>"
+        )
+    )
+    document.save(tmp_path / "report.docx")
+    (text,) = [d.text for d in read_documents([str(tmp_path / "report.docx")])[0]]
+    assert text == "Vessel: MV Northern Star\n\nFindings: none\n\nSee note:\nHold 3 sealed"
+
+
 def test_other_office_files_are_named_with_their_fix_and_hidden_ones_pass(tmp_path):
     folder = tmp_path / "fleet"
     (folder / ".git").mkdir(parents=True)
