@@ -36,6 +36,12 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+# the WordprocessingML elements the reading walks (ECMA-376 part 1, section 17)
+W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+P, TBL, TR, TC, SDT, SDT_CONTENT = (W + t for t in ("p", "tbl", "tr", "tc", "sdt", "sdtContent"))
+T, TAB, BR, CR, PPR = (W + t for t in ("t", "tab", "br", "cr", "pPr"))
+FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
+
 
 class DocxError(Exception):
     """The file cannot be read as a Word document; the message says why (one line)."""
@@ -66,12 +72,6 @@ def _check_archive(path: Path, max_bytes: int) -> None:
             f"decompresses to {declared:,} bytes: above {max_bytes:,} (4 x data.max_document_chars); "
             "split the document or raise data.max_document_chars"
         )
-
-
-W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
-P, TBL, TR, TC, SDT, SDT_CONTENT = (W + t for t in ("p", "tbl", "tr", "tc", "sdt", "sdtContent"))
-T, TAB, BR, CR, PPR = (W + t for t in ("t", "tab", "br", "cr", "pPr"))
-FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
 
 
 def _blocks(container) -> Iterator[str]:
