@@ -151,9 +151,9 @@ def expand_paths(
 
 
 def _folder_sources(folder: Path, follow_symlinks: str, refused: list | None) -> list[str]:
-    """The supported files and dataset folders under ``folder`` (itself, when it is a dataset folder); the
-    other visible files go to ``refused`` with :func:`unsupported_reason` (a .doc among .docx files is
-    named, not silently left out)."""
+    """The supported files and dataset folders under ``folder`` (itself, when it is a dataset folder); its
+    documents of types fathom does not read go to ``refused`` with their fix (:func:`_refuse_unsupported`:
+    a .doc among .docx files is named, not silently left out)."""
     if _is_dataset_folder(folder):
         return [str(folder)]
     out = []
