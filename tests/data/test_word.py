@@ -30,6 +30,13 @@ def _procedure(path):
     document.save(path)
 
 
+RELS = (
+    '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+    '<Relationship Id="rId1" Target="word/document.xml" '
+    'Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument"/></Relationships>'
+)
+
+
 def test_a_word_document_reads_in_order_with_its_table_and_without_its_furniture(tmp_path):
     folder = tmp_path / "procedures"
     folder.mkdir()
@@ -105,6 +112,7 @@ def test_a_damaged_or_bomb_docx_is_skipped_with_its_reason(tmp_path):
     folder.mkdir()
     (folder / "renamed.docx").write_text("this was never a Word document")
     with zipfile.ZipFile(folder / "bomb.docx", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("_rels/.rels", RELS)
         archive.writestr("word/document.xml", b"\0" * 5_000_000)  # 5 MB of zeros: a few kilobytes compressed
     _procedure(folder / "good.docx")
     documents, report = read_documents([str(folder)])

@@ -1,7 +1,8 @@
 """Peak resident memory that ``fathom prepare`` adds for each hostile input, in one fresh process.
 
 Run as ``python tests/faults/_prepare_memory.py SPEC.json``; SPEC holds ``config`` (a config file),
-``good`` (a folder of ordinary documents), ``cases`` ({name: path}) and ``max_parquet_group_bytes``.
+``good`` (a folder of ordinary documents), ``cases`` ({name: path}), ``case_overrides`` ({name: config
+overrides of that case alone}) and ``max_parquet_group_bytes``.
 For each case the kernel's peak (VmHWM) is reset through /proc/self/clear_refs, ``prepare`` runs
 on the good folder plus the case, and the rise of the peak over the resident size before it is
 recorded. The good folder alone is measured twice first, and a small parquet file read, so that
@@ -23,12 +24,12 @@ def _status_kb(field: str) -> int:
     raise RuntimeError(field)
 
 
-def _measure(config: str, paths: list[str], cache: str) -> dict:
+def _measure(config: str, paths: list[str], cache: str, more: list[str]) -> dict:
     from fathom.cli import main
 
     Path("/proc/self/clear_refs").write_text("5")  # the peak starts again from the current size
     before = _status_kb("VmRSS")
-    overrides = [f"data.paths={json.dumps(paths)}", f"data.cache_dir={cache}", "data.num_proc=1"]
+    overrides = [f"data.paths={json.dumps(paths)}", f"data.cache_dir={cache}", "data.num_proc=1", *more]
     rc = main(["prepare", "--config", config, *overrides])
     return {"rc": rc, "rise_mb": (_status_kb("VmHWM") - before) / 1024}
 
@@ -48,7 +49,8 @@ def main() -> None:
     results = {}
     for i, (name, path) in enumerate([("warm-up", None), ("ordinary", None), *spec["cases"].items()]):
         paths = [spec["good"]] + ([path] if path else [])
-        results[name] = _measure(spec["config"], paths, f"{spec['cache']}/{i}")
+        more = spec.get("case_overrides", {}).get(name, [])
+        results[name] = _measure(spec["config"], paths, f"{spec['cache']}/{i}", more)
     print(json.dumps(results))
 
 

@@ -1,9 +1,12 @@
 """A Word document's (.docx) text in reading order: paragraphs and tables as they follow each other.
 
-python-docx (MIT) opens the package and finds the main document; what no library does for a corpus is
-the reading of its body, written here to match what :mod:`fathom.data.pdf` makes of a PDF, so a corpus
-of both reads alike. It walks the body's XML rather than python-docx's paragraph and table objects,
-which see neither content controls (the fields of a report form) nor text inside them:
+Written here because no library reads a .docx as a stream: python-docx (used by the tests to write
+them) parses the whole document into a tree first, about seven times its XML in memory, and its
+paragraph and table objects see neither content controls (the fields of a report form) nor the text
+inside them. This module finds the main part through the package's relationships and walks it with
+lxml's ``iterparse``, one top-level paragraph or table at a time, cleared once read, so memory holds
+the largest paragraph or table and the text, not the tree; it matches what :mod:`fathom.data.pdf`
+makes of a PDF, so a corpus of both reads alike:
 
 - **Order**: paragraphs and tables as they come, content controls (``w:sdt``) opened in place.
 - **A paragraph's text**: its runs' text in order, with what Word shows: tracked insertions, field
@@ -14,9 +17,9 @@ which see neither content controls (the fields of a report form) nor text inside
   a table nested in it) joined by spaces.
 - **Furniture**: headers, footers, footnotes and comments are other parts of the package and are left
   out, as the PDF reader drops running heads and page numbers; deleted text (``w:delText``) too.
-- **Hostile files**: a .docx is a zip archive; the sizes its entries declare are summed before anything
-  is decompressed, and an archive that would decompress past ``max_bytes`` is skipped (Python's zip
-  reader never yields more than an entry declares, so the check bounds the memory).
+- **Hostile files**: a .docx is a zip archive; the size its main part declares is checked before
+  anything is decompressed, and one above ``max_bytes`` is skipped (Python's zip reader never yields
+  more than an entry declares); entities are not resolved and nothing is fetched from the network.
 
 Not read: the numbers and letters that Word's automatic list numbering draws (only typed ones are text).
 Worked example: a heading "3. Bunkering", a paragraph, then a table ``Tank | Capacity`` /
@@ -38,7 +41,7 @@ from pathlib import Path
 
 # the WordprocessingML elements the reading walks (ECMA-376 part 1, section 17)
 W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
-P, TBL, TR, TC, SDT, SDT_CONTENT = (W + t for t in ("p", "tbl", "tr", "tc", "sdt", "sdtContent"))
+BODY, P, TBL, TR, TC, SDT, SDT_CONTENT = (W + t for t in ("body", "p", "tbl", "tr", "tc", "sdt", "sdtContent"))
 T, TAB, BR, CR, PPR = (W + t for t in ("t", "tab", "br", "cr", "pPr"))
 FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
 
@@ -49,29 +52,50 @@ class DocxError(Exception):
 
 def read_docx(path: Path, max_bytes: int) -> str:
     """The document's body text (see the module docstring); raises :class:`DocxError`."""
-    _check_archive(path, max_bytes)
-    import docx
+    from lxml import etree
 
-    try:
-        body = docx.Document(str(path)).element.body
-        blocks = list(_blocks(body))
-    except Exception as exc:  # a damaged part can fail anywhere inside python-docx or lxml
-        raise DocxError(f"not a readable Word document ({type(exc).__name__}: {str(exc)[:120]})") from exc
-    return "\n\n".join(block for block in blocks if block)
-
-
-def _check_archive(path: Path, max_bytes: int) -> None:
-    """A zip archive whose entries together declare at most ``max_bytes``: the zip-bomb guard."""
+    blocks = []
     try:
         with zipfile.ZipFile(path) as archive:
-            declared = sum(info.file_size for info in archive.infolist())
+            main = _main_part(archive, max_bytes)
+            with archive.open(main) as stream:
+                parser = etree.iterparse(stream, events=("end",), resolve_entities=False, no_network=True)
+                for _, element in parser:
+                    parent = element.getparent()
+                    if parent is None or parent.tag != BODY:
+                        continue
+                    blocks.extend(block for block in _blocks([element]) if block)  # never a list of empties
+                    element.clear()
+                    while element.getprevious() is not None:  # the blocks read before it, cleared already
+                        del parent[0]
+    except DocxError:
+        raise
     except (zipfile.BadZipFile, OSError) as exc:
         raise DocxError(f"not a Word document (.docx is a zip archive: {str(exc)[:120]})") from exc
-    if declared > max_bytes:
+    except Exception as exc:  # malformed XML, a missing part: anything inside lxml or the zip reader
+        raise DocxError(f"not a readable Word document ({type(exc).__name__}: {str(exc)[:120]})") from exc
+    return "\n\n".join(blocks)
+
+
+def _main_part(archive: zipfile.ZipFile, max_bytes: int) -> str:
+    """The name of the package's main document part (its ``officeDocument`` relationship), checked to
+    decompress to at most ``max_bytes``: the zip-bomb guard."""
+    from lxml import etree
+
+    rels = archive.getinfo("_rels/.rels")
+    if rels.file_size > 1_000_000:
+        raise DocxError(f"_rels/.rels decompresses to {rels.file_size:,} bytes: not a Word document")
+    root = etree.fromstring(archive.read(rels), etree.XMLParser(resolve_entities=False, no_network=True))
+    targets = [r.get("Target", "") for r in root if r.get("Type", "").endswith("/officeDocument")]
+    if not targets:
+        raise DocxError("not a Word document (no main document part in _rels/.rels)")
+    main = archive.getinfo(targets[0].lstrip("/"))
+    if main.file_size > max_bytes:
         raise DocxError(
-            f"decompresses to {declared:,} bytes: above {max_bytes:,} (4 x data.max_document_chars); "
+            f"decompresses to {main.file_size:,} bytes: above {max_bytes:,} (4 x data.max_document_chars); "
             "split the document or raise data.max_document_chars"
         )
+    return main.filename
 
 
 def _blocks(container) -> Iterator[str]:
