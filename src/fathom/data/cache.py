@@ -45,11 +45,10 @@ import numpy as np
 
 from fathom.data.cache_check import entry_problem, file_manifest
 from fathom.data.clean import NearDuplicateIndex, clean_text, content_hash, minhash
+from fathom.data.formats import JSON_SUFFIXES, PARQUET_SUFFIXES
 from fathom.data.ingest import (
     HUB_PREFIX,
-    JSON_SUFFIXES,
     MAX_DOCUMENT_CHARS,
-    PARQUET_SUFFIXES,
     Document,
     IngestReport,
     documents_of,

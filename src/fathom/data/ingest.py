@@ -27,31 +27,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fathom.data.formats import (
+    CONVERT_HINTS,
+    HTML_SUFFIXES,
+    JSON_SUFFIXES,
+    PARQUET_SUFFIXES,
+    PDF_SUFFIXES,
+    SUPPORTED_SUFFIXES,
+    TEXT_SUFFIXES,
+    WORD_SUFFIXES,
+    unsupported_reason,
+)
 from fathom.fsutil import printable
 
 logger = logging.getLogger("fathom")
 
-TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
-HTML_SUFFIXES = {".html", ".htm"}
-PDF_SUFFIXES = {".pdf"}
-JSON_SUFFIXES = {".jsonl", ".json"}
-PARQUET_SUFFIXES = {".parquet"}
-WORD_SUFFIXES = {".docx"}
-SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES | JSON_SUFFIXES | PARQUET_SUFFIXES | WORD_SUFFIXES
-# document formats a corpus folder often holds that fathom does not read, with the way to make them readable;
-# a folder's files of these types are named in the skips (images, archives, files without a suffix are not)
-CONVERT_HINTS = {
-    ".doc": "save it as .docx or PDF",
-    ".odt": "save it as .docx or PDF",
-    ".rtf": "save it as .docx or PDF",
-    ".ppt": "export it as PDF",
-    ".pptx": "export it as PDF",
-    ".xls": "export its sheets as text, as .txt or .jsonl",
-    ".xlsx": "export its sheets as text, as .txt or .jsonl",
-    ".csv": "rename it .txt, or write its rows as .jsonl",
-    ".tif": "a scan: put its pages in a PDF, which data.ocr: auto reads",
-    ".tiff": "a scan: put its pages in a PDF, which data.ocr: auto reads",
-}
 MAX_DOCUMENT_CHARS = 20_000_000  # data.max_document_chars' default
 HUB_PREFIX = "hf:"
 
@@ -299,12 +289,6 @@ def _html_text(raw: bytes, path: Path, report: IngestReport) -> str | None:
         report.skip(path, "HTML without text")
         return None
     return text
-
-
-def unsupported_reason(suffix: str) -> str:
-    """Why a file is not read, with what would make it readable."""
-    fix = CONVERT_HINTS.get(suffix, f"supported: {', '.join(sorted(SUPPORTED_SUFFIXES))}")
-    return f"unsupported file type '{suffix or '(none)'}' ({fix})"
 
 
 def _word_text(path: Path, report: IngestReport, max_bytes: int) -> str | None:
