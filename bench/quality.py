@@ -27,6 +27,7 @@ draws the figure from whatever results exist.
     python bench/quality.py --scale cpu --arm progressive+qa
     python bench/quality.py --scale cpu --report         # the table for docs/benchmarks.md, the figure
     python bench/quality.py --scale gpu --arm all        # on a GPU: contexts to 16K with YaRN x2
+    python bench/quality.py --scale gpu --prepare        # its corpus and questions only, for a device run to carry
     python bench/quality.py --scale cpu --arm probes     # controlled variations of a Phase-2 arm
     python bench/quality.py --scale cpu --arm progressive+qa --relabel
                                                          # its questions again, labels in the other layout
@@ -76,6 +77,10 @@ class Scale:
     rope: dict | None = None  # model.rope_scaling, where the longest length passes the base's 8K window
     needle_samples: int = 2
     qa_token_budget: int = 16384  # prompt tokens answered together (a GPU takes far more than a CPU gains from)
+    # Phase 1 may show its corpus at most this many times (fathom.schedule.MANY_DRAWS, where `fathom train`
+    # warns); past it the training chapters are topped up with other text (:func:`filler_texts`). None: as is
+    max_draws: float | None = None
+    phase2_answer_chars: int | None = None  # Phase 2's training answers cut past this (None: the builder's 100)
 
 
 _CPU = Scale(
@@ -109,12 +114,17 @@ SCALES = {
         name="gpu",
         lengths=(4096, 8192, 16384),
         phase1_tokens=20_971_520,
-        phase2_tokens=4_194_304,
+        # Phase 2 as the CPU scale's probes found it teaches (best+tokens-x8): lr 2e-3, whole answers, 0.77
+        # passes over its 881 questions (`fathom plan`: 11.0M tokens a pass), where 0.35 passes lost 36 points
+        phase2_tokens=8_388_608,
+        phase2_learning_rate=2.0e-3,
+        phase2_answer_chars=300,
         qa_contexts=(3968, 8064, 16256),
         micro_batch=4,
         grad_accum=2,
         rope={"type": "yarn", "factor": 2.0},
         qa_token_budget=262_144,
+        max_draws=4.0,  # 20M tokens over the 311K of the training chapters would show each ~67 times
     ),
 }
 
@@ -244,32 +254,82 @@ def _held_out(name: str, share: float = 0.2) -> bool:
     return int(hashlib.sha256(name.encode()).hexdigest(), 16) % 1000 < share * 1000
 
 
-def corpus_texts(shared: Path = SHARED) -> dict[str, list[tuple[str, str]]]:
-    """{"train" | "like" | "unseen": [(name, text)]}: the real corpus when ``shared`` has it, else synthetic.
+def corpus_texts(shared: Path = SHARED, scale: Scale | None = None, count_tokens=None) -> dict[str, list]:
+    """{"train" | "like" | "unseen": [(name, text)]}: the real corpus when ``shared`` has it, else synthetic;
+    and "filler" where ``scale`` caps how often Phase 1 may show its corpus (:func:`filler_texts`).
 
     Real: US Code chapters, 80% to train and 20% held out ("like"); the COLREGs (rules of another kind,
     never trained on) as "unseen". Synthetic: voyage logs and inspection reports (train / like) and
-    engine-room logs (unseen).
+    engine-room logs (unseen). ``count_tokens`` (text -> int; default the base model's tokenizer) sizes
+    the filler.
     """
     uscode = shared / "corpus" / "maritime" / "uscode_title46_shipping.md"
     colregs = shared / "corpus" / "maritime" / "colregs"
     if uscode.is_file() and colregs.is_dir():
         chapters = _uscode_chapters(uscode.read_text(encoding="utf-8"))
         rules = [(str(p.relative_to(colregs)), p.read_text(encoding="utf-8")) for p in sorted(colregs.rglob("*.md"))]
-        return {
+        texts = {
             "train": [c for c in chapters if not _held_out(c[0])],
             "like": [c for c in chapters if _held_out(c[0])],
             "unseen": rules,
         }
+    else:
+        from fathom.demo.corpus import generate_documents
+
+        documents = generate_documents(180, seed=11)
+        kinds = [(name, text) for name, text in documents if "engine_log" not in name]
+        texts = {
+            "train": [d for d in kinds if not _held_out(d[0])],
+            "like": [d for d in kinds if _held_out(d[0])],
+            "unseen": [(name, text) for name, text in documents if "engine_log" in name],
+        }
+    if scale is not None and scale.max_draws is not None:
+        filler = filler_texts(shared, texts["train"], scale, count_tokens or _token_counter())
+        if filler:
+            texts["filler"] = filler
+    return texts
+
+
+def filler_texts(shared: Path, train: list[tuple[str, str]], scale: Scale, count_tokens) -> list[tuple[str, str]]:
+    """Phase-1 text beyond the training documents, so that ``scale.phase1_tokens`` shows no document more
+    than ``scale.max_draws`` times: real long text first (``shared/corpus/long``: Moby-Dick, one document
+    of 321K tokens), then the synthetic voyage logs and inspection reports (a seed of their own, not the
+    fallback corpus's) until the corpus holds the tokens, 2% over for the tokens fathom adds per document.
+
+    Only Phase 1 reads it (and Phase 2's replay of Phase-1 text): the questions, trained and held out,
+    stay about the chapters, and no held-out document may be in it (:func:`overlapping`)."""
     from fathom.demo.corpus import generate_documents
 
-    documents = generate_documents(180, seed=11)
-    kinds = [(name, text) for name, text in documents if "engine_log" not in name]
-    return {
-        "train": [d for d in kinds if not _held_out(d[0])],
-        "like": [d for d in kinds if _held_out(d[0])],
-        "unseen": [(name, text) for name, text in documents if "engine_log" in name],
-    }
+    need = round(scale.phase1_tokens / scale.max_draws * 1.02) - sum(count_tokens(t) for _, t in train)
+    filler = []
+    long_folder = shared / "corpus" / "long"
+    for path in sorted(long_folder.glob("*.txt")) if long_folder.is_dir() else []:
+        if need <= 0:
+            return filler
+        filler.append((f"long/{path.name}", path.read_text(encoding="utf-8")))
+        need -= count_tokens(filler[-1][1])
+    made = 0
+    while need > 0:  # the generator's first documents do not depend on how many it makes: each round extends
+        more = max(2 * made, 256)
+        for name, text in generate_documents(made + more, seed=12)[made:]:
+            if need > 0 and "engine_log" not in name:
+                filler.append((f"synthetic/{name}", text))
+                need -= count_tokens(text)
+        made += more
+    return filler
+
+
+def _base_tokenizer():
+    from fathom.config import load_config
+    from fathom.model.load import load_configured_tokenizer
+
+    return load_configured_tokenizer(load_config(None, [f"model.name_or_path={BASE}"], False).model)
+
+
+def _token_counter():
+    """Text -> its token count under the base model's tokenizer (no special tokens)."""
+    tokenizer = _base_tokenizer()
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def write_corpus(out: Path, texts: dict[str, list[tuple[str, str]]]) -> dict:
@@ -292,15 +352,40 @@ def write_corpus(out: Path, texts: dict[str, list[tuple[str, str]]]) -> dict:
     return manifest
 
 
+def read_corpus(out: Path) -> dict[str, list[tuple[str, str]]] | None:
+    """What :func:`write_corpus` wrote under ``out/corpus`` (None when nothing was), each file checked
+    against its manifest's SHA-256: every arm reads the corpus its first arm wrote, without making it
+    again (the GPU scale's filler takes a minute of tokenizing), and a changed file stops the run."""
+    manifest_path = out / "corpus" / "manifest.json"
+    if not manifest_path.is_file():
+        return None
+    texts = {}
+    for split, entries in json.loads(manifest_path.read_text(encoding="utf-8")).items():
+        texts[split] = []
+        for i, entry in enumerate(entries):
+            path = out / "corpus" / split / f"{i:04d}.md"
+            data = path.read_bytes() if path.is_file() else b""
+            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                fix = f"remove {manifest_path.parent} to write it again"
+                raise SystemExit(f"{path}: missing or not what {manifest_path} says; {fix}")
+            texts[split].append((entry["name"], data.decode("utf-8")))
+    return texts
+
+
 def overlapping(texts: dict[str, list[tuple[str, str]]]) -> list[str]:
-    """Held-out documents whose text is also a training document (must be none)."""
-    trained = {hashlib.sha256(t.encode()).hexdigest() for _, t in texts["train"]}
+    """Held-out documents whose text is also a training document or Phase-1 filler (must be none)."""
+    trained = {hashlib.sha256(t.encode()).hexdigest() for _, t in phase1_texts(texts)}
     return [
         f"{split}: {name}"
         for split in ("like", "unseen")
         for name, text in texts[split]
         if hashlib.sha256(text.encode()).hexdigest() in trained
     ]
+
+
+def phase1_texts(texts: dict) -> list[tuple[str, str]]:
+    """Every document Phase 1 reads: the training ones and the filler, where the scale has one."""
+    return texts["train"] + texts.get("filler", [])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -313,11 +398,11 @@ def eval_questions(scale: Scale, texts: dict, tokenizer, seed: int = 1) -> tuple
     dropped (memory could answer them). Returns the records (each with ``group``) and how many were dropped."""
     from fathom.data.qa import build_records
 
-    trained = [t for _, t in texts["train"]]
+    trained = "\0".join(t for _, t in phase1_texts(texts))  # one text: one search per answer
     records, dropped = [], 0
     for group, share in (("like", 1 - scale.unseen_share), ("unseen", scale.unseen_share)):
         pool = build_records([t for _, t in texts[group]], tokenizer, scale.qa_contexts, per_document=12, seed=seed)
-        kept = [r for r in pool if not any(r["answer"] in t for t in trained)]
+        kept = [r for r in pool if r["answer"] not in trained]
         dropped += len(pool) - len(kept)
         want = round(scale.eval_per_length * share)
         for length in scale.qa_contexts:
@@ -357,7 +442,7 @@ def arm_config(scale: Scale, arm: Arm, out: Path) -> dict:
             "gradient_checkpointing": None if scale.name == "gpu" else False,
         },
         "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"},
-        "data": {"paths": [str(out / "corpus" / "train")], "cache_dir": str(out / "cache"), "eval_fraction": 0.0},
+        "data": {"paths": _phase1_paths(out), "cache_dir": str(out / "cache"), "eval_fraction": 0.0},
         "train": {
             "total_tokens": scale.phase1_tokens,
             "schedule": [
@@ -377,7 +462,7 @@ def arm_config(scale: Scale, arm: Arm, out: Path) -> dict:
         config["model"]["rope_scaling"] = scale.rope
     if arm.phase2_from is not None:
         config["sft"] = {
-            "paths": [str(out / "qa_train.jsonl")],
+            "paths": [str(out / training_questions_name(**question_settings(scale, arm)))],
             "max_seq_length": scale.lengths[-1],
             "total_tokens": scale.phase2_tokens,
             "learning_rate": scale.phase2_learning_rate,
@@ -386,19 +471,27 @@ def arm_config(scale: Scale, arm: Arm, out: Path) -> dict:
         }
         if arm.phase2_from != "base":
             config["sft"]["init_adapter"] = str(adapter_dir(scale, arms(scale)[arm.phase2_from], out))
-    builder = builder_settings(arm)
-    if builder:  # settings of the question builder: Phase 2 reads other questions
-        config["sft"]["paths"] = [str(out / training_questions_name(**builder))]
     for key, value in arm.overrides:
         if not key.startswith("qa."):
             _set_dotted(config, key, value)
     return config
 
 
+def _phase1_paths(out: Path) -> list[str]:
+    """The corpus folders Phase 1 reads: the training documents, and the filler where it was written."""
+    folders = [out / "corpus" / "train", out / "corpus" / "filler"]
+    return [str(folder) for folder in folders if folder.name == "train" or folder.is_dir()]
+
+
 def builder_settings(arm: Arm) -> dict:
     """The question builder's settings ``arm`` changes (``qa.answer_chars``, ``qa.teacher``, ``qa.longest``,
     ``qa.relabel_share``) as keywords."""
     return {key.removeprefix("qa."): value for key, value in arm.overrides if key.startswith("qa.")}
+
+
+def question_settings(scale: Scale, arm: Arm) -> dict:
+    """The builder's settings of the questions ``arm``'s Phase 2 reads: the scale's, then the arm's own."""
+    return ({"answer_chars": scale.phase2_answer_chars} if scale.phase2_answer_chars else {}) | builder_settings(arm)
 
 
 def training_questions_name(
@@ -471,20 +564,27 @@ def evaluate_arm(scale: Scale, arm: Arm, out: Path, questions: list[dict], hayst
     return results["models"][-1]
 
 
+def prepare(scale: Scale, out: Path) -> tuple[dict, list[dict]]:
+    """The scale's corpus folders and questions under ``out``, written once (what every arm reads):
+    the texts and the held-out questions. ``--prepare`` runs only this, so that a device run can carry
+    the result instead of spending its minutes on it."""
+    texts = read_corpus(out) or corpus_texts(scale=scale)
+    if overlapping(texts):
+        raise SystemExit(f"held-out documents overlap the training ones: {overlapping(texts)[:3]}")
+    write_corpus(out, texts)
+    return texts, prepare_questions(scale, out, texts)
+
+
 def run_arm(scale: Scale, name: str, out: Path, results: Path, teacher=None) -> dict:
     """Train (or resume) and score one arm; ``teacher`` (a ``fathom.data.teacher.Teacher``) for the
     probes whose questions a teacher adds to."""
     arm = all_arms(scale)[name]
-    texts = corpus_texts()
-    if overlapping(texts):
-        raise SystemExit(f"held-out documents overlap the training ones: {overlapping(texts)[:3]}")
-    write_corpus(out, texts)
-    questions = prepare_questions(scale, out, texts)
+    texts, questions = prepare(scale, out)
     builder = builder_settings(arm)
     if builder.get("teacher") and teacher is None:
         raise SystemExit(f"--arm {name} adds a teacher's questions: pass --teacher-url and --teacher-model")
     if builder:
-        settings = {key: value for key, value in builder.items() if key != "teacher"}
+        settings = {key: value for key, value in question_settings(scale, arm).items() if key != "teacher"}
         prepare_training_questions(scale, out, texts, teacher=teacher if "teacher" in builder else None, **settings)
     trained_minutes = train_arm(scale, arm, out)
     started = time.time()
@@ -496,8 +596,8 @@ def run_arm(scale: Scale, name: str, out: Path, results: Path, teacher=None) -> 
         "train_minutes": round(trained_minutes, 1),
         "eval_minutes": round((time.time() - started) / 60, 1),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {_threads()}",
-        "corpus": {split: len(docs) for split, docs in texts.items()},
-        "teacher": _teacher_record(out, builder) if builder.get("teacher") else None,
+        "corpus": {split: len(docs) for split, docs in texts.items()},  # documents; "filler": Phase 1's more text
+        "teacher": _teacher_record(out, question_settings(scale, arm)) if builder.get("teacher") else None,
         "model": model,
     }
     results.mkdir(parents=True, exist_ok=True)
@@ -536,7 +636,7 @@ def relabel_arm(scale: Scale, name: str, out: Path, results: Path) -> dict:
     if not arm.qa or folder is None or not folder.is_dir() or not (results / f"{name}.json").is_file():
         raise SystemExit(f"--relabel: {name} has no adapter and results to compare with; run --arm {name} first")
     at = scale.qa_contexts[-1]
-    questions = [q for q in prepare_questions(scale, out, corpus_texts()) if q["context_tokens"] == at]
+    questions = [q for q in prepare(scale, out)[1] if q["context_tokens"] == at]
     questions = [q | {"document": relabelled(q["document"])} for q in questions]
     lost = [q["question"] for q in questions if normalize_answer(q["answer"]) not in normalize_answer(q["document"])]
     if lost:
@@ -590,9 +690,7 @@ def prepare_training_questions(
 
     Which teacher made them is kept beside them (model name and yield, never the URL or key), and a
     file made by another teacher is not reused."""
-    from fathom.config import load_config
     from fathom.data.qa import ANSWER_CHARS, build_records
-    from fathom.model.load import load_configured_tokenizer
 
     path = out / training_questions_name(answer_chars, teacher is not None, longest, relabel_share)
     made_by = path.with_suffix(".teacher.json")
@@ -601,7 +699,7 @@ def prepare_training_questions(
         if before != teacher.model:
             raise SystemExit(f"{path} holds teacher {before}'s questions, not {teacher.model}'s: remove it to rebuild")
     if not path.is_file():
-        tokenizer = load_configured_tokenizer(load_config(None, [f"model.name_or_path={BASE}"], False).model)
+        tokenizer = _base_tokenizer()
         train = [t for _, t in texts["train"]]
         more_facts = None
         if teacher is not None:
@@ -640,13 +738,11 @@ def _teacher_record(out: Path, builder: dict) -> dict:
 
 def prepare_questions(scale: Scale, out: Path, texts: dict) -> list[dict]:
     """Phase 2's training questions (``qa_train.jsonl``) and the held-out ones (``qa_eval.jsonl``), once."""
-    from fathom.config import load_config
-    from fathom.model.load import load_configured_tokenizer
-
     eval_path = out / "qa_eval.jsonl"
     if not eval_path.is_file():
-        training = prepare_training_questions(scale, out, texts).read_text(encoding="utf-8").count("\n")
-        tokenizer = load_configured_tokenizer(load_config(None, [f"model.name_or_path={BASE}"], False).model)
+        training = prepare_training_questions(scale, out, texts, scale.phase2_answer_chars)
+        training = training.read_text(encoding="utf-8").count("\n")
+        tokenizer = _base_tokenizer()
         held_out, dropped = eval_questions(scale, texts, tokenizer)
         eval_path.write_text("".join(json.dumps(r) + "\n" for r in held_out), encoding="utf-8")
         print(f"questions: {training} for Phase 2, {len(held_out)} held out, {dropped} dropped (trained on)")
@@ -678,7 +774,7 @@ def _buckets(scale: Scale) -> list[int]:
     return [length_bucket(n) for n in scale.qa_contexts]
 
 
-def main() -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     parser.add_argument(
@@ -692,11 +788,36 @@ def main() -> int:
         help="with --arm: ask the trained arm its longest questions again with each paragraph label in the other "
         "layout (inline <-> heading), to see whether it reads labels or their layout",
     )
+    parser.add_argument(
+        "--prepare",
+        action="store_true",
+        help="write the scale's corpus and questions under --out and stop (a device run carries them)",
+    )
     parser.add_argument("--report", action="store_true", help="print the table and draw the figure from the results")
     parser.add_argument("--out", type=Path, default=None, help="adapters and data (default bench/out/quality-SCALE)")
     parser.add_argument("--teacher-url", help="an OpenAI-compatible server, for the probes a teacher adds questions to")
     parser.add_argument("--teacher-model", help="the model name the server knows")
     parser.add_argument("--teacher-api-key-env", default="OPENAI_API_KEY", help="the variable holding its key, if any")
+    return parser
+
+
+def run_missing(scale: Scale, which: str, out: Path, results: Path, teacher) -> None:
+    """``--arm all`` / ``probes``: each arm without a result, in its own process (a crash loses one arm)."""
+    for name, arm in (arms(scale) if which == "all" else probes(scale)).items():
+        if (results / f"{name}.json").is_file():
+            continue
+        command = [sys.executable, __file__, "--scale", scale.name, "--arm", name, "--out", str(out)]
+        if builder_settings(arm).get("teacher"):
+            if teacher is None:
+                print(f"{name}: skipped, it needs a teacher (--teacher-url and --teacher-model)")
+                continue
+            command += ["--teacher-url", teacher.url, "--teacher-model", teacher.model]
+            command += ["--teacher-api-key-env", teacher.api_key_env]
+        subprocess.run(command, check=True)
+
+
+def main() -> int:
+    parser = _parser()
     args = parser.parse_args()
     teacher = None
     if args.teacher_url or args.teacher_model:
@@ -712,21 +833,15 @@ def main() -> int:
     results = ROOT / "bench" / "results" / f"quality-{scale.name}"
     if scale.name == "smoke":
         results = out / "results"  # not evidence: never beside the real scales' results
+    if args.prepare:
+        prepare(scale, out)
+        print(f"prepared: {out}")
+        return 0
     if args.report:
         print(report(scale, results, ROOT / "docs" / f"quality_{scale.name}.png", out))
         return 0
     if args.arm in ("all", "probes"):
-        for name, arm in (arms(scale) if args.arm == "all" else probes(scale)).items():
-            if (results / f"{name}.json").is_file():
-                continue
-            command = [sys.executable, __file__, "--scale", scale.name, "--arm", name, "--out", str(out)]
-            if builder_settings(arm).get("teacher"):
-                if teacher is None:
-                    print(f"{name}: skipped, it needs a teacher (--teacher-url and --teacher-model)")
-                    continue
-                command += ["--teacher-url", teacher.url, "--teacher-model", teacher.model]
-                command += ["--teacher-api-key-env", teacher.api_key_env]
-            subprocess.run(command, check=True)
+        run_missing(scale, args.arm, out, results, teacher)
         print(report(scale, results, ROOT / "docs" / f"quality_{scale.name}.png", out))
         return 0
     if args.arm not in all_arms(scale):

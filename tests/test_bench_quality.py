@@ -5,6 +5,7 @@ The bench itself trains and evaluates for hours; these check what its numbers re
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -175,6 +176,70 @@ def test_without_the_shared_corpus_the_unseen_kind_is_the_synthetic_engine_logs(
     assert not any("engine_log" in name for split in ("train", "like") for name, _ in texts[split])
 
 
+def test_a_scale_that_caps_phase_1s_draws_tops_its_corpus_up_real_text_first(quality, tmp_path):
+    """The GPU scale's 20M Phase-1 tokens would show the training chapters ~67 times: the filler (a long real
+    text, then synthetic logs and reports) must bring every draw under the cap, stay out of the questions and
+    the held-out documents, and reach Phase 1 through the arm's config."""
+    from fathom.schedule import MANY_DRAWS
+
+    assert quality.SCALES["gpu"].max_draws == MANY_DRAWS and quality.SCALES["cpu"].max_draws is None
+    (tmp_path / "corpus" / "long").mkdir(parents=True)
+    (tmp_path / "corpus" / "long" / "book.txt").write_text("Call me Ishmael. " * 2000, encoding="utf-8")
+    scale = dataclasses.replace(quality.SCALES["smoke"], phase1_tokens=2_000_000, max_draws=4.0)
+    count = len  # a token per character: the sizes in the test are exact
+    texts = quality.corpus_texts(tmp_path, scale, count)
+    filler = texts["filler"]
+    assert filler[0] == ("long/book.txt", "Call me Ishmael. " * 2000)  # real text before synthetic
+    assert all(name.startswith("synthetic/") and "engine_log" not in name for name, _ in filler[1:])
+    phase1 = sum(count(t) for _, t in quality.phase1_texts(texts))
+    assert scale.phase1_tokens / phase1 <= scale.max_draws  # and no document more than needed (2% for specials):
+    assert phase1 - count(filler[-1][1]) < 1.02 * scale.phase1_tokens / scale.max_draws <= phase1
+    assert quality.overlapping(texts) == [] and texts == quality.corpus_texts(tmp_path, scale, count)
+    assert "filler" not in quality.corpus_texts(tmp_path, quality.SCALES["smoke"], count)  # no cap, no filler
+
+    arm = quality.arms(scale)["progressive"]
+    assert quality.arm_config(scale, arm, tmp_path / "out")["data"]["paths"] == [str(tmp_path / "out/corpus/train")]
+    quality.write_corpus(tmp_path / "out", texts)
+    paths = quality.arm_config(scale, arm, tmp_path / "out")["data"]["paths"]
+    assert paths == [str(tmp_path / "out/corpus/train"), str(tmp_path / "out/corpus/filler")]
+    assert len(list((tmp_path / "out/corpus/filler").iterdir())) == len(filler)
+    assert quality.read_corpus(tmp_path / "out") == texts  # later arms read it back instead of making it again
+    (tmp_path / "out/corpus/filler/0001.md").write_text("changed", encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"filler/0001.md: missing or not what .*manifest.json says"):
+        quality.read_corpus(tmp_path / "out")
+
+    held_out = texts["like"][0][1]  # a held-out document's text in the filler: the check names it
+    texts["filler"] = [*filler, ("synthetic/copy", held_out)]
+    assert quality.overlapping(texts) == [f"like: {texts['like'][0][0]}"]
+
+
+def test_the_gpu_scales_phase_2_is_the_one_the_cpu_probes_found_teaching(quality, tmp_path, monkeypatch):
+    """The device run is rare: its Phase 2 trains as the CPU scale's best+tokens-x8 (4x the rate, whole
+    answers), not the eight CPU arms' Phase 2 that taught too little to tell the schedules apart."""
+    cpu, gpu = quality.SCALES["cpu"], quality.SCALES["gpu"]
+    best = dict(quality.probes(cpu)["progressive+qa--best+tokens-x8"].overrides)
+    assert gpu.phase2_learning_rate == best["sft.learning_rate"] and gpu.phase2_answer_chars == best["qa.answer_chars"]
+    for scale, questions in ((gpu, "qa_train-answers300.jsonl"), (cpu, "qa_train.jsonl")):
+        for name in ("progressive+qa", "qa-only"):
+            config = quality.arm_config(scale, quality.arms(scale)[name], tmp_path)
+            assert config["sft"]["paths"] == [str(tmp_path / questions)], (scale.name, name)
+            assert config["sft"]["learning_rate"] == scale.phase2_learning_rate
+
+    built = []  # prepare_questions builds the file those configs read
+
+    def prepare_training_questions(scale, out, texts, answer_chars=None, **settings):
+        built.append(answer_chars)
+        path = out / quality.training_questions_name(answer_chars, **settings)
+        path.write_text("{}\n", encoding="utf-8")
+        return path
+
+    monkeypatch.setattr(quality, "prepare_training_questions", prepare_training_questions)
+    monkeypatch.setattr(quality, "_base_tokenizer", lambda: None)
+    monkeypatch.setattr(quality, "eval_questions", lambda *a: ([], 0))
+    quality.prepare_questions(gpu, tmp_path, {})
+    assert built == [300] and (tmp_path / "qa_train-answers300.jsonl").is_file()
+
+
 def test_the_overlap_check_finds_a_held_out_document_that_was_trained_on(quality):
     texts = {"train": [("a", "one"), ("b", "two")], "like": [("c", "two")], "unseen": [("d", "three")]}
     assert quality.overlapping(texts) == ["like: c"]
@@ -305,7 +370,7 @@ def test_the_teacher_probe_trains_on_the_builders_questions_and_the_teachers(
     other = teacher_module.Teacher("http://127.0.0.1:9/v1", "another")
     with pytest.raises(SystemExit, match="holds teacher teacher-7b's questions, not another's"):
         quality.prepare_training_questions(scale, tmp_path, texts, teacher=other)
-    monkeypatch.setattr(quality, "corpus_texts", lambda: texts)
+    monkeypatch.setattr(quality, "corpus_texts", lambda **_: texts)
     monkeypatch.setattr(quality, "prepare_questions", lambda *a: [])
     with pytest.raises(SystemExit, match="pass --teacher-url and --teacher-model"):
         quality.run_arm(scale, "progressive+qa--teacher", tmp_path / "run", tmp_path / "results")
