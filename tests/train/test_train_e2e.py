@@ -327,3 +327,17 @@ def test_a_corpus_too_small_for_its_schedule_is_named_before_training(tmp_path, 
     assert "WARNING: Phase 1 shows each training document up to" in logged
     assert "WARNING: Phase_1c_Long: no training document has 128 tokens" in logged
     assert logged.index("WARNING: Phase 1 shows") < logged.index("LoRA r=")  # before the model loads
+
+    # Phase 1 finished, then continued into Phase 2 with --resume: the warnings were about phases already
+    # trained, so they are not logged again (Phase 2's replay still reads the corpus)
+    cfg["train"].pop("max_steps")
+    cfg["output_dir"] = str(tmp_path / "whole")
+    assert main(["train", "--config", str(write_config(tmp_path / "whole.yaml", cfg))]) == 0
+    assert "WARNING: Phase 1 shows" in capsys.readouterr().err
+    qa = tmp_path / "qa.jsonl"
+    record = {"document": (notes / "note0.txt").read_text(), "question": "Where?", "answer": "Rotterdam"}
+    qa.write_text(json.dumps(record) + "\n")
+    cfg["sft"] = {"paths": [str(qa)], "max_seq_length": 128, "total_tokens": 256, "replay_fraction": 0.25}
+    assert main(["train", "--config", str(write_config(tmp_path / "whole.yaml", cfg)), "--resume"]) == 0
+    logged = capsys.readouterr().err
+    assert "it continues with Phase 2" in logged and "WARNING: Phase" not in logged

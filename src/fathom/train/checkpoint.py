@@ -76,6 +76,10 @@ class TrainerState:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
+    def phases_done(self) -> int:
+        """How many phases (Phase 1's, then Phase 2) this state has finished."""
+        return self.phase_index + (1 if self.phase_complete or self.run_complete else 0)
+
     def reset_phase_progress(self) -> None:
         """Zero the counters of the phase in progress: a phase begins (its index is set by the caller)."""
         self.phase_step = self.phase_tokens_seen = self.phase_rows_consumed = 0

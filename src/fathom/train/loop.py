@@ -119,8 +119,9 @@ def _train_in(
             token_docs, held_out, data_key, corpus = _prepare_documents(config, tokenizer)
     instructions = _prepare_instructions(config, tokenizer)
     plans = plan_phases(config, world.size, instructions.rows_per_epoch if instructions else None)
-    if config.needs_corpus():
-        for concern in schedule_concerns(config, plans, token_docs.lengths):  # before the model loads
+    # before the model loads, and only while Phase 1 has phases to train: a run resumed into Phase 2 heard them
+    if config.needs_corpus() and (start.state is None or start.state.phases_done() < len(config.phases())):
+        for concern in schedule_concerns(config, plans, token_docs.lengths):
             world.on_main(logger.warning, concern)
     torch.manual_seed(config.train.seed)
     loaded = load_model(
