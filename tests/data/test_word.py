@@ -122,7 +122,7 @@ def test_a_damaged_or_bomb_docx_is_skipped_with_its_reason(tmp_path):
     assert reasons[str(folder / "bomb.docx")].startswith("not a readable Word document")  # under the cap: parsed
     report = IngestReport()  # data.max_document_chars 1M: 4 MB of XML at most, checked before decompressing
     assert list(documents_of(str(folder / "bomb.docx"), "text", report, max_chars=1_000_000)) == []
-    assert report.skipped[0][1].startswith("decompresses to 5,000,000 bytes: above 4,000,000")
+    assert report.skipped[0][1].startswith("word/document.xml decompresses to 5,000,000 bytes: above 4,000,000")
 
 
 def test_data_show_prints_a_word_document_as_it_enters_the_cache(tmp_path, capsys):
@@ -131,3 +131,106 @@ def test_data_show_prints_a_word_document_as_it_enters_the_cache(tmp_path, capsy
     out = capsys.readouterr().out
     assert "| No. 2 | Wing | 85 m3 |" in out and "Report any overflow" in out
     assert "Safety Management System" not in out and "Page 1 of 1" not in out
+
+
+def _numbered(path):
+    """A procedure whose clause numbers Word draws: a three-level list (1. / 1.1 / (a)) on headings and
+    paragraphs, a heading style linked to level 2, a cell in the list, a second list of the same definition
+    restarting at 7, a legal-numbered part (I. / 1.1) and a symbol-font bullet."""
+    from docx.oxml import parse_xml
+    from docx.oxml.ns import nsdecls
+
+    document = docx.Document()
+
+    def lvl(ilvl, fmt, text, start=1, extra=""):
+        return (
+            f'<w:lvl w:ilvl="{ilvl}"><w:start w:val="{start}"/><w:numFmt w:val="{fmt}"/>'
+            f'<w:lvlText w:val="{text}"/>{extra}</w:lvl>'
+        )
+
+    definitions = [
+        f'<w:abstractNum {nsdecls("w")} w:abstractNumId="90">'
+        + lvl(0, "decimal", "%1.")
+        + lvl(1, "decimal", "%1.%2", extra='<w:pStyle w:val="Heading2"/>')
+        + lvl(2, "lowerLetter", "(%3)")
+        + lvl(3, "lowerRoman", "%4)", extra='<w:suff w:val="nothing"/>')
+        + "</w:abstractNum>",
+        f'<w:abstractNum {nsdecls("w")} w:abstractNumId="92">'
+        + lvl(0, "upperRoman", "%1.")
+        + lvl(1, "decimal", "%1.%2", extra="<w:isLgl/>")
+        + "</w:abstractNum>",
+        f'<w:abstractNum {nsdecls("w")} w:abstractNumId="93">' + lvl(0, "bullet", "\uf0b7") + "</w:abstractNum>",
+        f'<w:num {nsdecls("w")} w:numId="90"><w:abstractNumId w:val="90"/></w:num>',
+        f'<w:num {nsdecls("w")} w:numId="91"><w:abstractNumId w:val="90"/>'
+        '<w:lvlOverride w:ilvl="0"><w:startOverride w:val="7"/></w:lvlOverride></w:num>',
+        f'<w:num {nsdecls("w")} w:numId="92"><w:abstractNumId w:val="92"/></w:num>',
+        f'<w:num {nsdecls("w")} w:numId="93"><w:abstractNumId w:val="93"/></w:num>',
+    ]
+    numbering = document.part.numbering_part.element
+    for xml in definitions:
+        numbering.append(parse_xml(xml))
+    heading2 = document.styles["Heading 2"].element  # linked to level 2 of list 90 by the level's w:pStyle
+    heading2.get_or_add_pPr().append(parse_xml(f'<w:numPr {nsdecls("w")}><w:numId w:val="90"/></w:numPr>'))
+
+    def numbered(text, num, ilvl, style=None):
+        paragraph = document.add_paragraph(text, style=style)
+        paragraph._p.get_or_add_pPr().append(
+            parse_xml(f'<w:numPr {nsdecls("w")}><w:ilvl w:val="{ilvl}"/><w:numId w:val="{num}"/></w:numPr>')
+        )
+
+    numbered("General", 90, 0)
+    numbered("Scope", 90, 1)
+    document.add_heading("Definitions", level=2)  # numbered by its style: 1.2
+    numbered("Vessel means any watercraft.", 90, 2)
+    numbered("", 90, 2)  # an empty item: counted, not written
+    numbered("Barge means a non-self-propelled vessel.", 90, 2)
+    numbered("which is manned", 90, 3)
+    numbered("Bunkering", 90, 0)
+    numbered("Before the transfer", 90, 1)
+    numbered("Annex", 0, 0, style="Heading 2")  # numId 0: the style's numbering switched off
+    table = document.add_table(rows=1, cols=2)
+    table.cell(0, 0).text = "Step"
+    cell = table.cell(0, 1).paragraphs[0]
+    cell.text = "Sound every tank"
+    cell._p.get_or_add_pPr().append(
+        parse_xml(f'<w:numPr {nsdecls("w")}><w:ilvl w:val="1"/><w:numId w:val="90"/></w:numPr>')
+    )
+    numbered("Restarted", 91, 0)
+    numbered("Part", 92, 0)
+    numbered("Legal", 92, 1)
+    numbered("Lifejackets", 93, 0)
+    document.add_paragraph("One", style="List Number")  # python-docx's own template: a style-linked list
+    document.add_paragraph("Two", style="List Number")
+    document.save(path)
+
+
+def test_automatic_list_numbers_are_written_before_their_paragraphs(tmp_path):
+    _numbered(tmp_path / "procedure.docx")
+    documents, report = read_documents([str(tmp_path / "procedure.docx")])
+    assert report.skipped == []
+    assert documents[0].text.split("\n\n") == [
+        "1. General",
+        "1.1 Scope",
+        "1.2 Definitions",
+        "(a) Vessel means any watercraft.",
+        "(c) Barge means a non-self-propelled vessel.",
+        "i)which is manned",
+        "2. Bunkering",
+        "2.1 Before the transfer",
+        "Annex",
+        "| Step | 2.2 Sound every tank |",
+        "7. Restarted",
+        "I. Part",
+        "1.1 Legal",
+        "• Lifejackets",
+        "1. One",
+        "2. Two",
+    ]
+
+
+def test_list_number_formats():
+    from fathom.data.word_numbering import format_number
+
+    assert [format_number(n, "lowerLetter") for n in (1, 26, 27, 28)] == ["a", "z", "aa", "bb"]
+    assert [format_number(n, "upperRoman") for n in (4, 9, 14, 40, 1994)] == ["IV", "IX", "XIV", "XL", "MCMXCIV"]
+    assert format_number(3, "decimalZero") == "03" and format_number(3, "ordinalText") == "3"

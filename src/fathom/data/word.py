@@ -21,7 +21,10 @@ makes of a PDF, so a corpus of both reads alike:
   anything is decompressed, and one above ``max_bytes`` is skipped (Python's zip reader never yields
   more than an entry declares); entities are not resolved and nothing is fetched from the network.
 
-Not read: the numbers and letters that Word's automatic list numbering draws (only typed ones are text).
+- **List numbers**: the clause numbers and letters Word's automatic numbering draws ("5.3.1", "(c)",
+  bullets) are written before their paragraph, counted as Word counts them
+  (:mod:`fathom.data.word_numbering`), so that "section 5.3" can be found.
+
 Worked example: a heading "3. Bunkering", a paragraph, then a table ``Tank | Capacity`` /
 ``No. 1 DB | 120 m3`` becomes::
 
@@ -35,15 +38,19 @@ Worked example: a heading "3. Bunkering", a paragraph, then a table ``Tank | Cap
 
 from __future__ import annotations
 
+import posixpath
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from fathom.data.word_numbering import ListNumbers
 
 # the WordprocessingML elements the reading walks (ECMA-376 part 1, section 17)
 W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 BODY, P, TBL, TR, TC, SDT, SDT_CONTENT = (W + t for t in ("body", "p", "tbl", "tr", "tc", "sdt", "sdtContent"))
 T, TAB, BR, CR, PPR = (W + t for t in ("t", "tab", "br", "cr", "pPr"))
 FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
+SIDE_PART_BYTES = 8_000_000  # numbering and styles are parsed whole: Word's own are under 1 MB
 
 
 class DocxError(Exception):
@@ -58,13 +65,14 @@ def read_docx(path: Path, max_bytes: int) -> str:
     try:
         with zipfile.ZipFile(path) as archive:
             main = _main_part(archive, max_bytes)
+            numbers = _list_numbers(archive, main, max_bytes)
             with archive.open(main) as stream:
                 parser = etree.iterparse(stream, events=("end",), resolve_entities=False, no_network=True)
                 for _, element in parser:
                     parent = element.getparent()
                     if parent is None or parent.tag != BODY:
                         continue
-                    blocks.extend(block for block in _blocks([element]) if block)  # never a list of empties
+                    blocks.extend(block for block in _blocks([element], numbers) if block)  # never a list of empties
                     element.clear()
                     while element.getprevious() is not None:  # the blocks read before it, cleared already
                         del parent[0]
@@ -80,34 +88,69 @@ def read_docx(path: Path, max_bytes: int) -> str:
 def _main_part(archive: zipfile.ZipFile, max_bytes: int) -> str:
     """The name of the package's main document part (its ``officeDocument`` relationship), checked to
     decompress to at most ``max_bytes``: the zip-bomb guard."""
-    from lxml import etree
-
-    rels = archive.getinfo("_rels/.rels")
-    if rels.file_size > 1_000_000:
-        raise DocxError(f"_rels/.rels decompresses to {rels.file_size:,} bytes: not a Word document")
-    root = etree.fromstring(archive.read(rels), etree.XMLParser(resolve_entities=False, no_network=True))
-    targets = [r.get("Target", "") for r in root if r.get("Type", "").endswith("/officeDocument")]
+    targets = _related(archive, "_rels/.rels", "", "/officeDocument")
     if not targets:
         raise DocxError("not a Word document (no main document part in _rels/.rels)")
-    main = archive.getinfo(targets[0].lstrip("/"))
-    if main.file_size > max_bytes:
-        raise DocxError(
-            f"decompresses to {main.file_size:,} bytes: above {max_bytes:,} (4 x data.max_document_chars); "
-            "split the document or raise data.max_document_chars"
-        )
-    return main.filename
+    limit = f"above {max_bytes:,} (4 x data.max_document_chars); split the document or raise data.max_document_chars"
+    return _checked_size(archive, targets[0], max_bytes, limit).filename
 
 
-def _blocks(container) -> Iterator[str]:
+def _related(archive: zipfile.ZipFile, rels_name: str, base: str, kind: str) -> list[str]:
+    """The parts a relationships part names with a type ending in ``kind``, as names in the archive
+    (targets are relative to ``base``, the folder of the part the relationships belong to)."""
+    from lxml import etree
+
+    rels = archive.getinfo(rels_name)
+    if rels.file_size > 1_000_000:
+        raise DocxError(f"{rels_name} decompresses to {rels.file_size:,} bytes: not a Word document")
+    root = etree.fromstring(archive.read(rels), etree.XMLParser(resolve_entities=False, no_network=True))
+    targets = [r.get("Target", "") for r in root if r.get("Type", "").endswith(kind)]
+    return [t.lstrip("/") if t.startswith("/") else posixpath.normpath(posixpath.join(base, t)) for t in targets]
+
+
+def _checked_size(archive: zipfile.ZipFile, name: str, max_bytes: int, limit: str) -> zipfile.ZipInfo:
+    """The part ``name``, checked to decompress to at most ``max_bytes`` (the zip-bomb guard; ``limit``
+    says which limit and its fix)."""
+    part = archive.getinfo(name)
+    if part.file_size > max_bytes:
+        raise DocxError(f"{name} decompresses to {part.file_size:,} bytes: {limit}")
+    return part
+
+
+def _list_numbers(archive: zipfile.ZipFile, main: str, max_bytes: int) -> ListNumbers | None:
+    """The counters of the document's automatic list numbering, from the numbering and styles parts
+    the main part's relationships name (None where it has no numbering part)."""
+    from lxml import etree
+
+    folder, name = posixpath.split(main)
+    rels_name = posixpath.join(folder, "_rels", name + ".rels")
+    if rels_name not in archive.namelist():
+        return None
+    parts = {}
+    for kind in ("numbering", "styles"):
+        found = [n for n in _related(archive, rels_name, folder, "/" + kind) if n in archive.namelist()]
+        if found:
+            limit = f"above {SIDE_PART_BYTES:,}, more than any Word writes: not read"
+            data = archive.read(_checked_size(archive, found[0], min(max_bytes, SIDE_PART_BYTES), limit))
+            parts[kind] = etree.fromstring(data, etree.XMLParser(resolve_entities=False, no_network=True))
+    if "numbering" not in parts:
+        return None
+    return ListNumbers(parts["numbering"], parts.get("styles"))
+
+
+def _blocks(container, numbers: ListNumbers | None) -> Iterator[str]:
     """The text of each paragraph and table directly in ``container`` (the body, a cell, a content
-    control's content), in order."""
+    control's content), in order; a numbered paragraph's with its label (counted even when it is empty,
+    as Word counts it)."""
     for child in container:
         if child.tag == P:
-            yield _paragraph_text(child).strip()
+            label = numbers.label(child.find(PPR)) if numbers is not None else ""
+            text = _paragraph_text(child).strip()
+            yield label + text if text else ""
         elif child.tag == TBL:
-            yield _table_text(child)
+            yield _table_text(child, numbers)
         elif child.tag == SDT and child.find(SDT_CONTENT) is not None:
-            yield from _blocks(child.find(SDT_CONTENT))
+            yield from _blocks(child.find(SDT_CONTENT), numbers)
 
 
 def _paragraph_text(node) -> str:
@@ -129,11 +172,11 @@ def _paragraph_text(node) -> str:
     return "".join(parts)
 
 
-def _table_text(table) -> str:
+def _table_text(table, numbers: ListNumbers | None) -> str:
     """One Markdown row per table row, a cell's blocks joined by spaces."""
     rows = []
     for row in _children(table, TR):
-        cells = [" ".join(" ".join(_blocks(cell)).split()) for cell in _children(row, TC)]
+        cells = [" ".join(" ".join(_blocks(cell, numbers)).split()) for cell in _children(row, TC)]
         if any(cells):
             rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
