@@ -13,9 +13,9 @@ from fathom.cli import main
 from fathom.config import load_config
 from fathom.data.cache import prepare_corpus
 from fathom.data.clean import clean_text
-from fathom.data.ingest import expand_paths
 from fathom.data.mix import document_weights, phase_mix
 from fathom.data.pack import epoch_order, pack_rows
+from fathom.data.sources import expand_paths
 
 SENTENCE = "The pilot boarding position for Halden Fjord is 59 degrees 7 minutes north."
 

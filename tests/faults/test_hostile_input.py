@@ -15,6 +15,7 @@ from helpers import hang_guard, small_run_config, write_config
 
 import fathom.data.ingest as ingest
 from fathom.data.ingest import read_documents
+from fathom.data.sources import expand_paths
 
 pytestmark = pytest.mark.faults
 
@@ -54,7 +55,7 @@ def test_prepare_on_a_device_ends_with_one_line_instead_of_hanging(tmp_path, loc
 
 def _documents(folder: Path, max_chars: int) -> tuple[list, dict[str, str]]:
     report = ingest.IngestReport()
-    sources = ingest.expand_paths([str(folder)])
+    sources = expand_paths([str(folder)])
     docs = [d for source in sources for d in ingest.documents_of(source, "text", report, max_chars)]
     return docs, dict(report.skipped)
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from fathom.data.ingest import expand_paths, read_documents
+from fathom.data.ingest import read_documents
 from fathom.data.instruct import read_examples
+from fathom.data.sources import expand_paths
 
 pytestmark = pytest.mark.faults
 

@@ -46,15 +46,8 @@ import numpy as np
 from fathom.data.cache_check import entry_problem, file_manifest
 from fathom.data.clean import NearDuplicateIndex, clean_text, content_hash, minhash
 from fathom.data.formats import JSON_SUFFIXES, PARQUET_SUFFIXES
-from fathom.data.ingest import (
-    HUB_PREFIX,
-    MAX_DOCUMENT_CHARS,
-    Document,
-    IngestReport,
-    documents_of,
-    expand_paths,
-    log_skips,
-)
+from fathom.data.ingest import MAX_DOCUMENT_CHARS, Document, IngestReport, documents_of, log_skips
+from fathom.data.sources import HUB_PREFIX, expand_paths
 from fathom.errors import ConfigError
 from fathom.fsutil import atomic_dir
 

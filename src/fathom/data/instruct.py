@@ -34,15 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from fathom.config import DEFAULT_PROMPT_TEMPLATE
-from fathom.data.ingest import (
-    BYTES_PER_CHAR,
-    HUB_PREFIX,
-    MAX_DOCUMENT_CHARS,
-    IngestReport,
-    expand_paths,
-    records_of,
-    special_file,
-)
+from fathom.data.ingest import BYTES_PER_CHAR, MAX_DOCUMENT_CHARS, IngestReport, records_of
+from fathom.data.sources import HUB_PREFIX, expand_paths, special_file
 from fathom.fsutil import printable
 from fathom.labels import IGNORE_INDEX
 

@@ -76,8 +76,8 @@ def sft_rows_per_epoch(config: FathomConfig) -> tuple[int | None, str | None]:
     a budget in tokens needs no data to plan, so there a failure to read is not said here."""
     if config.sft is None:
         return None, None
-    from fathom.data.ingest import expand_paths
     from fathom.data.instruct import prepare_instructions
+    from fathom.data.sources import expand_paths
 
     by_tokens = config.sft.total_tokens is not None
     tokenizer = _local_tokenizer(config)
