@@ -136,7 +136,7 @@ def test_data_show_prints_a_word_document_as_it_enters_the_cache(tmp_path, capsy
 def _numbered(path):
     """A procedure whose clause numbers Word draws: a three-level list (1. / 1.1 / (a)) on headings and
     paragraphs, a heading style linked to level 2, a cell in the list, a second list of the same definition
-    restarting at 7, a legal-numbered part (I. / 1.1) and a symbol-font bullet."""
+    restarting at 7 (which the first list then continues), a legal-numbered part (I. / 1.1) and a symbol-font bullet."""
     from docx.oxml import parse_xml
     from docx.oxml.ns import nsdecls
 
@@ -196,6 +196,7 @@ def _numbered(path):
         parse_xml(f'<w:numPr {nsdecls("w")}><w:ilvl w:val="1"/><w:numId w:val="90"/></w:numPr>')
     )
     numbered("Restarted", 91, 0)
+    numbered("Continued", 90, 0)  # lists of one definition share its counters (Word: 8, not 3)
     numbered("Part", 92, 0)
     numbered("Legal", 92, 1)
     numbered("Lifejackets", 93, 0)
@@ -220,6 +221,7 @@ def test_automatic_list_numbers_are_written_before_their_paragraphs(tmp_path):
         "Annex",
         "| Step | 2.2 Sound every tank |",
         "7. Restarted",
+        "8. Continued",
         "I. Part",
         "1.1 Legal",
         "• Lifejackets",
