@@ -136,7 +136,8 @@ def test_data_show_prints_a_word_document_as_it_enters_the_cache(tmp_path, capsy
 def _numbered(path):
     """A procedure whose clause numbers Word draws: a three-level list (1. / 1.1 / (a)) on headings and
     paragraphs, a heading style linked to level 2, a cell in the list, a second list of the same definition
-    restarting at 7 (which the first list then continues), a legal-numbered part (I. / 1.1) and a symbol-font bullet."""
+    restarting at 7 (which the first list then continues), a legal-numbered part (I. / 1.1), a symbol-font
+    bullet, steps that never restart (lvlRestart 0) and a list with a level of its own (annexes A, B)."""
     from docx.oxml import parse_xml
     from docx.oxml.ns import nsdecls
 
@@ -160,11 +161,20 @@ def _numbered(path):
         + lvl(1, "decimal", "%1.%2", extra="<w:isLgl/>")
         + "</w:abstractNum>",
         f'<w:abstractNum {nsdecls("w")} w:abstractNumId="93">' + lvl(0, "bullet", "\uf0b7") + "</w:abstractNum>",
+        f'<w:abstractNum {nsdecls("w")} w:abstractNumId="94">'
+        + lvl(0, "decimal", "%1.")
+        + lvl(1, "decimal", "Step %2", extra='<w:lvlRestart w:val="0"/>')  # steps count on through the list
+        + "</w:abstractNum>",
         f'<w:num {nsdecls("w")} w:numId="90"><w:abstractNumId w:val="90"/></w:num>',
         f'<w:num {nsdecls("w")} w:numId="91"><w:abstractNumId w:val="90"/>'
         '<w:lvlOverride w:ilvl="0"><w:startOverride w:val="7"/></w:lvlOverride></w:num>',
         f'<w:num {nsdecls("w")} w:numId="92"><w:abstractNumId w:val="92"/></w:num>',
         f'<w:num {nsdecls("w")} w:numId="93"><w:abstractNumId w:val="93"/></w:num>',
+        f'<w:num {nsdecls("w")} w:numId="94"><w:abstractNumId w:val="94"/></w:num>',
+        f'<w:num {nsdecls("w")} w:numId="95"><w:abstractNumId w:val="90"/>'  # a list's own level 0: annexes
+        '<w:lvlOverride w:ilvl="0"><w:startOverride w:val="1"/>'
+        + lvl(0, "upperLetter", "Annex %1")
+        + "</w:lvlOverride></w:num>",
     ]
     numbering = document.part.numbering_part.element
     for xml in definitions:
@@ -200,6 +210,12 @@ def _numbered(path):
     numbered("Part", 92, 0)
     numbered("Legal", 92, 1)
     numbered("Lifejackets", 93, 0)
+    numbered("Start", 94, 0)
+    numbered("Open the valve", 94, 1)
+    numbered("Transfer", 94, 0)
+    numbered("Close the valve", 94, 1)
+    numbered("Forms", 95, 0)
+    numbered("Checklists", 95, 0)
     document.add_paragraph("One", style="List Number")  # python-docx's own template: a style-linked list
     document.add_paragraph("Two", style="List Number")
     document.save(path)
@@ -225,6 +241,12 @@ def test_automatic_list_numbers_are_written_before_their_paragraphs(tmp_path):
         "I. Part",
         "1.1 Legal",
         "• Lifejackets",
+        "1. Start",
+        "Step 1 Open the valve",
+        "2. Transfer",
+        "Step 2 Close the valve",
+        "Annex A Forms",
+        "Annex B Checklists",
         "1. One",
         "2. Two",
     ]

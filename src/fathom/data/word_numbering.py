@@ -15,13 +15,14 @@ numbers out. What it follows (ECMA-376 part 1, 17.9):
   ``w:numStyleLink`` points to through a numbering style); lists of one definition share its counters,
   and a list's ``w:startOverride`` restarts them where it is first used (Word's "restart numbering");
 - a level's counter starts at ``w:start``, counts each paragraph at that level, and restarts when a
-  paragraph at a higher level comes; ``w:lvlText`` ("%1.%2.") shows each level's counter in that
-  level's ``w:numFmt`` (decimal, letters, roman; every level decimal under ``w:isLgl``); a bullet shows
-  its character ("•" where it is a symbol-font code); ``w:suff`` nothing joins label and text.
+  paragraph at a higher level comes (or only at the levels ``w:lvlRestart`` names; 0: never); a
+  list's own ``w:lvl`` in a ``w:lvlOverride`` replaces its definition's level;
+- ``w:lvlText`` ("%1.%2.") shows each level's counter in that level's ``w:numFmt`` (decimal,
+  letters, roman; every level decimal under ``w:isLgl``); a bullet shows its character ("•" where
+  it is a symbol-font code); ``w:suff`` nothing joins label and text.
 
-Not followed (rare in the documents fathom reads): ``w:lvlRestart``, ``w:num``-level ``w:lvl``
-overrides beyond the start value, formats other than decimal, letters and roman (they count in decimal),
-numbering inside text boxes.
+Not followed (rare in the documents fathom reads): formats other than decimal, letters and roman (they
+count in decimal), numbering inside text boxes, a level's picture bullets (written as "•").
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class Level:
     legal: bool = False  # w:isLgl: every level's number shown in decimal
     space: bool = True  # False where w:suff is "nothing"
     style: str | None = None  # w:pStyle: the paragraph style this level belongs to
+    restart: int | None = None  # w:lvlRestart: restarts after a level above this one (1-based); 0 never
+
+    def restarts_after(self, used: int) -> bool:
+        """Whether a paragraph at level ``used`` (0-based, above this level) restarts this level's counter."""
+        return self.restart is None or (self.restart > 0 and used < self.restart)
 
 
 def _val(node, tag: str, default=None):
@@ -66,6 +72,7 @@ def _level(lvl) -> Level:
         legal=lvl.find(W + "isLgl") is not None and _val(lvl, "isLgl", "1") not in ("0", "false"),
         space=suffix != "nothing",
         style=_val(lvl, "pStyle"),
+        restart=_int(_val(lvl, "lvlRestart"), 0) if lvl.find(W + "lvlRestart") is not None else None,
     )
 
 
@@ -116,7 +123,7 @@ class ListNumbers:
     def __init__(self, numbering, styles) -> None:
         self._abstract = {}  # abstractNumId -> {ilvl: Level}
         self._style_links = {}  # abstractNumId -> the numbering style it takes its levels from
-        self._lists = {}  # numId -> (abstractNumId, {ilvl: start override})
+        self._lists = {}  # numId -> (abstractNumId, {ilvl: start override}, {ilvl: its own Level})
         for node in numbering if numbering is not None else ():
             if node.tag == W + "abstractNum":
                 ident = node.get(W + "abstractNumId")
@@ -125,12 +132,18 @@ class ListNumbers:
                 if link:
                     self._style_links[ident] = link
             elif node.tag == W + "num":
-                overrides = {
+                overrides = list(node.iter(W + "lvlOverride"))
+                starts = {
                     _int(o.get(W + "ilvl"), 0): _int(_val(o, "startOverride"), 1)
-                    for o in node.iter(W + "lvlOverride")
+                    for o in overrides
                     if o.find(W + "startOverride") is not None
                 }
-                self._lists[node.get(W + "numId")] = (_val(node, "abstractNumId"), overrides)
+                own = {
+                    _int(o.get(W + "ilvl"), 0): _level(o.find(W + "lvl"))
+                    for o in overrides
+                    if o.find(W + "lvl") is not None
+                }
+                self._lists[node.get(W + "numId")] = (_val(node, "abstractNumId"), starts, own)
         self._styles = {}  # styleId -> (basedOn, numId or None, ilvl or None)
         for style in styles.iter(W + "style") if styles is not None else ():
             num_pr = style.find(f"{W}pPr/{W}numPr")
@@ -149,6 +162,7 @@ class ListNumbers:
         if found is None:
             return ""
         num_id, abstract_id, levels, ilvl = found
+        levels = levels | self._lists[num_id][2]  # the list's own levels over its definition's
         counts = self._counts.setdefault(abstract_id, {})
         if num_id not in self._begun:
             self._begun.add(num_id)
@@ -158,8 +172,8 @@ class ListNumbers:
                     del counts[deeper]
         level = levels.get(ilvl, Level())
         counts[ilvl] = counts.get(ilvl, level.start - 1) + 1
-        for deeper in [d for d in counts if d > ilvl]:  # a higher level restarts the lower ones
-            del counts[deeper]
+        for deeper in [d for d in counts if d > ilvl and levels.get(d, Level()).restarts_after(ilvl)]:
+            del counts[deeper]  # a higher level restarts the lower ones
         if level.fmt == "none":
             return ""
         if level.fmt == "bullet":
@@ -198,11 +212,11 @@ class ListNumbers:
     def _levels_of(self, num_id: str) -> tuple[str | None, dict[int, Level] | None]:
         """A list's abstract definition and its levels: its own, or the one its numbering style uses (whose
         counters it shares)."""
-        abstract_id = self._lists.get(num_id, (None, {}))[0]
+        abstract_id = self._lists.get(num_id, (None,))[0]
         for _ in range(4):  # numStyleLink -> style -> numId -> abstractNum: a short chain, never a loop
             link = self._style_links.get(abstract_id)
             if link is None:
                 break
             linked_num = self._styles.get(link, (None, None, None))[1]
-            abstract_id = self._lists.get(linked_num, (None, {}))[0]
+            abstract_id = self._lists.get(linked_num, (None,))[0]
         return abstract_id, self._abstract.get(abstract_id)
