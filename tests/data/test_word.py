@@ -258,3 +258,27 @@ def test_list_number_formats():
     assert [format_number(n, "lowerLetter") for n in (1, 26, 27, 28)] == ["a", "z", "aa", "bb"]
     assert [format_number(n, "upperRoman") for n in (4, 9, 14, 40, 1994)] == ["IV", "IX", "XIV", "XL", "MCMXCIV"]
     assert format_number(3, "decimalZero") == "03" and format_number(3, "ordinalText") == "3"
+
+
+def test_a_damaged_or_oversized_numbering_part_costs_the_numbers_not_the_document(tmp_path, caplog):
+    """The list definitions are a side part: a broken or bomb one is not read, the body still is."""
+    document = docx.Document()
+    document.add_paragraph("Sound every tank.", style="List Number")
+    document.save(tmp_path / "good.docx")
+    for name, numbering in (("broken", b"<w:numbering"), ("bomb", b"\0" * 9_000_000)):
+        with (
+            zipfile.ZipFile(tmp_path / "good.docx") as source,
+            zipfile.ZipFile(tmp_path / f"{name}.docx", "w", zipfile.ZIP_DEFLATED) as target,
+        ):
+            for item in source.infolist():
+                data = numbering if item.filename == "word/numbering.xml" else source.read(item)
+                target.writestr(item.filename, data)
+    documents, report = read_documents([str(tmp_path)])
+    assert report.skipped == []
+    assert {d.source.rsplit("/", 1)[-1]: d.text for d in documents} == {
+        "good.docx": "1. Sound every tank.",
+        "broken.docx": "Sound every tank.",
+        "bomb.docx": "Sound every tank.",
+    }
+    warned = [r.getMessage() for r in caplog.records if "read without its list numbers" in r.getMessage()]
+    assert len(warned) == 2 and any("numbering.xml decompresses to 9,000,000 bytes" in w for w in warned)

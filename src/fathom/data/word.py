@@ -38,12 +38,17 @@ Worked example: a heading "3. Bunkering", a paragraph, then a table ``Tank | Cap
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 from fathom.data.word_numbering import ListNumbers
+from fathom.fsutil import printable
+
+logger = logging.getLogger("fathom")
 
 # the WordprocessingML elements the reading walks (ECMA-376 part 1, section 17)
 W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
@@ -65,7 +70,7 @@ def read_docx(path: Path, max_bytes: int) -> str:
     try:
         with zipfile.ZipFile(path) as archive:
             main = _main_part(archive, max_bytes)
-            numbers = _list_numbers(archive, main, max_bytes)
+            numbers = _list_numbers(archive, main, max_bytes, path)
             with archive.open(main) as stream:
                 parser = etree.iterparse(stream, events=("end",), resolve_entities=False, no_network=True)
                 for _, element in parser:
@@ -117,11 +122,21 @@ def _checked_size(archive: zipfile.ZipFile, name: str, max_bytes: int, limit: st
     return part
 
 
-def _list_numbers(archive: zipfile.ZipFile, main: str, max_bytes: int) -> ListNumbers | None:
+def _list_numbers(archive: zipfile.ZipFile, main: str, max_bytes: int, path: Path) -> ListNumbers | None:
     """The counters of the document's automatic list numbering, from the numbering and styles parts
-    the main part's relationships name (None where it has no numbering part)."""
+    the main part's relationships name (None where it has no numbering part). A damaged or oversized one
+    costs the clause numbers, not the document: it is read without them, and a warning names the file."""
     from lxml import etree
 
+    try:
+        return _parse_list_numbers(archive, main, max_bytes, etree)
+    except (DocxError, etree.XMLSyntaxError, KeyError, ValueError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        logger.warning("%s: read without its list numbers (%s)", printable(str(path)), str(exc)[:160])
+        return None
+
+
+def _parse_list_numbers(archive: zipfile.ZipFile, main: str, max_bytes: int, etree) -> ListNumbers | None:
+    """:func:`_list_numbers`' reading, which raises where a part is damaged or too big."""
     folder, name = posixpath.split(main)
     rels_name = posixpath.join(folder, "_rels", name + ".rels")
     if rels_name not in archive.namelist():
