@@ -258,6 +258,16 @@ def test_list_number_formats():
     assert [format_number(n, "lowerLetter") for n in (1, 26, 27, 28)] == ["a", "z", "aa", "bb"]
     assert [format_number(n, "upperRoman") for n in (4, 9, 14, 40, 1994)] == ["IV", "IX", "XIV", "XL", "MCMXCIV"]
     assert format_number(3, "decimalZero") == "03" and format_number(3, "ordinalText") == "3"
+    # a hostile count cannot make a label grow with it: letters and roman numerals past their bounds in decimal
+    assert format_number(79, "lowerLetter") == "79" and format_number(4000, "upperRoman") == "4000"
+    from lxml import etree
+
+    from fathom.data.word_numbering import W, _level
+
+    level = etree.fromstring(
+        f'<w:lvl xmlns:w="{W[1:-1]}"><w:start w:val="999999999"/><w:lvlText w:val="{"%1" * 10_000}"/></w:lvl>'
+    )
+    assert _level(level).start == 32767 and len(_level(level).text) == 64
 
 
 def test_a_damaged_or_oversized_numbering_part_costs_the_numbers_not_the_document(tmp_path, caplog):

@@ -129,14 +129,16 @@ def _list_numbers(archive: zipfile.ZipFile, main: str, max_bytes: int, path: Pat
     from lxml import etree
 
     try:
-        return _parse_list_numbers(archive, main, max_bytes, etree)
+        return _parse_list_numbers(archive, main, max_bytes)
     except (DocxError, etree.XMLSyntaxError, KeyError, ValueError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
         logger.warning("%s: read without its list numbers (%s)", printable(str(path)), str(exc)[:160])
         return None
 
 
-def _parse_list_numbers(archive: zipfile.ZipFile, main: str, max_bytes: int, etree) -> ListNumbers | None:
+def _parse_list_numbers(archive: zipfile.ZipFile, main: str, max_bytes: int) -> ListNumbers | None:
     """:func:`_list_numbers`' reading, which raises where a part is damaged or too big."""
+    from lxml import etree
+
     folder, name = posixpath.split(main)
     rels_name = posixpath.join(folder, "_rels", name + ".rels")
     if rels_name not in archive.namelist():

@@ -32,6 +32,9 @@ from dataclasses import dataclass
 W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 VAL = W + "val"
 MAX_LEVELS = 9  # levels 0..8 (17.9.3)
+# Bounds on what a hostile file can make a label cost: Word's own start values stop at 32767, and past
+# these letters ("zzz...") and roman numerals grow with the count, so they are written in decimal there
+MAX_START, MAX_LETTERS, MAX_ROMAN, MAX_LEVEL_TEXT = 32767, 26 * 3, 3999, 64
 
 
 @dataclass(frozen=True)
@@ -66,9 +69,9 @@ def _int(value, default: int) -> int:
 def _level(lvl) -> Level:
     suffix = _val(lvl, "suff", "tab")
     return Level(
-        start=_int(_val(lvl, "start"), 1),
+        start=min(max(_int(_val(lvl, "start"), 1), 0), MAX_START),
         fmt=_val(lvl, "numFmt", "decimal"),
-        text=_val(lvl, "lvlText", "") or "",
+        text=(_val(lvl, "lvlText", "") or "")[:MAX_LEVEL_TEXT],
         legal=lvl.find(W + "isLgl") is not None and _val(lvl, "isLgl", "1") not in ("0", "false"),
         space=suffix != "nothing",
         style=_val(lvl, "pStyle"),
@@ -95,12 +98,13 @@ def _roman(n: int) -> str:
 
 
 def format_number(n: int, fmt: str) -> str:
-    """``n`` as ``w:numFmt`` ``fmt`` draws it; formats not listed here in decimal."""
+    """``n`` as ``w:numFmt`` ``fmt`` draws it; formats not listed here, and letters and roman numerals past
+    their bounds, in decimal."""
     if n <= 0 and fmt != "decimal":
         return str(n)
-    if fmt in ("lowerLetter", "upperLetter"):
+    if fmt in ("lowerLetter", "upperLetter") and n <= MAX_LETTERS:
         return _letters(n, fmt == "upperLetter")
-    if fmt in ("lowerRoman", "upperRoman"):
+    if fmt in ("lowerRoman", "upperRoman") and n <= MAX_ROMAN:
         return _roman(n).upper() if fmt == "upperRoman" else _roman(n)
     if fmt == "decimalZero":
         return f"{n:02d}"
@@ -134,7 +138,7 @@ class ListNumbers:
             elif node.tag == W + "num":
                 overrides = list(node.iter(W + "lvlOverride"))
                 starts = {
-                    _int(o.get(W + "ilvl"), 0): _int(_val(o, "startOverride"), 1)
+                    _int(o.get(W + "ilvl"), 0): min(max(_int(_val(o, "startOverride"), 1), 0), MAX_START)
                     for o in overrides
                     if o.find(W + "startOverride") is not None
                 }
